@@ -1,0 +1,155 @@
+//! The `api` binary's subcommands: `serve` (default), `migrate`, `keys`.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use common::db::api_keys;
+use common::domain::Scope;
+
+use crate::auth::{generate_secret, hash_secret};
+use crate::Config;
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Create the database if needed and apply migrations, then exit.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints the secret on the last line (shown only once).
+    Create {
+        /// A label for the key.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: payments:read, payments:write, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Merchant name; created if new. Default: the default merchant.
+        #[arg(long, default_value = api_keys::DEFAULT_MERCHANT)]
+        merchant: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id; requests with it fail with 401 at once.
+    Revoke {
+        /// The key id, as `keys list` prints it.
+        id: uuid::Uuid,
+    },
+}
+
+/// What `main` runs.
+pub async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    common::telemetry::init(config.log.log_format);
+    run(config).await
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    match config.command.clone().unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(&config.serve.bind)
+                .await
+                .with_context(|| format!("binding API_BIND {}", config.serve.bind))?;
+            let (pool, broker) = crate::connect(&config).await?;
+            crate::serve(
+                listener,
+                pool,
+                broker,
+                config.serve,
+                common::shutdown::on_signal(),
+            )
+            .await
+        }
+        Command::Migrate => {
+            let pool = common::db::connect(&config.database).await?;
+            common::db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Keys { command } => {
+            let pool = common::db::connect(&config.database).await?;
+            common::db::migrate(&pool).await?;
+            keys(&pool, command).await
+        }
+    }
+}
+
+async fn keys(pool: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create {
+            name,
+            scopes,
+            merchant,
+        } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| s.trim().parse::<Scope>().map(|s| s.as_str().to_owned()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("--scopes")?;
+            let (id, secret) = create_key(pool, &merchant, &name, &scopes).await?;
+            println!(
+                "created key {id} for merchant {merchant:?} with scopes {}",
+                scopes.join(",")
+            );
+            println!("the secret is shown once; store it now:");
+            println!("{secret}");
+        }
+        KeysCommand::List => {
+            println!(
+                "{:<36}  {:<16}  {:<16}  {:<10}  {:<32}  status",
+                "id", "merchant", "name", "prefix", "scopes"
+            );
+            for key in api_keys::list(pool).await? {
+                let status = match key.revoked_at {
+                    Some(at) => format!("revoked {}", at.to_rfc3339()),
+                    None => "active".into(),
+                };
+                println!(
+                    "{:<36}  {:<16}  {:<16}  {:<10}  {:<32}  {status}",
+                    key.id,
+                    key.merchant,
+                    key.name,
+                    key.prefix,
+                    key.scopes.join(",")
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if api_keys::revoke(pool, id).await? {
+                println!("revoked key {id}");
+            } else {
+                anyhow::bail!("no active key with id {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates a key for the named merchant; returns its id and secret.
+pub async fn create_key(
+    pool: &sqlx::PgPool,
+    merchant: &str,
+    name: &str,
+    scopes: &[String],
+) -> anyhow::Result<(uuid::Uuid, String)> {
+    let merchant_id = api_keys::ensure_merchant(pool, merchant).await?;
+    let secret = generate_secret();
+    let prefix: String = secret.chars().take(8).collect();
+    let id = api_keys::insert(
+        pool,
+        merchant_id,
+        name,
+        &prefix,
+        &hash_secret(&secret),
+        scopes,
+    )
+    .await?;
+    Ok((id, secret))
+}

@@ -1,0 +1,206 @@
+//! The API's one error type and its JSON envelope.
+//!
+//! `{"error": {"type", "code", "message", "param", "request_id"}}` for every
+//! error, from validation to a database outage. Internal causes are logged
+//! here, once, with their chain, and never sent: the client gets a generic
+//! message and the request id to quote.
+//!
+//! Policy: handlers return `Result<_, ApiError>`; domain and database errors
+//! convert with `From`, plumbing failures wrap an `anyhow::Error` in
+//! [`ApiError::internal`].
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::request_id::current_request_id;
+
+/// The error families of DESIGN.md §5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    InvalidRequestError,
+    AuthenticationError,
+    PermissionError,
+    NotFound,
+    IdempotencyError,
+    RateLimitError,
+    ApiError,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: ErrorType,
+    code: &'static str,
+    message: String,
+    param: Option<String>,
+    /// Logged, never sent.
+    source: Option<anyhow::Error>,
+    retry_after: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: ErrorType,
+    code: &'a str,
+    message: &'a str,
+    param: Option<&'a str>,
+    request_id: Option<String>,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        kind: ErrorType,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+            source: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400 about one parameter.
+    pub fn invalid(
+        param: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut err = Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequestError,
+            code,
+            message,
+        );
+        err.param = Some(param.into());
+        err
+    }
+
+    /// 4xx about the request as a whole.
+    pub fn bad_request(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(status, ErrorType::InvalidRequestError, code, message)
+    }
+
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            code,
+            message,
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::PermissionError,
+            "insufficient_scope",
+            message,
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::NotFound,
+            "resource_missing",
+            message,
+        )
+    }
+
+    pub fn idempotency(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let mut err = Self::new(status, ErrorType::IdempotencyError, code, message);
+        err.param = Some("Idempotency-Key".into());
+        err
+    }
+
+    /// 503: a dependency is down; nothing was written.
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        source: anyhow::Error,
+    ) -> Self {
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ApiError,
+            code,
+            message,
+        );
+        err.source = Some(source);
+        err.retry_after = Some(1);
+        err
+    }
+
+    /// 500: a bug or an unexpected failure.
+    pub fn internal(source: anyhow::Error) -> Self {
+        let mut err = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ApiError,
+            "internal_error",
+            "An internal error occurred. Quote the request id when contacting support.",
+        );
+        err.source = Some(source);
+        err
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if common::db::is_unavailable(&err) {
+            Self::unavailable(
+                "database_unavailable",
+                "The service cannot reach its database right now; nothing was written. Retry later.",
+                err.into(),
+            )
+        } else {
+            Self::internal(err.into())
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(source) = &self.source {
+            if self.status.is_server_error() {
+                tracing::error!(
+                    code = self.code,
+                    error = format!("{source:#}"),
+                    "request failed"
+                );
+            }
+        }
+        let body = Envelope {
+            error: Body {
+                kind: self.kind,
+                code: self.code,
+                message: &self.message,
+                param: self.param.as_deref(),
+                request_id: current_request_id(),
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+        }
+        response
+    }
+}

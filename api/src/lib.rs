@@ -1,0 +1,208 @@
+//! The HTTP API of the payment processor.
+//!
+//! Accepts card payments, writes each with its outbox row in one
+//! transaction, publishes it to RabbitMQ with a publisher confirm, and
+//! answers `202 Accepted`; clients poll `GET /v1/payments/:id` or ask to wait
+//! with `Prefer: wait=N`. [`serve`] takes its listener and shutdown signal
+//! from the caller, so tests start it on port 0.
+
+pub mod auth;
+pub mod cli;
+pub mod error;
+mod health;
+pub mod outbox;
+mod payments;
+pub mod request_id;
+mod validate;
+mod waiters;
+pub mod wire;
+
+use std::future::IntoFuture as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use common::config::{BrokerArgs, DatabaseArgs};
+use common::queue::{Broker, Topology};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::outbox::Outbox;
+use crate::waiters::Waiters;
+
+/// Settings of `api serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long = "bind",
+        env = "API_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind: String,
+
+    /// Public base URL of the API, used in `Location` headers and receipt URLs.
+    #[arg(
+        long,
+        env = "PUBLIC_BASE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub public_base_url: String,
+
+    /// Seconds an outbox row waits for the fast path before the relay
+    /// publishes it.
+    #[arg(long, env = "OUTBOX_RELAY_AFTER", default_value = "5", value_parser = common::config::parse_secs, global = true)]
+    pub relay_after: Duration,
+
+    /// Seconds between outbox relay runs.
+    #[arg(long, env = "OUTBOX_RELAY_INTERVAL", default_value = "1", value_parser = common::config::parse_secs, global = true)]
+    pub relay_interval: Duration,
+
+    /// Hours an idempotency key is kept (at least 24).
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..), global = true)]
+    pub idempotency_ttl_hours: u64,
+
+    /// Seconds to finish in-flight requests after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = common::config::parse_secs, global = true)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Everything `api serve` needs.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "Payment API: accepts card payments and queues them for the workers."
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub log: common::telemetry::LogArgs,
+    #[command(subcommand)]
+    pub command: Option<cli::Command>,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub broker: Arc<Broker>,
+    pub settings: Arc<ServeArgs>,
+    waiters: Arc<Waiters>,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+}
+
+/// Connects to the database (applying migrations) and the broker. A broker
+/// that is down at start is not fatal: payments are accepted into the outbox
+/// and published once it is back.
+pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Arc<Broker>)> {
+    let pool = common::db::connect(&config.database).await?;
+    common::db::migrate(&pool).await?;
+    let topology = Topology::new(&config.broker.queue_prefix);
+    let broker = match Broker::connect(&config.broker.amqp_url, topology.clone()).await {
+        Ok(broker) => broker,
+        Err(err) => {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "broker unreachable at start; accepting payments into the outbox"
+            );
+            Broker::lazy(&config.broker.amqp_url, topology)
+        }
+    };
+    Ok((pool, Arc::new(broker)))
+}
+
+/// Serves until `shutdown` fires, then finishes in-flight requests (bounded
+/// by `SHUTDOWN_TIMEOUT`) and stops the background tasks.
+pub async fn serve(
+    listener: TcpListener,
+    pool: PgPool,
+    broker: Arc<Broker>,
+    settings: ServeArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let background = CancellationToken::new();
+    let waiters = Arc::new(Waiters::default());
+    let listen = tokio::spawn(waiters.clone().listen(pool.clone(), background.clone()));
+    let (outbox, outbox_tasks) = Outbox::start(
+        pool.clone(),
+        broker.clone(),
+        settings.relay_interval,
+        Duration::from_secs(settings.idempotency_ttl_hours * 3600),
+        background.clone(),
+    );
+    let shutdown_timeout = settings.shutdown_timeout;
+    let state = AppState {
+        pool,
+        broker: broker.clone(),
+        settings: Arc::new(settings),
+        waiters,
+        outbox,
+        shutdown: shutdown.clone(),
+    };
+    let app = router(state);
+    tracing::info!(addr = %listener.local_addr()?, "api listening");
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result.context("serving HTTP")?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(shutdown_timeout).await;
+        } => tracing::warn!("in-flight requests did not finish within SHUTDOWN_TIMEOUT"),
+    }
+    background.cancel();
+    // The deleter ends once every sender (held by the state) is gone.
+    drop(server);
+    for task in outbox_tasks {
+        let _ = task.await;
+    }
+    let _ = listen.await;
+    broker.close().await;
+    tracing::info!("api stopped");
+    Ok(())
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(payments::router())
+        .merge(health::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(axum::middleware::from_fn(request_id::middleware))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("No such endpoint.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::bad_request(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This endpoint does not support that HTTP method.",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    axum::response::IntoResponse::into_response(ApiError::internal(anyhow::anyhow!(
+        "handler panicked"
+    )))
+}

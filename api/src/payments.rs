@@ -1,0 +1,371 @@
+//! `POST /v1/payments` and `GET /v1/payments/:id`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::db::{self, payments::PaymentRow};
+use common::domain::{IdempotencyKey, PaymentId, PaymentStatus, Scope};
+use common::queue::Job;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::validate::{self, MAX_BODY_BYTES};
+use crate::wire::Payment;
+use crate::AppState;
+
+/// Longest `Prefer: wait=N` honoured; larger values are capped (RFC 7240
+/// lets a server apply a preference partly) and `Preference-Applied` says so.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How long an idempotency key stays locked by a request that died before
+/// finishing; after that, a retry with the same key takes it over.
+const IDEMPOTENCY_LOCK: Duration = Duration::from_secs(60);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/payments", post(create))
+        .route("/v1/payments/{id}", get(retrieve))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PaymentsWrite)?;
+    check_content_type(&headers)?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("The request body must be at most {MAX_BODY_BYTES} bytes."),
+            )
+        })?;
+    let request = validate::parse(&bytes)?;
+    let key = idempotency_key(&headers)?;
+    let wait = prefer_wait(&headers);
+    let new = validate::validate(request, caller.merchant_id)?;
+    let relay_after = state.settings.relay_after;
+
+    let inserted = match &key {
+        None => db::payments::insert(&state.pool, &new, relay_after).await?,
+        Some(key) => {
+            let hash = request_hash(&bytes);
+            match db::idempotency::begin(
+                &state.pool,
+                caller.merchant_id,
+                key.as_str(),
+                &hash,
+                IDEMPOTENCY_LOCK,
+            )
+            .await?
+            {
+                db::idempotency::Begin::Started => {}
+                db::idempotency::Begin::InFlight => return Err(ApiError::idempotency(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_in_use",
+                    "A request with this Idempotency-Key is still being processed. Retry shortly.",
+                )),
+                db::idempotency::Begin::Mismatch => {
+                    return Err(ApiError::idempotency(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency_key_reused",
+                        "This Idempotency-Key was used with a different request.",
+                    ))
+                }
+                db::idempotency::Begin::Completed { status, body } => {
+                    return Ok(replay(&state, status, body));
+                }
+            }
+            match insert_with_key(&state, &new, key, caller.merchant_id).await {
+                Ok(inserted) => inserted,
+                Err(err) => {
+                    // Free the key so the client's retry can proceed. If the
+                    // database is down this fails too and the lock expires.
+                    let _ = db::idempotency::abandon(&state.pool, caller.merchant_id, key.as_str())
+                        .await;
+                    return Err(err);
+                }
+            }
+        }
+    };
+
+    let payment_id = inserted.payment.payment_id();
+    tracing::info!(payment_id = %payment_id, "payment accepted");
+    let job = Job::process_payment(payment_id, caller.merchant_id);
+    state
+        .outbox
+        .publish_now(&state.broker, &job, inserted.outbox_id)
+        .await;
+
+    let Some(wait) = wait else {
+        return Ok(respond(
+            &state,
+            StatusCode::ACCEPTED,
+            &inserted.payment,
+            None,
+        ));
+    };
+    let row = wait_for_terminal(&state, &inserted.payment, wait).await?;
+    let status = if is_terminal(&row) {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(respond(&state, status, &row, Some(wait)))
+}
+
+/// Inserts the payment and completes the idempotency key in one transaction.
+async fn insert_with_key(
+    state: &AppState,
+    new: &db::payments::NewPayment,
+    key: &IdempotencyKey,
+    merchant_id: uuid::Uuid,
+) -> Result<db::payments::Inserted, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let inserted = db::payments::insert(&mut *tx, new, state.settings.relay_after).await?;
+    let body = serde_json::to_value(Payment::from_row(
+        &inserted.payment,
+        &state.settings.public_base_url,
+    ))
+    .map_err(|e| ApiError::internal(e.into()))?;
+    db::idempotency::complete(
+        &mut *tx,
+        merchant_id,
+        key.as_str(),
+        StatusCode::ACCEPTED.as_u16(),
+        &body,
+        inserted.payment.id,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Payment>, ApiError> {
+    caller.require(Scope::PaymentsRead)?;
+    // A malformed id names no payment: 404 like any other unknown id.
+    let id: PaymentId = id.parse().map_err(|_| no_such_payment())?;
+    let row = db::payments::find_for_merchant(&state.pool, caller.merchant_id, id)
+        .await?
+        .ok_or_else(no_such_payment)?;
+    Ok(Json(Payment::from_row(
+        &row,
+        &state.settings.public_base_url,
+    )))
+}
+
+fn no_such_payment() -> ApiError {
+    ApiError::not_found("No such payment.")
+}
+
+fn is_terminal(row: &PaymentRow) -> bool {
+    row.status
+        .parse::<PaymentStatus>()
+        .is_ok_and(PaymentStatus::is_terminal)
+}
+
+/// Holds the request until the payment is terminal or `wait` passes. Woken by
+/// the database's notification; re-reads the row after every wake-up.
+async fn wait_for_terminal(
+    state: &AppState,
+    row: &PaymentRow,
+    wait: Duration,
+) -> Result<PaymentRow, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut current = row.clone();
+    loop {
+        let notify = state.waiters.subscribe(current.id);
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before the read, so a notification between the read
+        // and the wait is not lost.
+        notified.as_mut().enable();
+        current = db::payments::find(&state.pool, current.payment_id())
+            .await?
+            .ok_or_else(no_such_payment)?;
+        if is_terminal(&current) {
+            return Ok(current);
+        }
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep_until(deadline) => return Ok(current),
+            () = state.shutdown.cancelled() => return Ok(current),
+        }
+    }
+}
+
+fn respond(
+    state: &AppState,
+    status: StatusCode,
+    row: &PaymentRow,
+    wait: Option<Duration>,
+) -> Response {
+    let payment = Payment::from_row(row, &state.settings.public_base_url);
+    let location = location(state, &payment.id);
+    let mut response = (status, Json(payment)).into_response();
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if let Some(wait) = wait {
+        if let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+            response.headers_mut().insert("preference-applied", value);
+        }
+    }
+    response
+}
+
+/// Replays a stored response for a repeated idempotent request.
+fn replay(state: &AppState, status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+    let location = body
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| location(state, id));
+    let mut response = (status, Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    if let Some(location) = location {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn location(state: &AppState, id: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{}/v1/payments/{id}",
+        state.settings.public_base_url.trim_end_matches('/')
+    ))
+    .ok()
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "The request body must be JSON, sent with `Content-Type: application/json`.",
+        ))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::invalid(
+            "Idempotency-Key",
+            "invalid_idempotency_key",
+            "Idempotency-Key may contain only visible ASCII characters.",
+        )
+    })?;
+    IdempotencyKey::parse(text)
+        .map(Some)
+        .map_err(|e| ApiError::invalid("Idempotency-Key", "invalid_idempotency_key", e.to_string()))
+}
+
+/// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT`]. Other preferences
+/// are ignored, as the RFC allows.
+fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|pref| {
+            let (name, value) = pref.trim().split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("wait")
+                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
+                .flatten()
+        })
+        .next()
+        .map(|secs| Duration::from_secs(secs).min(MAX_WAIT))
+}
+
+/// Hash identifying a request for idempotency: method, path and the body in
+/// canonical form (keys sorted, no insignificant whitespace), so the same
+/// request re-sent with other formatting still matches.
+fn request_hash(body: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"POST /v1/payments\n");
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) => canonical(&value, &mut hasher),
+        Err(_) => hasher.update(body),
+    }
+    hasher.finalize().into()
+}
+
+fn canonical(value: &Value, hasher: &mut Sha256) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<_> = map.keys().collect();
+            keys.sort();
+            hasher.update(b"{");
+            for key in keys {
+                hasher.update(serde_json::to_string(key).unwrap_or_default().as_bytes());
+                hasher.update(b":");
+                canonical(&map[key], hasher);
+                hasher.update(b",");
+            }
+            hasher.update(b"}");
+        }
+        Value::Array(items) => {
+            hasher.update(b"[");
+            for item in items {
+                canonical(item, hasher);
+                hasher.update(b",");
+            }
+            hasher.update(b"]");
+        }
+        other => hasher.update(other.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_hash_ignores_formatting_and_key_order() {
+        let a = request_hash(br#"{"amount":1,"currency":"usd"}"#);
+        let b = request_hash(b"{ \"currency\" : \"usd\",\n \"amount\": 1 }");
+        let c = request_hash(br#"{"amount":2,"currency":"usd"}"#);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn prefer_wait_is_parsed_and_capped() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(prefer_wait(&headers), None);
+        headers.insert("prefer", HeaderValue::from_static("respond-async, wait=10"));
+        assert_eq!(prefer_wait(&headers), Some(Duration::from_secs(10)));
+        headers.insert("prefer", HeaderValue::from_static("wait=600"));
+        assert_eq!(prefer_wait(&headers), Some(MAX_WAIT));
+        headers.insert("prefer", HeaderValue::from_static("wait=soon"));
+        assert_eq!(prefer_wait(&headers), None);
+    }
+}

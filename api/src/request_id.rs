@@ -1,0 +1,50 @@
+//! A `Request-Id` on every response, and a tracing span that carries it.
+//!
+//! The id is generated here (a client-supplied one is not trusted: it would
+//! let a caller forge log lines) and kept in a task-local so the error
+//! envelope can quote it without threading it through every handler.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument as _;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+pub const HEADER: &str = "request-id";
+
+/// The current request's id, inside a request.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+pub async fn middleware(request: Request, next: Next) -> Response {
+    let id = format!("req_{}", uuid::Uuid::new_v4().simple());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        status = tracing::field::Empty,
+        merchant_id = tracing::field::Empty,
+    );
+    let header = HeaderValue::from_str(&id).ok();
+    let started = std::time::Instant::now();
+    let mut response = REQUEST_ID
+        .scope(id, next.run(request))
+        .instrument(span.clone())
+        .await;
+    span.record("status", response.status().as_u16());
+    tracing::info!(
+        parent: &span,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request finished"
+    );
+    if let Some(header) = header {
+        response.headers_mut().insert(HEADER, header);
+    }
+    response
+}

@@ -1,0 +1,236 @@
+//! JSON shapes of the payments API: what clients send and what they get.
+//!
+//! Separate from the database row and the domain types; the conversions are
+//! explicit. The response follows `seeds/001` field for field: values not
+//! known yet are `null`, never absent.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use common::db::payments::PaymentRow;
+use common::domain::PaymentId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `POST /v1/payments`. Unknown fields are rejected, so a misspelt optional
+/// field is an error instead of silently ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    pub amount: i64,
+    pub currency: String,
+    pub payment_method: PaymentMethodIn,
+    /// Capture at once (default) or only authorise.
+    pub capture: Option<bool>,
+    pub order_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer: Option<CustomerIn>,
+    pub description: Option<String>,
+    pub statement_descriptor: Option<String>,
+    pub billing_address: Option<Address>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentMethodIn {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub card: CardIn,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardIn {
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerIn {
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+}
+
+/// The payment object of `seeds/001`, plus the processing fields a client of
+/// an asynchronous API needs (`failure_code`, `attempts`, `next_attempt_at`…).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: String,
+    pub object: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub captured: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub payment_method: PaymentMethodOut,
+    pub order_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer: Option<CustomerOut>,
+    pub description: Option<String>,
+    pub statement_descriptor: Option<String>,
+    pub receipt_url: String,
+    pub receipt_number: String,
+    pub billing_address: Option<Address>,
+    pub processor_response: ProcessorResponse,
+    pub refunds: Refunds,
+    pub metadata: BTreeMap<String, Value>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PaymentMethodOut {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub card: CardOut,
+}
+
+/// Card details; all `null` until the processor has seen the card.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CardOut {
+    pub last4: Option<String>,
+    pub brand: Option<String>,
+    pub exp_month: Option<u32>,
+    pub exp_year: Option<u32>,
+    pub fingerprint: Option<String>,
+    pub country: Option<String>,
+    pub funding: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CustomerOut {
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The processor's answer; all `null` until there is one.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ProcessorResponse {
+    pub approved: Option<bool>,
+    pub authorization_code: Option<String>,
+    pub avs_result: Option<String>,
+    pub cvv_result: Option<String>,
+    pub network_transaction_id: Option<String>,
+    pub processor: Option<String>,
+    pub risk_score: Option<u32>,
+    pub decline_code: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Refunds {
+    pub total_refunded: i64,
+    pub has_more: bool,
+    pub data: Vec<Value>,
+}
+
+/// RFC 3339 in UTC with whole seconds, as in the seeds.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `2234-5678`-style receipt number from the sequence.
+pub fn receipt_number(n: i64) -> String {
+    format!("{:04}-{:04}", n / 10_000, n % 10_000)
+}
+
+impl Payment {
+    pub fn from_row(row: &PaymentRow, public_base_url: &str) -> Self {
+        let id = PaymentId(row.id).to_string();
+        let card = row
+            .card
+            .as_ref()
+            .and_then(|c| serde_json::from_value::<CardOut>(c.0.clone()).ok())
+            .unwrap_or_default();
+        let processor_response = row
+            .processor_response
+            .as_ref()
+            .and_then(|p| serde_json::from_value::<ProcessorResponse>(p.0.clone()).ok())
+            .unwrap_or_default();
+        let customer =
+            (row.customer_email.is_some() || row.customer_name.is_some()).then(|| CustomerOut {
+                id: row.customer_id.clone(),
+                email: row.customer_email.clone(),
+                name: row.customer_name.clone(),
+            });
+        let metadata = match &row.metadata.0 {
+            Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            _ => BTreeMap::new(),
+        };
+        Self {
+            receipt_url: format!("{}/receipts/{id}", public_base_url.trim_end_matches('/')),
+            id,
+            object: "payment".into(),
+            amount: row.amount,
+            currency: row.currency.clone(),
+            status: row.status.clone(),
+            captured: row.captured,
+            created_at: timestamp(row.created_at),
+            updated_at: timestamp(row.updated_at),
+            payment_method: PaymentMethodOut {
+                kind: "card".into(),
+                card,
+            },
+            order_id: row.order_id.clone(),
+            invoice_id: row.invoice_id.clone(),
+            customer_id: row.customer_id.clone(),
+            customer,
+            description: row.description.clone(),
+            statement_descriptor: row.statement_descriptor.clone(),
+            receipt_number: receipt_number(row.receipt_number),
+            billing_address: row
+                .billing_address
+                .as_ref()
+                .and_then(|a| serde_json::from_value(a.0.clone()).ok()),
+            processor_response,
+            refunds: Refunds {
+                total_refunded: 0,
+                has_more: false,
+                data: Vec::new(),
+            },
+            metadata,
+            failure_code: row.failure_code.clone(),
+            failure_message: row.failure_message.clone(),
+            attempts: row.attempts,
+            last_error: row.last_error.clone(),
+            next_attempt_at: row.next_attempt_at.map(timestamp),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_numbers_look_like_the_seed() {
+        assert_eq!(receipt_number(22_345_678), "2234-5678");
+        assert_eq!(receipt_number(1), "0000-0001");
+    }
+
+    #[test]
+    fn timestamps_have_whole_seconds_and_z() {
+        let at = DateTime::parse_from_rfc3339("2024-01-19T15:30:00.123+00:00")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("valid time");
+        assert_eq!(timestamp(at), "2024-01-19T15:30:00Z");
+    }
+}

@@ -1,0 +1,97 @@
+//! Merchants and their API keys. Keys are stored only as SHA-256 hashes.
+
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// The merchant used when none is named.
+pub const DEFAULT_MERCHANT: &str = "default";
+
+/// A live key, as the API needs it to authenticate a request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub scopes: Vec<String>,
+}
+
+/// The merchant's id, creating the merchant if the name is new.
+pub async fn ensure_merchant<'e>(db: impl PgExecutor<'e>, name: &str) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar(
+        "INSERT INTO merchants (id, name) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn insert<'e>(
+    db: impl PgExecutor<'e>,
+    merchant_id: Uuid,
+    name: &str,
+    prefix: &str,
+    secret_hash: &[u8],
+    scopes: &[String],
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar(
+        "INSERT INTO api_keys (id, merchant_id, name, prefix, secret_hash, scopes)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(merchant_id)
+    .bind(name)
+    .bind(prefix)
+    .bind(secret_hash)
+    .bind(scopes)
+    .fetch_one(db)
+    .await
+}
+
+/// The unrevoked key with this secret hash.
+pub async fn find_by_hash<'e>(
+    db: impl PgExecutor<'e>,
+    secret_hash: &[u8],
+) -> sqlx::Result<Option<ApiKeyRow>> {
+    sqlx::query_as(
+        "SELECT id, merchant_id, scopes FROM api_keys
+         WHERE secret_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(secret_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Revokes a key by id; `false` if there was no such live key.
+pub async fn revoke<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<bool> {
+    let result =
+        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .execute(db)
+            .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// A key as an operator lists it (never the secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyListing {
+    pub id: Uuid,
+    pub merchant: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn list<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Vec<ApiKeyListing>> {
+    sqlx::query_as(
+        "SELECT k.id, m.name AS merchant, k.name, k.prefix, k.scopes, k.created_at, k.revoked_at
+         FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
+         ORDER BY k.created_at",
+    )
+    .fetch_all(db)
+    .await
+}

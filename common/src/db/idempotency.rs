@@ -1,0 +1,146 @@
+//! Idempotency keys for `POST /v1/payments`, scoped per merchant.
+//!
+//! A request first claims its key in a short committed statement
+//! ([`begin`]); a concurrent request with the same key then sees it in
+//! flight (409). The payment and the key's completion are written in one
+//! transaction ([`complete`]), so a stored response always matches a payment
+//! that exists. A claim whose request died is taken over after
+//! `locked_until`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// What the key's state means for the request holding it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// The key is ours: go ahead.
+    Started,
+    /// The same request is still running elsewhere.
+    InFlight,
+    /// The same request finished: replay its response.
+    Completed { status: u16, body: Value },
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    request_hash: Vec<u8>,
+    state: String,
+    response_status: Option<i16>,
+    response_body: Option<Json<Value>>,
+}
+
+pub async fn begin<'e, E>(
+    db: E,
+    merchant_id: Uuid,
+    key: &str,
+    request_hash: &[u8],
+    lock_for: Duration,
+) -> sqlx::Result<Begin>
+where
+    E: PgExecutor<'e> + Copy,
+{
+    let started: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, state, locked_until)
+         VALUES ($1, $2, $3, 'in_flight', now() + make_interval(secs => $4))
+         ON CONFLICT (merchant_id, key) DO UPDATE
+             SET request_hash = EXCLUDED.request_hash,
+                 locked_until = EXCLUDED.locked_until,
+                 created_at = now()
+             WHERE idempotency_keys.state = 'in_flight'
+               AND idempotency_keys.locked_until < now()
+         RETURNING true",
+    )
+    .bind(merchant_id)
+    .bind(key)
+    .bind(request_hash)
+    .bind(lock_for.as_secs_f64())
+    .fetch_optional(db)
+    .await?;
+    if started.is_some() {
+        return Ok(Begin::Started);
+    }
+    let row: Option<KeyRow> = sqlx::query_as(
+        "SELECT request_hash, state, response_status, response_body
+         FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
+    )
+    .bind(merchant_id)
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    let Some(row) = row else {
+        // Reaped between the two statements: extremely rare; the client's
+        // retry will start afresh.
+        return Ok(Begin::InFlight);
+    };
+    if row.request_hash != request_hash {
+        return Ok(Begin::Mismatch);
+    }
+    Ok(
+        match (row.state.as_str(), row.response_status, row.response_body) {
+            ("completed", Some(status), Some(Json(body))) => Begin::Completed {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            },
+            _ => Begin::InFlight,
+        },
+    )
+}
+
+/// Stores the response. Call in the transaction that created the payment.
+pub async fn complete<'e>(
+    db: impl PgExecutor<'e>,
+    merchant_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &Value,
+    payment_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys
+         SET state = 'completed', response_status = $3, response_body = $4, payment_id = $5
+         WHERE merchant_id = $1 AND key = $2",
+    )
+    .bind(merchant_id)
+    .bind(key)
+    .bind(i16::try_from(status).unwrap_or(500))
+    .bind(Json(body))
+    .bind(payment_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Releases a claim whose request failed before creating anything, so the
+/// client can retry with the same key at once.
+pub async fn abandon<'e>(
+    db: impl PgExecutor<'e>,
+    merchant_id: Uuid,
+    key: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys
+         WHERE merchant_id = $1 AND key = $2 AND state = 'in_flight'",
+    )
+    .bind(merchant_id)
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Deletes keys older than `ttl`; returns how many.
+pub async fn reap<'e>(db: impl PgExecutor<'e>, ttl: Duration) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+    )
+    .bind(ttl.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}

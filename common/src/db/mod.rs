@@ -1,0 +1,143 @@
+//! PostgreSQL access: the pool, migrations, and one module of plain SQL per
+//! table. Functions take an executor (pool, connection or transaction) so the
+//! caller decides the transaction boundaries.
+
+pub mod api_keys;
+pub mod idempotency;
+pub mod outbox;
+pub mod payments;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::config::DatabaseArgs;
+
+/// How long a request waits for a pooled connection before the database is
+/// called unavailable. Short, so a database outage is a quick 503 rather
+/// than a hung request.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Errors callers branch on: an unavailable database is retried or answered
+/// with 503; anything else is a bug or a constraint the caller maps.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error(transparent)]
+    Other(sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) {
+            Self::Unavailable(err)
+        } else {
+            Self::Other(err)
+        }
+    }
+}
+
+/// Whether an error means "the database cannot be reached right now" (as
+/// opposed to a bad query or a constraint violation).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            // Class 08: connection exception; 57P0x: the server is shutting
+            // down or in recovery; 53300: too many connections.
+            db.code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300")
+        }
+        _ => false,
+    }
+}
+
+/// Name of a violated constraint, if the error is a constraint violation.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
+
+/// Connects a pool, creating the database first if it does not exist.
+pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&args.database_url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    create_database_if_missing(&options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(args.database_max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // Check a connection before handing it out, so a restarted server
+        // costs one failed ping instead of one failed request.
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")?;
+    Ok(pool)
+}
+
+/// A pool that connects on first use (no failure if the database is down at
+/// start; tests cut it on purpose).
+pub fn connect_lazy(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&args.database_url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    Ok(PgPoolOptions::new()
+        .max_connections(args.database_max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(true)
+        .connect_lazy_with(options))
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .context("connecting to PostgreSQL to check the database exists")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // Another process created it at the same moment.
+            Err(err)
+                if err.as_database_error().and_then(|e| e.code()).as_deref() == Some("42P04") => {}
+            Err(err) => return Err(err).context("creating the database"),
+        }
+    }
+    admin.close().await.ok();
+    Ok(())
+}
+
+/// Applies the migrations in `migrations/` (embedded at build time).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("../migrations")
+        .run(pool)
+        .await
+        .context("applying migrations")
+}
+
+/// Whether the database answers (for `/readyz`).
+pub async fn is_ready(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

@@ -1,0 +1,419 @@
+//! The `payments` table and its status history.
+//!
+//! Every status change is one guarded statement: the row is locked, the
+//! expected status checked (`WHERE status = ...`), the row updated and the
+//! history row written, all at once. A caller whose guard fails gets `None`
+//! and must not act: the database decides, never the message.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::{Amount, CardToken, Currency, PaymentId};
+use crate::queue::Job;
+
+/// A payment as stored. Wire and domain forms are built from it explicitly
+/// (see the API's `payments` module), so a schema change never reaches the API
+/// by accident.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub capture: bool,
+    pub captured: bool,
+    pub card_token: String,
+    pub order_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub customer_name: Option<String>,
+    pub description: Option<String>,
+    pub statement_descriptor: Option<String>,
+    pub billing_address: Option<Json<Value>>,
+    pub metadata: Json<Value>,
+    pub receipt_number: i64,
+    pub card: Option<Json<Value>>,
+    pub processor_response: Option<Json<Value>>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub attempts: i32,
+    pub replayed_attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl PaymentRow {
+    pub fn payment_id(&self) -> PaymentId {
+        PaymentId(self.id)
+    }
+
+    /// Attempts made since the payment was accepted or last replayed: what
+    /// `MAX_ATTEMPTS` bounds.
+    pub fn attempts_this_round(&self) -> i32 {
+        self.attempts - self.replayed_attempts
+    }
+}
+
+/// A validated payment to insert.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub id: PaymentId,
+    pub merchant_id: Uuid,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub capture: bool,
+    pub card_token: CardToken,
+    pub order_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub customer_name: Option<String>,
+    pub description: Option<String>,
+    pub statement_descriptor: Option<String>,
+    pub billing_address: Option<Value>,
+    pub metadata: Value,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct Inserted {
+    #[sqlx(flatten)]
+    pub payment: PaymentRow,
+    pub outbox_id: i64,
+}
+
+/// Writes the payment (`pending`), its first history row and its outbox row
+/// in one statement, so they exist together or not at all. The outbox row
+/// becomes due for the relay after `relay_after`: until then the fast path
+/// is expected to publish it.
+pub async fn insert<'e>(
+    db: impl PgExecutor<'e>,
+    new: &NewPayment,
+    relay_after: Duration,
+) -> sqlx::Result<Inserted> {
+    let job = Job::process_payment(new.id, new.merchant_id);
+    sqlx::query_as(
+        "WITH p AS (
+             INSERT INTO payments (id, merchant_id, status, amount, currency, capture, card_token,
+                 order_id, invoice_id, customer_id, customer_email, customer_name, description,
+                 statement_descriptor, billing_address, metadata, due_at)
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())
+             RETURNING *
+         ), h AS (
+             INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
+             SELECT id, NULL, 'pending', 'api', 'accepted' FROM p
+         ), o AS (
+             INSERT INTO outbox (payment_id, message, available_at)
+             SELECT id, $16, now() + make_interval(secs => $17) FROM p
+             RETURNING id
+         )
+         SELECT p.*, o.id AS outbox_id FROM p, o",
+    )
+    .bind(new.id.0)
+    .bind(new.merchant_id)
+    .bind(new.amount.get())
+    .bind(new.currency.as_str())
+    .bind(new.capture)
+    .bind(new.card_token.expose())
+    .bind(&new.order_id)
+    .bind(&new.invoice_id)
+    .bind(&new.customer_id)
+    .bind(&new.customer_email)
+    .bind(&new.customer_name)
+    .bind(&new.description)
+    .bind(&new.statement_descriptor)
+    .bind(new.billing_address.as_ref().map(Json))
+    .bind(Json(&new.metadata))
+    .bind(Json(&job))
+    .bind(relay_after.as_secs_f64())
+    .fetch_one(db)
+    .await
+}
+
+/// The payment if it belongs to this merchant.
+pub async fn find_for_merchant<'e>(
+    db: impl PgExecutor<'e>,
+    merchant_id: Uuid,
+    id: PaymentId,
+) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as("SELECT * FROM payments WHERE id = $1 AND merchant_id = $2")
+        .bind(id.0)
+        .bind(merchant_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The payment, whoever owns it (workers and operators).
+pub async fn find<'e>(db: impl PgExecutor<'e>, id: PaymentId) -> sqlx::Result<Option<PaymentRow>> {
+    sqlx::query_as("SELECT * FROM payments WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(db)
+        .await
+}
+
+/// Who made a change and why, for the history table.
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'a> {
+    pub actor: &'a str,
+    pub reason: &'a str,
+}
+
+/// The statement shape of every transition: lock the row, check the guard,
+/// update, write history; `$1` is the id, `$2` the actor, `$3` the reason.
+fn transition_sql(guard: &str, set: &str) -> String {
+    format!(
+        "WITH old AS (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE),
+         updated AS (
+             UPDATE payments p SET {set}, updated_at = now()
+             FROM old
+             WHERE p.id = old.id AND {guard}
+             RETURNING p.*, old.status AS from_status
+         ), history AS (
+             INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
+             SELECT id, from_status, status, $2, $3 FROM updated
+         )
+         SELECT * FROM updated"
+    )
+}
+
+/// The guard of a worker's outcome: still processing under *this* claim.
+/// `attempts` is the fencing token: a worker whose lease expired and whose
+/// payment was claimed again cannot overwrite the newer claim's result.
+const GUARD_OWN_CLAIM: &str = "old.status = 'processing' AND p.attempts = $4";
+
+macro_rules! transition {
+    ($db:expr, $id:expr, $audit:expr, $guard:expr, $set:expr $(, $bind:expr)* $(,)?) => {{
+        let sql = transition_sql($guard, $set);
+        sqlx::query_as::<_, PaymentRow>(&sql)
+            .bind($id.0)
+            .bind($audit.actor)
+            .bind($audit.reason)
+            $(.bind($bind))*
+            .fetch_optional($db)
+            .await
+    }};
+}
+
+/// `pending` (or `processing` with an expired lease) → `processing`, taking a
+/// lease for `lease`. `None`: someone else holds it, or it is terminal.
+pub async fn claim<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    lease: Duration,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        "(old.status = 'pending' OR (old.status = 'processing' AND p.lease_expires_at < now()))",
+        "status = 'processing', attempts = p.attempts + 1,
+         lease_expires_at = now() + make_interval(secs => $4),
+         due_at = now() + make_interval(secs => $4), next_attempt_at = NULL",
+        lease.as_secs_f64(),
+    )
+}
+
+/// `processing` → `succeeded`: the processor approved.
+pub async fn succeed<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    attempt: i32,
+    captured: bool,
+    card: &Value,
+    processor_response: &Value,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        GUARD_OWN_CLAIM,
+        "status = 'succeeded', captured = $5, card = $6, processor_response = $7,
+         last_error = NULL, next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL,
+         finished_at = now()",
+        attempt,
+        captured,
+        Json(card),
+        Json(processor_response),
+    )
+}
+
+/// `processing` → `failed`: the processor declined (terminal, not retried)
+/// or the job was given up (`failure_code` says which).
+#[allow(clippy::too_many_arguments)]
+pub async fn fail<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    attempt: i32,
+    card: Option<&Value>,
+    processor_response: Option<&Value>,
+    failure_code: &str,
+    failure_message: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        GUARD_OWN_CLAIM,
+        "status = 'failed', card = COALESCE($5, p.card),
+         processor_response = COALESCE($6, p.processor_response),
+         failure_code = $7, failure_message = $8,
+         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
+        attempt,
+        card.map(Json),
+        processor_response.map(Json),
+        failure_code,
+        failure_message,
+    )
+}
+
+/// `pending` → `failed` for a job given up before any claim (a message that
+/// kept killing workers and was dead-lettered by the broker).
+pub async fn fail_unclaimed<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    failure_code: &str,
+    failure_message: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        "(old.status = 'pending' OR (old.status = 'processing' AND p.lease_expires_at < now()))",
+        "status = 'failed', failure_code = $4, failure_message = $5,
+         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
+        failure_code,
+        failure_message,
+    )
+}
+
+/// `processing` → `pending` after a transient error, due again in `delay`.
+/// `grace` is added to `due_at` so the rescuer does not race the retry.
+pub async fn schedule_retry<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    attempt: i32,
+    last_error: &str,
+    delay: Duration,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        GUARD_OWN_CLAIM,
+        "status = 'pending', last_error = $5,
+         next_attempt_at = now() + make_interval(secs => $6),
+         due_at = now() + make_interval(secs => $6), lease_expires_at = NULL",
+        attempt,
+        last_error,
+        delay.as_secs_f64(),
+    )
+}
+
+/// `failed` (dead-lettered, one of `codes`) → `pending`: an operator replays
+/// it. The attempt budget starts afresh; `attempts` itself is never reset.
+pub async fn replay<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    codes: &[&str],
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        "old.status = 'failed' AND p.failure_code = ANY($4)",
+        "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
+         replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
+         finished_at = NULL",
+        codes,
+    )
+}
+
+/// Records an event that changes no status (an operator purging a dead
+/// letter, say) in the history of each payment.
+pub async fn record_event<'e>(
+    db: impl PgExecutor<'e>,
+    ids: &[Uuid],
+    audit: Audit<'_>,
+) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
+         SELECT id, status, status, $2, $3 FROM payments WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(audit.actor)
+    .bind(audit.reason)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// A payment the rescuer re-enqueues.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Overdue {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub status: String,
+}
+
+/// Takes up to `limit` payments overdue by more than `grace` (their message
+/// was lost, or their worker died holding the lease) and marks them due now,
+/// so each is re-enqueued at most once per grace period.
+pub async fn take_overdue<'e>(
+    db: impl PgExecutor<'e>,
+    grace: Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<Overdue>> {
+    sqlx::query_as(
+        "UPDATE payments SET due_at = now()
+         WHERE id IN (
+             SELECT id FROM payments
+             WHERE due_at < now() - make_interval(secs => $1)
+               AND status IN ('pending', 'processing')
+             ORDER BY due_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )
+         RETURNING id, merchant_id, status",
+    )
+    .bind(grace.as_secs_f64())
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One status change.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn history<'e>(db: impl PgExecutor<'e>, id: PaymentId) -> sqlx::Result<Vec<HistoryRow>> {
+    sqlx::query_as(
+        "SELECT from_status, to_status, actor, reason, created_at
+         FROM payment_status_history WHERE payment_id = $1 ORDER BY id",
+    )
+    .bind(id.0)
+    .fetch_all(db)
+    .await
+}

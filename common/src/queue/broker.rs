@@ -1,0 +1,228 @@
+//! A RabbitMQ connection that comes back after the broker does.
+//!
+//! lapin does not recover connections by itself, so [`Broker`] keeps one
+//! connection plus one publishing channel (in confirm mode) and replaces them
+//! when they are found closed. It never retries on its own: a caller decides
+//! whether to wait and retry (the worker's consume loop) or to fall back (the
+//! API leaves the message in the outbox for the relay).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use super::Topology;
+
+/// How long to wait for a TCP + AMQP handshake before calling the broker
+/// unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    #[error("broker did not confirm the message within {0:?}")]
+    Timeout(Duration),
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    #[error("message could not be routed to a queue")]
+    Unroutable,
+}
+
+#[derive(Clone)]
+struct Session {
+    connection: Arc<Connection>,
+    publisher: Channel,
+}
+
+impl Session {
+    fn is_open(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
+}
+
+/// Shared handle: clone the `Arc` around it freely.
+pub struct Broker {
+    url: String,
+    topology: Topology,
+    confirm_timeout: Duration,
+    session: RwLock<Option<Session>>,
+    reconnect: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("prefix", &self.topology.prefix())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// A handle that connects on first use. Use [`Broker::connect`] to fail
+    /// fast at start-up instead.
+    pub fn lazy(url: impl Into<String>, topology: Topology) -> Self {
+        Self {
+            url: url.into(),
+            topology,
+            confirm_timeout: Duration::from_secs(5),
+            session: RwLock::new(None),
+            reconnect: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Connects and declares the topology now.
+    pub async fn connect(url: impl Into<String>, topology: Topology) -> anyhow::Result<Self> {
+        let broker = Self::lazy(url, topology);
+        broker.session().await?;
+        Ok(broker)
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Whether the connection is up right now (for `/readyz`). Tries to
+    /// reconnect if it is not.
+    pub async fn is_ready(&self) -> bool {
+        self.session().await.is_ok()
+    }
+
+    /// Drops the current connection so the next use reconnects.
+    pub fn invalidate(&self) {
+        let mut guard = self.session.write().unwrap_or_else(|e| e.into_inner());
+        *guard = None;
+    }
+
+    fn current(&self) -> Option<Session> {
+        let guard = self.session.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|s| s.is_open()).cloned()
+    }
+
+    async fn session(&self) -> anyhow::Result<Session> {
+        if let Some(session) = self.current() {
+            return Ok(session);
+        }
+        // One reconnect at a time; the others wait and reuse its result.
+        let _guard = self.reconnect.lock().await;
+        if let Some(session) = self.current() {
+            return Ok(session);
+        }
+        let session = tokio::time::timeout(CONNECT_TIMEOUT, self.open_session())
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to the broker timed out"))??;
+        *self.session.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+        tracing::info!(prefix = self.topology.prefix(), "connected to the broker");
+        Ok(session)
+    }
+
+    async fn open_session(&self) -> anyhow::Result<Session> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .context("connecting to the broker")?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .context("opening a channel")?;
+        self.topology.declare(&publisher).await?;
+        // Confirms: a publish counts only once the broker has the message
+        // (written to disk for persistent messages on durable queues).
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("enabling publisher confirms")?;
+        Ok(Session {
+            connection: Arc::new(connection),
+            publisher,
+        })
+    }
+
+    /// A new channel on the current connection, for a consumer or an
+    /// operator command. The caller sets its prefetch.
+    pub async fn open_channel(&self) -> anyhow::Result<Channel> {
+        let session = self.session().await?;
+        match session.connection.create_channel().await {
+            Ok(channel) => Ok(channel),
+            Err(err) => {
+                self.invalidate();
+                Err(err).context("opening a channel")
+            }
+        }
+    }
+
+    /// Publishes a persistent message to the exchange and waits for the
+    /// broker's confirm. `mandatory` makes an unroutable message an error
+    /// instead of a silent drop.
+    pub async fn publish(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        headers: FieldTable,
+        expiration: Option<Duration>,
+    ) -> Result<(), PublishError> {
+        let session = self.session().await.map_err(PublishError::Unavailable)?;
+        let mut properties = BasicProperties::default()
+            // 2 = persistent: the message survives a broker restart.
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(headers);
+        if let Some(expiration) = expiration {
+            properties = properties.with_expiration(expiration.as_millis().to_string().into());
+        }
+        let publish = async {
+            let confirm = session
+                .publisher
+                .basic_publish(
+                    self.topology.exchange(),
+                    routing_key,
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties,
+                )
+                .await
+                .map_err(|e| PublishError::Unavailable(e.into()))?;
+            match confirm
+                .await
+                .map_err(|e| PublishError::Unavailable(e.into()))?
+            {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable),
+                Confirmation::Nack(_) => Err(PublishError::Nacked),
+                // Confirm mode is always on for this channel.
+                Confirmation::NotRequested => Ok(()),
+            }
+        };
+        let result = match tokio::time::timeout(self.confirm_timeout, publish).await {
+            Ok(result) => result,
+            Err(_) => Err(PublishError::Timeout(self.confirm_timeout)),
+        };
+        if matches!(
+            result,
+            Err(PublishError::Unavailable(_) | PublishError::Timeout(_))
+        ) {
+            // A silent or broken connection: start afresh next time.
+            self.invalidate();
+        }
+        result
+    }
+
+    /// Closes the connection cleanly (at shutdown).
+    pub async fn close(&self) {
+        let session = self
+            .session
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(session) = session {
+            let _ = session.connection.close(200, "shutting down").await;
+        }
+    }
+}

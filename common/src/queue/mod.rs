@@ -1,0 +1,10 @@
+//! Everything RabbitMQ: the job messages, the topology, and a connection
+//! handle that reconnects.
+
+mod broker;
+mod message;
+mod topology;
+
+pub use broker::{Broker, PublishError};
+pub use message::{headers, Job};
+pub use topology::{Topology, DELIVERY_LIMIT};

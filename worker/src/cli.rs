@@ -1,0 +1,167 @@
+//! The `worker` binary's subcommands: `run` (default) and `dlq …`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use common::domain::PaymentId;
+
+use crate::dlq;
+use crate::Config;
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Process payments until SIGTERM (the default).
+    Run,
+    /// Inspect and act on the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DlqCommand {
+    /// Show dead letters without consuming or reordering them.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead letters back to the main queue and their payments to pending.
+    Replay {
+        /// Replay every dead letter (that matches the filters).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Payment ids (`pay_…`) to replay.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<PaymentId>,
+        /// Only dead letters with this reason (e.g. attempts_exhausted).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only dead letters older than this (90s, 15m, 2h, 1d).
+        #[arg(long, value_parser = dlq::parse_age)]
+        older_than: Option<Duration>,
+    },
+    /// Discard every dead letter (their payments stay failed).
+    Purge {
+        /// Confirm: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// What `main` runs.
+pub async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    common::telemetry::init(config.log.log_format);
+    run(config).await
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    match config.command.clone().unwrap_or(Command::Run) {
+        Command::Run => {
+            config.settings.validate()?;
+            let listener = tokio::net::TcpListener::bind(&config.settings.metrics_bind)
+                .await
+                .with_context(|| {
+                    format!("binding METRICS_BIND {}", config.settings.metrics_bind)
+                })?;
+            let (pool, broker) = crate::connect(&config).await?;
+            crate::run(
+                pool,
+                broker,
+                config.settings,
+                listener,
+                common::shutdown::on_signal(),
+            )
+            .await
+        }
+        Command::Dlq { command } => {
+            let (pool, broker) = crate::connect(&config).await?;
+            let actor = operator();
+            let result = dlq_command(&pool, &broker, command, &actor).await;
+            broker.close().await;
+            result
+        }
+    }
+}
+
+/// Who ran an operator command, for the payments' history.
+fn operator() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("operator:{user}")
+}
+
+async fn dlq_command(
+    pool: &sqlx::PgPool,
+    broker: &common::queue::Broker,
+    command: DlqCommand,
+    actor: &str,
+) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List { limit, json } => {
+            let letters = dlq::list(broker, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+                return Ok(());
+            }
+            println!(
+                "{:<40}  {:<36}  {:<22}  {:>8}  {:<20}  last error",
+                "payment", "merchant", "reason", "attempts", "dead-lettered at"
+            );
+            for l in &letters {
+                println!(
+                    "{:<40}  {:<36}  {:<22}  {:>8}  {:<20}  {}",
+                    l.payment_id.as_deref().unwrap_or("(undecodable)"),
+                    l.merchant_id.map(|m| m.to_string()).unwrap_or_default(),
+                    l.reason,
+                    l.attempts.map(|a| a.to_string()).unwrap_or_default(),
+                    l.dead_lettered_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_default(),
+                    l.last_error.as_deref().unwrap_or(""),
+                );
+            }
+            println!("{} dead letter(s)", letters.len());
+        }
+        DlqCommand::Replay {
+            all,
+            ids,
+            reason,
+            older_than,
+        } => {
+            let filter = dlq::Filter {
+                ids: (!all).then(|| ids.into_iter().collect::<HashSet<_>>()),
+                reason,
+                older_than,
+            };
+            let report = dlq::replay(pool, broker, &filter, actor).await?;
+            for id in &report.replayed {
+                println!("replayed {id}");
+            }
+            for id in &report.dropped {
+                println!("dropped {id} (the payment had already moved on; nothing to replay)");
+            }
+            println!(
+                "{} replayed, {} dropped, {} left in the dead-letter queue",
+                report.replayed.len(),
+                report.dropped.len(),
+                report.kept
+            );
+        }
+        DlqCommand::Purge { yes } => {
+            anyhow::ensure!(
+                yes,
+                "purging discards dead letters for good; pass --yes to confirm"
+            );
+            let purged = dlq::purge(pool, broker, actor).await?;
+            println!("purged {purged} dead letter(s)");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The consume loop around the step function: prefetch, bounded concurrency,
+//! ack after commit, reconnect with backoff, graceful drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::step::{self, StepError};
+use crate::Context;
+
+/// Consumes until shutdown, then stops taking messages, lets in-flight ones
+/// finish (bounded by `SHUTDOWN_TIMEOUT`) and returns.
+pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let tracker = TaskTracker::new();
+    let concurrency = ctx.settings.concurrency;
+    let slots = Arc::new(Semaphore::new(concurrency as usize));
+    let mut backoff = Backoff::default();
+    let queue = ctx.broker.topology().process_queue();
+    while !ctx.shutdown.is_cancelled() {
+        let channel = match ctx.broker.open_channel().await {
+            Ok(channel) => channel,
+            Err(err) => {
+                tracing::warn!(error = format!("{err:#}"), "broker unavailable; retrying");
+                backoff.wait(&ctx).await;
+                continue;
+            }
+        };
+        // Prefetch = concurrency: the broker never hands this process more
+        // unacked messages than it works on at once, so the rest stay in the
+        // queue for other workers (fair dispatch under competing consumers).
+        let setup = async {
+            channel
+                .basic_qos(concurrency, BasicQosOptions::default())
+                .await?;
+            channel
+                .basic_consume(
+                    &queue,
+                    &ctx.worker_id,
+                    // Manual acks (no_ack = false): a message is removed only
+                    // after its outcome is committed. Not exclusive: any
+                    // number of workers share the queue.
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        };
+        let mut consumer = match setup.await {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start consuming; retrying");
+                ctx.broker.invalidate();
+                backoff.wait(&ctx).await;
+                continue;
+            }
+        };
+        tracing::info!(queue = %queue, concurrency, "consuming");
+        backoff.reset();
+        loop {
+            // Wait for a free slot first, so a saturated worker stops pulling
+            // messages off the stream.
+            let permit = tokio::select! {
+                () = ctx.shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                () = ctx.shutdown.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    tracker.spawn(async move {
+                        process(&ctx, delivery).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "consumer failed; reconnecting");
+                    ctx.broker.invalidate();
+                    break;
+                }
+                None => {
+                    tracing::warn!("consumer cancelled by the broker; reconnecting");
+                    break;
+                }
+            }
+        }
+        if ctx.shutdown.is_cancelled() {
+            // Stop deliveries; messages prefetched but not started go back to
+            // the queue when the channel closes.
+            let _ = channel
+                .basic_cancel(&ctx.worker_id, BasicCancelOptions::default())
+                .await;
+            drain(&ctx, &tracker).await;
+            let _ = channel.close(200, "worker shutting down").await;
+            return Ok(());
+        }
+        backoff.wait(&ctx).await;
+    }
+    drain(&ctx, &tracker).await;
+    Ok(())
+}
+
+async fn drain(ctx: &Context, tracker: &TaskTracker) {
+    tracker.close();
+    let in_flight = tracker.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, "finishing in-flight payments before exit");
+    }
+    if tokio::time::timeout(ctx.settings.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight payments did not finish within SHUTDOWN_TIMEOUT; they will be redelivered"
+        );
+    }
+}
+
+/// Runs the step and settles the message: ack after success; after a broker
+/// failure, requeue it (it is retried, and the delivery count it gains is
+/// what eventually marks a message that can never be handled).
+async fn process(ctx: &Context, delivery: Delivery) {
+    ctx.metrics.in_flight.inc();
+    let result = step::handle(ctx, &delivery.data, delivery.properties.headers().as_ref()).await;
+    ctx.metrics.in_flight.dec();
+    match result {
+        Ok(()) => {
+            if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
+                // The channel died after the commit: the message is
+                // redelivered, finds the payment terminal and is dropped.
+                tracing::warn!(error = %err, "ack failed; the message will be redelivered harmlessly");
+            }
+        }
+        Err(StepError::Interrupted) => {
+            // Shutting down mid-step: leave it unacked; the broker hands it
+            // to another worker when this channel closes.
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "step failed; requeueing the message");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
+    }
+}
+
+/// Reconnect delays, restarted after every successful connection.
+struct Backoff(Box<dyn Iterator<Item = Duration> + Send>);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Box::new(common::retry::reconnect_delays()))
+    }
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    async fn wait(&mut self, ctx: &Context) {
+        let delay = self.0.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}

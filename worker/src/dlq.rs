@@ -1,0 +1,281 @@
+//! Dead-letter queue tooling for operators: list, replay, purge.
+//!
+//! Listing takes messages without acking them and then closes the channel,
+//! which returns them to their original places (the dead-letter queue is a
+//! classic queue), so a listing neither consumes nor reorders the queue.
+//! Replay and purge use the same walk and ack only what they handled.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use common::db::payments::{self, Audit};
+use common::domain::{failure_codes, PaymentId};
+use common::queue::{headers, Broker, Job, Topology};
+use lapin::message::BasicGetMessage;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::Channel;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// One dead-lettered job, as an operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// `None` when the body could not be decoded.
+    pub payment_id: Option<String>,
+    pub merchant_id: Option<Uuid>,
+    pub reason: String,
+    pub attempts: Option<i64>,
+    pub last_error: Option<String>,
+    pub dead_lettered_at: Option<DateTime<Utc>>,
+}
+
+impl DeadLetter {
+    fn from_message(message: &BasicGetMessage) -> (Self, Option<Job>) {
+        let delivery = &message.delivery;
+        let table = delivery.properties.headers().as_ref();
+        let job = Job::from_bytes(&delivery.data).ok();
+        let death = first_death(table);
+        let reason = headers::get_string(table, headers::DEAD_REASON)
+            .or_else(|| death.and_then(|d| headers::get_string(Some(d), "reason")))
+            .unwrap_or_else(|| "unknown".into());
+        let dead_lettered_at = headers::get_string(table, headers::DEAD_AT)
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|| {
+                death
+                    .and_then(|d| match d.inner().get("time") {
+                        Some(AMQPValue::Timestamp(secs)) => i64::try_from(*secs).ok(),
+                        _ => None,
+                    })
+                    .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            });
+        let letter = Self {
+            payment_id: job.as_ref().map(|j| j.payment_id().to_string()),
+            merchant_id: job.as_ref().map(Job::merchant_id),
+            reason,
+            attempts: headers::get_int(table, headers::ATTEMPT),
+            last_error: headers::get_string(table, headers::LAST_ERROR),
+            dead_lettered_at,
+        };
+        (letter, job)
+    }
+}
+
+/// The newest `x-death` entry the broker adds when it dead-letters a
+/// message itself (delivery limit).
+fn first_death(table: Option<&FieldTable>) -> Option<&FieldTable> {
+    match table?.inner().get("x-death")? {
+        AMQPValue::FieldArray(array) => array.as_slice().iter().find_map(|v| match v {
+            AMQPValue::FieldTable(t) => Some(t),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// Which dead letters an operation applies to.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `None`: every payment.
+    pub ids: Option<HashSet<PaymentId>>,
+    pub reason: Option<String>,
+    pub older_than: Option<Duration>,
+}
+
+impl Filter {
+    fn matches(&self, letter: &DeadLetter, job: Option<&Job>) -> bool {
+        let Some(job) = job else {
+            return false;
+        };
+        if let Some(ids) = &self.ids {
+            if !ids.contains(&job.payment_id()) {
+                return false;
+            }
+        }
+        if let Some(reason) = &self.reason {
+            if &letter.reason != reason {
+                return false;
+            }
+        }
+        if let Some(age) = self.older_than {
+            let Some(at) = letter.dead_lettered_at else {
+                return false;
+            };
+            let limit = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+            if at > limit {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+async fn dead_letter_channel(broker: &Broker) -> anyhow::Result<(Channel, u32)> {
+    let channel = broker.open_channel().await?;
+    let queue = channel
+        .queue_declare(
+            &broker.topology().dead_queue(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("reading the dead-letter queue")?;
+    Ok((channel, queue.message_count()))
+}
+
+async fn next(channel: &Channel, broker: &Broker) -> anyhow::Result<Option<BasicGetMessage>> {
+    channel
+        .basic_get(
+            &broker.topology().dead_queue(),
+            // Not auto-ack: what we do not ack returns to the queue.
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .context("reading a dead letter")
+}
+
+/// Up to `limit` dead letters, oldest first; the queue is left as it was.
+pub async fn list(broker: &Broker, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+    let (channel, count) = dead_letter_channel(broker).await?;
+    let mut letters = Vec::new();
+    for _ in 0..count.min(u32::try_from(limit).unwrap_or(u32::MAX)) {
+        let Some(message) = next(&channel, broker).await? else {
+            break;
+        };
+        letters.push(DeadLetter::from_message(&message).0);
+    }
+    // Closing returns every unacked message to its place.
+    channel.close(200, "listing done").await.ok();
+    Ok(letters)
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Serialize)]
+pub struct ReplayReport {
+    /// Payments moved back to `pending` and re-queued.
+    pub replayed: Vec<String>,
+    /// Dead letters removed without replay: the payment had moved on
+    /// (succeeded meanwhile, or already replayed), so there was nothing to do.
+    pub dropped: Vec<String>,
+    /// Dead letters left in the queue (not selected, or not decodable).
+    pub kept: usize,
+}
+
+/// Moves the selected dead letters back to the main queue and their payments
+/// back to `pending`, recording `actor` in each payment's history.
+pub async fn replay(
+    pool: &PgPool,
+    broker: &Broker,
+    filter: &Filter,
+    actor: &str,
+) -> anyhow::Result<ReplayReport> {
+    let (channel, count) = dead_letter_channel(broker).await?;
+    let mut report = ReplayReport::default();
+    for _ in 0..count {
+        let Some(message) = next(&channel, broker).await? else {
+            break;
+        };
+        let (letter, job) = DeadLetter::from_message(&message);
+        let Some(job) = job.filter(|job| filter.matches(&letter, Some(job))) else {
+            report.kept += 1;
+            continue;
+        };
+        let id = job.payment_id();
+        let audit = Audit {
+            actor,
+            reason: "replayed from the dead-letter queue",
+        };
+        // Database first: if we stop before publishing, the payment is
+        // `pending` and due now, so the rescuer enqueues it.
+        match payments::replay(pool, id, &failure_codes::REPLAYABLE, audit).await? {
+            Some(_) => {
+                broker
+                    .publish(
+                        Topology::PROCESS_KEY,
+                        &job.to_bytes(),
+                        headers::build(&[(headers::ATTEMPT, headers::int(0))]),
+                        None,
+                    )
+                    .await?;
+                report.replayed.push(id.to_string());
+            }
+            None => report.dropped.push(id.to_string()),
+        }
+        message
+            .delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .context("acking a replayed dead letter")?;
+    }
+    channel.close(200, "replay done").await.ok();
+    Ok(report)
+}
+
+/// Discards every dead letter, noting it in each payment's history.
+/// Returns how many were discarded.
+pub async fn purge(pool: &PgPool, broker: &Broker, actor: &str) -> anyhow::Result<usize> {
+    let (channel, count) = dead_letter_channel(broker).await?;
+    let mut purged = 0;
+    for _ in 0..count {
+        let Some(message) = next(&channel, broker).await? else {
+            break;
+        };
+        if let (_, Some(job)) = DeadLetter::from_message(&message) {
+            let audit = Audit {
+                actor,
+                reason: "dead letter purged by an operator; the payment stays failed",
+            };
+            payments::record_event(pool, &[job.payment_id().0], audit).await?;
+        }
+        message
+            .delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .context("acking a purged dead letter")?;
+        purged += 1;
+    }
+    channel.close(200, "purge done").await.ok();
+    Ok(purged)
+}
+
+/// Parses `90`, `90s`, `15m`, `2h` or `1d`.
+pub fn parse_age(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration like 90s, 15m, 2h, 1d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{value:?} has an unknown unit (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_with_units() {
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_age("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_age("soon").is_err());
+        assert!(parse_age("5y").is_err());
+    }
+}

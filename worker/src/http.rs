@@ -1,0 +1,91 @@
+//! The worker's small HTTP server on `METRICS_BIND`: `/healthz`, `/readyz`,
+//! `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::metrics::QueueLabel;
+use crate::Context;
+
+pub async fn serve(listener: TcpListener, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let shutdown = ctx.shutdown.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ctx);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    let (database, broker) = tokio::join!(common::db::is_ready(&ctx.pool), ctx.broker.is_ready());
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let status = if database && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(
+            json!({"status": word(database && broker), "database": word(database), "broker": word(broker)}),
+        ),
+    )
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    refresh_queue_depths(&ctx).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ctx.metrics.render(),
+    )
+}
+
+/// Reads each queue's depth with a passive declare (which creates nothing).
+async fn refresh_queue_depths(ctx: &Context) {
+    let topology = ctx.broker.topology();
+    let mut queues = vec![topology.process_queue(), topology.dead_queue()];
+    queues.extend(
+        topology
+            .retry_delays()
+            .iter()
+            .map(|d| topology.retry_queue(*d)),
+    );
+    let Ok(channel) = ctx.broker.open_channel().await else {
+        return;
+    };
+    for queue in queues {
+        let declared = channel
+            .queue_declare(
+                &queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        if let Ok(declared) = declared {
+            ctx.metrics
+                .queue_depth
+                .get_or_create(&QueueLabel { queue })
+                .set(i64::from(declared.message_count()));
+        }
+    }
+    let _ = channel.close(200, "done").await;
+}

@@ -1,0 +1,257 @@
+//! The payment worker: consumes jobs from RabbitMQ, claims each payment with a
+//! lease, calls the card processor with the payment id as idempotency key,
+//! records the outcome, and acks only after the commit. Also the operator's
+//! dead-letter tooling (`worker dlq …`).
+//!
+//! Scale by starting more processes: they compete for one queue with no
+//! coordination beyond the database's guarded updates.
+
+pub mod cli;
+pub mod consumer;
+pub mod dlq;
+mod http;
+pub mod metrics;
+pub mod processor;
+pub mod rescuer;
+pub mod step;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use common::config::{parse_delays, parse_secs, BrokerArgs, DatabaseArgs};
+use common::queue::{Broker, Topology};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::processor::ProcessorClient;
+use crate::step::StepError;
+
+/// Settings of `worker run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Base URL of the card processor.
+    #[arg(
+        long,
+        env = "PROCESSOR_URL",
+        default_value = "http://127.0.0.1:8090",
+        global = true
+    )]
+    pub processor_url: String,
+
+    /// Name recorded as `processor_response.processor`.
+    #[arg(
+        long,
+        env = "PROCESSOR_NAME",
+        default_value = "processor-sim",
+        global = true
+    )]
+    pub processor_name: String,
+
+    /// Payments processed at once by this process (also the prefetch).
+    #[arg(long = "concurrency", env = "WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000), global = true)]
+    pub concurrency: u16,
+
+    /// Processing attempts before a job is dead-lettered.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=100), global = true)]
+    pub max_attempts: i32,
+
+    /// Retry delay tiers in seconds, comma-separated; attempt n waits the
+    /// n-th (the last repeats). One delay queue per tier.
+    #[arg(long, env = "RETRY_DELAYS", default_value = "1,5,30,120,600", value_parser = parse_delay_list, global = true)]
+    pub retry_delays: DelayList,
+
+    /// Timeout of one processor call, in milliseconds.
+    #[arg(long = "processor-timeout-ms", env = "PROCESSOR_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis, global = true)]
+    pub processor_timeout: Duration,
+
+    /// Seconds a claim (lease) lasts; must exceed three processor timeouts.
+    #[arg(long, env = "LEASE_SECS", default_value = "60", value_parser = parse_secs, global = true)]
+    pub lease: Duration,
+
+    /// Seconds between rescuer passes.
+    #[arg(long, env = "RESCUE_INTERVAL", default_value = "10", value_parser = parse_secs, global = true)]
+    pub rescue_interval: Duration,
+
+    /// Seconds a payment may be overdue before the rescuer re-enqueues it.
+    #[arg(long, env = "RESCUE_AFTER", default_value = "60", value_parser = parse_secs, global = true)]
+    pub rescue_after: Duration,
+
+    /// Seconds to finish in-flight payments after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_secs, global = true)]
+    pub shutdown_timeout: Duration,
+
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(
+        long,
+        env = "METRICS_BIND",
+        default_value = "127.0.0.1:9091",
+        global = true
+    )]
+    pub metrics_bind: String,
+}
+
+/// Retry tiers (a newtype so clap parses the list as one value).
+#[derive(Debug, Clone)]
+pub struct DelayList(pub Vec<Duration>);
+
+impl std::ops::Deref for DelayList {
+    type Target = [Duration];
+    fn deref(&self) -> &[Duration] {
+        &self.0
+    }
+}
+
+fn parse_delay_list(value: &str) -> Result<DelayList, String> {
+    parse_delays(value).map(DelayList)
+}
+
+fn parse_millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| (1..=600_000).contains(ms))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{value:?} is not a number of milliseconds between 1 and 600000"))
+}
+
+impl Settings {
+    /// Checks relations between settings that clap cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        // Three calls fit in a lease (one plus two quick retries), with room
+        // to record the outcome; otherwise a live worker could lose its claim.
+        let needed = self.processor_timeout * 3 + Duration::from_secs(2);
+        anyhow::ensure!(
+            self.lease >= needed,
+            "LEASE_SECS ({:?}) must be at least 3 × PROCESSOR_TIMEOUT_MS + 2 s ({needed:?})",
+            self.lease
+        );
+        Ok(())
+    }
+}
+
+/// Everything the `worker` binary takes.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Payment worker: processes queued payments; dead-letter tooling."
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(flatten)]
+    pub log: common::telemetry::LogArgs,
+    #[command(subcommand)]
+    pub command: Option<cli::Command>,
+}
+
+/// What a step needs; shared by all in-flight steps.
+pub struct Context {
+    pub pool: PgPool,
+    pub broker: Arc<Broker>,
+    pub processor: ProcessorClient,
+    pub settings: Settings,
+    pub worker_id: String,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    pub fn new(
+        pool: PgPool,
+        broker: Arc<Broker>,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let processor = ProcessorClient::new(&settings.processor_url, settings.processor_timeout)?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        Ok(Self {
+            pool,
+            broker,
+            processor,
+            settings,
+            worker_id: format!(
+                "worker:{host}:{}:{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            metrics: Metrics::default(),
+            shutdown,
+        })
+    }
+
+    /// Runs a database operation, waiting out an unavailable database (with
+    /// backoff) instead of failing the message: while the database is down
+    /// every slot ends up waiting here, so the worker stops taking messages,
+    /// and resumes where it was when the database is back.
+    pub async fn db<T, F, Fut>(&self, mut op: F) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = sqlx::Result<T>>,
+    {
+        let mut delays = common::retry::reconnect_delays();
+        let mut warned = false;
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) if common::db::is_unavailable(&err) => {
+                    if !warned {
+                        tracing::warn!(error = %err, "database unavailable; holding the message until it is back");
+                        warned = true;
+                    }
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return Err(StepError::Interrupted),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(err) => return Err(StepError::Database(err)),
+            }
+        }
+    }
+}
+
+/// Connects to the database (migrating it) and the broker, declaring the
+/// topology including the retry tiers.
+pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Arc<Broker>)> {
+    let pool = common::db::connect(&config.database).await?;
+    common::db::migrate(&pool).await?;
+    let topology =
+        Topology::new(&config.broker.queue_prefix).with_retry_delays(&config.settings.retry_delays);
+    let broker = Broker::connect(&config.broker.amqp_url, topology)
+        .await
+        .context("connecting to RabbitMQ (AMQP_URL)")?;
+    Ok((pool, Arc::new(broker)))
+}
+
+/// Runs the worker until `shutdown`: the consumer, the rescuer and the
+/// health/metrics server on `metrics_listener`.
+pub async fn run(
+    pool: PgPool,
+    broker: Arc<Broker>,
+    settings: Settings,
+    metrics_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let ctx = Arc::new(Context::new(pool, broker.clone(), settings, shutdown)?);
+    tracing::info!(worker_id = %ctx.worker_id, "worker starting");
+    let http = tokio::spawn(http::serve(metrics_listener, ctx.clone()));
+    let rescuer = tokio::spawn(rescuer::run(ctx.clone()));
+    let result = consumer::run(ctx.clone()).await;
+    let _ = rescuer.await;
+    if let Ok(Err(err)) = http.await {
+        tracing::warn!(error = %err, "metrics server failed");
+    }
+    broker.close().await;
+    tracing::info!("worker stopped");
+    result
+}

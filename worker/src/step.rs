@@ -1,0 +1,365 @@
+//! One message, start to finish: the worker's step function.
+//!
+//! claim (guarded update, lease) → call the processor → record the outcome
+//! (guarded by the claim's attempt number) → publish a retry or dead letter
+//! when needed. The caller acks only after this returns `Ok`, i.e. after every
+//! write it implies has committed. Each step is safe to run twice for the same
+//! message: the database decides what happens, never the message.
+
+use common::db::payments::{self, Audit, PaymentRow};
+use common::domain::{failure_codes, PaymentId};
+use common::queue::{headers, Job, PublishError, Topology};
+use lapin::types::FieldTable;
+use rand::Rng as _;
+use serde_json::{json, Value};
+use tracing::Instrument as _;
+
+use crate::processor::Outcome;
+use crate::Context;
+
+/// Why a step could not finish. The message is not acked.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Shutdown came while waiting for the database: leave the message to be
+    /// redelivered.
+    #[error("shut down before the step finished")]
+    Interrupted,
+    /// A dead letter could not be published; the payment was left as it was.
+    #[error(transparent)]
+    Broker(#[from] PublishError),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+/// Reasons a job is dead-lettered (the `x-dead-reason` header).
+pub mod reasons {
+    pub const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";
+    pub const UNDECODABLE: &str = "undecodable";
+    pub const UNKNOWN_PAYMENT: &str = "unknown_payment";
+    pub const REDELIVERED_TOO_OFTEN: &str = "redelivered_too_often";
+}
+
+/// A message redelivered this often (workers died holding it) is treated as
+/// poison before the broker's own delivery limit takes it away silently.
+const POISON_REDELIVERIES: i64 = common::queue::DELIVERY_LIMIT / 2;
+
+/// Runs one message.
+pub async fn handle(
+    ctx: &Context,
+    body: &[u8],
+    props: Option<&FieldTable>,
+) -> Result<(), StepError> {
+    let job = match Job::from_bytes(body) {
+        Ok(job) => job,
+        Err(err) => {
+            tracing::warn!(error = %err, "undecodable message; dead-lettering it");
+            dead_letter_raw(
+                ctx,
+                body,
+                reasons::UNDECODABLE,
+                &format!("cannot decode: {err}"),
+                0,
+            )
+            .await?;
+            return Ok(());
+        }
+    };
+    let span = tracing::info_span!("payment", payment_id = %job.payment_id());
+    process(ctx, &job, props).instrument(span).await
+}
+
+async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result<(), StepError> {
+    let id = job.payment_id();
+    let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
+    if redeliveries >= POISON_REDELIVERIES {
+        return give_up_unclaimed(ctx, job, reasons::REDELIVERED_TOO_OFTEN, redeliveries).await;
+    }
+
+    let audit = Audit {
+        actor: &ctx.worker_id,
+        reason: "claimed",
+    };
+    let claimed = ctx
+        .db(|| payments::claim(&ctx.pool, id, ctx.settings.lease, audit))
+        .await?;
+    let Some(payment) = claimed else {
+        match ctx.db(|| payments::find(&ctx.pool, id)).await? {
+            None => {
+                tracing::warn!(payment_id = %id, "message for an unknown payment; dead-lettering it");
+                dead_letter_raw(
+                    ctx,
+                    &job.to_bytes(),
+                    reasons::UNKNOWN_PAYMENT,
+                    "no such payment",
+                    0,
+                )
+                .await?;
+            }
+            Some(row) => {
+                // Terminal, or another worker holds a live lease: the message
+                // is a duplicate. The rescuer covers a lease that expires.
+                tracing::debug!(payment_id = %id, status = %row.status, "payment not claimable; dropping duplicate message");
+            }
+        }
+        return Ok(());
+    };
+    tracing::debug!(payment_id = %id, attempt = payment.attempts, "claimed");
+
+    let started = std::time::Instant::now();
+    let outcome = ctx.processor.charge(&payment).await;
+    ctx.metrics.processor_call(&outcome, started.elapsed());
+
+    match outcome {
+        Outcome::Approved(approved) => {
+            let card = serde_json::to_value(&approved.card).unwrap_or(Value::Null);
+            let response = json!({
+                "approved": true,
+                "authorization_code": approved.authorization_code,
+                "avs_result": approved.avs_result,
+                "cvv_result": approved.cvv_result,
+                "network_transaction_id": approved.network_transaction_id,
+                "processor": ctx.settings.processor_name,
+                "risk_score": approved.risk_score,
+                "decline_code": null,
+                "charge_id": approved.id,
+            });
+            let audit = Audit {
+                actor: &ctx.worker_id,
+                reason: "processor approved",
+            };
+            let row = ctx
+                .db(|| {
+                    payments::succeed(
+                        &ctx.pool,
+                        id,
+                        payment.attempts,
+                        approved.captured,
+                        &card,
+                        &response,
+                        audit,
+                    )
+                })
+                .await?;
+            finished(ctx, &payment, row, "succeeded");
+        }
+        Outcome::Declined(declined) => {
+            let card = serde_json::to_value(&declined.card).unwrap_or(Value::Null);
+            let response = json!({
+                "approved": false,
+                "authorization_code": null,
+                "avs_result": null,
+                "cvv_result": null,
+                "network_transaction_id": declined.network_transaction_id,
+                "processor": ctx.settings.processor_name,
+                "risk_score": declined.risk_score,
+                "decline_code": declined.decline_code,
+                "charge_id": declined.id,
+            });
+            let audit = Audit {
+                actor: &ctx.worker_id,
+                reason: "processor declined",
+            };
+            let row = ctx
+                .db(|| {
+                    payments::fail(
+                        &ctx.pool,
+                        id,
+                        payment.attempts,
+                        Some(&card),
+                        Some(&response),
+                        &declined.code,
+                        &declined.message,
+                        audit,
+                    )
+                })
+                .await?;
+            finished(ctx, &payment, row, "declined");
+        }
+        Outcome::Rejected(reason) => {
+            let audit = Audit {
+                actor: &ctx.worker_id,
+                reason: "processor rejected the request",
+            };
+            let row = ctx
+                .db(|| {
+                    payments::fail(
+                        &ctx.pool,
+                        id,
+                        payment.attempts,
+                        None,
+                        None,
+                        "processor_rejected",
+                        &reason,
+                        audit,
+                    )
+                })
+                .await?;
+            finished(ctx, &payment, row, "rejected");
+        }
+        Outcome::Transient(error) => retry_or_give_up(ctx, job, &payment, &error).await?,
+    }
+    Ok(())
+}
+
+fn finished(ctx: &Context, claimed: &PaymentRow, row: Option<PaymentRow>, outcome: &'static str) {
+    match row {
+        Some(row) => {
+            tracing::info!(payment_id = %PaymentId(row.id), outcome, attempts = row.attempts, "payment finished");
+            ctx.metrics.finished(outcome, row.created_at);
+        }
+        None => tracing::warn!(
+            payment_id = %PaymentId(claimed.id),
+            "lost the claim before recording (lease expired and another worker took over); its result stands"
+        ),
+    }
+}
+
+/// A transient failure: schedule the next attempt through a delay queue, or
+/// dead-letter the job when the attempts are used up.
+async fn retry_or_give_up(
+    ctx: &Context,
+    job: &Job,
+    payment: &PaymentRow,
+    error: &str,
+) -> Result<(), StepError> {
+    let id = job.payment_id();
+    let attempts = payment.attempts_this_round();
+    if attempts >= ctx.settings.max_attempts {
+        tracing::warn!(payment_id = %id, attempts, error, "attempts exhausted; dead-lettering");
+        // The dead letter first: if we crash after it, the payment is still
+        // `processing` and the rescuer retries it; the reverse order could
+        // leave a failed payment with nothing for an operator to replay.
+        publish_dead(ctx, job, reasons::ATTEMPTS_EXHAUSTED, error, attempts).await?;
+        let message = format!("The payment was not processed: the card processor could not be reached after {attempts} attempts. It can be retried.");
+        let audit = Audit {
+            actor: &ctx.worker_id,
+            reason: "attempts exhausted; dead-lettered",
+        };
+        let row = ctx
+            .db(|| {
+                payments::fail(
+                    &ctx.pool,
+                    id,
+                    payment.attempts,
+                    None,
+                    None,
+                    failure_codes::PROCESSOR_UNAVAILABLE,
+                    &message,
+                    audit,
+                )
+            })
+            .await?;
+        ctx.metrics.dead_lettered();
+        finished(ctx, payment, row, "dead_lettered");
+        return Ok(());
+    }
+    let delays = &ctx.settings.retry_delays;
+    let index = usize::try_from(attempts - 1)
+        .unwrap_or(0)
+        .min(delays.len() - 1);
+    let tier = delays[index];
+    // Jitter inside the tier: the message expires between 80 % and 100 % of
+    // the tier's delay (the queue's TTL is the upper bound), so retries after
+    // an outage do not arrive in one burst.
+    let delay = tier.mul_f64(rand::thread_rng().gen_range(0.8..=1.0));
+    let audit = Audit {
+        actor: &ctx.worker_id,
+        reason: "transient processor error; retry scheduled",
+    };
+    let row = ctx
+        .db(|| payments::schedule_retry(&ctx.pool, id, payment.attempts, error, delay, audit))
+        .await?;
+    if row.is_none() {
+        return Ok(());
+    }
+    ctx.metrics.retried();
+    tracing::info!(payment_id = %id, attempts, delay_ms = delay.as_millis() as u64, error, "retry scheduled");
+    let published = ctx
+        .broker
+        .publish(
+            &Topology::retry_key(tier),
+            &job.to_bytes(),
+            headers::build(&[(headers::ATTEMPT, headers::int(i64::from(attempts)))]),
+            Some(delay),
+        )
+        .await;
+    if let Err(err) = published {
+        // The payment is `pending` with `due_at` set: the rescuer re-enqueues
+        // it if this message never arrives.
+        tracing::warn!(payment_id = %id, error = %err, "could not publish the retry; the rescuer will pick it up");
+    }
+    Ok(())
+}
+
+/// A message that keeps killing workers: dead-letter it and fail the
+/// payment as not processed (replayable by an operator).
+async fn give_up_unclaimed(
+    ctx: &Context,
+    job: &Job,
+    reason: &str,
+    redeliveries: i64,
+) -> Result<(), StepError> {
+    let id = job.payment_id();
+    let error = format!("message redelivered {redeliveries} times");
+    tracing::warn!(payment_id = %id, redeliveries, "poison message; dead-lettering");
+    publish_dead(ctx, job, reason, &error, 0).await?;
+    let audit = Audit {
+        actor: &ctx.worker_id,
+        reason: "poison message; dead-lettered",
+    };
+    ctx.db(|| {
+        payments::fail_unclaimed(
+            &ctx.pool,
+            id,
+            failure_codes::NOT_PROCESSED,
+            "The payment was not processed: its job failed repeatedly. It can be retried.",
+            audit,
+        )
+    })
+    .await?;
+    ctx.metrics.dead_lettered();
+    Ok(())
+}
+
+async fn publish_dead(
+    ctx: &Context,
+    job: &Job,
+    reason: &str,
+    error: &str,
+    attempts: i32,
+) -> Result<(), StepError> {
+    dead_letter_raw(ctx, &job.to_bytes(), reason, error, attempts).await
+}
+
+/// Publishes `body` to the dead-letter queue with the reason headers.
+async fn dead_letter_raw(
+    ctx: &Context,
+    body: &[u8],
+    reason: &str,
+    error: &str,
+    attempts: i32,
+) -> Result<(), StepError> {
+    let table = headers::build(&[
+        (headers::DEAD_REASON, headers::string(reason)),
+        (headers::LAST_ERROR, headers::string(truncate(error, 500))),
+        (headers::ATTEMPT, headers::int(i64::from(attempts))),
+        (
+            headers::DEAD_AT,
+            headers::string(chrono::Utc::now().to_rfc3339()),
+        ),
+    ]);
+    ctx.broker
+        .publish(Topology::DEAD_KEY, body, table, None)
+        .await?;
+    if reason != reasons::ATTEMPTS_EXHAUSTED && reason != reasons::REDELIVERED_TOO_OFTEN {
+        ctx.metrics.dead_lettered();
+    }
+    Ok(())
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
