@@ -26,6 +26,15 @@ const MAX_METADATA_VALUE_LEN: usize = 500;
 
 /// Decodes the body, turning serde's errors into a `param` and a message.
 pub fn parse(body: &[u8]) -> Result<CreatePayment, ApiError> {
+    // Syntax first (including trailing garbage), so a broken document is
+    // reported as such rather than as its first missing field.
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|_| {
+        ApiError::bad_request(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "The request body is not valid JSON.",
+        )
+    })?;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let parsed: CreatePayment =
         serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
@@ -45,13 +54,6 @@ pub fn parse(body: &[u8]) -> Result<CreatePayment, ApiError> {
             }
             data_error(&path, &inner.to_string())
         })?;
-    deserializer.end().map_err(|_| {
-        ApiError::bad_request(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "The request body has trailing characters after the JSON value.",
-        )
-    })?;
     Ok(parsed)
 }
 
@@ -68,7 +70,12 @@ fn data_error(path: &str, message: &str) -> ApiError {
     };
     let quoted = message.split('`').nth(1).unwrap_or_default();
     if message.starts_with("unknown field") {
-        let param = join(quoted);
+        // The tracked path already ends with the unknown key.
+        let param = if parent.ends_with(quoted) && !quoted.is_empty() {
+            parent.to_owned()
+        } else {
+            join(quoted)
+        };
         ApiError::invalid(
             param.clone(),
             "unknown_parameter",

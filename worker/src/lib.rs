@@ -69,7 +69,7 @@ pub struct Settings {
     pub processor_timeout: Duration,
 
     /// Seconds a claim (lease) lasts; must exceed three processor timeouts.
-    #[arg(long, env = "LEASE_SECS", default_value = "60", value_parser = parse_secs, global = true)]
+    #[arg(long = "lease-secs", env = "LEASE_SECS", default_value = "60", value_parser = parse_secs, global = true)]
     pub lease: Duration,
 
     /// Seconds between rescuer passes.
