@@ -16,7 +16,12 @@ async fn app() -> TestApp {
 
 /// Asserts the response is the documented envelope with this status, type and
 /// param, quoting the response's own `Request-Id`; returns the error object.
-async fn assert_error(response: reqwest::Response, status: u16, kind: &str, param: Option<&str>) -> Value {
+async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    kind: &str,
+    param: Option<&str>,
+) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
     let request_id = response
         .headers()
@@ -28,8 +33,14 @@ async fn assert_error(response: reqwest::Response, status: u16, kind: &str, para
     let error = &body["error"];
     assert_eq!(error["type"], kind, "{body}");
     assert_eq!(error["param"].as_str(), param, "{body}");
-    assert!(error["code"].as_str().is_some_and(|c| !c.is_empty()), "{body}");
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        error["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{body}"
+    );
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert_eq!(error["request_id"], request_id.as_str(), "{body}");
     error.clone()
 }
@@ -44,7 +55,11 @@ async fn rows_written(app: &TestApp) -> (i64, i64, i64) {
                 .expect("count")
         }
     };
-    (count("payments").await, count("outbox").await, count("idempotency_keys").await)
+    (
+        count("payments").await,
+        count("outbox").await,
+        count("idempotency_keys").await,
+    )
 }
 
 fn with(mut body: Value, path: &[&str], value: Value) -> Value {
@@ -60,50 +75,148 @@ fn with(mut body: Value, path: &[&str], value: Value) -> Value {
 async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
     let app = app().await;
     let base = payment_body("tok_visa");
-    let many_keys: serde_json::Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let many_keys: serde_json::Map<String, Value> =
+        (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
     let cases: Vec<(Value, &str)> = vec![
         (with(base.clone(), &["amount"], json!(0)), "amount"),
         (with(base.clone(), &["amount"], json!(-100)), "amount"),
-        (with(base.clone(), &["amount"], json!(100_000_000)), "amount"),
+        (
+            with(base.clone(), &["amount"], json!(100_000_000)),
+            "amount",
+        ),
         (with(base.clone(), &["amount"], json!(15.5)), "amount"),
         (with(base.clone(), &["amount"], json!("15000")), "amount"),
         (with(base.clone(), &["currency"], json!("US")), "currency"),
         (with(base.clone(), &["currency"], json!("ABC")), "currency"),
         (with(base.clone(), &["currency"], json!(840)), "currency"),
-        (with(base.clone(), &["payment_method", "type"], json!("bank_transfer")), "payment_method.type"),
-        (with(base.clone(), &["payment_method", "card", "token"], json!("4242424242424242")), "payment_method.card.token"),
-        (with(base.clone(), &["payment_method", "card", "token"], json!("tok_")), "payment_method.card.token"),
-        (with(base.clone(), &["payment_method", "card", "cvc"], json!("123")), "payment_method.card.cvc"),
-        (with(base.clone(), &["description"], json!("d".repeat(1001))), "description"),
-        (with(base.clone(), &["statement_descriptor"], json!("S".repeat(23))), "statement_descriptor"),
-        (with(base.clone(), &["statement_descriptor"], json!("BAD<CHARS>")), "statement_descriptor"),
-        (with(base.clone(), &["order_id"], json!("o".repeat(256))), "order_id"),
-        (with(base.clone(), &["customer_id"], json!("c".repeat(256))), "customer_id"),
-        (with(base.clone(), &["invoice_id"], json!("i".repeat(256))), "invoice_id"),
-        (with(base.clone(), &["metadata"], Value::Object(many_keys)), "metadata"),
-        (with(base.clone(), &["metadata"], json!({"k".repeat(41): "v"})), "metadata"),
-        (with(base.clone(), &["metadata"], json!({"note": "v".repeat(501)})), "metadata.note"),
-        (with(base.clone(), &["metadata"], json!({"count": 3})), "metadata.count"),
-        (with(base.clone(), &["customer"], json!({"email": "not-an-address"})), "customer.email"),
-        (with(base.clone(), &["billing_address"], json!({"country": "USA"})), "billing_address.country"),
+        (
+            with(
+                base.clone(),
+                &["payment_method", "type"],
+                json!("bank_transfer"),
+            ),
+            "payment_method.type",
+        ),
+        (
+            with(
+                base.clone(),
+                &["payment_method", "card", "token"],
+                json!("4242424242424242"),
+            ),
+            "payment_method.card.token",
+        ),
+        (
+            with(
+                base.clone(),
+                &["payment_method", "card", "token"],
+                json!("tok_"),
+            ),
+            "payment_method.card.token",
+        ),
+        (
+            with(
+                base.clone(),
+                &["payment_method", "card", "cvc"],
+                json!("123"),
+            ),
+            "payment_method.card.cvc",
+        ),
+        (
+            with(base.clone(), &["description"], json!("d".repeat(1001))),
+            "description",
+        ),
+        (
+            with(
+                base.clone(),
+                &["statement_descriptor"],
+                json!("S".repeat(23)),
+            ),
+            "statement_descriptor",
+        ),
+        (
+            with(base.clone(), &["statement_descriptor"], json!("BAD<CHARS>")),
+            "statement_descriptor",
+        ),
+        (
+            with(base.clone(), &["order_id"], json!("o".repeat(256))),
+            "order_id",
+        ),
+        (
+            with(base.clone(), &["customer_id"], json!("c".repeat(256))),
+            "customer_id",
+        ),
+        (
+            with(base.clone(), &["invoice_id"], json!("i".repeat(256))),
+            "invoice_id",
+        ),
+        (
+            with(base.clone(), &["metadata"], Value::Object(many_keys)),
+            "metadata",
+        ),
+        (
+            with(base.clone(), &["metadata"], json!({"k".repeat(41): "v"})),
+            "metadata",
+        ),
+        (
+            with(
+                base.clone(),
+                &["metadata"],
+                json!({"note": "v".repeat(501)}),
+            ),
+            "metadata.note",
+        ),
+        (
+            with(base.clone(), &["metadata"], json!({"count": 3})),
+            "metadata.count",
+        ),
+        (
+            with(
+                base.clone(),
+                &["customer"],
+                json!({"email": "not-an-address"}),
+            ),
+            "customer.email",
+        ),
+        (
+            with(
+                base.clone(),
+                &["billing_address"],
+                json!({"country": "USA"}),
+            ),
+            "billing_address.country",
+        ),
         (with(base.clone(), &["surprise"], json!(true)), "surprise"),
         (with(base.clone(), &["capture"], json!("yes")), "capture"),
     ];
     let mut missing_amount = base.clone();
-    missing_amount.as_object_mut().expect("object").remove("amount");
+    missing_amount
+        .as_object_mut()
+        .expect("object")
+        .remove("amount");
     let mut missing_card = base.clone();
-    missing_card["payment_method"].as_object_mut().expect("object").remove("card");
-    let cases = cases
-        .into_iter()
-        .chain([(missing_amount, "amount"), (missing_card, "payment_method.card")]);
+    missing_card["payment_method"]
+        .as_object_mut()
+        .expect("object")
+        .remove("card");
+    let cases = cases.into_iter().chain([
+        (missing_amount, "amount"),
+        (missing_card, "payment_method.card"),
+    ]);
 
     for (body, param) in cases {
         let response = app.post_payment(&body).await;
         let error = assert_error(response, 400, "invalid_request_error", Some(param)).await;
         let message = error["message"].as_str().unwrap_or_default();
-        assert!(!message.contains("4242424242424242"), "rejected values are not echoed: {message}");
+        assert!(
+            !message.contains("4242424242424242"),
+            "rejected values are not echoed: {message}"
+        );
     }
-    assert_eq!(rows_written(&app).await, (0, 0, 0), "nothing written by any rejected request");
+    assert_eq!(
+        rows_written(&app).await,
+        (0, 0, 0),
+        "nothing written by any rejected request"
+    );
     app.cleanup().await;
 }
 
@@ -120,11 +233,15 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_in_
             .send()
     };
 
-    let response = send(b"{\"amount\": 15000,".to_vec(), "application/json").await.expect("send");
+    let response = send(b"{\"amount\": 15000,".to_vec(), "application/json")
+        .await
+        .expect("send");
     let error = assert_error(response, 400, "invalid_request_error", None).await;
     assert_eq!(error["code"], "invalid_json");
 
-    let response = send(b"{} trailing".to_vec(), "application/json").await.expect("send");
+    let response = send(b"{} trailing".to_vec(), "application/json")
+        .await
+        .expect("send");
     assert_error(response, 400, "invalid_request_error", None).await;
 
     let body = serde_json::to_vec(&payment_body("tok_visa")).expect("json");
@@ -140,10 +257,16 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_in_
     assert_error(response, 413, "invalid_request_error", None).await;
 
     // Content-Type with parameters is still JSON.
-    let response = send(body, "application/json; charset=utf-8").await.expect("send");
+    let response = send(body, "application/json; charset=utf-8")
+        .await
+        .expect("send");
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 
-    assert_eq!(rows_written(&app).await.0, 1, "only the valid request wrote a payment");
+    assert_eq!(
+        rows_written(&app).await.0,
+        1,
+        "only the valid request wrote a payment"
+    );
     app.cleanup().await;
 }
 
@@ -156,14 +279,35 @@ async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
     let response = app.http.post(&url).json(&body).send().await.expect("send");
     assert_error(response, 401, "authentication_error", None).await;
 
-    let response = app.http.post(&url).bearer_auth("sk_not_a_real_key").json(&body).send().await.expect("send");
+    let response = app
+        .http
+        .post(&url)
+        .bearer_auth("sk_not_a_real_key")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
     assert_error(response, 401, "authentication_error", None).await;
 
-    let response = app.http.post(&url).header("authorization", "Basic Zm9vOmJhcg==").json(&body).send().await.expect("send");
+    let response = app
+        .http
+        .post(&url)
+        .header("authorization", "Basic Zm9vOmJhcg==")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
     assert_error(response, 401, "authentication_error", None).await;
 
     let read_only = app.key_for("default", &["payments:read"]).await;
-    let response = app.http.post(&url).bearer_auth(&read_only).json(&body).send().await.expect("send");
+    let response = app
+        .http
+        .post(&url)
+        .bearer_auth(&read_only)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
     assert_error(response, 403, "permission_error", None).await;
 
     let id = app.create_payment("tok_visa").await;
@@ -177,20 +321,39 @@ async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
         .expect("send");
     assert_error(response, 403, "permission_error", None).await;
 
-    let response = app.http.get(format!("{url}/{id}")).bearer_auth(&read_only).send().await.expect("send");
+    let response = app
+        .http
+        .get(format!("{url}/{id}"))
+        .bearer_auth(&read_only)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(response.status(), 200, "payments:read may read");
 
     // A revoked key stops working at once.
     let revocable = app.key_for("default", &["payments:read"]).await;
-    let key_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM api_keys ORDER BY created_at DESC LIMIT 1")
-        .fetch_one(&app.pool)
+    let key_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM api_keys ORDER BY created_at DESC LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .expect("key id");
+    assert!(common::db::api_keys::revoke(&app.pool, key_id)
         .await
-        .expect("key id");
-    assert!(common::db::api_keys::revoke(&app.pool, key_id).await.expect("revoke"));
-    let response = app.http.get(format!("{url}/{id}")).bearer_auth(&revocable).send().await.expect("send");
+        .expect("revoke"));
+    let response = app
+        .http
+        .get(format!("{url}/{id}"))
+        .bearer_auth(&revocable)
+        .send()
+        .await
+        .expect("send");
     assert_error(response, 401, "authentication_error", None).await;
 
-    assert_eq!(rows_written(&app).await.0, 1, "rejected requests wrote nothing");
+    assert_eq!(
+        rows_written(&app).await.0,
+        1,
+        "rejected requests wrote nothing"
+    );
     app.cleanup().await;
 }
 
@@ -198,13 +361,25 @@ async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
 async fn a_merchant_never_sees_another_merchants_payment() {
     let app = app().await;
     let id = app.create_payment("tok_visa").await;
-    let other = app.key_for("acme", &["payments:read", "payments:write"]).await;
+    let other = app
+        .key_for("acme", &["payments:read", "payments:write"])
+        .await;
     let url = format!("{}/v1/payments/{id}", app.api_url);
-    let response = app.http.get(&url).bearer_auth(&other).send().await.expect("send");
+    let response = app
+        .http
+        .get(&url)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("send");
     let error = assert_error(response, 404, "not_found", None).await;
     assert_eq!(error["code"], "resource_missing");
     // Same answer as for an id that does not exist at all, or a malformed one.
-    for missing in ["pay_01234567-89ab-7def-8123-456789abcdef", "pay_nope", "nope"] {
+    for missing in [
+        "pay_01234567-89ab-7def-8123-456789abcdef",
+        "pay_nope",
+        "nope",
+    ] {
         let response = app
             .http
             .get(format!("{}/v1/payments/{missing}", app.api_url))
@@ -222,7 +397,12 @@ async fn a_merchant_never_sees_another_merchants_payment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_answer_in_the_envelope_and_health_endpoints_answer() {
     let app = app().await;
-    let response = app.http.get(format!("{}/v2/nothing", app.api_url)).send().await.expect("send");
+    let response = app
+        .http
+        .get(format!("{}/v2/nothing", app.api_url))
+        .send()
+        .await
+        .expect("send");
     assert_error(response, 404, "not_found", None).await;
     let response = app
         .http
@@ -233,13 +413,26 @@ async fn unknown_routes_and_methods_answer_in_the_envelope_and_health_endpoints_
         .expect("send");
     assert_error(response, 405, "invalid_request_error", None).await;
 
-    let health = app.http.get(format!("{}/healthz", app.api_url)).send().await.expect("send");
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.api_url))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(health.status(), 200);
     assert!(health.headers().contains_key("request-id"));
-    let ready = app.http.get(format!("{}/readyz", app.api_url)).send().await.expect("send");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.api_url))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.expect("json");
-    assert_eq!(ready, json!({"status": "ok", "database": "ok", "broker": "ok"}));
+    assert_eq!(
+        ready,
+        json!({"status": "ok", "database": "ok", "broker": "ok"})
+    );
     app.cleanup().await;
 }
 
@@ -257,23 +450,47 @@ async fn an_accepted_payment_is_202_pending_with_location_and_the_full_object() 
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["status"], "pending");
     assert_eq!(body["object"], "payment");
-    assert_eq!(location, format!("{}/v1/payments/{}", app.api_url, body["id"].as_str().expect("id")));
+    assert_eq!(
+        location,
+        format!(
+            "{}/v1/payments/{}",
+            app.api_url,
+            body["id"].as_str().expect("id")
+        )
+    );
     // Unknown card details are null, never absent.
     let card = &body["payment_method"]["card"];
-    for field in ["last4", "brand", "exp_month", "exp_year", "fingerprint", "country", "funding"] {
-        assert!(card.get(field).is_some_and(Value::is_null), "card.{field} is null: {card}");
+    for field in [
+        "last4",
+        "brand",
+        "exp_month",
+        "exp_year",
+        "fingerprint",
+        "country",
+        "funding",
+    ] {
+        assert!(
+            card.get(field).is_some_and(Value::is_null),
+            "card.{field} is null: {card}"
+        );
     }
     // The message is on the queue and the outbox row is gone once confirmed.
     let depth = app
-        .eventually("the message on the queue", std::time::Duration::from_secs(10), || async {
-            let depth = app.queue_depth("process").await;
-            (depth == 1).then_some(depth)
-        })
+        .eventually(
+            "the message on the queue",
+            std::time::Duration::from_secs(10),
+            || async {
+                let depth = app.queue_depth("process").await;
+                (depth == 1).then_some(depth)
+            },
+        )
         .await;
     assert_eq!(depth, 1);
-    app.eventually("the outbox row deleted", std::time::Duration::from_secs(10), || async {
-        (rows_written(&app).await.1 == 0).then_some(())
-    })
+    app.eventually(
+        "the outbox row deleted",
+        std::time::Duration::from_secs(10),
+        || async { (rows_written(&app).await.1 == 0).then_some(()) },
+    )
     .await;
     app.cleanup().await;
 }

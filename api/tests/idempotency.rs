@@ -25,15 +25,25 @@ async fn key_rows(app: &TestApp) -> i64 {
 async fn the_same_key_and_request_replays_the_stored_response() {
     let app = app().await;
     let body = payment_body("tok_visa");
-    let first = app.post_payment_with(&body, &[("Idempotency-Key", "order-1")]).await;
+    let first = app
+        .post_payment_with(&body, &[("Idempotency-Key", "order-1")])
+        .await;
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first_location = first.headers().get("location").cloned();
     let first: Value = first.json().await.expect("json");
 
-    let second = app.post_payment_with(&body, &[("Idempotency-Key", "order-1")]).await;
+    let second = app
+        .post_payment_with(&body, &[("Idempotency-Key", "order-1")])
+        .await;
     assert_eq!(second.status(), StatusCode::ACCEPTED);
-    assert_eq!(second.headers().get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(
+        second
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
     assert_eq!(second.headers().get("location").cloned(), first_location);
     let second: Value = second.json().await.expect("json");
     assert_eq!(first, second, "the stored body, byte for byte in meaning");
@@ -50,7 +60,9 @@ async fn the_same_key_with_a_different_request_is_422_and_writes_nothing() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let mut other = payment_body("tok_visa");
     other["amount"] = 999.into();
-    let response = app.post_payment_with(&other, &[("Idempotency-Key", "k")]).await;
+    let response = app
+        .post_payment_with(&other, &[("Idempotency-Key", "k")])
+        .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["type"], "idempotency_error");
@@ -86,11 +98,15 @@ async fn a_second_request_while_the_first_is_in_flight_is_409() {
                 .expect("first request")
         })
     };
-    app.eventually("the first request to claim its key", Duration::from_secs(10), || async {
-        (key_rows(&app).await == 1).then_some(())
-    })
+    app.eventually(
+        "the first request to claim its key",
+        Duration::from_secs(10),
+        || async { (key_rows(&app).await == 1).then_some(()) },
+    )
     .await;
-    let second = app.post_payment_with(&body, &[("Idempotency-Key", "slow")]).await;
+    let second = app
+        .post_payment_with(&body, &[("Idempotency-Key", "slow")])
+        .await;
     assert_eq!(second.status(), StatusCode::CONFLICT);
     let error: Value = second.json().await.expect("json");
     assert_eq!(error["error"]["type"], "idempotency_error");
@@ -99,7 +115,9 @@ async fn a_second_request_while_the_first_is_in_flight_is_409() {
     let first = first.await.expect("join");
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     // Now it replays.
-    let third = app.post_payment_with(&body, &[("Idempotency-Key", "slow")]).await;
+    let third = app
+        .post_payment_with(&body, &[("Idempotency-Key", "slow")])
+        .await;
     assert_eq!(third.status(), StatusCode::ACCEPTED);
     assert!(third.headers().contains_key("idempotent-replayed"));
     assert_eq!(app.payment_count().await, 1);
@@ -132,16 +150,26 @@ async fn thirty_two_concurrent_requests_with_one_key_create_exactly_one_payment(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_scoped_per_merchant_and_validation_failures_are_not_stored() {
     let app = app().await;
-    let other_key = app.key_for("acme", &["payments:write", "payments:read"]).await;
+    let other_key = app
+        .key_for("acme", &["payments:write", "payments:read"])
+        .await;
     let body = payment_body("tok_visa");
 
     let mut invalid = body.clone();
     invalid["amount"] = 0.into();
-    let response = app.post_payment_with(&invalid, &[("Idempotency-Key", "shared")]).await;
+    let response = app
+        .post_payment_with(&invalid, &[("Idempotency-Key", "shared")])
+        .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(key_rows(&app).await, 0, "a rejected request does not use up the key");
+    assert_eq!(
+        key_rows(&app).await,
+        0,
+        "a rejected request does not use up the key"
+    );
 
-    let ours = app.post_payment_with(&body, &[("Idempotency-Key", "shared")]).await;
+    let ours = app
+        .post_payment_with(&body, &[("Idempotency-Key", "shared")])
+        .await;
     assert_eq!(ours.status(), StatusCode::ACCEPTED);
     let theirs = app
         .http
@@ -153,14 +181,19 @@ async fn keys_are_scoped_per_merchant_and_validation_failures_are_not_stored() {
         .await
         .expect("send");
     assert_eq!(theirs.status(), StatusCode::ACCEPTED);
-    assert!(theirs.headers().get("idempotent-replayed").is_none(), "another merchant's key space");
+    assert!(
+        theirs.headers().get("idempotent-replayed").is_none(),
+        "another merchant's key space"
+    );
     let ours: Value = ours.json().await.expect("json");
     let theirs: Value = theirs.json().await.expect("json");
     assert_ne!(ours["id"], theirs["id"]);
     assert_eq!(app.payment_count().await, 2);
 
     let too_long = "k".repeat(256);
-    let response = app.post_payment_with(&body, &[("Idempotency-Key", too_long.as_str())]).await;
+    let response = app
+        .post_payment_with(&body, &[("Idempotency-Key", too_long.as_str())])
+        .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["error"]["param"], "Idempotency-Key");
@@ -172,13 +205,17 @@ async fn keys_older_than_the_retention_are_reaped_and_younger_ones_kept() {
     let app = app().await;
     let body = payment_body("tok_visa");
     for key in ["old", "new"] {
-        let response = app.post_payment_with(&body, &[("Idempotency-Key", key)]).await;
+        let response = app
+            .post_payment_with(&body, &[("Idempotency-Key", key)])
+            .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
     }
-    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'")
-        .execute(&app.pool)
-        .await
-        .expect("age a key");
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("age a key");
     let reaped = common::db::idempotency::reap(&app.pool, Duration::from_secs(24 * 3600))
         .await
         .expect("reap");

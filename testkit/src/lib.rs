@@ -32,7 +32,8 @@ pub fn pg_server() -> String {
 
 /// The machine's RabbitMQ (override with `TEST_AMQP_URL`).
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 fn host_port(url: &str) -> anyhow::Result<SocketAddr> {
@@ -46,7 +47,8 @@ fn host_port(url: &str) -> anyhow::Result<SocketAddr> {
     } else {
         format!("{hostport}:5432")
     };
-    addr.parse().with_context(|| format!("{addr} is not host:port"))
+    addr.parse()
+        .with_context(|| format!("{addr} is not host:port"))
 }
 
 /// Worker settings that make tests fast: short timeouts, leases and delays.
@@ -56,7 +58,10 @@ pub fn fast_worker_settings() -> worker::Settings {
         processor_name: "processor-sim".into(),
         concurrency: 8,
         max_attempts: 4,
-        retry_delays: worker::DelayList(vec![Duration::from_millis(200), Duration::from_millis(400)]),
+        retry_delays: worker::DelayList(vec![
+            Duration::from_millis(200),
+            Duration::from_millis(400),
+        ]),
         processor_timeout: Duration::from_millis(1000),
         lease: Duration::from_secs(5),
         rescue_interval: Duration::from_millis(500),
@@ -78,6 +83,8 @@ pub struct Options {
     pub api_amqp_proxy: bool,
     /// Route in-process workers' database connections through a [`Proxy`].
     pub worker_db_proxy: bool,
+    /// Route in-process workers' broker connections through a [`Proxy`].
+    pub worker_amqp_proxy: bool,
     /// Start the API at all.
     pub api: bool,
 }
@@ -90,6 +97,7 @@ impl Default for Options {
             api_db_proxy: false,
             api_amqp_proxy: false,
             worker_db_proxy: false,
+            worker_amqp_proxy: false,
             api: true,
         }
     }
@@ -122,6 +130,7 @@ pub struct TestApp {
     pub db_proxy: Option<Proxy>,
     pub amqp_proxy: Option<Proxy>,
     pub worker_db_proxy: Option<Proxy>,
+    pub worker_amqp_proxy: Option<Proxy>,
     sim: Option<Service>,
     api: Option<Service>,
     workers: Vec<Service>,
@@ -133,7 +142,9 @@ impl TestApp {
     }
 
     pub async fn with(options: Options) -> Self {
-        Self::try_with(options).await.expect("starting the test system")
+        Self::try_with(options)
+            .await
+            .expect("starting the test system")
     }
 
     async fn try_with(options: Options) -> anyhow::Result<Self> {
@@ -173,6 +184,11 @@ impl TestApp {
         } else {
             None
         };
+        let worker_amqp_proxy = if options.worker_amqp_proxy {
+            Some(Proxy::start(amqp_addr).await?)
+        } else {
+            None
+        };
 
         let (_, key) = api::cli::create_key(
             &pool,
@@ -189,12 +205,15 @@ impl TestApp {
             prefix,
             api_url: String::new(),
             sim_url,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
             key,
             options: options.clone(),
             db_proxy,
             amqp_proxy,
             worker_db_proxy,
+            worker_amqp_proxy,
             sim: Some(sim),
             api: None,
             workers: Vec::new(),
@@ -249,7 +268,13 @@ impl TestApp {
             shutdown_timeout: Duration::from_secs(5),
         };
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(api::serve(listener, pool, Arc::new(broker), settings, stop.clone()));
+        let handle = tokio::spawn(api::serve(
+            listener,
+            pool,
+            Arc::new(broker),
+            settings,
+            stop.clone(),
+        ));
         self.api = Some(Service { stop, handle });
         Ok(())
     }
@@ -277,10 +302,21 @@ impl TestApp {
         let pool = common::db::connect_lazy(&database).expect("worker pool");
         let settings = self.worker_settings();
         let topology = Topology::new(&self.prefix).with_retry_delays(&settings.retry_delays);
-        let broker = Broker::connect(amqp_url(), topology).await.expect("worker connects to the broker");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let amqp = self.amqp_url_via(self.worker_amqp_proxy.as_ref());
+        let broker = Broker::connect(amqp, topology)
+            .await
+            .expect("worker connects to the broker");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(worker::run(pool, Arc::new(broker), settings, listener, stop.clone()));
+        let handle = tokio::spawn(worker::run(
+            pool,
+            Arc::new(broker),
+            settings,
+            listener,
+            stop.clone(),
+        ));
         self.workers.push(Service { stop, handle });
     }
 
@@ -295,7 +331,11 @@ impl TestApp {
     /// database, broker prefix and simulator. Killed when dropped.
     pub fn worker_command(&self, bin: &str) -> tokio::process::Command {
         let settings = self.worker_settings();
-        let delays: Vec<String> = settings.retry_delays.iter().map(|d| d.as_secs_f64().to_string()).collect();
+        let delays: Vec<String> = settings
+            .retry_delays
+            .iter()
+            .map(|d| d.as_secs_f64().to_string())
+            .collect();
         let mut cmd = tokio::process::Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -306,13 +346,28 @@ impl TestApp {
             .env("WORKER_CONCURRENCY", settings.concurrency.to_string())
             .env("MAX_ATTEMPTS", settings.max_attempts.to_string())
             .env("RETRY_DELAYS", delays.join(","))
-            .env("PROCESSOR_TIMEOUT_MS", settings.processor_timeout.as_millis().to_string())
+            .env(
+                "PROCESSOR_TIMEOUT_MS",
+                settings.processor_timeout.as_millis().to_string(),
+            )
             .env("LEASE_SECS", settings.lease.as_secs_f64().to_string())
-            .env("RESCUE_INTERVAL", settings.rescue_interval.as_secs_f64().to_string())
-            .env("RESCUE_AFTER", settings.rescue_after.as_secs_f64().to_string())
-            .env("SHUTDOWN_TIMEOUT", settings.shutdown_timeout.as_secs_f64().to_string())
+            .env(
+                "RESCUE_INTERVAL",
+                settings.rescue_interval.as_secs_f64().to_string(),
+            )
+            .env(
+                "RESCUE_AFTER",
+                settings.rescue_after.as_secs_f64().to_string(),
+            )
+            .env(
+                "SHUTDOWN_TIMEOUT",
+                settings.shutdown_timeout.as_secs_f64().to_string(),
+            )
             .env("METRICS_BIND", "127.0.0.1:0")
-            .env("RUST_LOG", std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         cmd
@@ -326,7 +381,11 @@ impl TestApp {
     }
 
     /// `POST /v1/payments` with extra headers.
-    pub async fn post_payment_with(&self, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn post_payment_with(
+        &self,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .post(format!("{}/v1/payments", self.api_url))
@@ -389,12 +448,17 @@ impl TestApp {
 
     /// Polls the database until no payment is `pending` or `processing`
     /// (and there are `expected` payments), or panics after `timeout`.
-    pub async fn wait_all_terminal(&self, expected: i64, timeout: Duration) -> HashMap<String, i64> {
+    pub async fn wait_all_terminal(
+        &self,
+        expected: i64,
+        timeout: Duration,
+    ) -> HashMap<String, i64> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let counts = self.status_counts().await;
             let total: i64 = counts.values().sum();
-            let open = counts.get("pending").copied().unwrap_or(0) + counts.get("processing").copied().unwrap_or(0);
+            let open = counts.get("pending").copied().unwrap_or(0)
+                + counts.get("processing").copied().unwrap_or(0);
             if total == expected && open == 0 {
                 return counts;
             }
@@ -417,7 +481,10 @@ impl TestApp {
             if let Some(value) = check().await {
                 return value;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -467,7 +534,8 @@ impl TestApp {
 
     /// A broker handle for this test's prefix (with the workers' retry tiers).
     pub async fn broker(&self) -> Broker {
-        let topology = Topology::new(&self.prefix).with_retry_delays(&self.options.worker.retry_delays);
+        let topology =
+            Topology::new(&self.prefix).with_retry_delays(&self.options.worker.retry_delays);
         Broker::connect(amqp_url(), topology).await.expect("broker")
     }
 
@@ -497,7 +565,8 @@ impl TestApp {
             let _ = sim.stop().await;
         }
         if let Ok(broker) = Broker::connect(amqp_url(), Topology::new(&self.prefix)).await {
-            let topology = Topology::new(&self.prefix).with_retry_delays(&self.options.worker.retry_delays);
+            let topology =
+                Topology::new(&self.prefix).with_retry_delays(&self.options.worker.retry_delays);
             if let Ok(channel) = broker.open_channel().await {
                 let _ = topology.delete(&channel).await;
             }
@@ -505,9 +574,12 @@ impl TestApp {
         }
         self.pool.close().await;
         if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_server())).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name))
-                .execute(&admin)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&admin)
+            .await;
             admin.close().await;
         }
     }

@@ -24,7 +24,13 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let connections = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, target, up.clone(), connections.clone(), stop.clone()));
+        tokio::spawn(accept_loop(
+            listener,
+            target,
+            up.clone(),
+            connections.clone(),
+            stop.clone(),
+        ));
         Ok(Self {
             addr,
             up,
