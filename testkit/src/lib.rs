@@ -301,6 +301,7 @@ impl TestApp {
         };
         let pool = common::db::connect_lazy(&database).expect("worker pool");
         let settings = self.worker_settings();
+        settings.validate().expect("valid worker settings");
         let topology = Topology::new(&self.prefix).with_retry_delays(&settings.retry_delays);
         let amqp = self.amqp_url_via(self.worker_amqp_proxy.as_ref());
         let broker = Broker::connect(amqp, topology)
@@ -331,6 +332,7 @@ impl TestApp {
     /// database, broker prefix and simulator. Killed when dropped.
     pub fn worker_command(&self, bin: &str) -> tokio::process::Command {
         let settings = self.worker_settings();
+        settings.validate().expect("valid worker settings");
         let delays: Vec<String> = settings
             .retry_delays
             .iter()
