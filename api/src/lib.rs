@@ -155,7 +155,9 @@ pub async fn serve(
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let server =
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut server = std::pin::pin!(server.into_future());
+    // Boxed so it can be dropped below: dropping it drops the router and with
+    // it the last sender of the outbox deleter, which then drains and ends.
+    let mut server = Box::pin(server.into_future());
     tokio::select! {
         result = &mut server => result.context("serving HTTP")?,
         () = async {
@@ -163,9 +165,8 @@ pub async fn serve(
             tokio::time::sleep(shutdown_timeout).await;
         } => tracing::warn!("in-flight requests did not finish within SHUTDOWN_TIMEOUT"),
     }
-    background.cancel();
-    // The deleter ends once every sender (held by the state) is gone.
     drop(server);
+    background.cancel();
     for task in outbox_tasks {
         let _ = task.await;
     }

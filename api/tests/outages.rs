@@ -28,14 +28,27 @@ async fn payments_submitted_while_the_broker_is_unreachable_are_accepted_and_pro
     for _ in 0..20 {
         ids.push(app.create_payment("tok_visa").await);
     }
-    assert_eq!(count(&app, "outbox").await, 20, "the outbox holds every message");
-    let ready = app.http.get(format!("{}/readyz", app.api_url)).send().await.expect("readyz");
+    assert_eq!(
+        count(&app, "outbox").await,
+        20,
+        "the outbox holds every message"
+    );
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.api_url))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 503, "not ready without the broker");
 
     proxy.restore();
     let counts = app.wait_all_terminal(20, Duration::from_secs(60)).await;
     assert_eq!(counts.get("succeeded"), Some(&20), "{counts:?}");
-    assert_eq!(count(&app, "outbox").await, 0, "the relay published and cleared the outbox");
+    assert_eq!(
+        count(&app, "outbox").await,
+        0,
+        "the relay published and cleared the outbox"
+    );
     let stats = app.sim_stats().await;
     assert_eq!((stats.charges, stats.duplicate_charges), (20, 0));
     app.cleanup().await;
@@ -53,7 +66,10 @@ async fn a_database_outage_is_a_503_in_the_envelope_that_writes_nothing_and_the_
     proxy.cut();
 
     let response = app
-        .post_payment_with(&payment_body("tok_visa"), &[("Idempotency-Key", "during-outage")])
+        .post_payment_with(
+            &payment_body("tok_visa"),
+            &[("Idempotency-Key", "during-outage")],
+        )
         .await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
@@ -62,7 +78,10 @@ async fn a_database_outage_is_a_503_in_the_envelope_that_writes_nothing_and_the_
     assert_eq!(body["error"]["type"], "api_error");
     assert_eq!(body["error"]["code"], "database_unavailable");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(!message.contains("127.0.0.1") && !message.contains("Io"), "no internals leak: {message}");
+    assert!(
+        !message.contains("127.0.0.1") && !message.contains("Io"),
+        "no internals leak: {message}"
+    );
 
     let response = app
         .http
@@ -72,18 +91,35 @@ async fn a_database_outage_is_a_503_in_the_envelope_that_writes_nothing_and_the_
         .await
         .expect("send");
     assert_eq!(response.status(), 503);
-    let ready = app.http.get(format!("{}/readyz", app.api_url)).send().await.expect("readyz");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.api_url))
+        .send()
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 503);
 
     proxy.restore();
-    assert_eq!(count(&app, "payments").await, 1, "nothing partial was written");
-    assert_eq!(count(&app, "idempotency_keys").await, 0, "not even the idempotency key");
+    assert_eq!(
+        count(&app, "payments").await,
+        1,
+        "nothing partial was written"
+    );
+    assert_eq!(
+        count(&app, "idempotency_keys").await,
+        0,
+        "not even the idempotency key"
+    );
     // The client's retry with the same key goes through as a fresh request.
     app.eventually("the API to recover", Duration::from_secs(20), || async {
         let response = app
-            .post_payment_with(&payment_body("tok_visa"), &[("Idempotency-Key", "during-outage")])
+            .post_payment_with(
+                &payment_body("tok_visa"),
+                &[("Idempotency-Key", "during-outage")],
+            )
             .await;
-        (response.status() == 202 && !response.headers().contains_key("idempotent-replayed")).then_some(())
+        (response.status() == 202 && !response.headers().contains_key("idempotent-replayed"))
+            .then_some(())
     })
     .await;
     let counts = app.wait_all_terminal(2, Duration::from_secs(30)).await;
@@ -115,17 +151,29 @@ async fn a_crash_after_commit_before_publish_is_covered_by_the_relay_of_another_
         .spawn()
         .expect("spawn api");
     app.api_url = format!("http://127.0.0.1:{port}");
-    app.eventually("the API process to listen", Duration::from_secs(30), || async {
-        let health = app.http.get(format!("{}/healthz", app.api_url)).send().await;
-        health.ok().filter(|r| r.status() == 200)
-    })
+    app.eventually(
+        "the API process to listen",
+        Duration::from_secs(30),
+        || async {
+            let health = app
+                .http
+                .get(format!("{}/healthz", app.api_url))
+                .send()
+                .await;
+            health.ok().filter(|r| r.status() == 200)
+        },
+    )
     .await;
     for _ in 0..5 {
         app.create_payment("tok_visa").await;
     }
     testkit::sigkill(&api);
     api.wait().await.expect("reaped");
-    assert_eq!(count(&app, "outbox").await, 5, "accepted payments wait in the outbox");
+    assert_eq!(
+        count(&app, "outbox").await,
+        5,
+        "accepted payments wait in the outbox"
+    );
 
     // Another API process (healthy broker) relays them.
     app.start_api().await.expect("second api");

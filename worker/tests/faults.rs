@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::queue::{headers, Topology};
 use serde_json::json;
-use testkit::{payment_body, Options, TestApp};
+use testkit::{Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
 
@@ -21,7 +21,10 @@ async fn submit(app: &TestApp, n: usize) -> Vec<String> {
 
 async fn assert_charged_once_each(app: &TestApp, n: u64) {
     let stats = app.sim_stats().await;
-    assert_eq!(stats.duplicate_charges, 0, "no payment charged twice: {stats:?}");
+    assert_eq!(
+        stats.duplicate_charges, 0,
+        "no payment charged twice: {stats:?}"
+    );
     assert_eq!(stats.charges, n, "one charge per payment: {stats:?}");
 }
 
@@ -44,14 +47,21 @@ async fn errors_and_timeouts_from_the_processor_are_retried_until_every_payment_
         ..Options::default()
     })
     .await;
-    app.set_faults(json!({"error_rate": 0.4, "timeout_rate": 0.1})).await;
+    app.set_faults(json!({"error_rate": 0.4, "timeout_rate": 0.1}))
+        .await;
     submit(&app, 100).await;
     let counts = app.wait_all_terminal(100, Duration::from_secs(180)).await;
     assert_eq!(counts.get("succeeded"), Some(&100), "{counts:?}");
     assert_charged_once_each(&app, 100).await;
     let stats = app.sim_stats().await;
-    assert!(stats.replays > 0, "timed-out charges were resolved by replaying the key: {stats:?}");
-    assert!(total_attempts(&app).await > 100, "faults caused retries through the delay queues");
+    assert!(
+        stats.replays > 0,
+        "timed-out charges were resolved by replaying the key: {stats:?}"
+    );
+    assert!(
+        total_attempts(&app).await > 100,
+        "faults caused retries through the delay queues"
+    );
     app.cleanup().await;
 }
 
@@ -66,21 +76,28 @@ async fn a_worker_killed_mid_call_loses_nothing_and_charges_nothing_twice() {
     })
     .await;
     app.set_faults(json!({"latency_ms": 400})).await;
-    let mut first = app.worker_command(WORKER_BIN).spawn().expect("spawn worker");
+    let mut first = app
+        .worker_command(WORKER_BIN)
+        .spawn()
+        .expect("spawn worker");
     submit(&app, 120).await;
     // Kill it while it holds a full window of calls to the processor.
     app.eventually("calls in flight", Duration::from_secs(30), || async {
-        let processing: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'processing'")
-            .fetch_one(&app.pool)
-            .await
-            .expect("count");
+        let processing: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'processing'")
+                .fetch_one(&app.pool)
+                .await
+                .expect("count");
         (processing >= 16).then_some(())
     })
     .await;
     testkit::sigkill(&first);
     first.wait().await.expect("reaped");
 
-    let mut second = app.worker_command(WORKER_BIN).spawn().expect("spawn replacement");
+    let mut second = app
+        .worker_command(WORKER_BIN)
+        .spawn()
+        .expect("spawn replacement");
     let counts = app.wait_all_terminal(120, Duration::from_secs(120)).await;
     assert_eq!(counts.get("succeeded"), Some(&120), "{counts:?}");
     assert_charged_once_each(&app, 120).await;
@@ -88,7 +105,10 @@ async fn a_worker_killed_mid_call_loses_nothing_and_charges_nothing_twice() {
         .fetch_one(&app.pool)
         .await
         .expect("count");
-    assert!(reclaimed > 0, "payments held by the killed worker were claimed again after their lease");
+    assert!(
+        reclaimed > 0,
+        "payments held by the killed worker were claimed again after their lease"
+    );
     testkit::sigterm(&second);
     assert!(second.wait().await.expect("exit").success());
     app.cleanup().await;
@@ -109,9 +129,17 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
     let counts = app.wait_all_terminal(20, Duration::from_secs(60)).await;
     assert_eq!(counts.get("failed"), Some(&20), "{counts:?}");
     let payment = app.payment(&ids[0]).await;
-    assert_eq!(payment["failure_code"], "processor_unavailable", "{payment}");
+    assert_eq!(
+        payment["failure_code"], "processor_unavailable",
+        "{payment}"
+    );
     assert_eq!(payment["attempts"], 3);
-    assert!(payment["last_error"].as_str().is_some_and(|e| e.contains("503")), "{payment}");
+    assert!(
+        payment["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{payment}"
+    );
     app.eventually("20 dead letters", Duration::from_secs(10), || async {
         (app.queue_depth("dead").await == 20).then_some(())
     })
@@ -119,35 +147,66 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
     let broker = app.broker().await;
     let letters = worker::dlq::list(&broker, 100).await.expect("list");
     assert_eq!(letters.len(), 20);
-    assert!(letters.iter().all(|l| l.reason == "attempts_exhausted" && l.attempts == Some(3)));
-    assert_eq!(app.queue_depth("dead").await, 20, "listing consumed nothing");
+    assert!(letters
+        .iter()
+        .all(|l| l.reason == "attempts_exhausted" && l.attempts == Some(3)));
+    assert_eq!(
+        app.queue_depth("dead").await,
+        20,
+        "listing consumed nothing"
+    );
 
     app.set_faults(json!({"outage": false})).await;
-    worker::cli::run(app.worker_config(&["dlq", "replay", "--all"])).await.expect("replay");
+    worker::cli::run(app.worker_config(&["dlq", "replay", "--all"]))
+        .await
+        .expect("replay");
     let counts = app.wait_all_terminal(20, Duration::from_secs(60)).await;
     assert_eq!(counts.get("succeeded"), Some(&20), "{counts:?}");
-    assert_eq!(app.queue_depth("dead").await, 0, "the dead-letter queue is empty");
+    assert_eq!(
+        app.queue_depth("dead").await,
+        0,
+        "the dead-letter queue is empty"
+    );
     assert_charged_once_each(&app, 20).await;
-    let history = common::db::payments::history(&app.pool, ids[0].parse().expect("id")).await.expect("history");
+    let history = common::db::payments::history(&app.pool, ids[0].parse().expect("id"))
+        .await
+        .expect("history");
     assert!(
-        history.iter().any(|h| h.actor.starts_with("operator:") && h.to_status == "pending"),
+        history
+            .iter()
+            .any(|h| h.actor.starts_with("operator:") && h.to_status == "pending"),
         "the replay is recorded with who did it"
     );
 
     // Replaying again changes nothing; nor does a stale dead letter of a
     // payment that has meanwhile succeeded.
-    let report = worker::dlq::replay(&app.pool, &broker, &worker::dlq::Filter::default(), "operator:test")
-        .await
-        .expect("replay");
+    let report = worker::dlq::replay(
+        &app.pool,
+        &broker,
+        &worker::dlq::Filter::default(),
+        "operator:test",
+    )
+    .await
+    .expect("replay");
     assert!(report.replayed.is_empty());
     let job = common::queue::Job::process_payment(ids[0].parse().expect("id"), uuid::Uuid::nil());
     broker
-        .publish(Topology::DEAD_KEY, &job.to_bytes(), headers::build(&[]), None)
+        .publish(
+            Topology::DEAD_KEY,
+            &job.to_bytes(),
+            headers::build(&[]),
+            None,
+        )
         .await
         .expect("publish stale dead letter");
-    let report = worker::dlq::replay(&app.pool, &broker, &worker::dlq::Filter::default(), "operator:test")
-        .await
-        .expect("replay");
+    let report = worker::dlq::replay(
+        &app.pool,
+        &broker,
+        &worker::dlq::Filter::default(),
+        "operator:test",
+    )
+    .await
+    .expect("replay");
     assert_eq!((report.replayed.len(), report.dropped.len()), (0, 1));
     assert_eq!(app.payment(&ids[0]).await["status"], "succeeded");
     assert_charged_once_each(&app, 20).await;
@@ -160,16 +219,32 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_worker_keep
     let app = TestApp::spawn().await;
     let broker = app.broker().await;
     broker
-        .publish(Topology::PROCESS_KEY, b"\x00not json at all", headers::build(&[]), None)
+        .publish(
+            Topology::PROCESS_KEY,
+            b"\x00not json at all",
+            headers::build(&[]),
+            None,
+        )
         .await
         .expect("publish garbage");
     broker
-        .publish(Topology::PROCESS_KEY, br#"{"type":"process_payment.v9","payment_id":"x"}"#, headers::build(&[]), None)
+        .publish(
+            Topology::PROCESS_KEY,
+            br#"{"type":"process_payment.v9","payment_id":"x"}"#,
+            headers::build(&[]),
+            None,
+        )
         .await
         .expect("publish unknown version");
-    let ghost = common::queue::Job::process_payment(common::domain::PaymentId::new(), uuid::Uuid::nil());
+    let ghost =
+        common::queue::Job::process_payment(common::domain::PaymentId::new(), uuid::Uuid::nil());
     broker
-        .publish(Topology::PROCESS_KEY, &ghost.to_bytes(), headers::build(&[]), None)
+        .publish(
+            Topology::PROCESS_KEY,
+            &ghost.to_bytes(),
+            headers::build(&[]),
+            None,
+        )
         .await
         .expect("publish unknown payment");
     submit(&app, 5).await;
@@ -207,7 +282,11 @@ async fn workers_stop_consuming_while_the_database_is_down_and_resume_after() {
     // While cut, the worker holds what it took and finishes nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = app.status_counts().await;
-    assert_eq!(counts.get("pending"), Some(&30), "nothing moved while the database was unreachable: {counts:?}");
+    assert_eq!(
+        counts.get("pending"),
+        Some(&30),
+        "nothing moved while the database was unreachable: {counts:?}"
+    );
     proxy.restore();
     let counts = app.wait_all_terminal(30, Duration::from_secs(60)).await;
     assert_eq!(counts.get("succeeded"), Some(&30), "{counts:?}");
@@ -226,10 +305,11 @@ async fn a_worker_that_loses_the_broker_after_committing_is_redelivered_harmless
     app.set_faults(json!({"latency_ms": 500})).await;
     submit(&app, 20).await;
     app.eventually("calls in flight", Duration::from_secs(30), || async {
-        let processing: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'processing'")
-            .fetch_one(&app.pool)
-            .await
-            .expect("count");
+        let processing: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'processing'")
+                .fetch_one(&app.pool)
+                .await
+                .expect("count");
         (processing >= 4).then_some(())
     })
     .await;
@@ -249,6 +329,9 @@ async fn a_worker_that_loses_the_broker_after_committing_is_redelivered_harmless
     .fetch_one(&app.pool)
     .await
     .expect("count");
-    assert_eq!(doubled, 0, "a redelivered message found the payment terminal and did nothing");
+    assert_eq!(
+        doubled, 0,
+        "a redelivered message found the payment terminal and did nothing"
+    );
     app.cleanup().await;
 }
