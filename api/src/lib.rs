@@ -6,10 +6,12 @@
 //! with `Prefer: wait=N`. [`serve`] takes its listener and shutdown signal
 //! from the caller, so tests start it on port 0.
 
+mod admin;
 pub mod auth;
 pub mod cli;
 pub mod error;
 mod health;
+pub mod metrics;
 pub mod outbox;
 mod payments;
 pub mod request_id;
@@ -98,6 +100,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub broker: Arc<Broker>,
     pub settings: Arc<ServeArgs>,
+    pub metrics: Arc<metrics::Metrics>,
     waiters: Arc<Waiters>,
     outbox: Outbox,
     shutdown: CancellationToken,
@@ -147,6 +150,7 @@ pub async fn serve(
         pool,
         broker: broker.clone(),
         settings: Arc::new(settings),
+        metrics: Arc::new(metrics::Metrics::default()),
         waiters,
         outbox,
         shutdown: shutdown.clone(),
@@ -181,6 +185,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(payments::router())
         .merge(health::router())
+        .merge(admin::router())
+        .route("/metrics", axum::routing::get(metrics::handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::validate::{self, MAX_BODY_BYTES};
+use crate::validate;
 use crate::wire::Payment;
 use crate::AppState;
 
@@ -41,16 +41,7 @@ async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::PaymentsWrite)?;
-    check_content_type(&headers)?;
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::bad_request(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("The request body must be at most {MAX_BODY_BYTES} bytes."),
-            )
-        })?;
+    let bytes = validate::read_json_body(&headers, body).await?;
     let request = validate::parse(&bytes)?;
     let key = idempotency_key(&headers)?;
     let wait = prefer_wait(&headers);
@@ -84,6 +75,7 @@ async fn create(
                     ))
                 }
                 db::idempotency::Begin::Completed { status, body } => {
+                    state.metrics.idempotent_replays.inc();
                     return Ok(replay(&state, status, body));
                 }
             }
@@ -102,6 +94,7 @@ async fn create(
 
     let payment_id = inserted.payment.payment_id();
     tracing::info!(payment_id = %payment_id, "payment accepted");
+    state.metrics.accepted.inc();
     let job = Job::process_payment(payment_id, caller.merchant_id);
     state
         .outbox
@@ -251,23 +244,6 @@ fn location(state: &AppState, id: &str) -> Option<HeaderValue> {
         state.settings.public_base_url.trim_end_matches('/')
     ))
     .ok()
-}
-
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "The request body must be JSON, sent with `Content-Type: application/json`.",
-        ))
-    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {

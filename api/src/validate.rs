@@ -6,8 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, StatusCode};
 use common::db::payments::NewPayment;
 use common::domain::{Amount, CardToken, Currency, PaymentId};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -24,36 +27,66 @@ const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_LEN: usize = 40;
 const MAX_METADATA_VALUE_LEN: usize = 500;
 
-/// Decodes the body, turning serde's errors into a `param` and a message.
+/// Reads a request body that must be JSON: `415` for another content type,
+/// `413` past [`MAX_BODY_BYTES`].
+pub async fn read_json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::bad_request(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "The request body must be JSON, sent with `Content-Type: application/json`.",
+        ));
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("The request body must be at most {MAX_BODY_BYTES} bytes."),
+            )
+        })
+}
+
+/// Decodes a payment request.
 pub fn parse(body: &[u8]) -> Result<CreatePayment, ApiError> {
+    parse_json(body)
+}
+
+/// Decodes a JSON body, turning serde's errors into a `param` and a message.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // Syntax first (including trailing garbage), so a broken document is
     // reported as such rather than as its first missing field.
     serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|_| {
         ApiError::bad_request(
-            axum::http::StatusCode::BAD_REQUEST,
+            StatusCode::BAD_REQUEST,
             "invalid_json",
             "The request body is not valid JSON.",
         )
     })?;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed: CreatePayment =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            if matches!(
-                inner.classify(),
-                serde_json::error::Category::Syntax
-                    | serde_json::error::Category::Eof
-                    | serde_json::error::Category::Io
-            ) {
-                return ApiError::bad_request(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    "The request body is not valid JSON.",
-                );
-            }
-            data_error(&path, &inner.to_string())
-        })?;
+    let parsed: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax
+                | serde_json::error::Category::Eof
+                | serde_json::error::Category::Io
+        ) {
+            return ApiError::bad_request(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "The request body is not valid JSON.",
+            );
+        }
+        data_error(&path, &inner.to_string())
+    })?;
     Ok(parsed)
 }
 

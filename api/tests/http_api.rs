@@ -494,3 +494,43 @@ async fn an_accepted_payment_is_202_pending_with_location_and_the_full_object() 
     .await;
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_api_answers_requests_in_flight_and_then_refuses_new_ones() {
+    let mut app = app().await;
+    // No worker runs, so this request would wait its full 20 s.
+    let waiting = {
+        let http = app.http.clone();
+        let url = format!("{}/v1/payments", app.api_url);
+        let key = app.key.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(key)
+                .header("Prefer", "wait=20")
+                .json(&payment_body("tok_visa"))
+                .send()
+                .await
+        })
+    };
+    app.eventually(
+        "the request to be in flight",
+        std::time::Duration::from_secs(10),
+        || async { (rows_written(&app).await.0 == 1).then_some(()) },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let url = app.api_url.clone();
+    app.stop_api().await;
+    let response = waiting
+        .await
+        .expect("join")
+        .expect("the in-flight request was answered");
+    assert_eq!(response.status(), 202, "answered with the current state");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "not held for the whole wait"
+    );
+    let refused = app.http.get(format!("{url}/healthz")).send().await;
+    assert!(refused.is_err(), "a stopped API accepts no connections");
+    app.cleanup().await;
+}

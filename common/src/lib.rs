@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod db;
+pub mod dead_letters;
 pub mod domain;
 pub mod processor;
 pub mod queue;

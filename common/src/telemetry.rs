@@ -31,16 +31,18 @@ pub struct LogArgs {
 
 /// Installs the global subscriber writing to stderr. Call once, at start-up.
 pub fn init(format: LogFormat) {
-    init_with_writer(format, io::stderr);
+    init_with_writer(format, "info", io::stderr);
 }
 
-/// Installs the global subscriber with a writer of the caller's choice (tests
-/// capture logs this way). A second call is a no-op.
-pub fn init_with_writer<W>(format: LogFormat, writer: W)
+/// Installs the global subscriber with a default filter (`RUST_LOG` wins)
+/// and a writer of the caller's choice (tests capture logs this way). A
+/// second call is a no-op.
+pub fn init_with_writer<W>(format: LogFormat, default_filter: &str, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

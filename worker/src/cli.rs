@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use common::domain::PaymentId;
 
-use crate::dlq;
 use crate::Config;
+use common::dead_letters as dlq;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {

@@ -8,8 +8,6 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -56,36 +54,11 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     )
 }
 
-/// Reads each queue's depth with a passive declare (which creates nothing).
 async fn refresh_queue_depths(ctx: &Context) {
-    let topology = ctx.broker.topology();
-    let mut queues = vec![topology.process_queue(), topology.dead_queue()];
-    queues.extend(
-        topology
-            .retry_delays()
-            .iter()
-            .map(|d| topology.retry_queue(*d)),
-    );
-    let Ok(channel) = ctx.broker.open_channel().await else {
-        return;
-    };
-    for queue in queues {
-        let declared = channel
-            .queue_declare(
-                &queue,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        if let Ok(declared) = declared {
-            ctx.metrics
-                .queue_depth
-                .get_or_create(&QueueLabel { queue })
-                .set(i64::from(declared.message_count()));
-        }
+    for (queue, depth) in ctx.broker.queue_depths().await {
+        ctx.metrics
+            .queue_depth
+            .get_or_create(&QueueLabel { queue })
+            .set(i64::from(depth));
     }
-    let _ = channel.close(200, "done").await;
 }

@@ -8,7 +8,6 @@
 
 pub mod cli;
 pub mod consumer;
-pub mod dlq;
 mod http;
 pub mod metrics;
 pub mod processor;

@@ -145,7 +145,9 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
     })
     .await;
     let broker = app.broker().await;
-    let letters = worker::dlq::list(&broker, 100).await.expect("list");
+    let letters = common::dead_letters::list(&broker, 100)
+        .await
+        .expect("list");
     assert_eq!(letters.len(), 20);
     assert!(letters
         .iter()
@@ -180,10 +182,10 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
 
     // Replaying again changes nothing; nor does a stale dead letter of a
     // payment that has meanwhile succeeded.
-    let report = worker::dlq::replay(
+    let report = common::dead_letters::replay(
         &app.pool,
         &broker,
-        &worker::dlq::Filter::default(),
+        &common::dead_letters::Filter::default(),
         "operator:test",
     )
     .await
@@ -199,10 +201,10 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
         )
         .await
         .expect("publish stale dead letter");
-    let report = worker::dlq::replay(
+    let report = common::dead_letters::replay(
         &app.pool,
         &broker,
-        &worker::dlq::Filter::default(),
+        &common::dead_letters::Filter::default(),
         "operator:test",
     )
     .await
@@ -254,7 +256,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_worker_keep
         (app.queue_depth("dead").await == 3).then_some(())
     })
     .await;
-    let mut reasons: Vec<String> = worker::dlq::list(&broker, 10)
+    let mut reasons: Vec<String> = common::dead_letters::list(&broker, 10)
         .await
         .expect("list")
         .into_iter()
@@ -333,5 +335,73 @@ async fn a_worker_that_loses_the_broker_after_committing_is_redelivered_harmless
         doubled, 0,
         "a redelivered message found the payment terminal and did nothing"
     );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_whose_message_was_lost_is_rescued() {
+    let app = TestApp::with(Options {
+        workers: 0,
+        api_amqp_proxy: true,
+        ..Options::default()
+    })
+    .await;
+    // Accepted while the broker is cut, so its message exists only in the
+    // outbox; then the outbox row is lost too.
+    app.amqp_proxy.as_ref().expect("proxy").cut();
+    let id = app.create_payment("tok_visa").await;
+    sqlx::query("DELETE FROM outbox")
+        .execute(&app.pool)
+        .await
+        .expect("lose the message");
+    let mut app = app;
+    app.start_worker().await;
+    let counts = app.wait_all_terminal(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        counts.get("succeeded"),
+        Some(&1),
+        "the rescuer re-enqueued it: {counts:?}"
+    );
+    assert_eq!(app.payment(&id).await["status"], "succeeded");
+    assert_charged_once_each(&app, 1).await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_waiting_for_a_retry_shows_its_attempts_last_error_and_next_attempt() {
+    let mut worker = testkit::fast_worker_settings();
+    worker.retry_delays = ::worker::DelayList(vec![Duration::from_secs(1)]);
+    worker.max_attempts = 20;
+    let app = TestApp::with(Options {
+        worker,
+        ..Options::default()
+    })
+    .await;
+    app.set_faults(json!({"error_rate": 1.0})).await;
+    let id = app.create_payment("tok_visa").await;
+    let waiting = app
+        .eventually(
+            "the payment pending a retry",
+            Duration::from_secs(20),
+            || async {
+                let payment = app.payment(&id).await;
+                (payment["status"] == "pending" && payment["attempts"].as_i64() >= Some(1))
+                    .then_some(payment)
+            },
+        )
+        .await;
+    assert_eq!(waiting["last_error"], "processor answered 500", "{waiting}");
+    assert!(
+        waiting["next_attempt_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{waiting}"
+    );
+    app.set_faults(json!({"error_rate": 0.0})).await;
+    app.wait_all_terminal(1, Duration::from_secs(30)).await;
+    let done = app.payment(&id).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["next_attempt_at"], serde_json::Value::Null);
+    assert_charged_once_each(&app, 1).await;
     app.cleanup().await;
 }

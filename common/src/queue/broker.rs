@@ -33,6 +33,12 @@ pub enum PublishError {
     Unroutable,
 }
 
+/// The broker could not be reached in time (as opposed to a refused
+/// operation), for callers that answer "try again later".
+#[derive(Debug, thiserror::Error)]
+#[error("the broker did not answer within {0:?}")]
+pub struct BrokerTimeout(pub Duration);
+
 #[derive(Clone)]
 struct Session {
     connection: Arc<Connection>,
@@ -115,7 +121,7 @@ impl Broker {
         }
         let session = tokio::time::timeout(CONNECT_TIMEOUT, self.open_session())
             .await
-            .map_err(|_| anyhow::anyhow!("connecting to the broker timed out"))??;
+            .map_err(|_| BrokerTimeout(CONNECT_TIMEOUT))??;
         *self.session.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
         tracing::info!(prefix = self.topology.prefix(), "connected to the broker");
         Ok(session)
@@ -212,6 +218,43 @@ impl Broker {
             self.invalidate();
         }
         result
+    }
+
+    /// Messages ready in each queue of the topology, read with passive
+    /// declares (which create nothing). Queues that cannot be read are left
+    /// out. For metrics and operators.
+    pub async fn queue_depths(&self) -> Vec<(String, u32)> {
+        let topology = &self.topology;
+        let mut queues = vec![topology.process_queue(), topology.dead_queue()];
+        queues.extend(
+            topology
+                .retry_delays()
+                .iter()
+                .map(|d| topology.retry_queue(*d)),
+        );
+        let Ok(channel) = self.open_channel().await else {
+            return Vec::new();
+        };
+        let mut depths = Vec::with_capacity(queues.len());
+        for queue in queues {
+            let declared = channel
+                .queue_declare(
+                    &queue,
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..lapin::options::QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match declared {
+                Ok(declared) => depths.push((queue, declared.message_count())),
+                // A failed passive declare closes the channel.
+                Err(_) => break,
+            }
+        }
+        let _ = channel.close(200, "done").await;
+        depths
     }
 
     /// Closes the connection cleanly (at shutdown).

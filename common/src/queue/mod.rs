@@ -5,6 +5,6 @@ mod broker;
 mod message;
 mod topology;
 
-pub use broker::{Broker, PublishError};
+pub use broker::{Broker, BrokerTimeout, PublishError};
 pub use message::{headers, Job};
 pub use topology::{Topology, DELIVERY_LIMIT};

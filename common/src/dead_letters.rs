@@ -1,4 +1,5 @@
-//! Dead-letter queue tooling for operators: list, replay, purge.
+//! Dead-letter queue operations for operators: list, replay, purge. Used by
+//! the `worker dlq` commands and the API's admin endpoints.
 //!
 //! Listing takes messages without acking them and then closes the channel,
 //! which returns them to their original places (the dead-letter queue is a
@@ -8,11 +9,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::db::payments::{self, Audit};
+use crate::domain::{failure_codes, PaymentId};
+use crate::queue::{headers, Broker, Job, Topology};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use common::db::payments::{self, Audit};
-use common::domain::{failure_codes, PaymentId};
-use common::queue::{headers, Broker, Job, Topology};
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -78,11 +79,12 @@ fn first_death(table: Option<&FieldTable>) -> Option<&FieldTable> {
 }
 
 /// Which dead letters an operation applies to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct Filter {
     /// `None`: every payment.
     pub ids: Option<HashSet<PaymentId>>,
     pub reason: Option<String>,
+    #[serde(skip)]
     pub older_than: Option<Duration>,
 }
 

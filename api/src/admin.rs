@@ -1,0 +1,140 @@
+//! Operator endpoints for keys with the `admin` scope: the dead-letter queue
+//! over HTTP (`worker dlq list` and `worker dlq replay` without a shell).
+//!
+//! The dead-letter queue is shared by every merchant, so `admin` is an
+//! operator's scope, not a merchant's: give it only to the platform team.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::dead_letters::{self, Filter};
+use common::domain::{PaymentId, Scope};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::validate;
+use crate::AppState;
+
+const MAX_LIST: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/dead-letters", get(list))
+        .route("/v1/admin/dead-letters/replay", post(replay))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "invalid_limit",
+            format!("`limit` must be 1 to {MAX_LIST}."),
+        ));
+    }
+    let letters = dead_letters::list(&state.broker, limit)
+        .await
+        .map_err(dependency_error)?;
+    Ok(Json(json!({"object": "list", "data": letters})))
+}
+
+/// Which dead letters to replay: `all`, or `payment_ids`; optionally only
+/// those with `reason`, or older than `older_than_secs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    all: Option<bool>,
+    payment_ids: Option<Vec<String>>,
+    reason: Option<String>,
+    older_than_secs: Option<u64>,
+}
+
+async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let bytes = validate::read_json_body(&headers, body).await?;
+    let request: ReplayRequest = validate::parse_json(&bytes)?;
+    let ids = match (request.all.unwrap_or(false), request.payment_ids) {
+        (true, None) => None,
+        (false, Some(ids)) if !ids.is_empty() && ids.len() <= MAX_LIST => Some(
+            ids.iter()
+                .map(|id| id.parse::<PaymentId>())
+                .collect::<Result<HashSet<_>, _>>()
+                .map_err(|e| {
+                    ApiError::invalid("payment_ids", "invalid_payment_id", e.to_string())
+                })?,
+        ),
+        _ => {
+            return Err(ApiError::invalid(
+                "all",
+                "invalid_selection",
+                format!("Send either `\"all\": true` or 1 to {MAX_LIST} `payment_ids`."),
+            ))
+        }
+    };
+    let filter = Filter {
+        ids,
+        reason: request.reason,
+        older_than: request.older_than_secs.map(Duration::from_secs),
+    };
+    let actor = format!("api-key:{}", caller.key_id);
+    let report = dead_letters::replay(&state.pool, &state.broker, &filter, &actor)
+        .await
+        .map_err(dependency_error)?;
+    tracing::info!(
+        replayed = report.replayed.len(),
+        dropped = report.dropped.len(),
+        actor = %actor,
+        "dead letters replayed over HTTP"
+    );
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| ApiError::internal(e.into()))?,
+    ))
+}
+
+/// A failure of the broker or the database during an operator action: 503
+/// when a dependency is unreachable, 500 otherwise.
+fn dependency_error(err: anyhow::Error) -> ApiError {
+    let unavailable = err.chain().any(|cause| {
+        cause.downcast_ref::<lapin::Error>().is_some()
+            || cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(common::db::is_unavailable)
+            || cause
+                .downcast_ref::<common::queue::PublishError>()
+                .is_some()
+            || cause
+                .downcast_ref::<common::queue::BrokerTimeout>()
+                .is_some()
+    });
+    if unavailable {
+        ApiError::unavailable(
+            "dependency_unavailable",
+            "The broker or the database is unreachable; nothing was changed that cannot be retried.",
+            err,
+        )
+    } else {
+        ApiError::internal(err)
+    }
+}

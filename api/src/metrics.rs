@@ -1,0 +1,87 @@
+//! The API's Prometheus metrics at `/metrics`. Serve it to the scraper only
+//! (it has no authentication, like `/healthz`); it shows counts, never data.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub accepted: Counter,
+    pub idempotent_replays: Counter,
+    outbox_backlog: Gauge,
+    queue_depth: Family<QueueLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("payments_api");
+        let accepted = Counter::default();
+        registry.register(
+            "payments_accepted",
+            "Payments accepted (202)",
+            accepted.clone(),
+        );
+        let idempotent_replays = Counter::default();
+        registry.register(
+            "idempotent_replays",
+            "Requests answered from a stored idempotent response",
+            idempotent_replays.clone(),
+        );
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "outbox_backlog",
+            "Outbox rows not yet published and deleted, read at scrape time",
+            outbox_backlog.clone(),
+        );
+        let queue_depth = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Messages ready in each queue, read at scrape time",
+            queue_depth.clone(),
+        );
+        Self {
+            registry,
+            accepted,
+            idempotent_replays,
+            outbox_backlog,
+            queue_depth,
+        }
+    }
+}
+
+pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
+    let metrics = &state.metrics;
+    if let Ok(backlog) = common::db::outbox::backlog(&state.pool).await {
+        metrics.outbox_backlog.set(backlog);
+    }
+    for (queue, depth) in state.broker.queue_depths().await {
+        metrics
+            .queue_depth
+            .get_or_create(&QueueLabel { queue })
+            .set(i64::from(depth));
+    }
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &metrics.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+}
