@@ -19,18 +19,11 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let (database, broker) =
-        tokio::join!(common::db::is_ready(&state.pool), state.broker.is_ready());
-    let status = if database && broker {
+    let (ready, body) = common::health::readiness(&state.pool, &state.broker).await;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    (
-        status,
-        Json(
-            json!({"status": word(database && broker), "database": word(database), "broker": word(broker)}),
-        ),
-    )
+    (status, Json(body))
 }

@@ -138,7 +138,7 @@ async fn a_crash_after_commit_before_publish_is_covered_by_the_relay_of_another_
     // stays in the outbox; then it is killed.
     let broker_proxy = Proxy::start(app_amqp_addr()).await.expect("proxy");
     broker_proxy.cut();
-    let port = free_port();
+    let port = testkit::free_port();
     let mut api = tokio::process::Command::new(API_BIN)
         .env_clear()
         .env("DATABASE_URL", &app.database_url)
@@ -186,9 +186,4 @@ async fn a_crash_after_commit_before_publish_is_covered_by_the_relay_of_another_
 
 fn app_amqp_addr() -> std::net::SocketAddr {
     "127.0.0.1:5672".parse().expect("addr")
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }

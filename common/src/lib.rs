@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod dead_letters;
 pub mod domain;
+pub mod health;
 pub mod processor;
 pub mod queue;
 pub mod retry;

@@ -407,6 +407,15 @@ impl TestApp {
         body["id"].as_str().expect("id").to_owned()
     }
 
+    /// Creates `n` payments for `token`; returns their ids.
+    pub async fn submit(&self, token: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.create_payment(token).await);
+        }
+        ids
+    }
+
     /// `GET /v1/payments/:id` (asserts 200).
     pub async fn payment(&self, id: &str) -> Value {
         let response = self
@@ -439,6 +448,15 @@ impl TestApp {
             .expect("status counts")
             .into_iter()
             .collect()
+    }
+
+    /// Payments with this status.
+    pub async fn count_status(&self, status: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = $1")
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count payments")
     }
 
     pub async fn payment_count(&self) -> i64 {
@@ -617,4 +635,13 @@ fn signal(child: &tokio::process::Child, name: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A local port free right now (for a child process that must be told its
+/// port in advance).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free local port")
 }

@@ -28,19 +28,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) -> anyhow::Result<(
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    let (database, broker) = tokio::join!(common::db::is_ready(&ctx.pool), ctx.broker.is_ready());
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let status = if database && broker {
+    let (ready, body) = common::health::readiness(&ctx.pool, &ctx.broker).await;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(
-            json!({"status": word(database && broker), "database": word(database), "broker": word(broker)}),
-        ),
-    )
+    (status, Json(body))
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {

@@ -155,49 +155,73 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
                 "decline_code": declined.decline_code,
                 "charge_id": declined.id,
             });
-            let audit = Audit {
-                actor: &ctx.worker_id,
-                reason: "processor declined",
-            };
-            let row = ctx
-                .db(|| {
-                    payments::fail(
-                        &ctx.pool,
-                        id,
-                        payment.attempts,
-                        Some(&card),
-                        Some(&response),
-                        &declined.code,
-                        &declined.message,
-                        audit,
-                    )
-                })
-                .await?;
-            finished(ctx, &payment, row, "declined");
+            record_failure(
+                ctx,
+                &payment,
+                Failure {
+                    code: &declined.code,
+                    message: &declined.message,
+                    card: Some(&card),
+                    response: Some(&response),
+                    why: "processor declined",
+                    outcome: "declined",
+                },
+            )
+            .await?;
         }
         Outcome::Rejected(reason) => {
-            let audit = Audit {
-                actor: &ctx.worker_id,
-                reason: "processor rejected the request",
+            let failure = Failure {
+                code: "processor_rejected",
+                message: &reason,
+                card: None,
+                response: None,
+                why: "processor rejected the request",
+                outcome: "rejected",
             };
-            let row = ctx
-                .db(|| {
-                    payments::fail(
-                        &ctx.pool,
-                        id,
-                        payment.attempts,
-                        None,
-                        None,
-                        "processor_rejected",
-                        &reason,
-                        audit,
-                    )
-                })
-                .await?;
-            finished(ctx, &payment, row, "rejected");
+            record_failure(ctx, &payment, failure).await?;
         }
         Outcome::Transient(error) => retry_or_give_up(ctx, job, &payment, &error).await?,
     }
+    Ok(())
+}
+
+/// A terminal failure of a claimed payment.
+struct Failure<'a> {
+    code: &'a str,
+    message: &'a str,
+    card: Option<&'a Value>,
+    response: Option<&'a Value>,
+    /// For the history.
+    why: &'a str,
+    /// For metrics and logs.
+    outcome: &'static str,
+}
+
+/// `processing` → `failed` under this worker's claim.
+async fn record_failure(
+    ctx: &Context,
+    payment: &PaymentRow,
+    failure: Failure<'_>,
+) -> Result<(), StepError> {
+    let audit = Audit {
+        actor: &ctx.worker_id,
+        reason: failure.why,
+    };
+    let row = ctx
+        .db(|| {
+            payments::fail(
+                &ctx.pool,
+                PaymentId(payment.id),
+                payment.attempts,
+                failure.card,
+                failure.response,
+                failure.code,
+                failure.message,
+                audit,
+            )
+        })
+        .await?;
+    finished(ctx, payment, row, failure.outcome);
     Ok(())
 }
 
@@ -231,26 +255,15 @@ async fn retry_or_give_up(
         // leave a failed payment with nothing for an operator to replay.
         publish_dead(ctx, job, reasons::ATTEMPTS_EXHAUSTED, error, attempts).await?;
         let message = format!("The payment was not processed: the card processor could not be reached after {attempts} attempts. It can be retried.");
-        let audit = Audit {
-            actor: &ctx.worker_id,
-            reason: "attempts exhausted; dead-lettered",
+        let failure = Failure {
+            code: failure_codes::PROCESSOR_UNAVAILABLE,
+            message: &message,
+            card: None,
+            response: None,
+            why: "attempts exhausted; dead-lettered",
+            outcome: "dead_lettered",
         };
-        let row = ctx
-            .db(|| {
-                payments::fail(
-                    &ctx.pool,
-                    id,
-                    payment.attempts,
-                    None,
-                    None,
-                    failure_codes::PROCESSOR_UNAVAILABLE,
-                    &message,
-                    audit,
-                )
-            })
-            .await?;
-        ctx.metrics.dead_lettered();
-        finished(ctx, payment, row, "dead_lettered");
+        record_failure(ctx, payment, failure).await?;
         return Ok(());
     }
     let delays = &ctx.settings.retry_delays;
@@ -317,7 +330,6 @@ async fn give_up_unclaimed(
         )
     })
     .await?;
-    ctx.metrics.dead_lettered();
     Ok(())
 }
 
@@ -351,9 +363,7 @@ async fn dead_letter_raw(
     ctx.broker
         .publish(Topology::DEAD_KEY, body, table, None)
         .await?;
-    if reason != reasons::ATTEMPTS_EXHAUSTED && reason != reasons::REDELIVERED_TOO_OFTEN {
-        ctx.metrics.dead_lettered();
-    }
+    ctx.metrics.dead_lettered();
     Ok(())
 }
 

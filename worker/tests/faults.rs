@@ -11,14 +11,6 @@ use testkit::{Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
 
-async fn submit(app: &TestApp, n: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        ids.push(app.create_payment("tok_visa").await);
-    }
-    ids
-}
-
 async fn assert_charged_once_each(app: &TestApp, n: u64) {
     let stats = app.sim_stats().await;
     assert_eq!(
@@ -49,7 +41,7 @@ async fn errors_and_timeouts_from_the_processor_are_retried_until_every_payment_
     .await;
     app.set_faults(json!({"error_rate": 0.4, "timeout_rate": 0.1}))
         .await;
-    submit(&app, 100).await;
+    app.submit("tok_visa", 100).await;
     let counts = app.wait_all_terminal(100, Duration::from_secs(180)).await;
     assert_eq!(counts.get("succeeded"), Some(&100), "{counts:?}");
     assert_charged_once_each(&app, 100).await;
@@ -80,15 +72,10 @@ async fn a_worker_killed_mid_call_loses_nothing_and_charges_nothing_twice() {
         .worker_command(WORKER_BIN)
         .spawn()
         .expect("spawn worker");
-    submit(&app, 120).await;
+    app.submit("tok_visa", 120).await;
     // Kill it while it holds a full window of calls to the processor.
     app.eventually("calls in flight", Duration::from_secs(30), || async {
-        let processing: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'processing'")
-                .fetch_one(&app.pool)
-                .await
-                .expect("count");
-        (processing >= 16).then_some(())
+        (app.count_status("processing").await >= 16).then_some(())
     })
     .await;
     testkit::sigkill(&first);
@@ -125,7 +112,7 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
     })
     .await;
     app.set_faults(json!({"outage": true})).await;
-    let ids = submit(&app, 20).await;
+    let ids = app.submit("tok_visa", 20).await;
     let counts = app.wait_all_terminal(20, Duration::from_secs(60)).await;
     assert_eq!(counts.get("failed"), Some(&20), "{counts:?}");
     let payment = app.payment(&ids[0]).await;
@@ -249,7 +236,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_worker_keep
         )
         .await
         .expect("publish unknown payment");
-    submit(&app, 5).await;
+    app.submit("tok_visa", 5).await;
     let counts = app.wait_all_terminal(5, Duration::from_secs(30)).await;
     assert_eq!(counts.get("succeeded"), Some(&5));
     app.eventually("3 dead letters", Duration::from_secs(10), || async {
@@ -280,7 +267,7 @@ async fn workers_stop_consuming_while_the_database_is_down_and_resume_after() {
     app.set_faults(json!({"latency_ms": 100})).await;
     let proxy = app.worker_db_proxy.as_ref().expect("proxy");
     proxy.cut();
-    submit(&app, 30).await;
+    app.submit("tok_visa", 30).await;
     // While cut, the worker holds what it took and finishes nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = app.status_counts().await;
@@ -305,14 +292,9 @@ async fn a_worker_that_loses_the_broker_after_committing_is_redelivered_harmless
     })
     .await;
     app.set_faults(json!({"latency_ms": 500})).await;
-    submit(&app, 20).await;
+    app.submit("tok_visa", 20).await;
     app.eventually("calls in flight", Duration::from_secs(30), || async {
-        let processing: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'processing'")
-                .fetch_one(&app.pool)
-                .await
-                .expect("count");
-        (processing >= 4).then_some(())
+        (app.count_status("processing").await >= 4).then_some(())
     })
     .await;
     // The calls finish and commit, but their acks go nowhere: the broker

@@ -8,26 +8,6 @@ use testkit::{Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-async fn submit(app: &TestApp, token: &str, n: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        ids.push(app.create_payment(token).await);
-    }
-    ids
-}
-
-async fn processing(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'processing'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count")
-}
-
 /// Finished payments per worker, from the history.
 async fn per_worker(app: &TestApp) -> Vec<(String, i64)> {
     sqlx::query_as(
@@ -58,7 +38,7 @@ async fn three_worker_processes_share_three_hundred_payments_without_coordinatio
                 .expect("spawn worker")
         })
         .collect();
-    submit(&app, "tok_visa", 300).await;
+    app.submit("tok_visa", 300).await;
     let counts = app.wait_all_terminal(300, Duration::from_secs(180)).await;
     assert_eq!(counts.get("succeeded"), Some(&300), "{counts:?}");
     let shares = per_worker(&app).await;
@@ -96,9 +76,9 @@ async fn sigterm_lets_a_worker_finish_its_in_flight_payments_and_exit_zero() {
         .worker_command(WORKER_BIN)
         .spawn()
         .expect("spawn worker");
-    submit(&app, "tok_visa", 10).await;
+    app.submit("tok_visa", 10).await;
     app.eventually("10 payments in flight", Duration::from_secs(30), || async {
-        (processing(&app).await == 10).then_some(())
+        (app.count_status("processing").await == 10).then_some(())
     })
     .await;
     testkit::sigterm(&worker);
@@ -146,7 +126,7 @@ async fn metrics_of_the_api_and_the_worker_move_with_the_work() {
         ..Options::default()
     })
     .await;
-    let port = free_port();
+    let port = testkit::free_port();
     let mut worker = app
         .worker_command(WORKER_BIN)
         .env("METRICS_BIND", format!("127.0.0.1:{port}"))
@@ -169,11 +149,11 @@ async fn metrics_of_the_api_and_the_worker_move_with_the_work() {
     let before = scrape(&app, &worker_metrics).await;
     assert_eq!(metric(&before, "payments_worker_in_flight"), Some(0.0));
 
-    submit(&app, "tok_visa", 5).await;
-    submit(&app, "tok_chargeDeclined", 1).await;
+    app.submit("tok_visa", 5).await;
+    app.submit("tok_chargeDeclined", 1).await;
     app.wait_all_terminal(6, Duration::from_secs(30)).await;
     app.set_faults(json!({"outage": true})).await;
-    submit(&app, "tok_visa", 1).await;
+    app.submit("tok_visa", 1).await;
     app.wait_all_terminal(7, Duration::from_secs(30)).await;
 
     let text = scrape(&app, &worker_metrics).await;
@@ -254,7 +234,7 @@ async fn metrics_of_the_api_and_the_worker_move_with_the_work() {
 /// Dead-letters `n` payments by running them through a processor outage.
 async fn dead_letter(app: &TestApp, n: usize) -> Vec<String> {
     app.set_faults(json!({"outage": true})).await;
-    let ids = submit(app, "tok_visa", n).await;
+    let ids = app.submit("tok_visa", n).await;
     app.wait_all_terminal(n as i64, Duration::from_secs(60))
         .await;
     app.eventually("the dead letters", Duration::from_secs(10), || async {
