@@ -69,6 +69,11 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_KEY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..), global = true)]
     pub idempotency_ttl_hours: u64,
 
+    /// Seconds a request may take in all, body included (slow clients get
+    /// 408). Keep it above 30 so every `Prefer: wait` can be honoured.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "40", value_parser = common::config::parse_secs, global = true)]
+    pub request_timeout: Duration,
+
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = common::config::parse_secs, global = true)]
     pub shutdown_timeout: Duration,
@@ -182,6 +187,7 @@ pub async fn serve(
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    let request_timeout = state.settings.request_timeout;
     Router::new()
         .merge(payments::router())
         .merge(health::router())
@@ -193,7 +199,10 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(axum::middleware::from_fn(request_id::middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            request_id::middleware,
+        ))
 }
 
 async fn not_found() -> ApiError {

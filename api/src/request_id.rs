@@ -1,14 +1,22 @@
 //! A `Request-Id` on every response, and a tracing span that carries it.
 //!
+//! Every request is also bounded in time here (`REQUEST_TIMEOUT`), body
+//! reading included, so a client that trickles its body cannot hold a
+//! connection and a handler forever.
+//!
 //! The id is generated here (a client-supplied one is not trusted: it would
 //! let a caller forge log lines) and kept in a task-local so the error
 //! envelope can quote it without threading it through every handler.
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use tracing::Instrument as _;
+
+use crate::error::ApiError;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -21,7 +29,7 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-pub async fn middleware(request: Request, next: Next) -> Response {
+pub async fn middleware(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
     let id = format!("req_{}", uuid::Uuid::new_v4().simple());
     let span = tracing::info_span!(
         "request",
@@ -33,10 +41,18 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     );
     let header = HeaderValue::from_str(&id).ok();
     let started = std::time::Instant::now();
-    let mut response = REQUEST_ID
-        .scope(id, next.run(request))
-        .instrument(span.clone())
-        .await;
+    let handled = async move {
+        match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::bad_request(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request took too long to send or to handle.",
+            )
+            .into_response(),
+        }
+    };
+    let mut response = REQUEST_ID.scope(id, handled).instrument(span.clone()).await;
     span.record("status", response.status().as_u16());
     tracing::info!(
         parent: &span,

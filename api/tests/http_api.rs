@@ -534,3 +534,52 @@ async fn stopping_the_api_answers_requests_in_flight_and_then_refuses_new_ones()
     assert!(refused.is_err(), "a stopped API accepts no connections");
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trickles_its_body_is_cut_off_with_408_and_nothing_is_written() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::with(Options {
+        workers: 0,
+        request_timeout: std::time::Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    let addr = app.api_url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/payments HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"amount\": 1",
+        app.key
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    // ...and never the rest.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the server answered instead of waiting forever"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("request_timeout") && answer.to_ascii_lowercase().contains("request-id"),
+        "{answer}"
+    );
+    assert_eq!(rows_written(&app).await, (0, 0, 0));
+    app.cleanup().await;
+}

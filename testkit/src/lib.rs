@@ -87,6 +87,8 @@ pub struct Options {
     pub worker_amqp_proxy: bool,
     /// Start the API at all.
     pub api: bool,
+    /// The API's `REQUEST_TIMEOUT`.
+    pub request_timeout: Duration,
 }
 
 impl Default for Options {
@@ -99,6 +101,7 @@ impl Default for Options {
             worker_db_proxy: false,
             worker_amqp_proxy: false,
             api: true,
+            request_timeout: Duration::from_secs(40),
         }
     }
 }
@@ -265,6 +268,7 @@ impl TestApp {
             relay_after: Duration::from_secs(1),
             relay_interval: Duration::from_millis(200),
             idempotency_ttl_hours: 24,
+            request_timeout: self.options.request_timeout,
             shutdown_timeout: Duration::from_secs(5),
         };
         let stop = CancellationToken::new();
