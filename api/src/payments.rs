@@ -93,7 +93,8 @@ async fn create(
     };
 
     let payment_id = inserted.payment.payment_id();
-    tracing::info!(payment_id = %payment_id, "payment accepted");
+    tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
+    tracing::info!("payment accepted");
     state.metrics.accepted.inc();
     let job = Job::process_payment(payment_id, caller.merchant_id);
     state
@@ -153,6 +154,7 @@ async fn retrieve(
     caller.require(Scope::PaymentsRead)?;
     // A malformed id names no payment: 404 like any other unknown id.
     let id: PaymentId = id.parse().map_err(|_| no_such_payment())?;
+    tracing::Span::current().record("payment_id", tracing::field::display(id));
     let row = db::payments::find_for_merchant(&state.pool, caller.merchant_id, id)
         .await?
         .ok_or_else(no_such_payment)?;

@@ -38,6 +38,7 @@ pub async fn middleware(State(timeout): State<Duration>, request: Request, next:
         path = %request.uri().path(),
         status = tracing::field::Empty,
         merchant_id = tracing::field::Empty,
+        payment_id = tracing::field::Empty,
     );
     let header = HeaderValue::from_str(&id).ok();
     let started = std::time::Instant::now();
