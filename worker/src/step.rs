@@ -52,15 +52,16 @@ pub async fn handle(
     let job = match Job::from_bytes(body) {
         Ok(job) => job,
         Err(err) => {
-            tracing::warn!(error = %err, "undecodable message; dead-lettering it");
-            dead_letter_raw(
-                ctx,
-                body,
-                reasons::UNDECODABLE,
-                &format!("cannot decode: {err}"),
-                0,
-            )
-            .await?;
+            // Only the class and position: serde's message can quote values
+            // from the body, and a body is never logged.
+            let error = format!(
+                "cannot decode the message ({:?} error at line {}, column {})",
+                err.classify(),
+                err.line(),
+                err.column()
+            );
+            tracing::warn!(error = %error, "undecodable message; dead-lettering it");
+            dead_letter_raw(ctx, body, reasons::UNDECODABLE, &error, 0).await?;
             return Ok(());
         }
     };
