@@ -1,0 +1,470 @@
+//! `bench`: throughput and tail latency of the whole payment system, each
+//! number beside this machine's own limit.
+//!
+//! It starts the release binaries (`api`, `worker`, `processor-sim`) as real
+//! processes against a fresh database and queue prefix per scenario, and
+//! measures, in one run on one machine:
+//!
+//! 1. the **floor**: PostgreSQL doing the writes of one payment through the
+//!    same `common::db` functions, and RabbitMQ carrying its message with
+//!    publisher confirms and manual acks, alone and both at once;
+//! 2. the **accept path**: open-loop `POST /v1/payments` at several offered
+//!    rates, latency from the intended send time;
+//! 3. **end to end**: N payments until all are terminal, with 1, 2 and 4
+//!    workers and processor latency 0 and 50 ms, as a share of the floor;
+//!
+//! with CPU seconds per 1,000 payments and peak RSS of the services. It
+//! writes `benchmarks.json`, `benchmarks.md` and `accept-latency.svg`
+//! (to `docs/` by default) and exits non-zero if any payment was lost or
+//! charged twice. `--smoke` is a small run for CI that checks the same
+//! invariants and asserts nothing about time.
+//!
+//! ```sh
+//! cargo build --release --bins
+//! cargo run --release -p bench            # full run, writes docs/
+//! cargo run --release -p bench -- --smoke # CI
+//! ```
+
+mod chart;
+mod floor;
+mod load;
+mod machine;
+mod procstat;
+mod report;
+mod scenarios;
+mod stats;
+mod system;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use serde::Serialize;
+
+use crate::procstat::ClockTicks;
+use crate::scenarios::{E2eSpec, Harness};
+use crate::system::{Cleanup, Env, Sim};
+
+/// Defaults of a full run, and why they are what they are.
+const FULL_RATES: &[f64] = &[250.0, 500.0, 1000.0, 2000.0, 4000.0];
+const FULL_STEP_SECS: f64 = 5.0;
+const FULL_PAYMENTS: u64 = 20_000;
+const FULL_WORKERS: &[usize] = &[1, 2, 4];
+const FULL_LATENCIES_MS: &[u64] = &[0, 50];
+const FULL_WARMUP: u64 = 500;
+
+const SMOKE_RATES: &[f64] = &[100.0];
+const SMOKE_STEP_SECS: f64 = 2.0;
+const SMOKE_PAYMENTS: u64 = 300;
+const SMOKE_WORKERS: &[usize] = &[1];
+const SMOKE_LATENCIES_MS: &[u64] = &[0];
+const SMOKE_WARMUP: u64 = 20;
+
+/// Throughput and tail-latency benchmark of the payment system.
+///
+/// Build the services first: `cargo build --release --bins`. Needs
+/// PostgreSQL and RabbitMQ (the machine's own by default). Every scenario
+/// runs against its own database and queue prefix (`bench_<run>_…`), all
+/// removed at the end.
+#[derive(Debug, Parser)]
+#[command(name = "bench", version)]
+struct Args {
+    /// A small run for CI: a few hundred payments, one short rate step, one
+    /// worker, processor latency 0. Checks that no payment is lost or
+    /// charged twice; asserts nothing about time. Writes its results to a
+    /// temporary directory unless --out-dir is given.
+    #[arg(long)]
+    smoke: bool,
+
+    /// Offered rates of the accept path, requests per second
+    /// [default: 250,500,1000,2000,4000; 100 with --smoke].
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<f64>>,
+
+    /// Seconds per accept-path rate step [default: 5; 2 with --smoke].
+    #[arg(long)]
+    step_secs: Option<f64>,
+
+    /// Payments per end-to-end scenario and per floor run
+    /// [default: 20000; 300 with --smoke].
+    #[arg(long)]
+    payments: Option<u64>,
+
+    /// Worker process counts of the end-to-end scenarios
+    /// [default: 1,2,4; 1 with --smoke].
+    #[arg(long, value_delimiter = ',')]
+    workers: Option<Vec<usize>>,
+
+    /// Processor latencies of the end-to-end scenarios, in ms
+    /// [default: 0,50; 0 with --smoke].
+    #[arg(long, value_delimiter = ',')]
+    latencies_ms: Option<Vec<u64>>,
+
+    /// WORKER_CONCURRENCY of every worker (also its prefetch, and the floor
+    /// consumers' prefetch).
+    #[arg(long, default_value_t = 16)]
+    worker_concurrency: u32,
+
+    /// DATABASE_MAX_CONNECTIONS of the API and each worker, and the floor's
+    /// pool size.
+    #[arg(long, default_value_t = 16)]
+    db_connections: u32,
+
+    /// Payments in flight while submitting end to end; also the top level of
+    /// the floor's in-flight sweep.
+    #[arg(long, default_value_t = 64)]
+    submit_in_flight: usize,
+
+    /// Give up on an end-to-end scenario when no payment has finished for
+    /// this many seconds (a liveness bound, not a performance assertion).
+    #[arg(long, default_value_t = 120)]
+    stall_secs: u64,
+
+    /// Directory of the release binaries [default: target/release of this
+    /// workspace, or $CARGO_TARGET_DIR/release].
+    #[arg(long, env = "BENCH_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+
+    /// Where to write benchmarks.json, benchmarks.md and accept-latency.svg
+    /// [default: docs/ of this workspace; a temporary directory with
+    /// --smoke].
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+
+    /// PostgreSQL server URL, without a database name.
+    #[arg(
+        long,
+        env = "BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pg_url: String,
+
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "BENCH_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+}
+
+/// What a run measures, with the defaults resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub rates: Vec<f64>,
+    pub step_secs: f64,
+    pub payments: u64,
+    pub workers: Vec<usize>,
+    pub latencies_ms: Vec<u64>,
+    pub worker_concurrency: u32,
+    pub db_connections: u32,
+    pub submit_in_flight: usize,
+    pub warmup_requests: u64,
+}
+
+impl Plan {
+    fn from_args(args: &Args) -> anyhow::Result<Self> {
+        let pick = |full: &[f64], smoke: &[f64]| if args.smoke { smoke } else { full }.to_vec();
+        let plan = Self {
+            rates: args
+                .rates
+                .clone()
+                .unwrap_or_else(|| pick(FULL_RATES, SMOKE_RATES)),
+            step_secs: args.step_secs.unwrap_or(if args.smoke {
+                SMOKE_STEP_SECS
+            } else {
+                FULL_STEP_SECS
+            }),
+            payments: args.payments.unwrap_or(if args.smoke {
+                SMOKE_PAYMENTS
+            } else {
+                FULL_PAYMENTS
+            }),
+            workers: args.workers.clone().unwrap_or_else(|| {
+                if args.smoke {
+                    SMOKE_WORKERS
+                } else {
+                    FULL_WORKERS
+                }
+                .to_vec()
+            }),
+            latencies_ms: args.latencies_ms.clone().unwrap_or_else(|| {
+                if args.smoke {
+                    SMOKE_LATENCIES_MS
+                } else {
+                    FULL_LATENCIES_MS
+                }
+                .to_vec()
+            }),
+            worker_concurrency: args.worker_concurrency,
+            db_connections: args.db_connections,
+            submit_in_flight: args.submit_in_flight,
+            warmup_requests: if args.smoke {
+                SMOKE_WARMUP
+            } else {
+                FULL_WARMUP
+            },
+        };
+        if plan.rates.is_empty() || plan.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+            bail!("--rates must be positive numbers");
+        }
+        if !(plan.step_secs.is_finite() && plan.step_secs > 0.0) {
+            bail!("--step-secs must be positive");
+        }
+        if plan.payments == 0 {
+            bail!("--payments must be at least 1");
+        }
+        if plan.workers.is_empty() || plan.workers.contains(&0) {
+            bail!("--workers must list worker counts of at least 1");
+        }
+        if plan.latencies_ms.is_empty() {
+            bail!("--latencies-ms must list at least one latency");
+        }
+        if plan.worker_concurrency == 0 || plan.worker_concurrency > u32::from(u16::MAX) {
+            bail!("--worker-concurrency must be 1 to 65535");
+        }
+        if plan.db_connections == 0 || plan.submit_in_flight == 0 {
+            bail!("--db-connections and --submit-in-flight must be at least 1");
+        }
+        Ok(plan)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("bench: correctness checks FAILED (see above)");
+            ExitCode::from(1)
+        }
+        Err(err) => {
+            eprintln!("bench: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn workspace_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}
+
+/// The command line that reproduces this run.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=,./:".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect();
+    if args.is_empty() {
+        "cargo run --release -p bench".into()
+    } else {
+        format!("cargo run --release -p bench -- {}", args.join(" "))
+    }
+}
+
+/// Returns whether every correctness check passed.
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let plan = Plan::from_args(&args)?;
+    let workspace = workspace_dir();
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let env = Env {
+        bin_dir: args
+            .bin_dir
+            .clone()
+            .unwrap_or_else(|| system::default_bin_dir(&workspace)),
+        pg_server: args.pg_url.trim_end_matches('/').to_owned(),
+        amqp_url: args.amqp_url.clone(),
+        logs_dir: system::logs_dir(&run_id)?,
+        run_id: run_id.clone(),
+        db_connections: plan.db_connections,
+        worker_concurrency: plan.worker_concurrency,
+    };
+    env.check_binaries()?;
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "bench: warning: this is a debug build of the load generator; use `cargo run --release -p bench`"
+        );
+    }
+    let out_dir = match (&args.out_dir, args.smoke) {
+        (Some(dir), _) => dir.clone(),
+        (None, false) => workspace.join("docs"),
+        (None, true) => std::env::temp_dir().join(format!("bench-smoke-{run_id}")),
+    };
+    eprintln!(
+        "bench: run {run_id} ({}), binaries in {}, child logs in {}",
+        if args.smoke { "smoke" } else { "full" },
+        env.bin_dir.display(),
+        env.logs_dir.display()
+    );
+
+    let cleanup = Cleanup::default();
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        outcome = measure(&env, &cleanup, &plan, args.smoke, Duration::from_secs(args.stall_secs)) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    // Children were killed when their handles dropped; remove what is left.
+    cleanup.run(&env).await;
+    let mut report = outcome?;
+    report.duration_s = started.elapsed().as_secs_f64();
+    report.machine.load_average_end = machine::load_average();
+    report.write(&out_dir)?;
+
+    println!();
+    for t in &report.targets {
+        let verdict = match t.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        println!("target {}: {} ({verdict})", t.target, t.measured);
+    }
+    for note in report
+        .notes
+        .iter()
+        .filter(|n| n.starts_with(report::WARNING))
+    {
+        println!("{}", note.replace("**", ""));
+    }
+    for c in report.checks.iter().filter(|c| !c.passed) {
+        println!("FAILED [{}] {}: {}", c.scenario, c.what, c.detail);
+    }
+    println!(
+        "results: {} ({} of {} checks passed, {:.0} s)",
+        out_dir.display(),
+        report.checks.iter().filter(|c| c.passed).count(),
+        report.checks.len(),
+        report.duration_s
+    );
+    Ok(report.passed())
+}
+
+async fn measure(
+    env: &Env,
+    cleanup: &Cleanup,
+    plan: &Plan,
+    smoke: bool,
+    stall: Duration,
+) -> anyhow::Result<report::Report> {
+    let clk = ClockTicks::detect();
+    let machine = machine::Machine::describe(&env.pg_server, clk).await?;
+    eprintln!(
+        "bench: {} × {}, {:.1} GiB, PostgreSQL {}, RabbitMQ {}, load {}",
+        machine.logical_cpus,
+        machine.cpu_model,
+        machine.memory_gib,
+        machine.postgres_version,
+        machine.rabbitmq_version,
+        machine.load_average_start
+    );
+
+    let max_workers = plan.workers.iter().copied().max().unwrap_or(1);
+    let floor = floor::run(
+        env,
+        cleanup,
+        clk,
+        plan.payments,
+        plan.submit_in_flight,
+        max_workers,
+    )
+    .await
+    .context("measuring the floor")?;
+
+    let sim = Sim::start(env).await?;
+    let harness = Harness {
+        env,
+        cleanup,
+        clk,
+        sim: &sim,
+    };
+    let mut checks = Vec::new();
+    let accept = scenarios::accept_path(
+        &harness,
+        &plan.rates,
+        Duration::from_secs_f64(plan.step_secs),
+        plan.warmup_requests,
+        &mut checks,
+    )
+    .await
+    .context("measuring the accept path")?;
+
+    let mut e2e = Vec::new();
+    for &latency_ms in &plan.latencies_ms {
+        for &workers in &plan.workers {
+            let spec = E2eSpec {
+                workers,
+                latency_ms,
+                payments: plan.payments,
+                in_flight: plan.submit_in_flight,
+                stall,
+            };
+            e2e.push(
+                scenarios::end_to_end(&harness, spec, &mut checks)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "end to end with {workers} workers, processor latency {latency_ms} ms"
+                        )
+                    })?,
+            );
+        }
+    }
+    sim.stop().await?;
+
+    let targets = report::judge_targets(&floor, &accept, &e2e);
+    let mut notes = notes(plan, smoke);
+    notes.extend(report::disturbances(&floor, &accept, &e2e));
+    Ok(report::Report {
+        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        mode: if smoke { "smoke" } else { "full" },
+        command: command_line(),
+        duration_s: 0.0,
+        plan: plan.clone(),
+        notes,
+        machine,
+        floor,
+        accept,
+        end_to_end: e2e,
+        targets,
+        checks,
+        logs_dir: env.logs_dir.display().to_string(),
+    })
+}
+
+/// What a reader must know about the run's size.
+fn notes(plan: &Plan, smoke: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    if smoke {
+        notes.push(
+            "**Smoke run**: sized for CI, to prove the bench and the system still work; its \
+             numbers are not benchmarks."
+                .to_owned(),
+        );
+    }
+    notes.push(format!(
+        "Run size: accept path at {} req/s for {} s each; {} payments per end-to-end scenario \
+         and per floor run; workers {:?}; processor latency {:?} ms.",
+        plan.rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.step_secs,
+        plan.payments,
+        plan.workers,
+        plan.latencies_ms
+    ));
+    notes
+}

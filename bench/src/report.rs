@@ -1,0 +1,691 @@
+//! The results: one JSON document, a Markdown page generated from it, and
+//! the issue's targets judged against the numbers of the same run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::chart::TARGET_P99_MS;
+use crate::floor::{best_rate, FloorPhase, FloorResult};
+use crate::machine::Machine;
+use crate::procstat::CpuUsage;
+use crate::scenarios::{ms, AcceptResult, Check, E2eResult};
+use crate::Plan;
+
+/// End-to-end throughput as a share of the floor.
+pub const TARGET_FLOOR_SHARE: f64 = 0.60;
+/// Offered rate at which accept p99 is judged.
+pub const TARGET_ACCEPT_RATE: f64 = 1000.0;
+/// 4 workers over 1 with a 50 ms processor.
+pub const TARGET_SCALING: f64 = 3.5;
+pub const SCALING_LATENCY_MS: u64 = 50;
+/// Runs of one floor phase differing by more than this (relative) mean the
+/// machine was not steady; the page says so.
+pub const SPREAD_WARNING: f64 = 0.25;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub generated_at: String,
+    pub mode: &'static str,
+    /// The command that reproduces this run.
+    pub command: String,
+    pub duration_s: f64,
+    pub plan: Plan,
+    pub notes: Vec<String>,
+    pub machine: Machine,
+    pub floor: FloorResult,
+    pub accept: AcceptResult,
+    pub end_to_end: Vec<E2eResult>,
+    pub targets: Vec<TargetResult>,
+    pub checks: Vec<Check>,
+    pub logs_dir: String,
+}
+
+/// One of the issue's targets, judged.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub target: String,
+    pub measured: String,
+    /// `None`: not measured in this run (say, `--rates` left 1,000 out).
+    pub met: Option<bool>,
+    pub detail: String,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = dir.join("benchmarks.json");
+        std::fs::write(&json, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", json.display()))?;
+        let md = dir.join("benchmarks.md");
+        std::fs::write(&md, self.markdown())
+            .with_context(|| format!("writing {}", md.display()))?;
+        crate::chart::accept_latency(&dir.join("accept-latency.svg"), &self.accept.steps)?;
+        Ok(())
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_markdown(&mut out);
+        out
+    }
+
+    fn write_markdown(&self, out: &mut String) -> std::fmt::Result {
+        let m = &self.machine;
+        writeln!(out, "# Benchmarks\n")?;
+        writeln!(
+            out,
+            "Measured by the `bench` crate ({} run) on {}, in {:.0} s of wall time. Every number \
+             on this page comes from that one run on one machine, the floor included, so each \
+             result can be read as a ratio to what this machine can do. The page, \
+             `benchmarks.json` and `accept-latency.svg` are written by the bench itself; rerun \
+             it to replace them:\n",
+            self.mode, self.generated_at, self.duration_s
+        )?;
+        writeln!(
+            out,
+            "```sh\ncargo build --release --bins\n{}\n```\n",
+            self.command
+        )?;
+        for note in &self.notes {
+            writeln!(out, "{note}\n")?;
+        }
+
+        writeln!(out, "## Machine\n")?;
+        writeln!(out, "| | |\n|---|---|")?;
+        writeln!(out, "| CPU | {} × {} |", m.logical_cpus, m.cpu_model)?;
+        writeln!(out, "| Memory | {:.1} GiB |", m.memory_gib)?;
+        writeln!(out, "| Kernel | Linux {} |", m.kernel)?;
+        let settings: Vec<String> = m
+            .postgres_settings
+            .iter()
+            .map(|(k, v)| format!("`{k}={v}`"))
+            .collect();
+        writeln!(
+            out,
+            "| PostgreSQL | {} ({}) |",
+            m.postgres_version,
+            settings.join(", ")
+        )?;
+        writeln!(out, "| RabbitMQ | {} |", m.rabbitmq_version)?;
+        writeln!(
+            out,
+            "| Load average (1/5/15 min) | {} at start, {} at end |",
+            m.load_average_start, m.load_average_end
+        )?;
+        writeln!(
+            out,
+            "| CPU accounting | {} clock ticks per second ({}) |",
+            m.clock_ticks.per_second,
+            if m.clock_ticks.assumed {
+                "assumed: `getconf CLK_TCK` could not be run"
+            } else {
+                "from `getconf CLK_TCK`"
+            }
+        )?;
+        writeln!(
+            out,
+            "\nEverything runs on these {} CPUs at once: PostgreSQL, RabbitMQ, the API, the \
+             workers, processor-sim and the load generator. The \"where the CPU went\" columns \
+             below show how they shared it, in cores (CPU seconds per second of wall time, \
+             summed over every process); \"other\" is busy time outside all of them (kernel \
+             threads such as disk flushes, and anything else running on the machine). On a \
+             shared virtual machine the same work can cost visibly more CPU in one run than in \
+             another, so compare numbers within a run rather than across runs.\n",
+            m.logical_cpus
+        )?;
+
+        writeln!(out, "## Targets\n")?;
+        writeln!(out, "| target | measured | result |\n|---|---|---|")?;
+        for t in &self.targets {
+            let verdict = match t.met {
+                Some(true) => "met",
+                Some(false) => "**missed**",
+                None => "not measured",
+            };
+            writeln!(out, "| {} | {} | {} |", t.target, t.measured, verdict)?;
+        }
+        writeln!(out)?;
+        for t in &self.targets {
+            writeln!(out, "- **{}**: {}", t.target, t.detail)?;
+        }
+        writeln!(out)?;
+
+        self.write_floor(out)?;
+        self.write_accept(out)?;
+        self.write_e2e(out)?;
+        self.write_resources(out)?;
+
+        writeln!(out, "## Correctness checks\n")?;
+        writeln!(
+            out,
+            "Checked on every run, smoke or full; any failure makes the bench exit non-zero. \
+             None of them is about time.\n"
+        )?;
+        writeln!(
+            out,
+            "| scenario | check | result | detail |\n|---|---|---|---|"
+        )?;
+        for c in &self.checks {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                c.scenario,
+                c.what,
+                if c.passed { "passed" } else { "**FAILED**" },
+                c.detail.replace('|', "\\|")
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(out, "{}", METHOD)?;
+        Ok(())
+    }
+
+    fn write_floor(&self, out: &mut String) -> std::fmt::Result {
+        let f = &self.floor;
+        writeln!(out, "## Floor\n")?;
+        writeln!(
+            out,
+            "What PostgreSQL and RabbitMQ on this machine can do for the work of one payment, \
+             with none of our services in between, measured in the same run. PostgreSQL: the \
+             writes of one payment through `common::db` itself (`payments::insert`, \
+             `payments::claim`, `payments::succeed`, and `outbox::delete` batched by 500 as the \
+             API does), over a pool of {} connections. RabbitMQ: one persistent `Job` per \
+             payment published with a confirm through `common::queue::Broker::publish`, \
+             consumed by {} lapin consumer(s) (one per worker of the largest scenario) with \
+             manual acks and prefetch {}.\n",
+            f.pool_size, f.consumers, f.prefetch
+        )?;
+        writeln!(
+            out,
+            "First a sweep over payments in flight, {} payments per level, each service \
+             alone:\n",
+            f.probe
+        )?;
+        writeln!(
+            out,
+            "| in flight | PostgreSQL payments/s | RabbitMQ messages/s |\n|---|---|---|"
+        )?;
+        for p in &f.sweep {
+            let mark = |best: bool, v: f64| {
+                if best {
+                    format!("**{v:.0}**")
+                } else {
+                    format!("{v:.0}")
+                }
+            };
+            writeln!(
+                out,
+                "| {} | {} | {} |",
+                p.in_flight,
+                mark(p.in_flight == f.postgres_in_flight, p.postgres_per_s),
+                mark(p.in_flight == f.rabbitmq_in_flight, p.rabbitmq_per_s)
+            )?;
+        }
+        writeln!(
+            out,
+            "\nThe timed runs use each service's best level (in bold: {} for PostgreSQL, {} for \
+             RabbitMQ), {} payments each, after {} untimed ones on each fresh database. The \
+             three phases run in rounds, twice; the best run of each phase (in bold) counts, so \
+             a slow spell of a shared machine cannot pass for the floor:\n",
+            f.postgres_in_flight, f.rabbitmq_in_flight, f.payments, f.warmup
+        )?;
+        writeln!(
+            out,
+            "| run | seconds | payments/s | where the CPU went (cores) |\n|---|---|---|---|"
+        )?;
+        let rows = |out: &mut String, name: &str, runs: &[FloorPhase]| -> std::fmt::Result {
+            let best = best_rate(runs);
+            for (i, p) in runs.iter().enumerate() {
+                let rate = if p.payments_per_s >= best {
+                    format!("**{:.0}**", p.payments_per_s)
+                } else {
+                    format!("{:.0}", p.payments_per_s)
+                };
+                writeln!(
+                    out,
+                    "| {name}, round {} | {:.2} | {rate} | {} |",
+                    i + 1,
+                    p.seconds,
+                    p.cpu.cores_line()
+                )?;
+            }
+            Ok(())
+        };
+        rows(out, "PostgreSQL alone", &f.postgres_alone)?;
+        rows(out, "RabbitMQ alone", &f.rabbitmq_alone)?;
+        rows(out, "both at once (the floor)", &f.together)?;
+        let (relation, verb) = if f.lower_of_separate_payments_per_s >= f.floor_payments_per_s {
+            ("higher", "is a rate no system on this machine could reach")
+        } else {
+            (
+                "lower",
+                "that can only be run-to-run variation (a service does not speed up by sharing \
+                 the machine)",
+            )
+        };
+        writeln!(
+            out,
+            "\nThe floor is the best run of both at once, {:.0} payments/s: in the system, \
+             PostgreSQL and RabbitMQ work at the same time on the same CPUs, while each separate \
+             run had the whole machine to itself. The lower of the two services' best separate \
+             runs, {:.0} payments/s, is {relation}, and {verb}; ratios to both are given \
+             below.\n",
+            f.floor_payments_per_s, f.lower_of_separate_payments_per_s
+        )?;
+        Ok(())
+    }
+
+    fn write_accept(&self, out: &mut String) -> std::fmt::Result {
+        let a = &self.accept;
+        writeln!(out, "## Accept path\n")?;
+        writeln!(
+            out,
+            "Open-loop `POST /v1/payments` (the seed request) at each offered rate for {:.0} s, \
+             after {} warm-up requests, against one API process with no worker running (so the \
+             accept path has the machine to itself; the queue just grows). Latency is measured \
+             from each request's intended send time. Percentiles are of the `202` answers; \
+             errors are counted apart.\n",
+            self.plan.step_secs, a.warmup_requests
+        )?;
+        writeln!(
+            out,
+            "| offered req/s | achieved req/s | achieved ÷ offered | p50 | p99 | p99.9 | max | \
+             errors | api CPU s / 1,000 | generator lag mean / max | where the CPU went (cores) |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+        for s in &a.steps {
+            let l = s.latency;
+            let errors = if s.error_count == 0 {
+                "0".to_owned()
+            } else {
+                format!("{} {:?}", s.error_count, s.errors)
+            };
+            writeln!(
+                out,
+                "| {:.0} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {:.3} | {:.2} / {:.1} ms | {} |",
+                s.offered_per_s,
+                s.achieved_per_s,
+                s.achieved_per_s / s.offered_per_s,
+                ms(l.map(|l| l.p50_ms)),
+                ms(l.map(|l| l.p99_ms)),
+                ms(l.map(|l| l.p999_ms)),
+                ms(l.map(|l| l.max_ms)),
+                errors,
+                s.api_cpu_s_per_1000,
+                s.spawn_lag_mean_ms,
+                s.spawn_lag_max_ms,
+                s.cpu.cores_line()
+            )?;
+        }
+        writeln!(
+            out,
+            "\n![accept latency vs offered load](accept-latency.svg)\n"
+        )?;
+        Ok(())
+    }
+
+    fn write_e2e(&self, out: &mut String) -> std::fmt::Result {
+        let floor = self.floor.floor_payments_per_s;
+        let separate = self.floor.lower_of_separate_payments_per_s;
+        writeln!(out, "## End to end\n")?;
+        writeln!(
+            out,
+            "{} payments per scenario submitted as fast as the API takes them ({} in flight), \
+             each worker with `WORKER_CONCURRENCY={}`. \"All terminal\" is from the first \
+             request until a poll (every 100 ms) counts every accepted payment `succeeded` or \
+             `failed`; payments/s is accepted payments over that time. Accept→terminal is \
+             `finished_at - created_at` from the database. The concurrency limit is Little's \
+             law with a slow processor: workers × concurrency ÷ processor latency.\n",
+            self.plan.payments, self.plan.submit_in_flight, self.plan.worker_concurrency
+        )?;
+        writeln!(
+            out,
+            "| workers | processor latency | all terminal after | payments/s | ÷ floor | ÷ lower \
+             separate floor | ÷ concurrency limit | accept→terminal p50 | p99 | p99.9 | submit \
+             phase |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+        for e in &self.end_to_end {
+            let l = e.accept_to_terminal;
+            writeln!(
+                out,
+                "| {} | {} ms | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} s ({:.0}/s) |",
+                e.workers,
+                e.processor_latency_ms,
+                e.all_terminal_s
+                    .map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
+                e.payments_per_s,
+                if e.processor_latency_ms == 0 {
+                    format!("{:.2}", e.payments_per_s / floor)
+                } else {
+                    "-".into()
+                },
+                if e.processor_latency_ms == 0 {
+                    format!("{:.2}", e.payments_per_s / separate)
+                } else {
+                    "-".into()
+                },
+                e.concurrency_limit_per_s.map_or_else(
+                    || "-".into(),
+                    |c| format!("{:.2} (of {c:.0}/s)", e.payments_per_s / c)
+                ),
+                ms(l.map(|l| l.p50_ms)),
+                ms(l.map(|l| l.p99_ms)),
+                ms(l.map(|l| l.p999_ms)),
+                e.submit_s,
+                e.accepted as f64 / e.submit_s.max(1e-9),
+            )?;
+        }
+        writeln!(
+            out,
+            "\nThe floor ratios are given for processor latency 0 only: the floor has no \
+             processor in it. Accept→terminal includes the time a payment waited behind the \
+             backlog: the submitter accepts payments faster than they are processed, so these \
+             percentiles grow with the number of payments and describe a burst being worked off, \
+             not the latency at a sustainable rate.\n"
+        )?;
+        Ok(())
+    }
+
+    fn write_resources(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(out, "## CPU and memory\n")?;
+        writeln!(
+            out,
+            "CPU seconds (user + system, from `/proc/<pid>/stat`) per 1,000 accepted payments, \
+             over the whole scenario; peak RSS is `VmHWM` from `/proc/<pid>/status` (for \
+             workers, the largest of them).\n"
+        )?;
+        writeln!(
+            out,
+            "| scenario | api CPU s / 1,000 | workers CPU s / 1,000 | api peak RSS | worker peak \
+             RSS | where the CPU went (cores) |\n|---|---|---|---|---|---|"
+        )?;
+        for e in &self.end_to_end {
+            writeln!(
+                out,
+                "| {} worker(s), {} ms | {:.3} | {:.3} | {:.1} MiB | {:.1} MiB | {} |",
+                e.workers,
+                e.processor_latency_ms,
+                e.api_cpu_s_per_1000,
+                e.worker_cpu_s_per_1000,
+                e.api_peak_rss_mib,
+                e.worker_peak_rss_mib,
+                e.cpu.cores_line()
+            )?;
+        }
+        writeln!(
+            out,
+            "| accept path (no workers) | see above | - | {:.1} MiB | - | see above |\n",
+            self.accept.api_peak_rss_mib
+        )?;
+        Ok(())
+    }
+}
+
+const METHOD: &str = "## Method and caveats
+
+- The bench starts the release binaries `api`, `worker` and `processor-sim` as child processes \
+  with `RUST_LOG=warn` and nothing else from the caller's environment. Each scenario gets a fresh \
+  database `bench_<run>_<scenario>` and queue prefix of the same name, and fresh API and worker \
+  processes (so CPU and peak memory belong to that scenario); all are removed at the end, also \
+  after a failure. processor-sim runs for the whole run and is reset (`POST /_sim/reset`) before \
+  each scenario, then given its latency (`PUT /_sim/faults`).
+- Open loop: request *i* of a step is due at *start + i / rate*; it is spawned at that slot \
+  whatever happened to earlier requests and timed from the slot, so a stalled server cannot \
+  slow the generator and hide its own stall (no coordinated omission). The timeline is kept by \
+  a dedicated thread (`std::thread::sleep`, tens of microseconds of slack, not tokio's 1 ms \
+  timer); any lateness in sending is counted against the server, and the generator-lag column \
+  shows how much there was. The client speaks HTTP/1.1 and opens \
+  as many connections as there are requests in flight.
+- Percentiles are exact (all samples sorted, nearest rank), not histogram estimates.
+- The load generator, the databases and the services share the same CPUs, so every number \
+  includes their competition for them. The CPU breakdowns say how much each took.
+- CPU time of PostgreSQL and RabbitMQ is summed over every process of that name on the machine \
+  (including reaped children), so other databases' activity at the same time would be counted \
+  too; the load averages say whether anything else was running.";
+
+/// How notes about a disturbed run start (`main` prints them too).
+pub const WARNING: &str = "**Warning**";
+/// Average cores of "other" load above which a measurement is flagged.
+const OTHER_LOAD_WARNING: f64 = 0.25;
+
+/// Warnings about measurements something else on the machine disturbed:
+/// floor runs that disagree, and windows with much CPU outside the parts.
+pub fn disturbances(floor: &FloorResult, accept: &AcceptResult, e2e: &[E2eResult]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let spread = floor.spread();
+    if spread > SPREAD_WARNING {
+        notes.push(format!(
+            "{WARNING}: two runs of the same floor phase differ by {:.0}%: the machine was not \
+             steady. Treat the numbers with that much doubt, or rerun on a quieter machine.",
+            spread * 100.0
+        ));
+    }
+    let mut windows: Vec<(String, &CpuUsage)> = Vec::new();
+    for (name, runs) in [
+        ("floor, PostgreSQL alone", &floor.postgres_alone),
+        ("floor, RabbitMQ alone", &floor.rabbitmq_alone),
+        ("floor, both at once", &floor.together),
+    ] {
+        for (i, run) in runs.iter().enumerate() {
+            windows.push((format!("{name}, round {}", i + 1), &run.cpu));
+        }
+    }
+    for s in &accept.steps {
+        windows.push((
+            format!("accept path at {:.0} req/s", s.offered_per_s),
+            &s.cpu,
+        ));
+    }
+    for e in e2e {
+        windows.push((
+            format!(
+                "end to end, {} worker(s), {} ms",
+                e.workers, e.processor_latency_ms
+            ),
+            &e.cpu,
+        ));
+    }
+    let disturbed: Vec<String> = windows
+        .iter()
+        .filter(|(_, cpu)| cpu.wall_s > 0.0 && cpu.other_s / cpu.wall_s > OTHER_LOAD_WARNING)
+        .map(|(name, cpu)| format!("{name} ({:.2} cores)", cpu.other_s / cpu.wall_s))
+        .collect();
+    if !disturbed.is_empty() {
+        notes.push(format!(
+            "{WARNING}: something outside the system under test used the CPU during: {}. Those \
+             numbers are lower than this machine would give undisturbed; rerun on a quiet \
+             machine to replace them.",
+            disturbed.join("; ")
+        ));
+    }
+    notes
+}
+
+/// Judges the issue's three targets against this run's numbers.
+pub fn judge_targets(
+    floor: &FloorResult,
+    accept: &AcceptResult,
+    e2e: &[E2eResult],
+) -> Vec<TargetResult> {
+    let mut targets = Vec::new();
+
+    // 1. End to end at least 60 % of the floor (processor latency 0).
+    let best = e2e
+        .iter()
+        .filter(|e| e.processor_latency_ms == 0)
+        .max_by(|a, b| a.payments_per_s.total_cmp(&b.payments_per_s));
+    let goal = format!(
+        "end to end ≥ {:.0}% of the floor (processor latency 0)",
+        TARGET_FLOOR_SHARE * 100.0
+    );
+    targets.push(match best {
+        None => TargetResult {
+            target: goal,
+            measured: "-".into(),
+            met: None,
+            detail: "no end-to-end scenario with processor latency 0 was run".into(),
+        },
+        Some(e) => {
+            let share = e.payments_per_s / floor.floor_payments_per_s;
+            let separate = e.payments_per_s / floor.lower_of_separate_payments_per_s;
+            let met = share >= TARGET_FLOOR_SHARE;
+            let mut detail = format!(
+                "best at processor latency 0: {} worker(s), {:.0} payments/s against a floor of \
+                 {:.0}/s ({:.0}%; {:.0}% of the lower separate floor, {:.0}/s).",
+                e.workers,
+                e.payments_per_s,
+                floor.floor_payments_per_s,
+                share * 100.0,
+                separate * 100.0,
+                floor.lower_of_separate_payments_per_s
+            );
+            if !met {
+                let _ = write!(
+                    detail,
+                    " Short by {:.0} percentage points ({:.0} payments/s).",
+                    (TARGET_FLOOR_SHARE - share) * 100.0,
+                    TARGET_FLOOR_SHARE * floor.floor_payments_per_s - e.payments_per_s
+                );
+            }
+            let _ = write!(detail, " During it: {}.", cpu_note(&e.cpu));
+            TargetResult {
+                target: goal,
+                measured: format!("{:.0}%", share * 100.0),
+                met: Some(met),
+                detail,
+            }
+        }
+    });
+
+    // 2. Accept p99 at most 20 ms at 1,000 req/s offered.
+    let goal =
+        format!("accept p99 ≤ {TARGET_P99_MS:.0} ms at {TARGET_ACCEPT_RATE:.0} req/s offered");
+    let step = accept
+        .steps
+        .iter()
+        .find(|s| (s.offered_per_s - TARGET_ACCEPT_RATE).abs() < 0.5);
+    targets.push(match step.and_then(|s| s.latency.map(|l| (s, l))) {
+        None => TargetResult {
+            target: goal,
+            measured: "-".into(),
+            met: None,
+            detail: "no step at 1,000 req/s in this run (see --rates)".into(),
+        },
+        Some((s, l)) => {
+            let met = l.p99_ms <= TARGET_P99_MS && s.error_count == 0;
+            let mut detail = format!(
+                "p99 {}, p99.9 {}, {:.0} req/s achieved, {} errors.",
+                ms(Some(l.p99_ms)),
+                ms(Some(l.p999_ms)),
+                s.achieved_per_s,
+                s.error_count
+            );
+            if l.p99_ms > TARGET_P99_MS {
+                let _ = write!(
+                    detail,
+                    " Over by {} ({:.1}×).",
+                    ms(Some(l.p99_ms - TARGET_P99_MS)),
+                    l.p99_ms / TARGET_P99_MS
+                );
+            }
+            let _ = write!(detail, " During it: {}.", cpu_note(&s.cpu));
+            if s.cpu.machine_busy_pct >= 85.0 {
+                let _ = write!(
+                    detail,
+                    " The accept path alone kept the machine {:.0}% busy at this rate: it is the \
+                     knee of the curve, where the tail swings widely from run to run.",
+                    s.cpu.machine_busy_pct
+                );
+            }
+            TargetResult {
+                target: goal,
+                measured: ms(Some(l.p99_ms)),
+                met: Some(met),
+                detail,
+            }
+        }
+    });
+
+    // 3. With a 50 ms processor, 4 workers at least 3.5× one.
+    let goal = format!("{SCALING_LATENCY_MS} ms processor: 4 workers ≥ {TARGET_SCALING}× 1 worker");
+    let find = |w: usize| {
+        e2e.iter()
+            .find(|e| e.workers == w && e.processor_latency_ms == SCALING_LATENCY_MS)
+    };
+    targets.push(match (find(1), find(4)) {
+        (Some(one), Some(four)) if one.payments_per_s > 0.0 => {
+            let ratio = four.payments_per_s / one.payments_per_s;
+            let met = ratio >= TARGET_SCALING;
+            let mut detail = format!(
+                "1 worker {:.0} payments/s ({:.0}% of its concurrency limit {:.0}/s), 4 workers \
+                 {:.0} payments/s ({:.0}% of {:.0}/s): {ratio:.2}×.",
+                one.payments_per_s,
+                pct(one.payments_per_s, one.concurrency_limit_per_s),
+                one.concurrency_limit_per_s.unwrap_or(0.0),
+                four.payments_per_s,
+                pct(four.payments_per_s, four.concurrency_limit_per_s),
+                four.concurrency_limit_per_s.unwrap_or(0.0),
+            );
+            if !met {
+                let _ = write!(
+                    detail,
+                    " Short by {:.2}× ({:.0} payments/s).",
+                    TARGET_SCALING - ratio,
+                    TARGET_SCALING * one.payments_per_s - four.payments_per_s
+                );
+            }
+            let _ = write!(detail, " During the 4-worker run: {}.", cpu_note(&four.cpu));
+            let needed = TARGET_SCALING * one.payments_per_s;
+            let _ = write!(
+                detail,
+                " {TARGET_SCALING}× one worker is {needed:.0} payments/s: {:.0}% of the floor",
+                100.0 * needed / floor.floor_payments_per_s
+            );
+            match best {
+                Some(b) => {
+                    let _ = write!(
+                        detail,
+                        ", and {:.0}% of the best end-to-end rate this machine reached with no \
+                         processor latency at all ({:.0}/s).",
+                        100.0 * needed / b.payments_per_s,
+                        b.payments_per_s
+                    );
+                }
+                None => detail.push('.'),
+            }
+            TargetResult {
+                target: goal,
+                measured: format!("{ratio:.2}×"),
+                met: Some(met),
+                detail,
+            }
+        }
+        _ => TargetResult {
+            target: goal,
+            measured: "-".into(),
+            met: None,
+            detail: format!(
+                "needs runs with 1 and 4 workers at {SCALING_LATENCY_MS} ms (see --workers, \
+                 --latencies-ms)"
+            ),
+        },
+    });
+    targets
+}
+
+fn pct(value: f64, of: Option<f64>) -> f64 {
+    of.filter(|o| *o > 0.0).map_or(0.0, |o| 100.0 * value / o)
+}
+
+fn cpu_note(cpu: &CpuUsage) -> String {
+    cpu.cores_line()
+}

@@ -1,0 +1,399 @@
+//! The measured scenarios: the accept path under open-loop load, and the
+//! end-to-end runs. Each starts its own system (fresh database, queue
+//! prefix and processes), so CPU and peak memory belong to that scenario
+//! alone, and tables of the same size are compared.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use common::processor::SimStats;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::load::{self, Target};
+use crate::procstat::{ClockTicks, CpuSnapshot, CpuUsage};
+use crate::stats::Percentiles;
+use crate::system::{Cleanup, Env, Sim, System};
+
+/// How often the end-to-end run counts terminal payments: the resolution of
+/// "time until all are terminal".
+const POLL: Duration = Duration::from_millis(100);
+/// Pause between open-loop steps so one step's tail does not land in the
+/// next.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// What every scenario runs against.
+pub struct Harness<'a> {
+    pub env: &'a Env,
+    pub cleanup: &'a Cleanup,
+    pub clk: ClockTicks,
+    pub sim: &'a Sim,
+}
+
+/// A pass/fail fact about the run's correctness (never about speed).
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub scenario: String,
+    pub what: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+fn check(scenario: &str, what: &str, passed: bool, detail: String) -> Check {
+    Check {
+        scenario: scenario.to_owned(),
+        what: what.to_owned(),
+        passed,
+        detail,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptStep {
+    pub offered_per_s: f64,
+    pub duration_s: f64,
+    pub scheduled: u64,
+    pub accepted: u64,
+    pub error_count: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// `202`s per second from the first slot to the last answer.
+    pub achieved_per_s: f64,
+    /// Of the `202`s, from their intended send time.
+    pub latency: Option<Percentiles>,
+    pub spawn_lag_mean_ms: f64,
+    pub spawn_lag_max_ms: f64,
+    pub max_in_flight: usize,
+    pub api_cpu_s_per_1000: f64,
+    pub cpu: CpuUsage,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptResult {
+    pub workers: usize,
+    pub warmup_requests: u64,
+    pub steps: Vec<AcceptStep>,
+    pub api_peak_rss_mib: f64,
+}
+
+fn api_snapshot(sys: &System) -> CpuSnapshot {
+    let mut snapshot = CpuSnapshot::take();
+    snapshot.add("api", sys.api.cpu_ticks());
+    snapshot
+}
+
+/// Open-loop steps at each rate against an API with no workers running:
+/// the accept path alone (insert + publish with confirm), without workers
+/// competing for the same two cores. The queue simply grows.
+pub async fn accept_path(
+    h: &Harness<'_>,
+    rates: &[f64],
+    step: Duration,
+    warmup: u64,
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<AcceptResult> {
+    let (env, cleanup, clk) = (h.env, h.cleanup, h.clk);
+    let mut sys = System::start(env, cleanup, &h.sim.url, "accept", 0).await?;
+    let client = load::client()?;
+    let target = Target::new(&sys.api_url, &sys.key);
+
+    eprintln!("[accept] warm-up: {warmup} requests");
+    let warm = load::submit_bounded(client.clone(), target.clone(), warmup, 16).await;
+    let mut accepted_total = warm.ok;
+
+    let mut steps = Vec::with_capacity(rates.len());
+    for &rate in rates {
+        let before = api_snapshot(&sys);
+        let outcome = load::open_loop(&client, &target, rate, step).await?;
+        let after = api_snapshot(&sys);
+        sys.check_running()?;
+        let cpu = before.usage_until(&after, clk);
+        let mut latencies = outcome.ok_latencies_ms;
+        let latency = Percentiles::of(&mut latencies);
+        let error_count = outcome.errors.values().sum();
+        accepted_total += outcome.ok;
+        let result = AcceptStep {
+            offered_per_s: rate,
+            duration_s: step.as_secs_f64(),
+            scheduled: outcome.scheduled,
+            accepted: outcome.ok,
+            error_count,
+            errors: outcome.errors,
+            achieved_per_s: outcome.ok as f64 / outcome.elapsed.as_secs_f64().max(1e-9),
+            latency,
+            spawn_lag_mean_ms: outcome.spawn_lag_mean_ms,
+            spawn_lag_max_ms: outcome.spawn_lag_max_ms,
+            max_in_flight: outcome.max_in_flight,
+            api_cpu_s_per_1000: per_1000(cpu.part("api"), outcome.ok),
+            cpu,
+        };
+        eprintln!(
+            "[accept] {rate:.0} req/s offered: {:.0} achieved, p50 {} p99 {} p99.9 {}, {} errors; {}",
+            result.achieved_per_s,
+            ms(latency.map(|l| l.p50_ms)),
+            ms(latency.map(|l| l.p99_ms)),
+            ms(latency.map(|l| l.p999_ms)),
+            error_count,
+            result.cpu.cores_line()
+        );
+        steps.push(result);
+        tokio::time::sleep(SETTLE).await;
+    }
+
+    // Every 202 must have its row, and its message must reach the queue
+    // (at once, or through the outbox relay within a few seconds).
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&sys.pool)
+        .await?;
+    checks.push(check(
+        "accept",
+        "every accepted payment is stored",
+        rows >= i64::try_from(accepted_total).unwrap_or(i64::MAX),
+        format!("{accepted_total} answered 202, {rows} rows"),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let depth = loop {
+        let depth = sys.queue_depth(env).await?;
+        if u64::from(depth) >= accepted_total || Instant::now() > deadline {
+            break depth;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    checks.push(check(
+        "accept",
+        "every accepted payment's message reached the queue",
+        u64::from(depth) >= accepted_total,
+        format!("{accepted_total} answered 202, {depth} messages queued"),
+    ));
+
+    let api_peak_rss_mib = sys.api.peak_rss_mib();
+    sys.stop(env, cleanup).await?;
+    Ok(AcceptResult {
+        workers: 0,
+        warmup_requests: warmup,
+        steps,
+        api_peak_rss_mib,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eResult {
+    pub workers: usize,
+    pub processor_latency_ms: u64,
+    pub worker_concurrency: u32,
+    pub payments: u64,
+    pub accepted: u64,
+    pub submit_errors: BTreeMap<String, u64>,
+    pub submit_in_flight: usize,
+    pub submit_s: f64,
+    /// First request to the poll that found every accepted payment terminal
+    /// (`None`: they never all got there).
+    pub all_terminal_s: Option<f64>,
+    pub payments_per_s: f64,
+    /// `finished_at - created_at` of every terminal payment.
+    pub accept_to_terminal: Option<Percentiles>,
+    pub statuses: BTreeMap<String, i64>,
+    pub sim: SimStats,
+    pub cpu: CpuUsage,
+    pub api_cpu_s_per_1000: f64,
+    pub worker_cpu_s_per_1000: f64,
+    pub api_peak_rss_mib: f64,
+    /// The largest of the workers' peaks.
+    pub worker_peak_rss_mib: f64,
+    /// Little's law with a slow processor: at most `workers × concurrency`
+    /// charges in flight, each taking the processor latency.
+    pub concurrency_limit_per_s: Option<f64>,
+}
+
+/// Everything one end-to-end run needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct E2eSpec {
+    pub workers: usize,
+    pub latency_ms: u64,
+    pub payments: u64,
+    pub in_flight: usize,
+    pub stall: Duration,
+}
+
+/// Submits `payments` as fast as the API takes them and waits until every
+/// accepted one is terminal.
+pub async fn end_to_end(
+    h: &Harness<'_>,
+    spec: E2eSpec,
+    checks: &mut Vec<Check>,
+) -> anyhow::Result<E2eResult> {
+    let (env, cleanup, clk, sim) = (h.env, h.cleanup, h.clk, h.sim);
+    let name = format!("e2e_w{}_l{}", spec.workers, spec.latency_ms);
+    let mut sys = System::start(env, cleanup, &sim.url, &name, spec.workers).await?;
+    sim.prepare(spec.latency_ms).await?;
+    let client = load::client()?;
+    let target = Target::new(&sys.api_url, &sys.key);
+    eprintln!(
+        "[{name}] {} payments, {} workers × {}, processor latency {} ms",
+        spec.payments, spec.workers, env.worker_concurrency, spec.latency_ms
+    );
+
+    let snapshot = |sys: &System| {
+        let mut s = CpuSnapshot::take();
+        s.add("api", sys.api.cpu_ticks());
+        s.add("workers", sys.worker_ticks());
+        s.add("processor-sim", sim.proc().cpu_ticks());
+        s
+    };
+    let before = snapshot(&sys);
+    let started = Instant::now();
+    let mut submit = tokio::spawn(load::submit_bounded(
+        client,
+        target,
+        spec.payments,
+        spec.in_flight,
+    ));
+    let mut submitted = None;
+    let mut progress = (-1_i64, Instant::now());
+    let all_terminal = loop {
+        tokio::time::sleep(POLL).await;
+        if submitted.is_none() && submit.is_finished() {
+            submitted = Some((&mut submit).await.context("the submitter panicked")?);
+        }
+        let terminal: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM payments WHERE status IN ('succeeded', 'failed')",
+        )
+        .fetch_one(&sys.pool)
+        .await?;
+        if let Some(done) = &submitted {
+            if terminal >= i64::try_from(done.ok).unwrap_or(i64::MAX) {
+                break Some(started.elapsed());
+            }
+        }
+        if terminal != progress.0 {
+            progress = (terminal, Instant::now());
+        } else if progress.1.elapsed() > spec.stall {
+            eprintln!(
+                "[{name}] no payment finished for {:?}; giving up",
+                spec.stall
+            );
+            break None;
+        }
+        sys.check_running()?;
+    };
+    let after = snapshot(&sys);
+    let Some(submitted) = submitted else {
+        submit.abort();
+        bail!(
+            "[{name}] submission did not finish; see {}",
+            env.logs_dir.display()
+        );
+    };
+    let cpu = before.usage_until(&after, clk);
+
+    let mut latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT (EXTRACT(EPOCH FROM (finished_at - created_at)) * 1000)::float8
+         FROM payments WHERE finished_at IS NOT NULL",
+    )
+    .fetch_all(&sys.pool)
+    .await?;
+    let accept_to_terminal = Percentiles::of(&mut latencies);
+    let statuses: BTreeMap<String, i64> =
+        sqlx::query_as::<_, (String, i64)>("SELECT status, count(*) FROM payments GROUP BY status")
+            .fetch_all(&sys.pool)
+            .await?
+            .into_iter()
+            .collect();
+    let sim_stats = sim.stats().await?;
+    let api_peak_rss_mib = sys.api.peak_rss_mib();
+    let worker_peak_rss_mib = sys.worker_peak_rss_mib();
+    sys.stop(env, cleanup).await?;
+
+    let rows: i64 = statuses.values().sum();
+    let terminal = statuses.get("succeeded").copied().unwrap_or(0)
+        + statuses.get("failed").copied().unwrap_or(0);
+    let succeeded = statuses.get("succeeded").copied().unwrap_or(0);
+    let errors: u64 = submitted.errors.values().sum();
+    checks.push(check(
+        &name,
+        "every submission was accepted",
+        errors == 0,
+        format!(
+            "{} of {} answered 202; errors: {:?}",
+            submitted.ok, spec.payments, submitted.errors
+        ),
+    ));
+    checks.push(check(
+        &name,
+        "every accepted payment is terminal",
+        all_terminal.is_some() && rows == terminal && terminal >= i64::try_from(submitted.ok)?,
+        format!(
+            "{} accepted, {rows} rows, {terminal} terminal: {statuses:?}",
+            submitted.ok
+        ),
+    ));
+    checks.push(check(
+        &name,
+        "no duplicate charge",
+        sim_stats.duplicate_charges == 0,
+        format!(
+            "processor-sim duplicate_charges = {}",
+            sim_stats.duplicate_charges
+        ),
+    ));
+    checks.push(check(
+        &name,
+        "one processor charge per succeeded payment",
+        i64::try_from(sim_stats.charges)? == succeeded,
+        format!("{} charges, {succeeded} succeeded", sim_stats.charges),
+    ));
+
+    let all_terminal_s = all_terminal.map(|d| d.as_secs_f64());
+    let payments_per_s = all_terminal_s.map_or(0.0, |s| submitted.ok as f64 / s);
+    let result = E2eResult {
+        workers: spec.workers,
+        processor_latency_ms: spec.latency_ms,
+        worker_concurrency: env.worker_concurrency,
+        payments: spec.payments,
+        accepted: submitted.ok,
+        submit_errors: submitted.errors,
+        submit_in_flight: spec.in_flight,
+        submit_s: submitted.elapsed.as_secs_f64(),
+        all_terminal_s,
+        payments_per_s,
+        accept_to_terminal,
+        statuses,
+        sim: sim_stats,
+        api_cpu_s_per_1000: per_1000(cpu.part("api"), submitted.ok),
+        worker_cpu_s_per_1000: per_1000(cpu.part("workers"), submitted.ok),
+        cpu,
+        api_peak_rss_mib,
+        worker_peak_rss_mib,
+        concurrency_limit_per_s: (spec.latency_ms > 0).then(|| {
+            spec.workers as f64 * f64::from(env.worker_concurrency) * 1000.0
+                / spec.latency_ms as f64
+        }),
+    };
+    eprintln!(
+        "[{name}] {:.0} payments/s (all terminal after {}), accept→terminal p50 {} p99 {}; {}",
+        result.payments_per_s,
+        all_terminal_s.map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
+        ms(accept_to_terminal.map(|l| l.p50_ms)),
+        ms(accept_to_terminal.map(|l| l.p99_ms)),
+        result.cpu.cores_line()
+    );
+    Ok(result)
+}
+
+fn per_1000(cpu_s: f64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        cpu_s * 1000.0 / n as f64
+    }
+}
+
+/// A latency for humans: `3.21 ms`, or `-` when there is none.
+pub fn ms(value: Option<f64>) -> String {
+    match value {
+        None => "-".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0} ms"),
+        Some(v) if v >= 10.0 => format!("{v:.1} ms"),
+        Some(v) => format!("{v:.2} ms"),
+    }
+}

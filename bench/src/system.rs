@@ -1,0 +1,577 @@
+//! Starting and stopping the system under test: the release binaries as real
+//! child processes, each scenario against its own database and queue prefix.
+//!
+//! Children get a cleared environment plus exactly the settings listed here,
+//! so a stray `OUTBOX_RELAY_AFTER` in the caller's shell cannot change what is
+//! measured. Every child is killed when its handle is dropped (an error or
+//! Ctrl-C in the bench); the normal path stops it with SIGTERM so it drains.
+//! Databases and queue prefixes are registered with [`Cleanup`] before they
+//! are created, so they are removed even after a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use common::processor::{FaultsUpdate, SimStats};
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection as _, PgPool};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// The worker's retry tiers, passed explicitly so the bench knows which
+/// delay queues to delete afterwards (the worker's default).
+const RETRY_DELAYS: &str = "1,5,30,120,600";
+const RETRY_DELAYS_MS: &[u64] = &[1_000, 5_000, 30_000, 120_000, 600_000];
+
+/// How long a child may take to become ready, or to exit after SIGTERM.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What every scenario shares.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub bin_dir: PathBuf,
+    /// PostgreSQL server URL without a database name.
+    pub pg_server: String,
+    pub amqp_url: String,
+    pub logs_dir: PathBuf,
+    pub run_id: String,
+    pub db_connections: u32,
+    pub worker_concurrency: u32,
+}
+
+impl Env {
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// Fails with the build command when a release binary is missing.
+    pub fn check_binaries(&self) -> anyhow::Result<()> {
+        let missing: Vec<String> = ["api", "worker", "processor-sim"]
+            .iter()
+            .map(|name| self.binary(name))
+            .filter(|path| !path.is_file())
+            .map(|path| path.display().to_string())
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "missing release binaries: {}. Build them first with `cargo build --release --bins` \
+                 (or point --bin-dir / BENCH_BIN_DIR at them)",
+                missing.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Database and queue prefix of one scenario: `bench_<run>_<name>`.
+    pub fn scenario_name(&self, name: &str) -> String {
+        format!("bench_{}_{name}", self.run_id)
+    }
+
+    pub fn database_url(&self, db: &str) -> String {
+        format!("{}/{db}", self.pg_server)
+    }
+}
+
+/// A free port on the loopback interface. Another process could take it
+/// before the child binds it; the child then fails to start, loudly.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A child process of the bench.
+pub struct Proc {
+    name: String,
+    pid: u32,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(env: &Env, name: &str, binary: &str, vars: &[(&str, String)]) -> anyhow::Result<Self> {
+        let log = env.logs_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("creating the log file {}", log.display()))?;
+        let path = env.binary(binary);
+        let mut command = Command::new(&path);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        let pid = child
+            .id()
+            .with_context(|| format!("{name} exited at once"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            pid,
+            child,
+            log,
+        })
+    }
+
+    /// `utime + stime` so far, in ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        crate::procstat::process_ticks(self.pid).unwrap_or(0)
+    }
+
+    /// Peak resident set so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        crate::procstat::peak_rss_kib(self.pid).unwrap_or(0) as f64 / 1024.0
+    }
+
+    /// An error naming the log file if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => bail!(
+                "{} exited unexpectedly ({status}); see {}",
+                self.name,
+                self.log.display()
+            ),
+            Err(err) => Err(err).with_context(|| format!("checking on {}", self.name)),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within [`STOP_TIMEOUT`].
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        // `kill(1)` rather than a libc call: the workspace forbids unsafe code.
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if sent {
+            if let Ok(waited) = tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+                let status = waited?;
+                if !status.success() {
+                    eprintln!(
+                        "  note: {} exited with {status} after SIGTERM; see {}",
+                        self.name,
+                        self.log.display()
+                    );
+                }
+                return Ok(());
+            }
+            eprintln!(
+                "  note: {} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it",
+                self.name
+            );
+        }
+        self.child.kill().await.context("killing a child")?;
+        Ok(())
+    }
+}
+
+/// The card processor simulator, one per run, reset between scenarios.
+pub struct Sim {
+    proc: Proc,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Sim {
+    pub async fn start(env: &Env) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let bind = format!("127.0.0.1:{port}");
+        let mut proc = Proc::spawn(
+            env,
+            "processor-sim",
+            "processor-sim",
+            &[
+                ("SIM_BIND", bind.clone()),
+                ("RUST_LOG", "warn".into()),
+                ("LOG_FORMAT", "text".into()),
+            ],
+        )?;
+        let url = format!("http://{bind}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        wait_for_200(&http, &format!("{url}/healthz"), &mut proc).await?;
+        Ok(Self { proc, url, http })
+    }
+
+    pub fn proc(&self) -> &Proc {
+        &self.proc
+    }
+
+    /// Clears counters and faults, then sets the charge latency.
+    pub async fn prepare(&self, latency_ms: u64) -> anyhow::Result<()> {
+        self.http
+            .post(format!("{}/_sim/reset", self.url))
+            .send()
+            .await?
+            .error_for_status()
+            .context("POST /_sim/reset")?;
+        let faults = FaultsUpdate {
+            latency_ms: Some(latency_ms),
+            ..FaultsUpdate::default()
+        };
+        self.http
+            .put(format!("{}/_sim/faults", self.url))
+            .json(&faults)
+            .send()
+            .await?
+            .error_for_status()
+            .context("PUT /_sim/faults")?;
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> anyhow::Result<SimStats> {
+        self.http
+            .get(format!("{}/_sim/stats", self.url))
+            .send()
+            .await?
+            .error_for_status()
+            .context("GET /_sim/stats")?
+            .json()
+            .await
+            .context("decoding /_sim/stats")
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.proc.stop().await
+    }
+}
+
+async fn wait_for_200(http: &reqwest::Client, url: &str, proc: &mut Proc) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        proc.check_running()?;
+        if let Ok(response) = http.get(url).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not ready at {url} within {START_TIMEOUT:?}; see {}",
+                proc.name,
+                proc.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One scenario's API and workers, on a fresh database and queue prefix.
+pub struct System {
+    pub api: Proc,
+    pub workers: Vec<Proc>,
+    pub api_url: String,
+    pub key: String,
+    /// The bench's own small pool on the scenario's database (progress
+    /// polling and the checks).
+    pub pool: PgPool,
+    prefix: String,
+}
+
+impl System {
+    pub async fn start(
+        env: &Env,
+        cleanup: &Cleanup,
+        sim_url: &str,
+        name: &str,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let scenario = env.scenario_name(name);
+        cleanup.register(&scenario);
+        let database_url = env.database_url(&scenario);
+        let common_vars = vec![
+            ("DATABASE_URL", database_url.clone()),
+            ("DATABASE_MAX_CONNECTIONS", env.db_connections.to_string()),
+            ("AMQP_URL", env.amqp_url.clone()),
+            ("QUEUE_PREFIX", scenario.clone()),
+            // Logging costs CPU; warnings still show anything wrong.
+            ("RUST_LOG", "warn".into()),
+            ("LOG_FORMAT", "text".into()),
+        ];
+
+        // Creates the database, applies the migrations, prints the secret last.
+        let key = create_key(env, &common_vars).await?;
+
+        let port = free_port()?;
+        let bind = format!("127.0.0.1:{port}");
+        let api_url = format!("http://{bind}");
+        let mut api_vars = common_vars.clone();
+        api_vars.push(("API_BIND", bind));
+        api_vars.push(("PUBLIC_BASE_URL", api_url.clone()));
+        let mut api = Proc::spawn(env, &format!("{name}-api"), "api", &api_vars)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        wait_for_200(&http, &format!("{api_url}/readyz"), &mut api).await?;
+
+        let mut procs = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let mut vars = common_vars.clone();
+            vars.push(("PROCESSOR_URL", sim_url.to_owned()));
+            vars.push(("WORKER_CONCURRENCY", env.worker_concurrency.to_string()));
+            // Port 0: several workers on one machine, metrics unused here.
+            vars.push(("METRICS_BIND", "127.0.0.1:0".into()));
+            vars.push(("RETRY_DELAYS", RETRY_DELAYS.into()));
+            vars.push(("SHUTDOWN_TIMEOUT", "10".into()));
+            procs.push(Proc::spawn(
+                env,
+                &format!("{name}-worker{}", i + 1),
+                "worker",
+                &vars,
+            )?);
+        }
+        if workers > 0 {
+            wait_for_consumers(env, &scenario, workers, &mut procs).await?;
+        }
+
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&database_url)
+            .await
+            .context("connecting the bench's pool to the scenario database")?;
+        Ok(Self {
+            api,
+            workers: procs,
+            api_url,
+            key,
+            pool,
+            prefix: scenario,
+        })
+    }
+
+    pub fn worker_ticks(&self) -> u64 {
+        self.workers.iter().map(Proc::cpu_ticks).sum()
+    }
+
+    /// Largest peak RSS among the workers, in MiB.
+    pub fn worker_peak_rss_mib(&self) -> f64 {
+        self.workers
+            .iter()
+            .map(Proc::peak_rss_mib)
+            .fold(0.0, f64::max)
+    }
+
+    /// Errors if any child has died.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        self.api.check_running()?;
+        for worker in &mut self.workers {
+            worker.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// Messages ready in the main queue (a passive declare).
+    pub async fn queue_depth(&self, env: &Env) -> anyhow::Result<u32> {
+        let (messages, _) = queue_counts(env, &format!("{}.process", self.prefix)).await?;
+        Ok(messages)
+    }
+
+    /// Stops workers then the API (SIGTERM, so they drain), then removes
+    /// the database and the queues.
+    pub async fn stop(self, env: &Env, cleanup: &Cleanup) -> anyhow::Result<()> {
+        for worker in self.workers {
+            worker.stop().await?;
+        }
+        self.api.stop().await?;
+        self.pool.close().await;
+        drop_database(env, &self.prefix).await?;
+        delete_queues(env, &self.prefix).await?;
+        cleanup.forget(&self.prefix);
+        Ok(())
+    }
+}
+
+async fn create_key(env: &Env, vars: &[(&str, String)]) -> anyhow::Result<String> {
+    let path = env.binary("api");
+    let out = Command::new(&path)
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "bench",
+            "--scopes",
+            "payments:read,payments:write",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {} keys create", path.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`api keys create` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+        .context("`api keys create` printed no secret")
+}
+
+/// Ready messages and consumers of a queue, by a passive declare on a fresh
+/// connection (a failed passive declare closes its channel).
+async fn queue_counts(env: &Env, queue: &str) -> anyhow::Result<(u32, u32)> {
+    let conn = lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ")?;
+    let result = async {
+        let channel = conn.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, lapin::Error>((declared.message_count(), declared.consumer_count()))
+    }
+    .await;
+    let _ = conn.close(200, "done").await;
+    result.with_context(|| format!("inspecting queue {queue}"))
+}
+
+async fn wait_for_consumers(
+    env: &Env,
+    prefix: &str,
+    workers: usize,
+    procs: &mut [Proc],
+) -> anyhow::Result<()> {
+    let queue = format!("{prefix}.process");
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        for proc in procs.iter_mut() {
+            proc.check_running()?;
+        }
+        if let Ok((_, consumers)) = queue_counts(env, &queue).await {
+            if consumers as usize >= workers {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{workers} workers did not all consume {queue} within {START_TIMEOUT:?}; see {}",
+                env.logs_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn drop_database(env: &Env, name: &str) -> anyhow::Result<()> {
+    let mut admin = sqlx::PgConnection::connect(&env.database_url("postgres"))
+        .await
+        .context("connecting to PostgreSQL to drop a database")?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    // FORCE: a child killed mid-run may leave connections behind.
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    admin.close().await.ok();
+    Ok(())
+}
+
+/// Deletes the exchange and every queue of a prefix. Each deletion gets its
+/// own channel: deleting a queue that was never declared (no worker ran, so
+/// no retry tiers) is an error that closes the channel.
+pub async fn delete_queues(env: &Env, prefix: &str) -> anyhow::Result<()> {
+    let conn = lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ to delete queues")?;
+    let mut queues = vec![format!("{prefix}.process"), format!("{prefix}.dead")];
+    queues.extend(
+        RETRY_DELAYS_MS
+            .iter()
+            .map(|ms| format!("{prefix}.retry.{ms}ms")),
+    );
+    for queue in &queues {
+        if let Ok(channel) = conn.create_channel().await {
+            let _ = channel
+                .queue_delete(queue, QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    if let Ok(channel) = conn.create_channel().await {
+        let _ = channel
+            .exchange_delete(prefix, ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "done").await;
+    Ok(())
+}
+
+/// Names to remove at the end even if the run fails part-way.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    names: Mutex<Vec<String>>,
+}
+
+impl Cleanup {
+    /// Registers a database and the queue prefix of the same name.
+    pub fn register(&self, name: &str) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+
+    /// Already removed by the normal path.
+    pub fn forget(&self, name: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n| n != name);
+    }
+
+    /// Drops whatever is left; reports but does not fail.
+    pub async fn run(&self, env: &Env) {
+        let names = std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()));
+        for name in names {
+            if let Err(err) = drop_database(env, &name).await {
+                eprintln!("cleanup: {err:#}");
+            }
+            if let Err(err) = delete_queues(env, &name).await {
+                eprintln!("cleanup: {err:#}");
+            }
+        }
+    }
+}
+
+/// Where the bench's child logs go for one run.
+pub fn logs_dir(run_id: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("bench-{run_id}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `<workspace>/target/release`, or `$CARGO_TARGET_DIR/release`.
+pub fn default_bin_dir(workspace: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("release")
+}
