@@ -45,7 +45,8 @@ async fn create(
     let request = validate::parse(&bytes)?;
     let key = idempotency_key(&headers)?;
     let wait = prefer_wait(&headers);
-    let new = validate::validate(request, caller.merchant_id)?;
+    let mut new = validate::validate(request, caller.merchant_id)?;
+    new.notify_on_finish = wait.is_some();
     let relay_after = state.settings.relay_after;
 
     let inserted = match &key {

@@ -304,6 +304,7 @@ pub fn validate(request: CreatePayment, merchant_id: Uuid) -> Result<NewPayment,
         statement_descriptor: request.statement_descriptor,
         billing_address,
         metadata,
+        notify_on_finish: false,
     })
 }
 

@@ -448,6 +448,8 @@ impl PgWork {
             statement_descriptor: None,
             billing_address: None,
             metadata: json!({}),
+            // As the API does for a request without `Prefer: wait`.
+            notify_on_finish: false,
         })
     }
 

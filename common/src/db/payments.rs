@@ -84,6 +84,9 @@ pub struct NewPayment {
     pub statement_descriptor: Option<String>,
     pub billing_address: Option<Value>,
     pub metadata: Value,
+    /// A client waits for the outcome (`Prefer: wait`): notify when it is
+    /// terminal. Off otherwise, because notifications serialise commits.
+    pub notify_on_finish: bool,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -107,8 +110,8 @@ pub async fn insert<'e>(
         "WITH p AS (
              INSERT INTO payments (id, merchant_id, status, amount, currency, capture, card_token,
                  order_id, invoice_id, customer_id, customer_email, customer_name, description,
-                 statement_descriptor, billing_address, metadata, due_at)
-             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())
+                 statement_descriptor, billing_address, metadata, notify_on_finish, due_at)
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18, now())
              RETURNING *
          ), h AS (
              INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
@@ -137,6 +140,7 @@ pub async fn insert<'e>(
     .bind(Json(&new.metadata))
     .bind(Json(&job))
     .bind(relay_after.as_secs_f64())
+    .bind(new.notify_on_finish)
     .fetch_one(db)
     .await
 }
