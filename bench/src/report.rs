@@ -94,6 +94,11 @@ impl Report {
             "```sh\ncargo build --release --bins\n{}\n```\n",
             self.command
         )?;
+        writeln!(
+            out,
+            "What was changed on the hot path, with before/after numbers measured the same \
+             way: [optimizations.md](optimizations.md).\n"
+        )?;
         for note in &self.notes {
             writeln!(out, "{note}\n")?;
         }
