@@ -13,11 +13,12 @@
 //!   acks and the workers' prefetch, one consumer per worker of the largest
 //!   end-to-end scenario.
 //!
-//! Concurrency is not fixed: on a small machine PostgreSQL does this work
-//! faster with few busy connections than with many (lock and scheduler
-//! contention), so a short sweep over payments in flight (1 to the
-//! end-to-end submitter's 64) picks each service's best, and the timed runs
-//! use it. Picking the best of noisy probes errs towards a higher floor,
+//! Concurrency is not fixed: the best number of payments in flight depends
+//! on the machine (more in flight share each commit's fsync; too many fight
+//! over a few cores), so a short sweep over it (1 to the end-to-end
+//! submitter's 64) picks each service's best, and the timed runs use it.
+//! Each payment is its own task, as each request or message is in the
+//! services. Picking the best of noisy probes errs towards a higher floor,
 //! i.e. against the system.
 //!
 //! Each is run alone, then both at once, and the round is repeated; the
@@ -168,6 +169,7 @@ pub async fn run(
     // new PostgreSQL backend starts with cold caches and no prepared
     // statements) before any level is timed.
     pg_sweep.run(probe, max_in_flight).await?;
+    analyze(&pg_sweep.pool).await?;
     mq.run(probe, max_in_flight, consumers).await?;
     let mut sweep = Vec::with_capacity(levels.len());
     for &level in &levels {
@@ -200,6 +202,7 @@ pub async fn run(
     let warmup = probe;
     for db in pg_alone_dbs.iter().chain(&pg_both_dbs) {
         db.run(warmup, max_in_flight).await?;
+        analyze(&db.pool).await?;
     }
 
     // Rounds interleave the phases, so a slow spell of the machine hits one
@@ -258,6 +261,19 @@ pub async fn run(
         rabbitmq_alone,
         together,
     })
+}
+
+/// `VACUUM ANALYZE` of a database just warmed up, so every timed run starts
+/// from statistics of the tables as they are, not from whatever state they
+/// were in when autovacuum last visited a database created seconds ago.
+/// Without it, now and then a timed run was several times slower, PostgreSQL
+/// burning five to eight times the CPU per payment until autovacuum came by.
+pub async fn analyze(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("VACUUM ANALYZE")
+        .execute(pool)
+        .await
+        .context("VACUUM ANALYZE after the warm-up")?;
+    Ok(())
 }
 
 struct Timed {

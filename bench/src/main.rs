@@ -405,6 +405,7 @@ async fn measure(
         for &workers in &plan.workers {
             let spec = E2eSpec {
                 workers,
+                warmup: (plan.payments / 20).clamp(20, 1000),
                 latency_ms,
                 payments: plan.payments,
                 in_flight: plan.submit_in_flight,

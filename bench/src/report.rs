@@ -237,7 +237,8 @@ impl Report {
         writeln!(
             out,
             "\nThe timed runs use each service's best level (in bold: {} for PostgreSQL, {} for \
-             RabbitMQ), {} payments each, after {} untimed ones on each fresh database. The \
+             RabbitMQ), {} payments each, after {} untimed ones and a `VACUUM ANALYZE` on each \
+             fresh database (see \"Method\"). The \
              three phases run in rounds, twice; the best run of each phase (in bold) counts, so \
              a slow spell of a shared machine cannot pass for the floor:\n",
             f.postgres_in_flight, f.rabbitmq_in_flight, f.payments, f.warmup
@@ -294,7 +295,7 @@ impl Report {
         writeln!(
             out,
             "Open-loop `POST /v1/payments` (the seed request) at each offered rate for {:.0} s, \
-             after {} warm-up requests, against one API process with no worker running (so the \
+             after {} warm-up requests and a `VACUUM ANALYZE`, against one API process with no worker running (so the \
              accept path has the machine to itself; the queue just grows). Latency is measured \
              from each request's intended send time. Percentiles are of the `202` answers; \
              errors are counted apart.\n",
@@ -344,12 +345,16 @@ impl Report {
         writeln!(
             out,
             "{} payments per scenario submitted as fast as the API takes them ({} in flight), \
-             each worker with `WORKER_CONCURRENCY={}`. \"All terminal\" is from the first \
+             each worker with `WORKER_CONCURRENCY={}`, after {} payments run end to end and a \
+             `VACUUM ANALYZE` that are not counted. \"All terminal\" is from the first \
              request until a poll (every 100 ms) counts every accepted payment `succeeded` or \
              `failed`; payments/s is accepted payments over that time. Accept→terminal is \
              `finished_at - created_at` from the database. The concurrency limit is Little's \
              law with a slow processor: workers × concurrency ÷ processor latency.\n",
-            self.plan.payments, self.plan.submit_in_flight, self.plan.worker_concurrency
+            self.plan.payments,
+            self.plan.submit_in_flight,
+            self.plan.worker_concurrency,
+            self.end_to_end.first().map_or(0, |e| e.warmup)
         )?;
         writeln!(
             out,
@@ -450,12 +455,19 @@ const METHOD: &str = "## Method and caveats
   timer); any lateness in sending is counted against the server, and the generator-lag column \
   shows how much there was. The client speaks HTTP/1.1 and opens \
   as many connections as there are requests in flight.
+- Warm-ups: every timed part starts on a database that already holds rows and has just had \
+  `VACUUM ANALYZE`, with warm connections. A database created seconds earlier otherwise keeps \
+  the planner statistics of near-empty tables until autovacuum happens by; in runs without \
+  this, a timed part now and then ran several times slower, PostgreSQL burning five to eight \
+  times the CPU per payment. A production database is not seconds old, so the warmed state is \
+  the one worth measuring.
 - Percentiles are exact (all samples sorted, nearest rank), not histogram estimates.
 - The load generator, the databases and the services share the same CPUs, so every number \
   includes their competition for them. The CPU breakdowns say how much each took.
 - CPU time of PostgreSQL and RabbitMQ is summed over every process of that name on the machine \
   (including reaped children), so other databases' activity at the same time would be counted \
-  too; the load averages say whether anything else was running.";
+  too. Whether anything else was running shows in the \"other\" share of each breakdown (the \
+  load average at the end includes the run itself).";
 
 /// How notes about a disturbed run start (`main` prints them too).
 pub const WARNING: &str = "**Warning**";
