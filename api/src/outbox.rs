@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::db;
-use common::queue::{headers, Broker, Job, Topology};
+use common::queue::{Broker, Job};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -62,15 +62,7 @@ impl Outbox {
     /// for the relay, and the request still succeeds: the payment is safe in
     /// the database.
     pub async fn publish_now(&self, broker: &Broker, job: &Job, outbox_id: i64) {
-        match broker
-            .publish(
-                Topology::PROCESS_KEY,
-                &job.to_bytes(),
-                headers::build(&[(headers::ATTEMPT, headers::int(0))]),
-                None,
-            )
-            .await
-        {
+        match broker.publish_job(job).await {
             Ok(()) => {
                 // Only fails when the deleter is gone (shutdown): the relay
                 // republishes the row later, which is harmless.
@@ -145,14 +137,7 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker) -> anyhow::Result<usize>
         }
         let mut published = Vec::with_capacity(rows.len());
         for row in &rows {
-            let result = broker
-                .publish(
-                    Topology::PROCESS_KEY,
-                    &row.message.0.to_bytes(),
-                    headers::build(&[(headers::ATTEMPT, headers::int(0))]),
-                    None,
-                )
-                .await;
+            let result = broker.publish_job(&row.message.0).await;
             match result {
                 Ok(()) => published.push(row.id),
                 Err(err) => {

@@ -37,7 +37,7 @@ use common::db::payments::{self, Audit, NewPayment};
 use common::db::{api_keys, outbox};
 use common::domain::{Amount, CardToken, Currency, PaymentId};
 use common::processor::CardDetails;
-use common::queue::{headers, Broker, Job, Topology};
+use common::queue::{Broker, Job, Topology};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -582,12 +582,7 @@ impl MqFloor {
             async move {
                 let job = Job::process_payment(PaymentId::new(), merchant);
                 broker
-                    .publish(
-                        Topology::PROCESS_KEY,
-                        &job.to_bytes(),
-                        headers::build(&[(headers::ATTEMPT, headers::int(0))]),
-                        None,
-                    )
+                    .publish_job(&job)
                     .await
                     .context("RabbitMQ floor publish")
             }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::db::payments::{self, Audit};
 use crate::domain::{failure_codes, PaymentId};
-use crate::queue::{headers, Broker, Job, Topology};
+use crate::queue::{headers, Broker, Job};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use lapin::message::BasicGetMessage;
@@ -198,14 +198,7 @@ pub async fn replay(
         // `pending` and due now, so the rescuer enqueues it.
         match payments::replay(pool, id, &failure_codes::REPLAYABLE, audit).await? {
             Some(_) => {
-                broker
-                    .publish(
-                        Topology::PROCESS_KEY,
-                        &job.to_bytes(),
-                        headers::build(&[(headers::ATTEMPT, headers::int(0))]),
-                        None,
-                    )
-                    .await?;
+                broker.publish_job(&job).await?;
                 report.replayed.push(id.to_string());
             }
             None => report.dropped.push(id.to_string()),

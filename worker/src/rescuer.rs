@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::db::payments;
 use common::domain::PaymentId;
-use common::queue::{headers, Job, Topology};
+use common::queue::Job;
 
 use crate::Context;
 
@@ -43,12 +43,7 @@ pub async fn rescue_once(ctx: &Context) -> anyhow::Result<usize> {
             // If this publish fails the payment is due again after the grace
             // period, and the next pass tries again.
             ctx.broker
-                .publish(
-                    Topology::PROCESS_KEY,
-                    &Job::process_payment(id, payment.merchant_id).to_bytes(),
-                    headers::build(&[(headers::ATTEMPT, headers::int(0))]),
-                    None,
-                )
+                .publish_job(&Job::process_payment(id, payment.merchant_id))
                 .await?;
             total += 1;
         }

@@ -220,6 +220,14 @@ impl Broker {
         result
     }
 
+    /// Publishes a job to the main queue as a first attempt: what the API's
+    /// fast path and relay, the rescuer and a dead-letter replay all send.
+    pub async fn publish_job(&self, job: &super::Job) -> Result<(), PublishError> {
+        let headers = super::headers::build(&[(super::headers::ATTEMPT, super::headers::int(0))]);
+        self.publish(Topology::PROCESS_KEY, &job.to_bytes(), headers, None)
+            .await
+    }
+
     /// Messages ready in each queue of the topology, read with passive
     /// declares (which create nothing). Queues that cannot be read are left
     /// out. For metrics and operators.
