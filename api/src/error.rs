@@ -163,7 +163,9 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if common::db::is_unavailable(&err) {
+        // Unreachable, or busy (a lock or statement timeout): either way the
+        // statement did not take effect, and a retry later may succeed.
+        if common::db::is_transient(&err) {
             Self::unavailable(
                 "database_unavailable",
                 "The service cannot reach its database right now; nothing was written. Retry later.",

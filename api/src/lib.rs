@@ -35,6 +35,21 @@ use crate::error::ApiError;
 use crate::outbox::Outbox;
 use crate::waiters::Waiters;
 
+/// The longest `REQUEST_TIMEOUT`: a request, and with it the lock on its
+/// idempotency key, is bounded to minutes, not days.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn parse_request_timeout(value: &str) -> Result<Duration, String> {
+    let timeout = common::config::parse_secs(value)?;
+    if timeout.is_zero() || timeout > MAX_REQUEST_TIMEOUT {
+        return Err(format!(
+            "REQUEST_TIMEOUT must be more than 0 and at most {} seconds",
+            MAX_REQUEST_TIMEOUT.as_secs()
+        ));
+    }
+    Ok(timeout)
+}
+
 /// Settings of `api serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -70,8 +85,10 @@ pub struct ServeArgs {
     pub idempotency_ttl_hours: u64,
 
     /// Seconds a request may take in all, body included (slow clients get
-    /// 408). Keep it above 30 so every `Prefer: wait` can be honoured.
-    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "40", value_parser = common::config::parse_secs, global = true)]
+    /// 408), at most 300. Keep it above 30 so every `Prefer: wait` can be
+    /// honoured. An idempotency key stays locked 10 s longer than this, so
+    /// the lock always outlives the request holding it.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "40", value_parser = parse_request_timeout, global = true)]
     pub request_timeout: Duration,
 
     /// Seconds to finish in-flight requests after SIGTERM.

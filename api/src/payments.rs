@@ -24,9 +24,12 @@ use crate::AppState;
 /// lets a server apply a preference partly) and `Preference-Applied` says so.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// How long an idempotency key stays locked by a request that died before
-/// finishing; after that, a retry with the same key takes it over.
-const IDEMPOTENCY_LOCK: Duration = Duration::from_secs(60);
+/// How much longer than `REQUEST_TIMEOUT` an idempotency key stays locked
+/// by its request. The lock must outlive the request holding it: a request
+/// is cut at `REQUEST_TIMEOUT`, so no live request ever loses its key to a
+/// retry. After that, a retry with the same key takes over the key of a
+/// request that died.
+const IDEMPOTENCY_LOCK_MARGIN: Duration = Duration::from_secs(10);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -47,27 +50,25 @@ async fn create(
     let wait = prefer_wait(&headers);
     let mut new = validate::validate(request, caller.merchant_id)?;
     new.notify_on_finish = wait.is_some();
-    let relay_after = state.settings.relay_after;
 
     let inserted = match &key {
-        None => db::payments::insert(&state.pool, &new, relay_after).await?,
+        None => insert(&state, &new).await?,
         Some(key) => {
             let hash = request_hash(&bytes);
+            let owner = uuid::Uuid::new_v4();
+            let lock = state.settings.request_timeout + IDEMPOTENCY_LOCK_MARGIN;
             match db::idempotency::begin(
                 &state.pool,
                 caller.merchant_id,
                 key.as_str(),
                 &hash,
-                IDEMPOTENCY_LOCK,
+                lock,
+                owner,
             )
             .await?
             {
                 db::idempotency::Begin::Started => {}
-                db::idempotency::Begin::InFlight => return Err(ApiError::idempotency(
-                    StatusCode::CONFLICT,
-                    "idempotency_key_in_use",
-                    "A request with this Idempotency-Key is still being processed. Retry shortly.",
-                )),
+                db::idempotency::Begin::InFlight => return Err(key_in_use()),
                 db::idempotency::Begin::Mismatch => {
                     return Err(ApiError::idempotency(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -80,13 +81,19 @@ async fn create(
                     return Ok(replay(&state, status, body));
                 }
             }
-            match insert_with_key(&state, &new, key, caller.merchant_id).await {
+            match insert_with_key(&state, &new, key, owner, caller.merchant_id).await {
                 Ok(inserted) => inserted,
                 Err(err) => {
-                    // Free the key so the client's retry can proceed. If the
+                    // Free the key so the client's retry can proceed (only
+                    // if we still own it and it is not completed). If the
                     // database is down this fails too and the lock expires.
-                    let _ = db::idempotency::abandon(&state.pool, caller.merchant_id, key.as_str())
-                        .await;
+                    let _ = db::idempotency::abandon(
+                        &state.pool,
+                        caller.merchant_id,
+                        key.as_str(),
+                        owner,
+                    )
+                    .await;
                     return Err(err);
                 }
             }
@@ -111,7 +118,16 @@ async fn create(
             None,
         ));
     };
-    let row = wait_for_terminal(&state, &inserted.payment, wait).await?;
+    // The payment is committed: from here every answer identifies it. If the
+    // database fails while we wait, answer with the payment as last known
+    // (`202`, its id and `Location`), never with "nothing was written".
+    let row = match wait_for_terminal(&state, &inserted.payment, wait).await {
+        Ok(row) => row,
+        Err(err) => {
+            tracing::warn!(error = ?err, "lost the database while waiting; answering with the payment as last known");
+            inserted.payment.clone()
+        }
+    };
     let status = if is_terminal(&row) {
         StatusCode::OK
     } else {
@@ -120,11 +136,27 @@ async fn create(
     Ok(respond(&state, status, &row, Some(wait)))
 }
 
-/// Inserts the payment and completes the idempotency key in one transaction.
+/// Inserts a payment sent without an `Idempotency-Key`. A connection is
+/// taken first, so a failure to get one still means "nothing was written";
+/// a failure of the insert itself may have committed it (see
+/// [`outcome_unknown`]).
+async fn insert(
+    state: &AppState,
+    new: &db::payments::NewPayment,
+) -> Result<db::payments::Inserted, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    db::payments::insert(&mut *conn, new, state.settings.relay_after)
+        .await
+        .map_err(outcome_unknown)
+}
+
+/// Inserts the payment and completes the idempotency key in one transaction,
+/// only while this request still owns the key.
 async fn insert_with_key(
     state: &AppState,
     new: &db::payments::NewPayment,
     key: &IdempotencyKey,
+    owner: uuid::Uuid,
     merchant_id: uuid::Uuid,
 ) -> Result<db::payments::Inserted, ApiError> {
     let mut tx = state.pool.begin().await?;
@@ -134,17 +166,51 @@ async fn insert_with_key(
         &state.settings.public_base_url,
     ))
     .map_err(|e| ApiError::internal(e.into()))?;
-    db::idempotency::complete(
+    let owned = db::idempotency::complete(
         &mut *tx,
         merchant_id,
         key.as_str(),
+        owner,
         StatusCode::ACCEPTED.as_u16(),
         &body,
         inserted.payment.id,
     )
     .await?;
-    tx.commit().await?;
+    if !owned {
+        // Another request took the key over: dropping `tx` rolls this
+        // payment back, so the key makes one payment, theirs.
+        tracing::warn!("lost the idempotency key before committing; rolled back");
+        return Err(key_in_use());
+    }
+    tx.commit().await.map_err(outcome_unknown)?;
     Ok(inserted)
+}
+
+/// A failure while the payment's commit was under way: the database may or
+/// may not have committed it, and the answer says exactly that. With an
+/// `Idempotency-Key` a retry is safe (it replays the payment if it exists);
+/// any other error (a constraint, a bug) still means nothing was written.
+fn outcome_unknown(err: sqlx::Error) -> ApiError {
+    if common::db::is_unavailable(&err) {
+        ApiError::unavailable(
+            "payment_outcome_unknown",
+            "The connection to the database was lost while the payment was being saved: it may \
+             or may not have been accepted. Retrying with the same Idempotency-Key is safe and \
+             returns the payment if it was accepted; without an Idempotency-Key, check before \
+             retrying.",
+            err.into(),
+        )
+    } else {
+        err.into()
+    }
+}
+
+fn key_in_use() -> ApiError {
+    ApiError::idempotency(
+        StatusCode::CONFLICT,
+        "idempotency_key_in_use",
+        "A request with this Idempotency-Key is still being processed. Retry shortly.",
+    )
 }
 
 async fn retrieve(

@@ -479,6 +479,7 @@ impl PgWork {
             &self.pool,
             new.id,
             LEASE,
+            LEASE,
             Audit {
                 actor,
                 reason: "claimed",

@@ -135,6 +135,16 @@ impl CardToken {
     }
 }
 
+/// Rows carry the token as a `CardToken` too (`#[sqlx(try_from = "String")]`),
+/// so its redacting `Debug` holds wherever a row is printed.
+impl TryFrom<String> for CardToken {
+    type Error = DomainError;
+
+    fn try_from(value: String) -> Result<Self, DomainError> {
+        Self::parse(&value)
+    }
+}
+
 impl fmt::Debug for CardToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CardToken(<redacted>)")

@@ -64,6 +64,7 @@ pub fn fast_worker_settings() -> worker::Settings {
         ]),
         processor_timeout: Duration::from_millis(1000),
         lease: Duration::from_secs(5),
+        dead_after: Duration::from_secs(2),
         rescue_interval: Duration::from_millis(500),
         rescue_after: Duration::from_secs(2),
         shutdown_timeout: Duration::from_secs(10),
@@ -299,8 +300,16 @@ impl TestApp {
 
     /// Starts one more in-process worker.
     pub async fn start_worker(&mut self) {
+        let url = self.database_url_via(self.worker_db_proxy.as_ref());
+        self.start_worker_on(url).await;
+    }
+
+    /// Starts one more in-process worker whose database connections use
+    /// `database_url` (this test's database, with options of the test's own,
+    /// e.g. a short `lock_timeout`).
+    pub async fn start_worker_on(&mut self, database_url: String) {
         let database = DatabaseArgs {
-            database_url: self.database_url_via(self.worker_db_proxy.as_ref()),
+            database_url,
             database_max_connections: 8,
         };
         let pool = common::db::connect_lazy(&database).expect("worker pool");
@@ -357,6 +366,10 @@ impl TestApp {
                 settings.processor_timeout.as_millis().to_string(),
             )
             .env("LEASE_SECS", settings.lease.as_secs_f64().to_string())
+            .env(
+                "WORKER_DEAD_AFTER",
+                settings.dead_after.as_secs_f64().to_string(),
+            )
             .env(
                 "RESCUE_INTERVAL",
                 settings.rescue_interval.as_secs_f64().to_string(),

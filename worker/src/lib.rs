@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod consumer;
+mod heartbeat;
 mod http;
 pub mod metrics;
 pub mod processor;
@@ -71,6 +72,11 @@ pub struct Settings {
     #[arg(long = "lease-secs", env = "LEASE_SECS", default_value = "60", value_parser = parse_secs, global = true)]
     pub lease: Duration,
 
+    /// Seconds without a heartbeat after which a worker counts as dead and
+    /// its claims as void (it beats every fifth of this).
+    #[arg(long = "worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = parse_secs, global = true)]
+    pub dead_after: Duration,
+
     /// Seconds between rescuer passes.
     #[arg(long, env = "RESCUE_INTERVAL", default_value = "10", value_parser = parse_secs, global = true)]
     pub rescue_interval: Duration,
@@ -96,6 +102,15 @@ pub struct Settings {
 /// Retry tiers (a newtype so clap parses the list as one value).
 #[derive(Debug, Clone)]
 pub struct DelayList(pub Vec<Duration>);
+
+impl DelayList {
+    /// The tier after the `attempts`-th attempt: the n-th delay, the last
+    /// one repeating.
+    pub fn tier(&self, attempts: i32) -> Duration {
+        let index = usize::try_from(attempts.saturating_sub(1)).unwrap_or(0);
+        self.0[index.min(self.0.len() - 1)]
+    }
+}
 
 impl std::ops::Deref for DelayList {
     type Target = [Duration];
@@ -128,6 +143,11 @@ impl Settings {
             "LEASE_SECS ({:?}) must be at least 3 × PROCESSOR_TIMEOUT_MS + 2 s ({needed:?})",
             self.lease
         );
+        anyhow::ensure!(
+            self.dead_after >= Duration::from_secs(1),
+            "WORKER_DEAD_AFTER must be at least 1 second"
+        );
+        anyhow::ensure!(!self.retry_delays.is_empty(), "RETRY_DELAYS is empty");
         Ok(())
     }
 }
@@ -202,9 +222,13 @@ impl Context {
         loop {
             match op().await {
                 Ok(value) => return Ok(value),
-                Err(err) if common::db::is_unavailable(&err) => {
+                // Unreachable, or up but unable right now (a lock or
+                // statement timeout, a deadlock): wait with growing delays,
+                // never requeue, so the message's delivery count (the
+                // poison check) does not grow with the database's trouble.
+                Err(err) if common::db::is_transient(&err) => {
                     if !warned {
-                        tracing::warn!(error = %err, "database unavailable; holding the message until it is back");
+                        tracing::warn!(error = %err, "database unavailable or busy; holding the message until it answers");
                         warned = true;
                     }
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
@@ -243,10 +267,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(pool, broker.clone(), settings, shutdown)?);
     tracing::info!(worker_id = %ctx.worker_id, "worker starting");
+    // Alive before taking any claim, so no claim of ours ever looks void.
+    ctx.db(|| common::db::workers::heartbeat(&ctx.pool, &ctx.worker_id))
+        .await
+        .context("registering the worker")?;
+    let stop_beating = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat::run(ctx.clone(), stop_beating.clone()));
     let http = tokio::spawn(http::serve(metrics_listener, ctx.clone()));
     let rescuer = tokio::spawn(rescuer::run(ctx.clone()));
     let result = consumer::run(ctx.clone()).await;
     let _ = rescuer.await;
+    // In-flight work is drained (or given up): stop proving liveness and
+    // retire, so anything still claimed by us is void at once.
+    stop_beating.cancel();
+    let _ = heartbeat.await;
+    if let Err(err) = common::db::workers::retire(&ctx.pool, &ctx.worker_id).await {
+        tracing::warn!(error = %err, "could not retire the worker row; its claims turn void after WORKER_DEAD_AFTER");
+    }
     if let Ok(Err(err)) = http.await {
         tracing::warn!(error = %err, "metrics server failed");
     }

@@ -10,8 +10,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::processor::Outcome;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
@@ -32,6 +30,12 @@ pub struct Metrics {
     dead_letters: Counter,
     pub in_flight: Gauge,
     pub queue_depth: Family<QueueLabel, Gauge>,
+    held: Counter,
+    deferred: Counter,
+    /// Payments (of every worker) whose outcome is unknown, and the age of
+    /// the oldest, read by the rescuer's pass.
+    pub unknown_outcomes: Gauge,
+    pub oldest_unknown_outcome_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -81,8 +85,37 @@ impl Default for Metrics {
             "Messages ready in each queue, read at scrape time",
             queue_depth.clone(),
         );
+        let held = Counter::default();
+        registry.register(
+            "jobs_held",
+            "Jobs held for an operator because the processor refused our request itself \
+             (misconfiguration: wrong PROCESSOR_URL, bad credentials)",
+            held.clone(),
+        );
+        let deferred = Counter::default();
+        registry.register(
+            "jobs_deferred",
+            "Messages that met a live claim of another worker and were deferred",
+            deferred.clone(),
+        );
+        let unknown_outcomes = Gauge::default();
+        registry.register(
+            "outcome_unknown_payments",
+            "Payments whose latest processor call has an unknown outcome, being reconciled",
+            unknown_outcomes.clone(),
+        );
+        let oldest_unknown_outcome_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "oldest_unknown_outcome_seconds",
+            "Age of the oldest unknown outcome (0 when there is none)",
+            oldest_unknown_outcome_seconds.clone(),
+        );
         Self {
             registry,
+            held,
+            deferred,
+            unknown_outcomes,
+            oldest_unknown_outcome_seconds,
             finished,
             latency,
             processor_calls,
@@ -101,13 +134,8 @@ impl Metrics {
         self.latency.observe(elapsed.as_secs_f64());
     }
 
-    pub fn processor_call(&self, outcome: &Outcome, took: Duration) {
-        let outcome = match outcome {
-            Outcome::Approved(_) => "approved",
-            Outcome::Declined(_) => "declined",
-            Outcome::Rejected(_) => "rejected",
-            Outcome::Transient(_) => "transient",
-        };
+    /// `outcome` is [`crate::processor::Outcome::label`].
+    pub fn processor_call(&self, outcome: &'static str, took: Duration) {
         self.processor_calls
             .get_or_create(&OutcomeLabel { outcome })
             .observe(took.as_secs_f64());
@@ -115,6 +143,14 @@ impl Metrics {
 
     pub fn retried(&self) {
         self.retries.inc();
+    }
+
+    pub fn held(&self) {
+        self.held.inc();
+    }
+
+    pub fn deferred(&self) {
+        self.deferred.inc();
     }
 
     pub fn dead_lettered(&self) {

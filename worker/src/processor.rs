@@ -1,37 +1,153 @@
-//! The card processor client.
+//! The card processor client, and the one mechanism every processor
+//! operation goes through: send with an idempotency key, and when an earlier
+//! call's outcome is unknown, look the operation up by that key before doing
+//! anything else.
 //!
-//! Every call for a payment sends the same `Idempotency-Key` (the payment
-//! id), so a retry after a timeout returns the original result instead of a
-//! second charge. Answers are sorted into three classes: approved and
-//! declined are final; everything else is transient and retried, first a
-//! couple of times in-process (a blip), then through the delay queues.
+//! Answers are sorted by what they tell us about money:
+//! - approved and declined are final;
+//! - `NotFound` (a lookup only) proves the processor never took the key;
+//! - `Rejected`: the processor refused the request itself (a 4xx that no
+//!   retry can fix: wrong `PROCESSOR_URL`, bad credentials); the job is
+//!   held for an operator;
+//! - `Transient`: not now. Its [`Knowledge`] says whether the call may have
+//!   reached the processor (a timeout, a connection cut after sending, a 5xx
+//!   other than 503, a 409 "same key in progress", an answer we cannot
+//!   read) or certainly did not (cannot connect, 503, 429). Only the latter
+//!   is retried in-process at once, and only the latter can ever let a
+//!   payment be called "not processed".
 
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable as _};
-use common::db::payments::PaymentRow;
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use common::db::payments::{Knowledge, PaymentRow};
 use common::domain::PaymentId;
 use common::processor::{ChargeApproved, ChargeDeclined, ChargeRequest, IDEMPOTENCY_HEADER};
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-/// What the processor said, in the terms the worker acts on.
-#[derive(Debug)]
-pub enum Outcome {
-    Approved(ChargeApproved),
-    Declined(ChargeDeclined),
-    /// The processor refused the request itself (a 4xx other than 402/429):
-    /// retrying the same request cannot help.
-    Rejected(String),
-    /// Unknown or not-yet outcome (timeout, connection error, 5xx, 429): retry
-    /// with the same key. The text is ours, safe to show a client.
-    Transient(String),
+/// The code of the processor's `404` for a lookup of a key it never took.
+/// A `404` without it (a wrong base URL) is a rejection, never "not found".
+const NOT_FOUND_CODE: &str = common::processor::NOT_FOUND_CODE;
+
+/// An operation the processor performs at most once per idempotency key,
+/// and can be asked about by that key.
+pub trait Operation {
+    /// The processor's answer when it did the operation (`200`).
+    type Approved: DeserializeOwned;
+    /// The processor's answer when it refused for a business reason
+    /// (`402`): final, never retried.
+    type Declined: DeserializeOwned;
+    type Request: Serialize;
+
+    /// Path of the operation (`POST`) and of its lookup (`GET` with
+    /// `?idempotency_key=`), e.g. `/v1/charges`.
+    fn path(&self) -> String;
+    /// Stable across every call and every worker for this operation.
+    fn idempotency_key(&self) -> String;
+    fn request(&self) -> &Self::Request;
+    /// What the operation is called in messages (`charge`, `refund`, …).
+    fn name(&self) -> &'static str;
 }
+
+/// What the processor told us.
+#[derive(Debug)]
+pub enum Outcome<A, D> {
+    Approved(A),
+    Declined(D),
+    /// A lookup found no trace of the key: the operation never happened.
+    NotFound,
+    /// The processor refused the request itself; retrying cannot help.
+    Rejected(String),
+    /// Not now. The text is ours, safe to show a client.
+    Transient { reason: String, knowledge: Knowledge },
+}
+
+impl<A, D> Outcome<A, D> {
+    fn transient(reason: impl Into<String>, knowledge: Knowledge) -> Self {
+        Self::Transient {
+            reason: reason.into(),
+            knowledge,
+        }
+    }
+
+    /// For metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Approved(_) => "approved",
+            Self::Declined(_) => "declined",
+            Self::NotFound => "not_found",
+            Self::Rejected(_) => "rejected",
+            Self::Transient {
+                knowledge: Knowledge::Unknown,
+                ..
+            } => "unknown",
+            Self::Transient { .. } => "transient",
+        }
+    }
+}
+
+/// A charge of a payment; its idempotency key is the payment id.
+pub struct Charge {
+    key: String,
+    request: ChargeRequest,
+}
+
+impl Charge {
+    pub fn of(payment: &PaymentRow) -> Self {
+        let id = PaymentId(payment.id);
+        Self {
+            key: id.to_string(),
+            request: ChargeRequest {
+                amount: payment.amount,
+                currency: payment.currency.clone(),
+                token: payment.card_token.expose().to_owned(),
+                capture: payment.capture,
+                description: payment.description.clone(),
+                statement_descriptor: payment.statement_descriptor.clone(),
+                reference: id.to_string(),
+            },
+        }
+    }
+}
+
+impl Operation for Charge {
+    type Approved = ChargeApproved;
+    type Declined = ChargeDeclined;
+    type Request = ChargeRequest;
+
+    fn path(&self) -> String {
+        "/v1/charges".into()
+    }
+    fn idempotency_key(&self) -> String {
+        self.key.clone()
+    }
+    fn request(&self) -> &ChargeRequest {
+        &self.request
+    }
+    fn name(&self) -> &'static str {
+        "charge"
+    }
+}
+
+pub type OutcomeOf<O> = Outcome<<O as Operation>::Approved, <O as Operation>::Declined>;
 
 #[derive(Debug, Clone)]
 pub struct ProcessorClient {
     http: reqwest::Client,
-    charges_url: String,
+    base_url: String,
     timeout: Duration,
+}
+
+/// The processor's error envelope, read only for its code.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorCode,
+}
+
+#[derive(Deserialize)]
+struct ErrorCode {
+    code: String,
 }
 
 impl ProcessorClient {
@@ -43,86 +159,149 @@ impl ProcessorClient {
             .build()?;
         Ok(Self {
             http,
-            charges_url: format!("{}/v1/charges", base_url.trim_end_matches('/')),
+            base_url: base_url.trim_end_matches('/').to_owned(),
             timeout,
         })
     }
 
-    /// Charges the payment. Connection errors, 5xx and 429 are retried twice
-    /// in-process with short jittered backoff (same key); a timeout is not,
-    /// because it already used the whole time budget.
-    pub async fn charge(&self, payment: &PaymentRow) -> Outcome {
-        let id = PaymentId(payment.id);
-        let request = ChargeRequest {
-            amount: payment.amount,
-            currency: payment.currency.clone(),
-            token: payment.card_token.clone(),
-            capture: payment.capture,
-            description: payment.description.clone(),
-            statement_descriptor: payment.statement_descriptor.clone(),
-            reference: id.to_string(),
-        };
-        let key = id.to_string();
-        let attempt = || self.call_once(&request, &key);
-        attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(50))
-                    .with_max_delay(Duration::from_millis(500))
-                    .with_max_times(2)
-                    .with_jitter(),
-            )
-            .when(|outcome: &Outcome| matches!(outcome, Outcome::Transient(reason) if !reason.starts_with("timeout")))
-            .await
-            .unwrap_or_else(|outcome| outcome)
+    /// Settles `op` as far as the processor lets us now. If an earlier call's
+    /// outcome is unknown, asks first: what the processor stored is the
+    /// answer, and only "never took that key" lets the operation be sent
+    /// (again, with the same key).
+    pub async fn settle<O: Operation>(&self, op: &O, outcome_unknown: bool) -> OutcomeOf<O> {
+        if outcome_unknown {
+            match self.lookup(op).await {
+                Outcome::NotFound => {}
+                Outcome::Transient { reason, .. } => {
+                    // Still unknown, whatever this lookup's own fate.
+                    return Outcome::transient(
+                        format!("asking the processor about the {}: {reason}", op.name()),
+                        Knowledge::Unknown,
+                    );
+                }
+                known => return known,
+            }
+        }
+        self.execute(op).await
     }
 
-    /// One HTTP call. `Err` carries a transient outcome so backon retries it.
-    async fn call_once(&self, request: &ChargeRequest, key: &str) -> Result<Outcome, Outcome> {
-        let response = self
-            .http
-            .post(&self.charges_url)
-            .header(IDEMPOTENCY_HEADER, key)
-            .json(request)
-            .send()
-            .await
-            .map_err(|err| Outcome::Transient(self.describe(&err)))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| Outcome::Transient(self.describe(&err)))?;
-        match status {
-            StatusCode::OK => serde_json::from_slice(&body)
-                .map(Outcome::Approved)
-                .map_err(|_| Outcome::Transient("processor sent an unreadable approval".into())),
-            StatusCode::PAYMENT_REQUIRED => serde_json::from_slice(&body)
-                .map(Outcome::Declined)
-                .map_err(|_| Outcome::Transient("processor sent an unreadable decline".into())),
-            StatusCode::TOO_MANY_REQUESTS => Err(Outcome::Transient(
-                "processor rate-limited the request (429)".into(),
-            )),
-            s if s.is_server_error() => Err(Outcome::Transient(format!(
-                "processor answered {}",
-                s.as_u16()
-            ))),
-            s => Ok(Outcome::Rejected(format!(
-                "processor rejected the request ({})",
-                s.as_u16()
-            ))),
+    /// Sends the operation. A call that certainly did not reach the
+    /// processor is retried twice at once with short jittered backoff (same
+    /// key); a call that may have reached it is not (a timeout already used
+    /// the whole budget, and the next attempt must ask first).
+    pub async fn execute<O: Operation>(&self, op: &O) -> OutcomeOf<O> {
+        let url = format!("{}{}", self.base_url, op.path());
+        let key = op.idempotency_key();
+        let mut pauses = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_millis(500))
+            .with_max_times(2)
+            .with_jitter()
+            .build();
+        loop {
+            let sent = self
+                .http
+                .post(&url)
+                .header(IDEMPOTENCY_HEADER, &key)
+                .json(op.request())
+                .send()
+                .await;
+            let outcome = self.read(sent, false).await;
+            match (&outcome, pauses.next()) {
+                (
+                    Outcome::Transient {
+                        knowledge: Knowledge::NotProcessed,
+                        ..
+                    },
+                    Some(pause),
+                ) => tokio::time::sleep(pause).await,
+                _ => return outcome,
+            }
         }
     }
 
-    fn describe(&self, err: &reqwest::Error) -> String {
-        if err.is_timeout() {
-            format!(
-                "timeout: no answer from the processor within {} ms",
-                self.timeout.as_millis()
+    /// Asks what became of the operation's key.
+    pub async fn lookup<O: Operation>(&self, op: &O) -> OutcomeOf<O> {
+        let url = format!("{}{}", self.base_url, op.path());
+        let sent = self
+            .http
+            .get(&url)
+            .query(&[("idempotency_key", op.idempotency_key())])
+            .send()
+            .await;
+        self.read(sent, true).await
+    }
+
+    async fn read<A: DeserializeOwned, D: DeserializeOwned>(
+        &self,
+        sent: reqwest::Result<reqwest::Response>,
+        lookup: bool,
+    ) -> Outcome<A, D> {
+        let response = match sent {
+            Ok(response) => response,
+            Err(err) => return self.failed(&err),
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(err) => return self.failed(&err),
+        };
+        let unknown = |what: &str| Outcome::transient(what, Knowledge::Unknown);
+        match status {
+            StatusCode::OK => serde_json::from_slice(&body)
+                .map(Outcome::Approved)
+                .unwrap_or_else(|_| unknown("processor sent an unreadable approval")),
+            StatusCode::PAYMENT_REQUIRED => serde_json::from_slice(&body)
+                .map(Outcome::Declined)
+                .unwrap_or_else(|_| unknown("processor sent an unreadable decline")),
+            StatusCode::NOT_FOUND
+                if lookup
+                    && serde_json::from_slice::<ErrorBody>(&body)
+                        .is_ok_and(|e| e.error.code == NOT_FOUND_CODE) =>
+            {
+                Outcome::NotFound
+            }
+            s if s.is_success() => unknown(&format!(
+                "processor answered {} (not an answer we know)",
+                s.as_u16()
+            )),
+            StatusCode::CONFLICT => unknown("processor is still working on this key (409)"),
+            StatusCode::TOO_MANY_REQUESTS => Outcome::transient(
+                "processor rate-limited the request (429)",
+                Knowledge::NotProcessed,
+            ),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                Outcome::transient("processor answered 503", Knowledge::NotProcessed)
+            }
+            s if s.is_server_error() => unknown(&format!("processor answered {}", s.as_u16())),
+            s => Outcome::Rejected(format!(
+                "processor rejected the request ({}{})",
+                s.as_u16(),
+                s.canonical_reason()
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+
+    /// A call that got no answer. Only a failure to connect proves the
+    /// processor never saw it.
+    fn failed<A, D>(&self, err: &reqwest::Error) -> Outcome<A, D> {
+        if err.is_connect() {
+            Outcome::transient("cannot connect to the processor", Knowledge::NotProcessed)
+        } else if err.is_timeout() {
+            Outcome::transient(
+                format!(
+                    "timeout: no answer from the processor within {} ms",
+                    self.timeout.as_millis()
+                ),
+                Knowledge::Unknown,
             )
-        } else if err.is_connect() {
-            "cannot connect to the processor".into()
         } else {
-            "connection to the processor failed".into()
+            Outcome::transient(
+                "connection to the processor failed",
+                Knowledge::Unknown,
+            )
         }
     }
 }

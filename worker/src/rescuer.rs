@@ -1,13 +1,17 @@
 //! The rescuer: no payment stays `pending` or `processing` forever.
 //!
 //! Every worker runs it; `FOR UPDATE SKIP LOCKED` lets them share the work.
-//! A payment overdue by more than `RESCUE_AFTER` (its message was lost, its
-//! retry never published, or its worker died holding the lease) is
-//! re-enqueued. A duplicate message is harmless: the claim decides.
+//! It re-enqueues only payments whose message is late (see
+//! `payments::take_overdue`): a dead worker's claim the broker did not bring
+//! back, a retry whose tier has passed, or a first delivery that is overdue
+//! while the queue holds no backlog. A payment merely waiting its turn in a
+//! backlog or a retry tier is left alone. A duplicate message is harmless:
+//! the claim decides. Each pass also refreshes the reconciliation gauges
+//! (payments whose outcome is unknown, and the oldest's age).
 
 use std::sync::Arc;
 
-use common::db::payments;
+use common::db::{payments, workers};
 use common::domain::PaymentId;
 use common::queue::Job;
 
@@ -28,14 +32,25 @@ pub async fn run(ctx: Arc<Context>) {
                 tracing::warn!(error = format!("{err:#}"), "rescuer run failed; will retry")
             }
         }
+        if let Err(err) = observe_unknown_outcomes(&ctx).await {
+            tracing::debug!(error = %err, "cannot read the unknown outcomes");
+        }
     }
 }
 
 /// One pass; returns how many payments were re-enqueued.
 pub async fn rescue_once(ctx: &Context) -> anyhow::Result<usize> {
+    let backlog = has_backlog(ctx).await;
     let mut total = 0;
     loop {
-        let overdue = payments::take_overdue(&ctx.pool, ctx.settings.rescue_after, BATCH).await?;
+        let overdue = payments::take_overdue(
+            &ctx.pool,
+            ctx.settings.rescue_after,
+            ctx.settings.dead_after,
+            backlog,
+            BATCH,
+        )
+        .await?;
         let n = overdue.len();
         for payment in overdue {
             let id = PaymentId(payment.id);
@@ -48,7 +63,27 @@ pub async fn rescue_once(ctx: &Context) -> anyhow::Result<usize> {
             total += 1;
         }
         if n < BATCH as usize {
+            workers::forget_dead(&ctx.pool).await?;
             return Ok(total);
         }
     }
+}
+
+/// Whether the main queue holds messages ready for delivery. When it cannot
+/// be read, assume it does: a payment is never re-sent on a guess.
+async fn has_backlog(ctx: &Context) -> bool {
+    let queue = ctx.broker.topology().process_queue();
+    ctx.broker
+        .queue_depths()
+        .await
+        .into_iter()
+        .find(|(name, _)| *name == queue)
+        .is_none_or(|(_, ready)| ready > 0)
+}
+
+async fn observe_unknown_outcomes(ctx: &Context) -> sqlx::Result<()> {
+    let (count, oldest) = payments::unknown_outcomes(&ctx.pool).await?;
+    ctx.metrics.unknown_outcomes.set(count);
+    ctx.metrics.oldest_unknown_outcome_seconds.set(oldest);
+    Ok(())
 }

@@ -6,7 +6,7 @@
 //! write it implies has committed. Each step is safe to run twice for the same
 //! message: the database decides what happens, never the message.
 
-use common::db::payments::{self, Audit, PaymentRow};
+use common::db::payments::{self, Audit, Knowledge, PaymentRow};
 use common::domain::{failure_codes, PaymentId};
 use common::queue::{headers, Job, PublishError, Topology};
 use lapin::types::FieldTable;
@@ -14,7 +14,7 @@ use rand::Rng as _;
 use serde_json::{json, Value};
 use tracing::Instrument as _;
 
-use crate::processor::Outcome;
+use crate::processor::{Charge, Outcome};
 use crate::Context;
 
 /// Why a step could not finish. The message is not acked.
@@ -37,6 +37,9 @@ pub mod reasons {
     pub const UNDECODABLE: &str = "undecodable";
     pub const UNKNOWN_PAYMENT: &str = "unknown_payment";
     pub const REDELIVERED_TOO_OFTEN: &str = "redelivered_too_often";
+    /// The processor refused our request itself (misconfiguration); the
+    /// payment is held, not failed.
+    pub const PROCESSOR_REJECTED: &str = "processor_rejected";
 }
 
 /// A message redelivered this often (workers died holding it) is treated as
@@ -73,7 +76,7 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
     let id = job.payment_id();
     let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
     if redeliveries >= POISON_REDELIVERIES {
-        return give_up_unclaimed(ctx, job, reasons::REDELIVERED_TOO_OFTEN, redeliveries).await;
+        return give_up_unclaimed(ctx, job, redeliveries).await;
     }
 
     let audit = Audit {
@@ -81,7 +84,7 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
         reason: "claimed",
     };
     let claimed = ctx
-        .db(|| payments::claim(&ctx.pool, id, ctx.settings.lease, audit))
+        .db(|| payments::claim(&ctx.pool, id, ctx.settings.lease, ctx.settings.dead_after, audit))
         .await?;
     let Some(payment) = claimed else {
         match ctx.db(|| payments::find(&ctx.pool, id)).await? {
@@ -96,10 +99,11 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
                 )
                 .await?;
             }
+            Some(row) if row.status == "processing" => defer(ctx, job).await?,
             Some(row) => {
-                // Terminal, or another worker holds a live lease: the message
-                // is a duplicate. The rescuer covers a lease that expires.
-                tracing::debug!(payment_id = %id, status = %row.status, "payment not claimable; dropping duplicate message");
+                // Terminal, or held for an operator (whose replay sends a new
+                // message): this message has nothing left to do.
+                tracing::debug!(payment_id = %id, status = %row.status, "payment not claimable; dropping the message");
             }
         }
         return Ok(());
@@ -107,8 +111,10 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
     tracing::debug!(payment_id = %id, attempt = payment.attempts, "claimed");
 
     let started = std::time::Instant::now();
-    let outcome = ctx.processor.charge(&payment).await;
-    ctx.metrics.processor_call(&outcome, started.elapsed());
+    let unknown = payment.outcome_unknown_since.is_some();
+    let outcome = ctx.processor.settle(&Charge::of(&payment), unknown).await;
+    ctx.metrics
+        .processor_call(outcome.label(), started.elapsed());
 
     match outcome {
         Outcome::Approved(approved) => {
@@ -126,7 +132,11 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
             });
             let audit = Audit {
                 actor: &ctx.worker_id,
-                reason: "processor approved",
+                reason: if unknown {
+                    "processor approved (confirmed after an unknown outcome)"
+                } else {
+                    "processor approved"
+                },
             };
             let row = ctx
                 .db(|| {
@@ -170,19 +180,80 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
             )
             .await?;
         }
-        Outcome::Rejected(reason) => {
-            let failure = Failure {
-                code: "processor_rejected",
-                message: &reason,
-                card: None,
-                response: None,
-                why: "processor rejected the request",
-                outcome: "rejected",
-            };
-            record_failure(ctx, &payment, failure).await?;
+        Outcome::Rejected(reason) => hold(ctx, job, &payment, &reason).await?,
+        Outcome::Transient { reason, knowledge } => {
+            retry_or_give_up(ctx, job, &payment, &reason, knowledge).await?;
         }
-        Outcome::Transient(error) => retry_or_give_up(ctx, job, &payment, &error).await?,
+        Outcome::NotFound => {
+            // `settle` only looks up before sending, and a send never answers
+            // "not found"; should that change, retrying is the safe reading.
+            let reason = "processor answered \"not found\" to a charge";
+            retry_or_give_up(ctx, job, &payment, reason, Knowledge::Unknown).await?;
+        }
     }
+    Ok(())
+}
+
+/// The message met another worker's live claim (a duplicate, or the
+/// broker's redelivery of a worker that died a moment ago and whose
+/// heartbeat is still fresh). It is sent again after the first retry tier
+/// and acked, never dropped: if that claim ends in success the next delivery
+/// finds the payment terminal; if its worker is dead the claim turns void
+/// within `WORKER_DEAD_AFTER` and the next delivery takes it over.
+async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
+    let tier = ctx.settings.retry_delays[0];
+    tracing::debug!(payment_id = %job.payment_id(), delay_ms = tier.as_millis() as u64, "claimed by a live worker; deferring the message");
+    ctx.broker
+        .publish(
+            &Topology::retry_key(tier),
+            &job.to_bytes(),
+            FieldTable::default(),
+            Some(tier),
+        )
+        .await?;
+    ctx.metrics.deferred();
+    Ok(())
+}
+
+/// The processor refused the request itself: a misconfiguration (wrong
+/// `PROCESSOR_URL`, bad credentials) that no retry fixes. The job goes to
+/// the dead-letter queue with the reason and the payment is held `pending`:
+/// nothing happened to the card that we do not know, so nothing is said that
+/// is not true, and `dlq replay` takes it up again once the configuration is
+/// fixed.
+async fn hold(
+    ctx: &Context,
+    job: &Job,
+    payment: &PaymentRow,
+    reason: &str,
+) -> Result<(), StepError> {
+    let id = job.payment_id();
+    tracing::error!(
+        payment_id = %id,
+        error = reason,
+        processor_url = %ctx.settings.processor_url,
+        "the card processor refused our request: check PROCESSOR_URL and the credentials; \
+         the job is held in the dead-letter queue until `worker dlq replay`"
+    );
+    publish_dead(
+        ctx,
+        job,
+        reasons::PROCESSOR_REJECTED,
+        reason,
+        payment.attempts_this_round(),
+    )
+    .await?;
+    let message = format!(
+        "held for an operator: {reason}; the payment is not charged by this attempt and is \
+         retried once the processor configuration is fixed"
+    );
+    let audit = Audit {
+        actor: &ctx.worker_id,
+        reason: "processor rejected the request; held and dead-lettered",
+    };
+    ctx.db(|| payments::hold(&ctx.pool, id, payment.attempts, &message, audit))
+        .await?;
+    ctx.metrics.held();
     Ok(())
 }
 
@@ -239,21 +310,27 @@ fn finished(ctx: &Context, claimed: &PaymentRow, row: Option<PaymentRow>, outcom
     }
 }
 
-/// A transient failure: schedule the next attempt through a delay queue, or
-/// dead-letter the job when the attempts are used up.
+/// A transient failure: schedule the next attempt through a delay queue.
+/// Only a call known not to have reached the processor counts towards
+/// giving up: when `MAX_ATTEMPTS` such attempts are used up the job is
+/// dead-lettered and the payment fails as not processed (true, and safe to
+/// retry). While the outcome is unknown the payment is never failed: it is
+/// retried on the last tier for as long as it takes, each attempt asking the
+/// processor first, until the processor gives a definitive answer.
 async fn retry_or_give_up(
     ctx: &Context,
     job: &Job,
     payment: &PaymentRow,
     error: &str,
+    knowledge: Knowledge,
 ) -> Result<(), StepError> {
     let id = job.payment_id();
     let attempts = payment.attempts_this_round();
-    if attempts >= ctx.settings.max_attempts {
+    if attempts >= ctx.settings.max_attempts && knowledge == Knowledge::NotProcessed {
         tracing::warn!(payment_id = %id, attempts, error, "attempts exhausted; dead-lettering");
         // The dead letter first: if we crash after it, the payment is still
-        // `processing` and the rescuer retries it; the reverse order could
-        // leave a failed payment with nothing for an operator to replay.
+        // `processing` and is claimed again; the reverse order could leave a
+        // failed payment with nothing for an operator to replay.
         publish_dead(ctx, job, reasons::ATTEMPTS_EXHAUSTED, error, attempts).await?;
         let message = format!("The payment was not processed: the card processor could not be reached after {attempts} attempts. It can be retried.");
         let failure = Failure {
@@ -267,21 +344,40 @@ async fn retry_or_give_up(
         record_failure(ctx, payment, failure).await?;
         return Ok(());
     }
-    let delays = &ctx.settings.retry_delays;
-    let index = usize::try_from(attempts - 1)
-        .unwrap_or(0)
-        .min(delays.len() - 1);
-    let tier = delays[index];
+    let last_error = match knowledge {
+        Knowledge::Unknown => {
+            if attempts >= ctx.settings.max_attempts {
+                tracing::warn!(payment_id = %id, attempts, error, "attempts used up, but the outcome is unknown: asking the processor until it answers");
+            }
+            format!("{UNKNOWN_OUTCOME_PREFIX}{error}")
+        }
+        Knowledge::NotProcessed => error.to_owned(),
+    };
+    let tier = ctx.settings.retry_delays.tier(attempts);
     // Jitter inside the tier: the message expires between 80 % and 100 % of
     // the tier's delay (the queue's TTL is the upper bound), so retries after
     // an outage do not arrive in one burst.
     let delay = tier.mul_f64(rand::thread_rng().gen_range(0.8..=1.0));
     let audit = Audit {
         actor: &ctx.worker_id,
-        reason: "transient processor error; retry scheduled",
+        reason: match knowledge {
+            Knowledge::Unknown => "outcome unknown; confirmation scheduled",
+            Knowledge::NotProcessed => "transient processor error; retry scheduled",
+        },
     };
     let row = ctx
-        .db(|| payments::schedule_retry(&ctx.pool, id, payment.attempts, error, delay, audit))
+        .db(|| {
+            payments::schedule_retry(
+                &ctx.pool,
+                id,
+                payment.attempts,
+                &last_error,
+                delay,
+                tier,
+                knowledge,
+                audit,
+            )
+        })
         .await?;
     if row.is_none() {
         return Ok(());
@@ -298,39 +394,59 @@ async fn retry_or_give_up(
         )
         .await;
     if let Err(err) = published {
-        // The payment is `pending` with `due_at` set: the rescuer re-enqueues
-        // it if this message never arrives.
+        // The payment is `pending` with `next_attempt_at` set: the rescuer
+        // re-enqueues it once its tier has passed.
         tracing::warn!(payment_id = %id, error = %err, "could not publish the retry; the rescuer will pick it up");
     }
     Ok(())
 }
 
-/// A message that keeps killing workers: dead-letter it and fail the
-/// payment as not processed (replayable by an operator).
-async fn give_up_unclaimed(
-    ctx: &Context,
-    job: &Job,
-    reason: &str,
-    redeliveries: i64,
-) -> Result<(), StepError> {
+/// How `last_error` starts while the outcome of the latest processor call is
+/// unknown (`processor_response` is `null` then). Documented in the README.
+pub const UNKNOWN_OUTCOME_PREFIX: &str =
+    "outcome unknown, awaiting confirmation from the card processor: ";
+
+/// A message that keeps killing workers: dead-letter it. The payment fails
+/// as not processed only when it certainly never reached the processor
+/// (`pending`, no unknown outcome); otherwise (a worker died mid-call, or an
+/// earlier outcome is unknown) it is held for an operator, its outcome
+/// marked unknown, and a replay asks the processor first.
+async fn give_up_unclaimed(ctx: &Context, job: &Job, redeliveries: i64) -> Result<(), StepError> {
     let id = job.payment_id();
     let error = format!("message redelivered {redeliveries} times");
     tracing::warn!(payment_id = %id, redeliveries, "poison message; dead-lettering");
-    publish_dead(ctx, job, reason, &error, 0).await?;
+    publish_dead(ctx, job, reasons::REDELIVERED_TOO_OFTEN, &error, 0).await?;
     let audit = Audit {
         actor: &ctx.worker_id,
         reason: "poison message; dead-lettered",
     };
-    ctx.db(|| {
-        payments::fail_unclaimed(
-            &ctx.pool,
-            id,
-            failure_codes::NOT_PROCESSED,
-            "The payment was not processed: its job failed repeatedly. It can be retried.",
-            audit,
-        )
-    })
-    .await?;
+    let failed = ctx
+        .db(|| {
+            payments::fail_unclaimed(
+                &ctx.pool,
+                id,
+                failure_codes::NOT_PROCESSED,
+                "The payment was not processed: its job failed repeatedly. It can be retried.",
+                audit,
+            )
+        })
+        .await?;
+    if failed.is_none() {
+        let message = format!(
+            "held for an operator: {error}; the charge may have been sent, so its outcome is \
+             unknown until a replay asks the card processor"
+        );
+        let audit = Audit {
+            actor: &ctx.worker_id,
+            reason: "poison message with an unknown outcome; held and dead-lettered",
+        };
+        let held = ctx
+            .db(|| payments::hold_unclaimed(&ctx.pool, id, &message, ctx.settings.dead_after, audit))
+            .await?;
+        if held.is_some() {
+            ctx.metrics.held();
+        }
+    }
     Ok(())
 }
 

@@ -5,7 +5,11 @@
 //! flight (409). The payment and the key's completion are written in one
 //! transaction ([`complete`]), so a stored response always matches a payment
 //! that exists. A claim whose request died is taken over after
-//! `locked_until`.
+//! `locked_until`, which the caller sets past the longest a request can
+//! live. Each claim carries its request's `owner` token, and completing or
+//! abandoning a key is conditional on it: a request that somehow outlived its
+//! lock can never complete a key another request has taken over, so one key
+//! makes one payment whatever the timing.
 
 use std::time::Duration;
 
@@ -41,16 +45,18 @@ pub async fn begin<'e, E>(
     key: &str,
     request_hash: &[u8],
     lock_for: Duration,
+    owner: Uuid,
 ) -> sqlx::Result<Begin>
 where
     E: PgExecutor<'e> + Copy,
 {
     let started: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, state, locked_until)
-         VALUES ($1, $2, $3, 'in_flight', now() + make_interval(secs => $4))
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, state, locked_until, owner)
+         VALUES ($1, $2, $3, 'in_flight', now() + make_interval(secs => $4), $5)
          ON CONFLICT (merchant_id, key) DO UPDATE
              SET request_hash = EXCLUDED.request_hash,
                  locked_until = EXCLUDED.locked_until,
+                 owner = EXCLUDED.owner,
                  created_at = now()
              WHERE idempotency_keys.state = 'in_flight'
                AND idempotency_keys.locked_until < now()
@@ -60,6 +66,7 @@ where
     .bind(key)
     .bind(request_hash)
     .bind(lock_for.as_secs_f64())
+    .bind(owner)
     .fetch_optional(db)
     .await?;
     if started.is_some() {
@@ -92,28 +99,33 @@ where
     )
 }
 
-/// Stores the response. Call in the transaction that created the payment.
+/// Stores the response. Call in the transaction that created the payment;
+/// `false` means `owner` no longer holds the key (another request took it
+/// over), and the caller must roll that transaction back.
+#[must_use = "a key no longer owned means the payment must not be committed"]
 pub async fn complete<'e>(
     db: impl PgExecutor<'e>,
     merchant_id: Uuid,
     key: &str,
+    owner: Uuid,
     status: u16,
     body: &Value,
     payment_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
         "UPDATE idempotency_keys
-         SET state = 'completed', response_status = $3, response_body = $4, payment_id = $5
-         WHERE merchant_id = $1 AND key = $2",
+         SET state = 'completed', response_status = $4, response_body = $5, payment_id = $6
+         WHERE merchant_id = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'",
     )
     .bind(merchant_id)
     .bind(key)
+    .bind(owner)
     .bind(i16::try_from(status).unwrap_or(500))
     .bind(Json(body))
     .bind(payment_id)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(result.rows_affected() == 1)
 }
 
 /// Releases a claim whose request failed before creating anything, so the
@@ -122,13 +134,15 @@ pub async fn abandon<'e>(
     db: impl PgExecutor<'e>,
     merchant_id: Uuid,
     key: &str,
+    owner: Uuid,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "DELETE FROM idempotency_keys
-         WHERE merchant_id = $1 AND key = $2 AND state = 'in_flight'",
+         WHERE merchant_id = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'",
     )
     .bind(merchant_id)
     .bind(key)
+    .bind(owner)
     .execute(db)
     .await?;
     Ok(())

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod idempotency;
 pub mod outbox;
 pub mod payments;
+pub mod workers;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -58,6 +59,21 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether an error is worth retrying after a pause: the database is
+/// unreachable ([`is_unavailable`]), or it is up but could not do this now
+/// (a lock or statement timeout, a deadlock, a serialization failure, a
+/// cancelled query). None of these says anything about the payment, so a
+/// worker backs off and tries again, never counting it against the job.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    is_unavailable(err)
+        || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| {
+            // 55P03 lock_not_available (lock_timeout), 57014 query_canceled
+            // (statement_timeout), 40001 serialization_failure,
+            // 40P01 deadlock_detected.
+            matches!(c.as_ref(), "55P03" | "57014" | "40001" | "40P01")
+        }))
 }
 
 /// Name of a violated constraint, if the error is a constraint violation.

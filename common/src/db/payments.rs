@@ -28,7 +28,9 @@ pub struct PaymentRow {
     pub currency: String,
     pub capture: bool,
     pub captured: bool,
-    pub card_token: String,
+    /// Redacting in `Debug`: a row printed anywhere never shows the token.
+    #[sqlx(try_from = "String")]
+    pub card_token: CardToken,
     pub order_id: Option<String>,
     pub invoice_id: Option<String>,
     pub customer_id: Option<String>,
@@ -52,6 +54,14 @@ pub struct PaymentRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Since when the outcome of the latest processor call is unknown; see
+    /// the migration `truth_about_money` and the worker's `step` module.
+    pub outcome_unknown_since: Option<DateTime<Utc>>,
+    /// Since when the job waits for an operator (the processor refused our
+    /// request itself); the payment stays `pending`.
+    pub held_at: Option<DateTime<Utc>>,
+    /// The worker holding (or that last held) the claim.
+    pub claimed_by: Option<String>,
 }
 
 impl PaymentRow {
@@ -209,23 +219,48 @@ macro_rules! transition {
     }};
 }
 
-/// `pending` (or `processing` with an expired lease) → `processing`, taking a
-/// lease for `lease`. `None`: someone else holds it, or it is terminal.
+/// The claim of a `processing` payment is void: its lease ended, or its
+/// worker stopped proving it is alive (no heartbeat within `dead_after`
+/// seconds, the statement's parameter named here, or no row at all: it
+/// stopped).
+fn claim_is_void(dead_after: &str) -> String {
+    format!(
+        "(p.lease_expires_at < now() OR NOT EXISTS (
+             SELECT 1 FROM workers w
+             WHERE w.id = p.claimed_by
+               AND w.heartbeat_at > now() - make_interval(secs => {dead_after})))"
+    )
+}
+
+/// `pending` (not held), or `processing` under a void claim, → `processing`
+/// under a new claim by `audit.actor` for `lease`. Taking over a void claim
+/// marks the outcome unknown: the dead worker may have sent the call, so the
+/// next step asks the processor before doing anything. `None`: a live worker
+/// holds it, it is held for an operator, or it is terminal.
 pub async fn claim<'e>(
     db: impl PgExecutor<'e>,
     id: PaymentId,
     lease: Duration,
+    dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
+    let guard = format!(
+        "((old.status = 'pending' AND p.held_at IS NULL)
+          OR (old.status = 'processing' AND {}))",
+        claim_is_void("$5")
+    );
     transition!(
         db,
         id,
         audit,
-        "(old.status = 'pending' OR (old.status = 'processing' AND p.lease_expires_at < now()))",
-        "status = 'processing', attempts = p.attempts + 1,
+        &guard,
+        "status = 'processing', attempts = p.attempts + 1, claimed_by = $2,
+         outcome_unknown_since = CASE WHEN old.status = 'processing'
+             THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
          lease_expires_at = now() + make_interval(secs => $4),
          due_at = now() + make_interval(secs => $4), next_attempt_at = NULL",
         lease.as_secs_f64(),
+        dead_after.as_secs_f64(),
     )
 }
 
@@ -246,7 +281,7 @@ pub async fn succeed<'e>(
         GUARD_OWN_CLAIM,
         "status = 'succeeded', captured = $5, card = $6, processor_response = $7,
          last_error = NULL, next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL,
-         finished_at = now()",
+         outcome_unknown_since = NULL, finished_at = now()",
         attempt,
         captured,
         Json(card),
@@ -274,7 +309,7 @@ pub async fn fail<'e>(
         GUARD_OWN_CLAIM,
         "status = 'failed', card = COALESCE($5, p.card),
          processor_response = COALESCE($6, p.processor_response),
-         failure_code = $7, failure_message = $8,
+         failure_code = $7, failure_message = $8, outcome_unknown_since = NULL,
          next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
         attempt,
         card.map(Json),
@@ -285,7 +320,8 @@ pub async fn fail<'e>(
 }
 
 /// `pending` → `failed` for a job given up before any claim (a message that
-/// kept killing workers and was dead-lettered by the broker).
+/// kept killing workers). Only a payment known never to have reached the
+/// processor: not while an outcome is unknown (see [`hold_unclaimed`]).
 pub async fn fail_unclaimed<'e>(
     db: impl PgExecutor<'e>,
     id: PaymentId,
@@ -297,7 +333,7 @@ pub async fn fail_unclaimed<'e>(
         db,
         id,
         audit,
-        "(old.status = 'pending' OR (old.status = 'processing' AND p.lease_expires_at < now()))",
+        "old.status = 'pending' AND p.held_at IS NULL AND p.outcome_unknown_since IS NULL",
         "status = 'failed', failure_code = $4, failure_message = $5,
          next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
         failure_code,
@@ -305,14 +341,82 @@ pub async fn fail_unclaimed<'e>(
     )
 }
 
-/// `processing` → `pending` after a transient error, due again in `delay`.
-/// `grace` is added to `due_at` so the rescuer does not race the retry.
+/// `processing` (this worker's claim) → `pending`, held for an operator:
+/// the processor refused the request itself, so no retry can help until the
+/// configuration is fixed. Nothing is said about the card that is not known:
+/// an unknown outcome stays marked, and the replay asks the processor first.
+pub async fn hold<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    attempt: i32,
+    last_error: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        GUARD_OWN_CLAIM,
+        "status = 'pending', held_at = now(), last_error = $5,
+         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL",
+        attempt,
+        last_error,
+    )
+}
+
+/// A job given up before any claim whose payment may have reached the
+/// processor (its outcome is unknown, or a dead worker's claim is void):
+/// held like [`hold`] instead of failed, its outcome marked unknown.
+pub async fn hold_unclaimed<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    last_error: &str,
+    dead_after: Duration,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    let guard = format!(
+        "((old.status = 'pending' AND p.held_at IS NULL)
+          OR (old.status = 'processing' AND {}))",
+        claim_is_void("$5")
+    );
+    transition!(
+        db,
+        id,
+        audit,
+        &guard,
+        "status = 'pending', held_at = now(), last_error = $4,
+         outcome_unknown_since = CASE WHEN old.status = 'processing'
+             THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
+         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL",
+        last_error,
+        dead_after.as_secs_f64(),
+    )
+}
+
+/// What the latest processor call left us knowing, for [`schedule_retry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Knowledge {
+    /// The call may have reached the processor: mark the outcome unknown
+    /// (keeping the earliest time it became so).
+    Unknown,
+    /// The processor certainly did not act on it (refused before acting, or
+    /// a lookup found nothing): the outcome is known again.
+    NotProcessed,
+}
+
+/// `processing` → `pending` after a transient error, to be retried after
+/// `delay` (jittered within the retry tier `tier`). The rescuer looks again
+/// only after the tier's full delay, the upper bound of the jitter, so a
+/// retry waiting in its tier never looks overdue.
+#[allow(clippy::too_many_arguments)]
 pub async fn schedule_retry<'e>(
     db: impl PgExecutor<'e>,
     id: PaymentId,
     attempt: i32,
     last_error: &str,
     delay: Duration,
+    tier: Duration,
+    knowledge: Knowledge,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
     transition!(
@@ -322,15 +426,19 @@ pub async fn schedule_retry<'e>(
         GUARD_OWN_CLAIM,
         "status = 'pending', last_error = $5,
          next_attempt_at = now() + make_interval(secs => $6),
-         due_at = now() + make_interval(secs => $6), lease_expires_at = NULL",
+         due_at = now() + make_interval(secs => $7), lease_expires_at = NULL,
+         outcome_unknown_since = CASE WHEN $8 THEN COALESCE(p.outcome_unknown_since, now()) END",
         attempt,
         last_error,
         delay.as_secs_f64(),
+        tier.max(delay).as_secs_f64(),
+        knowledge == Knowledge::Unknown,
     )
 }
 
-/// `failed` (dead-lettered, one of `codes`) → `pending`: an operator replays
-/// it. The attempt budget starts afresh; `attempts` itself is never reset.
+/// `failed` (dead-lettered, one of `codes`) or held → `pending`: an operator
+/// replays it. The attempt budget starts afresh; `attempts` itself is never
+/// reset, and an unknown outcome stays marked (the next step asks first).
 pub async fn replay<'e>(
     db: impl PgExecutor<'e>,
     id: PaymentId,
@@ -341,10 +449,11 @@ pub async fn replay<'e>(
         db,
         id,
         audit,
-        "old.status = 'failed' AND p.failure_code = ANY($4)",
+        "((old.status = 'failed' AND p.failure_code = ANY($4))
+          OR (old.status = 'pending' AND p.held_at IS NOT NULL))",
         "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
          replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
-         finished_at = NULL",
+         held_at = NULL, finished_at = NULL",
         codes,
     )
 }
@@ -376,29 +485,57 @@ pub struct Overdue {
     pub status: String,
 }
 
-/// Takes up to `limit` payments overdue by more than `grace` (their message
-/// was lost, or their worker died holding the lease) and marks them due now,
-/// so each is re-enqueued at most once per grace period.
+/// Takes up to `limit` payments whose message is late by more than `grace`
+/// and marks them due again in `grace`, so each is re-enqueued at most once
+/// per grace period:
+/// - `processing` under a void claim (its worker died or its lease ended)
+///   whose message the broker did not bring back;
+/// - `pending` with a retry whose tier (the jitter's upper bound) passed;
+/// - `pending` waiting for its first (or replayed) delivery, only when
+///   `backlog` is false: while the queue holds ready messages, a payment
+///   waiting its turn is not late.
+///
+/// Held payments (`due_at` NULL) wait for an operator and are never taken.
 pub async fn take_overdue<'e>(
     db: impl PgExecutor<'e>,
     grace: Duration,
+    dead_after: Duration,
+    backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    sqlx::query_as(
-        "UPDATE payments SET due_at = now()
+    let sql = format!(
+        "UPDATE payments SET due_at = now() + make_interval(secs => $1)
          WHERE id IN (
-             SELECT id FROM payments
-             WHERE due_at < now() - make_interval(secs => $1)
-               AND status IN ('pending', 'processing')
-             ORDER BY due_at
+             SELECT id FROM payments p
+             WHERE p.due_at < now() - make_interval(secs => $1)
+               AND ((p.status = 'processing' AND {})
+                    OR (p.status = 'pending' AND p.next_attempt_at IS NOT NULL)
+                    OR (p.status = 'pending' AND NOT $3))
+             ORDER BY p.due_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED
          )
          RETURNING id, merchant_id, status",
+        claim_is_void("$4")
+    );
+    sqlx::query_as(&sql)
+        .bind(grace.as_secs_f64())
+        .bind(limit)
+        .bind(backlog)
+        .bind(dead_after.as_secs_f64())
+        .fetch_all(db)
+        .await
+}
+
+/// Payments whose outcome is unknown, and the age of the oldest, in seconds.
+pub async fn unknown_outcomes<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<(i64, f64)> {
+    sqlx::query_as(
+        "SELECT count(*),
+                COALESCE(EXTRACT(EPOCH FROM now() - min(outcome_unknown_since))::float8, 0)
+         FROM payments
+         WHERE outcome_unknown_since IS NOT NULL AND status IN ('pending', 'processing')",
     )
-    .bind(grace.as_secs_f64())
-    .bind(limit)
-    .fetch_all(db)
+    .fetch_one(db)
     .await
 }
 

@@ -1,0 +1,250 @@
+//! A payment's status never says something untrue about money (issue
+//! "Never lie about money"): unknown outcomes are reconciled with the
+//! processor, a dead worker's payments come back in seconds, a
+//! misconfiguration holds a payment instead of failing it, and a busy
+//! database never turns a healthy payment into a dead letter. Every fault is
+//! caused for real.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use testkit::{Options, TestApp};
+
+const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
+
+/// How many times the payment was ever `failed`, from its history (which
+/// records every transition, so a `failed` that was later undone still
+/// shows).
+async fn times_failed(app: &TestApp, id: &str) -> i64 {
+    let uuid = id.trim_start_matches("pay_");
+    sqlx::query_scalar(
+        "SELECT count(*) FROM payment_status_history
+         WHERE payment_id = $1::uuid AND to_status = 'failed'",
+    )
+    .bind(uuid)
+    .fetch_one(&app.pool)
+    .await
+    .expect("history")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_whose_answer_was_lost_is_never_failed_and_succeeds_once_the_processor_answers() {
+    let app = TestApp::spawn().await;
+    let settings = app.worker_settings();
+    // The processor charges, then holds its answer past the worker's
+    // timeout: the outcome is unknown.
+    app.set_faults(json!({"timeout_rate": 1.0})).await;
+    let id = app.create_payment("tok_visa").await;
+    let waiting = app
+        .eventually(
+            "the outcome marked unknown",
+            Duration::from_secs(20),
+            || async {
+                let payment = app.payment(&id).await;
+                payment["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("outcome unknown"))
+                    .then_some(payment)
+            },
+        )
+        .await;
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert_eq!(waiting["processor_response"], json!(null), "{waiting}");
+
+    // Then an outage longer than every attempt: lookups and charges all get
+    // 503 while the worker keeps asking.
+    app.set_faults(json!({"timeout_rate": 0.0, "outage": true}))
+        .await;
+    let beyond = i64::from(settings.max_attempts) + 3;
+    app.eventually(
+        "more attempts than MAX_ATTEMPTS",
+        Duration::from_secs(60),
+        || async {
+            let payment = app.payment(&id).await;
+            (payment["attempts"].as_i64() >= Some(beyond)).then_some(())
+        },
+    )
+    .await;
+    let during = app.payment(&id).await;
+    assert_ne!(during["status"], "failed", "{during}");
+    assert!(
+        during["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("outcome unknown")),
+        "{during}"
+    );
+    assert_eq!(app.queue_depth("dead").await, 0, "nothing dead-lettered");
+
+    // The processor returns: the lookup finds the charge, with no operator.
+    app.set_faults(json!({"outage": false})).await;
+    app.wait_all_terminal(1, Duration::from_secs(30)).await;
+    let done = app.payment(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["processor_response"]["approved"], true, "{done}");
+    assert_eq!(times_failed(&app, &id).await, 0, "never reported failed");
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.charges, 1, "{stats:?}");
+    assert_eq!(stats.duplicate_charges, 0, "{stats:?}");
+    assert!(stats.lookups >= 1, "the worker asked: {stats:?}");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_before_any_charge_is_failed_as_not_processed_because_that_is_known() {
+    let mut worker = testkit::fast_worker_settings();
+    worker.max_attempts = 2;
+    let app = TestApp::with(Options {
+        worker,
+        ..Options::default()
+    })
+    .await;
+    app.set_faults(json!({"outage": true})).await;
+    let id = app.create_payment("tok_visa").await;
+    app.wait_all_terminal(1, Duration::from_secs(30)).await;
+    let payment = app.payment(&id).await;
+    assert_eq!(payment["status"], "failed", "{payment}");
+    assert_eq!(payment["failure_code"], "processor_unavailable");
+    assert_eq!(app.sim_stats().await.charges, 0);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_payments_are_terminal_within_seconds_and_charged_once() {
+    // Default settings (lease, heartbeats, rescuer, retry tiers), but enough
+    // concurrency that the two workers hold every payment at once.
+    let mut worker = worker::Settings::clone(
+        &<worker::Config as clap::Parser>::parse_from(["worker"]).settings,
+    );
+    worker.concurrency = 100;
+    let app = TestApp::with(Options {
+        workers: 0,
+        worker,
+        ..Options::default()
+    })
+    .await;
+    app.set_faults(json!({"latency_ms": 400})).await;
+    let mut doomed = app.worker_command(WORKER_BIN).spawn().expect("spawn");
+    let mut survivor = app.worker_command(WORKER_BIN).spawn().expect("spawn");
+    app.submit("tok_visa", 150).await;
+    app.eventually("150 payments in flight", Duration::from_secs(60), || async {
+        (app.count_status("processing").await >= 100).then_some(())
+    })
+    .await;
+    testkit::sigkill(&doomed);
+    let killed_at = Instant::now();
+    doomed.wait().await.expect("reaped");
+    let held_by_the_dead: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payments p
+         WHERE status = 'processing'
+           AND NOT EXISTS (SELECT 1 FROM workers w
+                           WHERE w.id = p.claimed_by AND w.heartbeat_at > now() - interval '1 second')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+
+    app.wait_all_terminal(150, Duration::from_secs(60)).await;
+    let recovery = killed_at.elapsed();
+    println!(
+        "recovery: every payment terminal {:.1} s after the SIGKILL ({held_by_the_dead} were held by the killed worker)",
+        recovery.as_secs_f64()
+    );
+    assert!(held_by_the_dead > 0, "the killed worker held payments");
+    assert!(
+        recovery <= Duration::from_secs(15),
+        "every payment of the dead worker terminal within 15 s, took {recovery:?}"
+    );
+    assert_eq!(app.count_status("succeeded").await, 150);
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.charges, 150, "{stats:?}");
+    assert_eq!(stats.duplicate_charges, 0, "{stats:?}");
+    testkit::sigterm(&survivor);
+    assert!(survivor.wait().await.expect("exit").success());
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_charges_it_once() {
+    let mut worker = testkit::fast_worker_settings();
+    worker.max_attempts = 2;
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        worker,
+        ..Options::default()
+    })
+    .await;
+    let right_url = app.sim_url.clone();
+    // A wrong path on the right host: the processor answers 404.
+    app.sim_url = format!("{right_url}/wrong-prefix");
+    app.start_worker().await;
+    let id = app.create_payment("tok_visa").await;
+    let held = app
+        .eventually("the payment held", Duration::from_secs(20), || async {
+            let payment = app.payment(&id).await;
+            payment["last_error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("held for an operator"))
+                .then_some(payment)
+        })
+        .await;
+    assert_eq!(held["status"], "pending", "not failed: {held}");
+    assert!(
+        held["last_error"].as_str().unwrap_or_default().contains("404"),
+        "{held}"
+    );
+    app.eventually("the dead letter", Duration::from_secs(10), || async {
+        (app.queue_depth("dead").await == 1).then_some(())
+    })
+    .await;
+    let letters = common::dead_letters::list(&app.broker().await, 10)
+        .await
+        .expect("list");
+    assert_eq!(letters[0].reason, "processor_rejected");
+    // Held payments are not re-sent by the rescuer behind the operator's back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(app.payment(&id).await["status"], "pending");
+    assert_eq!(app.sim_stats().await.requests, 0, "nothing reached the processor");
+
+    // Fix the configuration, replay.
+    app.stop_workers().await;
+    app.sim_url = right_url;
+    app.start_worker().await;
+    let config = app.worker_config(&["dlq", "replay", "--all"]);
+    worker::cli::run(config).await.expect("replay");
+    app.wait_all_terminal(1, Duration::from_secs(30)).await;
+    assert_eq!(app.payment(&id).await["status"], "succeeded");
+    assert_eq!(times_failed(&app, &id).await, 0);
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.charges, 1, "{stats:?}");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_timeout_is_waited_out_and_never_makes_a_dead_letter() {
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let id = app.create_payment("tok_visa").await;
+    // Hold the payments table; the worker's statements give up after 100 ms.
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let url = format!(
+        "{}?options=-c%20lock_timeout%3D100",
+        app.database_url
+    );
+    app.start_worker_on(url).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    holder.rollback().await.expect("release");
+
+    app.wait_all_terminal(1, Duration::from_secs(30)).await;
+    assert_eq!(app.payment(&id).await["status"], "succeeded");
+    assert_eq!(times_failed(&app, &id).await, 0);
+    assert_eq!(app.queue_depth("dead").await, 0, "no dead letter");
+    assert_eq!(app.sim_stats().await.charges, 1);
+    app.cleanup().await;
+}
