@@ -7,30 +7,31 @@
 //! card is charged and the answer stored; the key is unlocked; finally the
 //! timeout fault may hold the answer back so the client gives up not knowing
 //! that the charge happened. Faults store nothing, so a retry can succeed.
+//!
+//! `GET /v1/charges?idempotency_key=<key>` tells a client that lost the
+//! answer what happened ([`crate::idempotency`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use common::processor::{ChargeApproved, ChargeDeclined, ChargeRequest, IDEMPOTENCY_HEADER};
+use common::processor::{ChargeApproved, ChargeDeclined, ChargeRequest};
 use rand::Rng;
 use serde::Serialize;
 
 use crate::cards::{self, Verdict};
 use crate::error::SimError;
+use crate::faults;
+use crate::idempotency::{self, LookupQuery};
 use crate::state::{Sim, StoredAnswer};
 
-/// How long the timeout fault holds an answer back: far longer than any
-/// sensible client timeout, so the client always gives up first.
-const TIMEOUT_DELAY: Duration = Duration::from_secs(30);
-
 pub(crate) fn router() -> Router<Arc<Sim>> {
-    Router::new().route("/v1/charges", post(create_charge))
+    Router::new().route("/v1/charges", post(create_charge).get(lookup_charge))
 }
 
 async fn create_charge(
@@ -39,7 +40,7 @@ async fn create_charge(
     body: Bytes,
 ) -> Result<Response, SimError> {
     sim.count_request();
-    let key = idempotency_key(&headers)?;
+    let key = idempotency::from_header(&headers)?;
     let request: ChargeRequest =
         serde_json::from_slice(&body).map_err(|e| SimError::invalid_json(&e))?;
     validate(&request)?;
@@ -49,18 +50,13 @@ async fn create_charge(
     // with the same key waits and then replays instead of charging again.
     let slot = sim.slot(&key);
     let mut stored = slot.lock().await;
-    let faults = sim.faults();
-    if faults.latency_ms > 0 && !sim.pause(Duration::from_millis(faults.latency_ms)).await {
-        return Err(SimError::unavailable());
-    }
-    if faults.outage {
-        tracing::debug!(reference = %request.reference, outcome = "outage", "charge refused");
-        return Err(SimError::unavailable());
-    }
-    if draw(faults.error_rate) {
-        tracing::debug!(reference = %request.reference, outcome = "error", "charge failed");
-        return Err(SimError::internal());
-    }
+    let settings = faults::before_acting(&sim).await.inspect_err(|error| {
+        tracing::debug!(
+            reference = %request.reference,
+            code = error.code(),
+            "charge refused by a fault"
+        );
+    })?;
     if let Some(answer) = stored.as_ref() {
         sim.count_replay();
         tracing::debug!(
@@ -77,23 +73,20 @@ async fn create_charge(
     *stored = Some(answer.clone());
     drop(stored);
 
-    if draw(faults.timeout_rate) {
-        tracing::debug!(reference = %request.reference, "holding the answer back (timeout fault)");
-        sim.pause(TIMEOUT_DELAY).await;
-    }
+    faults::maybe_hold_back(&sim, &settings).await;
     Ok(answer.into_response())
 }
 
-/// The key that makes the request idempotent. Required: without it a retry
-/// could charge twice, so the simulator refuses, as a strict gateway would.
-fn idempotency_key(headers: &HeaderMap) -> Result<String, SimError> {
-    headers
-        .get(IDEMPOTENCY_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|key| !key.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(SimError::missing_idempotency_key)
+/// `GET /v1/charges?idempotency_key=<key>`: what happened to the charge sent
+/// with that key ([`idempotency::lookup`]). Counted in `lookups`, not in
+/// `requests`, which counts charge attempts.
+async fn lookup_charge(
+    State(sim): State<Arc<Sim>>,
+    query: Result<Query<LookupQuery>, QueryRejection>,
+) -> Result<Response, SimError> {
+    sim.count_lookup();
+    let key = idempotency::from_query(query)?;
+    idempotency::lookup(&sim, &key).await
 }
 
 fn validate(request: &ChargeRequest) -> Result<(), SimError> {
@@ -180,12 +173,6 @@ fn render(status: StatusCode, body: &impl Serialize) -> Result<StoredAnswer, Sim
         status,
         body: Bytes::from(body),
     })
-}
-
-/// Whether a fault with probability `rate` fires now. `rate` is within 0..=1
-/// (validated on update); 0 never fires and 1 always does.
-fn draw(rate: f64) -> bool {
-    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
 }
 
 fn digits(rng: &mut impl Rng, count: usize) -> String {

@@ -1,11 +1,12 @@
 //! The simulator's error answers: one JSON envelope,
-//! `{"error":{"code","message"}}`, like a real gateway's, so clients parse
-//! failures the same way whatever went wrong.
+//! `{"error":{"code","message"}}` ([`ProcessorErrorBody`], shared with the
+//! client), like a real gateway's, so clients parse failures the same way
+//! whatever went wrong.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use common::processor::{ProcessorError, ProcessorErrorBody, OPERATION_NOT_FOUND_CODE};
 
 /// A request the simulator answers with an error status. Messages are written
 /// for the client and never carry a card token.
@@ -25,12 +26,37 @@ impl SimError {
         }
     }
 
+    /// The machine code, for log lines.
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// `400`: the `Idempotency-Key` header is absent or empty.
     pub(crate) fn missing_idempotency_key() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "missing_idempotency_key",
             "the Idempotency-Key header is required and must not be empty",
+        )
+    }
+
+    /// `400`: a lookup without the `idempotency_key` query parameter, or with
+    /// an empty one.
+    pub(crate) fn missing_lookup_key() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+            "the idempotency_key query parameter is required and must not be empty",
+        )
+    }
+
+    /// `404`: no operation with this idempotency key was ever taken, so
+    /// nothing happened and sending it again with the same key is safe.
+    pub(crate) fn operation_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            OPERATION_NOT_FOUND_CODE,
+            "no operation was taken with this idempotency key",
         )
     }
 
@@ -67,25 +93,14 @@ impl SimError {
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
 impl IntoResponse for SimError {
     fn into_response(self) -> Response {
-        let envelope = Envelope {
-            error: Body {
-                code: self.code,
-                message: &self.message,
+        let body = ProcessorErrorBody {
+            error: ProcessorError {
+                code: self.code.to_owned(),
+                message: self.message,
             },
         };
-        (self.status, Json(envelope)).into_response()
+        (self.status, Json(body)).into_response()
     }
 }

@@ -8,6 +8,9 @@
 //! - `POST /v1/charges` charges a test token ([`cards`] lists them). The
 //!   `Idempotency-Key` header makes it idempotent: a repeated key gets the
 //!   first stored answer, never a second charge.
+//! - `GET /v1/charges?idempotency_key=<key>` looks up what happened to a
+//!   charge whose answer the client lost: the stored answer, or `404`
+//!   `operation_not_found` if the processor never took the key.
 //! - `PUT`/`GET /_sim/faults` inject latency, `500`s, `503` outages and
 //!   answers delayed past the client's timeout.
 //! - `GET /_sim/stats` counts charges and, above all, `duplicate_charges`:
@@ -22,6 +25,8 @@ mod cards;
 mod charges;
 mod control;
 mod error;
+mod faults;
+mod idempotency;
 mod state;
 
 use std::net::SocketAddr;

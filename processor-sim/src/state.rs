@@ -96,6 +96,15 @@ impl Sim {
         Arc::clone(lock(&self.slots).entry(key.to_owned()).or_default())
     }
 
+    /// The slot of `key` if an operation ever took it; never creates one.
+    pub(crate) fn find_slot(&self, key: &str) -> Option<Slot> {
+        lock(&self.slots).get(key).map(Arc::clone)
+    }
+
+    pub(crate) fn count_lookup(&self) {
+        lock(&self.ledger).stats.lookups += 1;
+    }
+
     pub(crate) fn count_request(&self) {
         lock(&self.ledger).stats.requests += 1;
     }

@@ -1,139 +1,15 @@
 //! The simulator over real HTTP: started on port 0, driven with reqwest, as
 //! the worker will drive it.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use common::processor::{ChargeApproved, ChargeDeclined, Faults, SimStats, IDEMPOTENCY_HEADER};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use serde_json::json;
 
-/// A simulator running in this test, stopped by [`TestSim::stop`].
-struct TestSim {
-    base: String,
-    client: reqwest::Client,
-    shutdown: CancellationToken,
-    server: JoinHandle<anyhow::Result<()>>,
-}
-
-impl TestSim {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind port 0");
-        let addr = listener.local_addr().expect("local addr");
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(processor_sim::serve(listener, shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("http client");
-        Self {
-            base: format!("http://{addr}"),
-            client,
-            shutdown,
-            server,
-        }
-    }
-
-    /// Cancels the token and waits for the server to finish; a server that
-    /// does not stop promptly fails the test.
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.server)
-            .await
-            .expect("the simulator stops promptly")
-            .expect("server task")
-            .expect("serve returns Ok");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn charge(&self, key: &str, body: &Value) -> reqwest::Response {
-        self.charge_with(&self.client, key, body)
-            .await
-            .expect("charge request")
-    }
-
-    async fn charge_with(
-        &self,
-        client: &reqwest::Client,
-        key: &str,
-        body: &Value,
-    ) -> reqwest::Result<reqwest::Response> {
-        client
-            .post(self.url("/v1/charges"))
-            .header(IDEMPOTENCY_HEADER, key)
-            .json(body)
-            .send()
-            .await
-    }
-
-    async fn stats(&self) -> SimStats {
-        self.client
-            .get(self.url("/_sim/stats"))
-            .send()
-            .await
-            .expect("stats request")
-            .json()
-            .await
-            .expect("stats body")
-    }
-
-    async fn put_faults(&self, update: Value) -> reqwest::Response {
-        self.client
-            .put(self.url("/_sim/faults"))
-            .json(&update)
-            .send()
-            .await
-            .expect("faults request")
-    }
-
-    async fn set_faults(&self, update: Value) -> Faults {
-        let response = self.put_faults(update).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        response.json().await.expect("faults body")
-    }
-
-    /// Polls the stats until `done` holds, failing after a deadline.
-    async fn wait_for_stats(&self, done: impl Fn(&SimStats) -> bool) -> SimStats {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let stats = self.stats().await;
-            if done(&stats) {
-                return stats;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stats never got there: {stats:?}"
-            );
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-fn charge_body(token: &str, reference: &str) -> Value {
-    json!({
-        "amount": 1999,
-        "currency": "USD",
-        "token": token,
-        "capture": true,
-        "description": "Order 42",
-        "statement_descriptor": "EXAMPLE SHOP",
-        "reference": reference,
-    })
-}
-
-async fn error_code(response: reqwest::Response) -> String {
-    let body: Value = response.json().await.expect("error body");
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code in {body}"))
-        .to_owned()
-}
+use support::{charge_body, error_code, TestSim};
 
 #[tokio::test]
 async fn each_approving_token_returns_its_card_details() {
