@@ -21,14 +21,14 @@ use std::time::Duration;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use common::db::payments::{Knowledge, PaymentRow};
 use common::domain::PaymentId;
-use common::processor::{ChargeApproved, ChargeDeclined, ChargeRequest, IDEMPOTENCY_HEADER};
+use common::processor::{
+    ChargeApproved, ChargeDeclined, ChargeRequest, ProcessorErrorBody, IDEMPOTENCY_HEADER,
+    LOOKUP_QUERY_PARAM, OPERATION_NOT_FOUND_CODE,
+};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// The code of the processor's `404` for a lookup of a key it never took.
-/// A `404` without it (a wrong base URL) is a rejection, never "not found".
-const NOT_FOUND_CODE: &str = common::processor::NOT_FOUND_CODE;
 
 /// An operation the processor performs at most once per idempotency key,
 /// and can be asked about by that key.
@@ -139,17 +139,6 @@ pub struct ProcessorClient {
     timeout: Duration,
 }
 
-/// The processor's error envelope, read only for its code.
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorCode,
-}
-
-#[derive(Deserialize)]
-struct ErrorCode {
-    code: String,
-}
-
 impl ProcessorClient {
     pub fn new(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
@@ -226,7 +215,7 @@ impl ProcessorClient {
         let sent = self
             .http
             .get(&url)
-            .query(&[("idempotency_key", op.idempotency_key())])
+            .query(&[(LOOKUP_QUERY_PARAM, op.idempotency_key())])
             .send()
             .await;
         self.read(sent, true).await
@@ -254,10 +243,12 @@ impl ProcessorClient {
             StatusCode::PAYMENT_REQUIRED => serde_json::from_slice(&body)
                 .map(Outcome::Declined)
                 .unwrap_or_else(|_| unknown("processor sent an unreadable decline")),
+            // Only the processor's own "never took this key" proves it: a
+            // `404` without that code (a wrong base URL) is a rejection.
             StatusCode::NOT_FOUND
                 if lookup
-                    && serde_json::from_slice::<ErrorBody>(&body)
-                        .is_ok_and(|e| e.error.code == NOT_FOUND_CODE) =>
+                    && serde_json::from_slice::<ProcessorErrorBody>(&body)
+                        .is_ok_and(|e| e.error.code == OPERATION_NOT_FOUND_CODE) =>
             {
                 Outcome::NotFound
             }
