@@ -1,5 +1,6 @@
-//! The card processor's HTTP protocol: the wire types of `POST /v1/charges`
-//! and of the simulator's fault control.
+//! The card processor's HTTP protocol: the wire types of `POST /v1/charges`,
+//! of what follows a charge (capture, void, refund), of the lookups, and of
+//! the simulator's fault control.
 //!
 //! Shared by `processor-sim` (server) and the worker (client) so the two can
 //! never disagree on a field name.
@@ -9,20 +10,42 @@
 //! `200` with [`ChargeApproved`], `402` with [`ChargeDeclined`]; `429` and
 //! `5xx` are transient and may be retried with the same key.
 //!
-//! When a charge's answer is lost (a timeout, a cut connection), the client
-//! asks what happened with `GET /v1/charges?idempotency_key=<key>`: the stored
-//! answer, byte for byte as it was first sent (waiting for a charge with that
-//! key still in progress), or `404` with [`OPERATION_NOT_FOUND_CODE`] when the
-//! processor never took the key, so retrying with it is safe.
+//! After an approved charge:
+//! - `POST /v1/charges/:id/capture` ([`CaptureRequest`] → [`CaptureSucceeded`])
+//!   moves the money of an authorization (`capture: false`), all of it or
+//!   less; the rest is released.
+//! - `POST /v1/charges/:id/void` ([`VoidRequest`] → [`VoidSucceeded`])
+//!   releases an authorization that will not be captured.
+//! - `POST /v1/refunds` ([`RefundRequest`] → [`RefundSucceeded`], or `402`
+//!   [`RefundDeclined`]) gives back part or all of what was captured.
+//!
+//! Each takes an `Idempotency-Key` exactly as a charge does (keys of different
+//! kinds of operation never collide; capture and void keys are scoped to
+//! their charge) and goes through the same faults. A request the charge's
+//! state rules out is refused with `409` ([`CHARGE_NOT_CAPTURABLE_CODE`],
+//! [`CHARGE_NOT_VOIDABLE_CODE`], [`CHARGE_NOT_REFUNDABLE_CODE`]) or, when
+//! the amount is too large, `400` ([`AMOUNT_EXCEEDS_CAPTURABLE_CODE`],
+//! [`AMOUNT_EXCEEDS_REFUNDABLE_CODE`]); those refusals are stored under the
+//! key like any answer, because the processor has decided. An unknown charge
+//! is `404` [`NO_SUCH_CHARGE_CODE`] and, like a malformed request or a fault,
+//! is not stored.
+//!
+//! When an answer is lost (a timeout, a cut connection), the client asks what
+//! happened with a `GET` at the operation's path and `?idempotency_key=<key>`
+//! (`GET /v1/charges`, `GET /v1/charges/:id/capture`,
+//! `GET /v1/charges/:id/void`, `GET /v1/refunds`): the stored answer, byte for
+//! byte as it was first sent (waiting for an operation with that key still in
+//! progress), or `404` with [`OPERATION_NOT_FOUND_CODE`] when the processor
+//! never took the key, so retrying with it is safe.
 //!
 //! Every error is the envelope [`ProcessorErrorBody`].
 
 use serde::{Deserialize, Serialize};
 
-/// Header that makes a charge idempotent.
+/// Header that makes a charge, capture, void or refund idempotent.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
-/// Query parameter of a lookup (`GET /v1/charges?idempotency_key=<key>`):
+/// Query parameter of a lookup (e.g. `GET /v1/charges?idempotency_key=<key>`):
 /// the `Idempotency-Key` the operation was sent with.
 pub const LOOKUP_QUERY_PARAM: &str = "idempotency_key";
 
@@ -31,6 +54,34 @@ pub const LOOKUP_QUERY_PARAM: &str = "idempotency_key";
 /// with the same key. The same code for every kind of lookup. A client must
 /// check it: a `404` without it (say, from a wrong base URL) proves nothing.
 pub const OPERATION_NOT_FOUND_CODE: &str = "operation_not_found";
+
+/// `error.code` of a `404` from capture, void or refund: no charge has that
+/// id. Not stored under the idempotency key.
+pub const NO_SUCH_CHARGE_CODE: &str = "no_such_charge";
+
+/// `error.code` of a `409` from capture: the charge is not an approved,
+/// uncaptured, unvoided authorization (declined, captured already, voided).
+pub const CHARGE_NOT_CAPTURABLE_CODE: &str = "charge_not_capturable";
+
+/// `error.code` of a `400` from capture: the amount is above the authorized
+/// amount.
+pub const AMOUNT_EXCEEDS_CAPTURABLE_CODE: &str = "amount_exceeds_capturable";
+
+/// `error.code` of a `409` from void: only an approved authorization that is
+/// neither captured nor voided can be voided.
+pub const CHARGE_NOT_VOIDABLE_CODE: &str = "charge_not_voidable";
+
+/// `error.code` of a `409` from refund: only a captured charge can be
+/// refunded.
+pub const CHARGE_NOT_REFUNDABLE_CODE: &str = "charge_not_refundable";
+
+/// `error.code` of a `400` from refund: the amount is above what is still
+/// refundable (captured minus refunds that succeeded).
+pub const AMOUNT_EXCEEDS_REFUNDABLE_CODE: &str = "amount_exceeds_refundable";
+
+/// [`RefundDeclined::code`] when the card's issuer refuses the refund
+/// (`tok_refundFails` in the simulator).
+pub const REFUND_DECLINED_CODE: &str = "refund_declined";
 
 /// The body of every error answer of the processor, so a client can read the
 /// `code` it branches on (e.g. [`OPERATION_NOT_FOUND_CODE`]) whatever failed.
@@ -106,21 +157,125 @@ pub struct ChargeDeclined {
     pub card: CardDetails,
 }
 
+/// Body of `POST /v1/charges/:id/capture`. The body may also be left empty,
+/// which is the same as `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// Minor units to capture, at most the authorized amount; absent captures
+    /// all of it. What is not captured is released to the cardholder.
+    #[serde(default)]
+    pub amount: Option<i64>,
+}
+
+/// `200`: the authorization was captured; the money moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureSucceeded {
+    /// The capture's own id, `cap_…`: what the payment records as its
+    /// `processor_capture_id`.
+    pub id: String,
+    /// The charge (`ch_…`) captured.
+    pub charge: String,
+    /// Minor units captured: the most that can later be refunded.
+    pub amount: i64,
+    pub currency: String,
+    /// Always `true`, as gateways say it.
+    pub captured: bool,
+    /// Minor units of the authorization released by a partial capture.
+    pub amount_released: i64,
+}
+
+/// Body of `POST /v1/charges/:id/void`: no fields today; the body may be left
+/// empty. A struct so that fields can be added without changing the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoidRequest {}
+
+/// `200`: the authorization was voided and its amount released; it can never
+/// be captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoidSucceeded {
+    /// The void's own id, `void_…`.
+    pub id: String,
+    /// The charge (`ch_…`) voided.
+    pub charge: String,
+    /// Always `true`, as gateways say it.
+    pub voided: bool,
+    /// Minor units released: the whole authorized amount.
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// Body of `POST /v1/refunds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// The charge (`ch_…`) to refund; it must be captured.
+    pub charge: String,
+    /// Minor units to give back, at most what is still refundable.
+    pub amount: i64,
+    /// Our own id of the refund (`ref_…`), independent of the idempotency
+    /// key. The simulator counts successful refunds per reference, which is
+    /// how it detects a refund paid out twice.
+    pub reference: String,
+}
+
+/// Where a refund ended. Terminal either way: the simulator settles refunds
+/// at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Succeeded,
+    Failed,
+}
+
+/// `200`: the refund was paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundSucceeded {
+    /// The refund's id at the processor, `re_…`: what the refund records as
+    /// its `processor_refund_id`.
+    pub id: String,
+    pub charge: String,
+    pub amount: i64,
+    pub currency: String,
+    /// [`RefundStatus::Succeeded`].
+    pub status: RefundStatus,
+    /// The [`RefundRequest::reference`] it was asked with.
+    pub reference: String,
+}
+
+/// `402`: the issuer refused the refund. A business outcome, like a declined
+/// charge: terminal, never retried; nothing was paid and the amount stays
+/// refundable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundDeclined {
+    pub id: String,
+    pub charge: String,
+    pub amount: i64,
+    pub currency: String,
+    /// [`RefundStatus::Failed`].
+    pub status: RefundStatus,
+    /// [`REFUND_DECLINED_CODE`].
+    pub code: String,
+    pub message: String,
+    pub reference: String,
+}
+
 /// `PUT /_sim/faults`: every field optional; absent fields keep their value.
-/// Lookups go through the latency, outage and error faults like charges, but
-/// never the timeout fault.
+/// Captures, voids and refunds go through every fault as charges do; lookups
+/// go through the latency, outage and error faults, never the timeout fault.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultsUpdate {
-    /// Share of charge requests and lookups answered `500` before acting
-    /// (0..=1).
+    /// Share of operations and lookups answered `500` before acting (0..=1).
     pub error_rate: Option<f64>,
-    /// Share of charge requests that charge, then answer only after a long
-    /// delay, so the client times out with the outcome unknown (0..=1).
+    /// Share of operations (charge, capture, void, refund) that act, then
+    /// answer only after a long delay, so the client times out with the
+    /// outcome unknown (0..=1).
     pub timeout_rate: Option<f64>,
-    /// Latency added to every charge request and lookup.
+    /// Latency added to every operation and lookup.
     pub latency_ms: Option<u64>,
-    /// `true`: every charge request and lookup is answered `503`.
+    /// `true`: every operation and lookup is answered `503`.
     pub outage: Option<bool>,
 }
 
@@ -146,9 +301,22 @@ pub struct SimStats {
     pub requests: u64,
     /// Charges declined.
     pub declines: u64,
-    /// Requests answered from the idempotency store.
+    /// Operations (of any kind) answered from the idempotency store.
     pub replays: u64,
     /// Lookups of an operation by idempotency key received, whatever their
     /// outcome. A lookup never charges: it only reads the stored answer.
     pub lookups: u64,
+    /// Authorizations captured by `POST /v1/charges/:id/capture`, not counting
+    /// idempotent replays (a charge with `capture: true` is not one).
+    pub captures: u64,
+    /// Authorizations voided, not counting idempotent replays.
+    pub voids: u64,
+    /// Refunds paid (declined ones not counted), not counting replays.
+    pub refunds: u64,
+    /// Refunds (by `reference`) paid more than once. Must stay 0.
+    pub duplicate_refunds: u64,
+    /// Refunds that took a charge's refunded total beyond what it captured.
+    /// The simulator refuses those, so this must stay 0; it is counted
+    /// independently of that check, as the evidence.
+    pub over_refunds: u64,
 }

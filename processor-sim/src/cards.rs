@@ -1,5 +1,6 @@
 //! The test tokens, named as card developers know them, and what each one
-//! does: which card it stands for and whether the issuer approves it.
+//! does: which card it stands for, whether the issuer approves a charge on it,
+//! and whether it accepts refunds to it.
 
 use common::processor::CardDetails;
 use sha2::{Digest, Sha256};
@@ -19,7 +20,14 @@ pub(crate) enum Verdict {
     },
 }
 
-/// What the simulator knows about a token: its card and its verdict.
+/// The issuer's answer to a refund to the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefundVerdict {
+    Accept,
+    Decline { message: &'static str },
+}
+
+/// What the simulator knows about a token: its card and its verdicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TestCard {
     last4: &'static str,
@@ -27,6 +35,7 @@ pub(crate) struct TestCard {
     funding: &'static str,
     country: &'static str,
     pub(crate) verdict: Verdict,
+    pub(crate) refund_verdict: RefundVerdict,
 }
 
 const fn card(
@@ -41,6 +50,7 @@ const fn card(
         funding,
         country: "US",
         verdict,
+        refund_verdict: RefundVerdict::Accept,
     }
 }
 
@@ -69,6 +79,14 @@ pub(crate) fn lookup(token: &str) -> TestCard {
         "tok_visa_debit" => card("5556", "visa", "debit", Verdict::Approve),
         "tok_mastercard" => card("4444", "mastercard", "credit", Verdict::Approve),
         "tok_amex" => card("0005", "amex", "credit", Verdict::Approve),
+        // Charges approve; every refund of such a charge is declined, so
+        // the refund's failure path can be exercised.
+        "tok_refundFails" => TestCard {
+            refund_verdict: RefundVerdict::Decline {
+                message: "The card's issuer declined the refund.",
+            },
+            ..card("4242", "visa", "credit", Verdict::Approve)
+        },
         "tok_chargeDeclined" => decline(
             "card_declined",
             "generic_decline",
@@ -146,6 +164,15 @@ mod tests {
         let card = lookup("tok_made_up");
         assert_eq!(card, lookup("tok_visa"));
         assert_eq!(card.verdict, Verdict::Approve);
+    }
+
+    #[test]
+    fn refund_fails_approves_charges_and_declines_refunds() {
+        let card = lookup("tok_refundFails");
+        assert_eq!(card.verdict, Verdict::Approve);
+        assert!(matches!(card.refund_verdict, RefundVerdict::Decline { .. }));
+        assert_eq!(card.details(), lookup("tok_visa").details());
+        assert_eq!(lookup("tok_visa").refund_verdict, RefundVerdict::Accept);
     }
 
     #[test]

@@ -1,15 +1,13 @@
 //! `POST /v1/charges`: charges a test token, once per idempotency key, under
 //! whatever faults are switched on.
 //!
-//! A request goes through, in order: counted in `requests`; validated (`400`);
-//! its idempotency key locked; the latency fault; the outage fault (`503`);
-//! the error fault (`500`); then either the stored answer is replayed or the
-//! card is charged and the answer stored; the key is unlocked; finally the
-//! timeout fault may hold the answer back so the client gives up not knowing
-//! that the charge happened. Faults store nothing, so a retry can succeed.
+//! A request is counted in `requests`, validated (`400`), then run once per
+//! key ([`idempotency::run_once`], which applies the faults). The charge is
+//! written in the charge book so it can later be captured, voided or
+//! refunded.
 //!
 //! `GET /v1/charges?idempotency_key=<key>` tells a client that lost the
-//! answer what happened ([`crate::idempotency`]).
+//! answer what happened ([`idempotency::lookup`]).
 
 use std::sync::Arc;
 
@@ -17,18 +15,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use common::processor::{ChargeApproved, ChargeDeclined, ChargeRequest};
 use rand::Rng;
-use serde::Serialize;
 
+use crate::book::{ChargeRecord, ChargeState};
 use crate::cards::{self, Verdict};
 use crate::error::SimError;
-use crate::faults;
 use crate::idempotency::{self, LookupQuery};
-use crate::state::{Sim, StoredAnswer};
+use crate::state::{Operation, Sim, StoredAnswer};
 
 pub(crate) fn router() -> Router<Arc<Sim>> {
     Router::new().route("/v1/charges", post(create_charge).get(lookup_charge))
@@ -44,49 +41,20 @@ async fn create_charge(
     let request: ChargeRequest =
         serde_json::from_slice(&body).map_err(|e| SimError::invalid_json(&e))?;
     validate(&request)?;
-
-    // The key stays locked from here until the answer is stored, the
-    // latency fault (the issuer round-trip) included, so a concurrent request
-    // with the same key waits and then replays instead of charging again.
-    let slot = sim.slot(&key);
-    let mut stored = slot.lock().await;
-    let settings = faults::before_acting(&sim).await.inspect_err(|error| {
-        tracing::debug!(
-            reference = %request.reference,
-            code = error.code(),
-            "charge refused by a fault"
-        );
-    })?;
-    if let Some(answer) = stored.as_ref() {
-        sim.count_replay();
-        tracing::debug!(
-            reference = %request.reference,
-            idempotency_key = %key,
-            outcome = "replay",
-            "charge replayed"
-        );
-        return Ok(answer.clone().into_response());
-    }
-    // No await from here until the answer is stored: once the charge is
-    // counted, a dropped connection cannot lose its answer.
-    let answer = charge(&sim, &key, &request)?;
-    *stored = Some(answer.clone());
-    drop(stored);
-
-    faults::maybe_hold_back(&sim, &settings).await;
-    Ok(answer.into_response())
+    idempotency::run_once(&sim, Operation::Charge, &key, || {
+        charge(&sim, &key, &request)
+    })
+    .await
 }
 
 /// `GET /v1/charges?idempotency_key=<key>`: what happened to the charge sent
-/// with that key ([`idempotency::lookup`]). Counted in `lookups`, not in
-/// `requests`, which counts charge attempts.
+/// with that key. Counted in `lookups`, not in `requests`, which counts
+/// charge attempts.
 async fn lookup_charge(
     State(sim): State<Arc<Sim>>,
     query: Result<Query<LookupQuery>, QueryRejection>,
 ) -> Result<Response, SimError> {
-    sim.count_lookup();
-    let key = idempotency::from_query(query)?;
-    idempotency::lookup(&sim, &key).await
+    idempotency::lookup(&sim, Operation::Charge, query).await
 }
 
 fn validate(request: &ChargeRequest) -> Result<(), SimError> {
@@ -105,6 +73,13 @@ fn validate(request: &ChargeRequest) -> Result<(), SimError> {
 /// Charges the card, counts the outcome and renders the answer to store.
 fn charge(sim: &Sim, key: &str, request: &ChargeRequest) -> Result<StoredAnswer, SimError> {
     let card = cards::lookup(&request.token);
+    let record = |state| ChargeRecord {
+        amount: request.amount,
+        currency: request.currency.clone(),
+        refund_verdict: card.refund_verdict,
+        state,
+        refunded: 0,
+    };
     let mut rng = rand::thread_rng();
     let id = format!("ch_{}", uuid::Uuid::new_v4().simple());
     let network_transaction_id = digits(&mut rng, 15);
@@ -122,8 +97,15 @@ fn charge(sim: &Sim, key: &str, request: &ChargeRequest) -> Result<StoredAnswer,
                 risk_score,
                 card: card.details(),
             };
-            let answer = render(StatusCode::OK, &approved)?;
-            sim.count_approval(&request.reference);
+            let answer = StoredAnswer::json(StatusCode::OK, &approved)?;
+            let state = if request.capture {
+                ChargeState::Captured {
+                    amount: request.amount,
+                }
+            } else {
+                ChargeState::Authorized
+            };
+            sim.record_approval(&approved.id, &request.reference, record(state));
             tracing::debug!(
                 reference = %request.reference,
                 idempotency_key = %key,
@@ -148,8 +130,8 @@ fn charge(sim: &Sim, key: &str, request: &ChargeRequest) -> Result<StoredAnswer,
                 risk_score,
                 card: card.details(),
             };
-            let answer = render(StatusCode::PAYMENT_REQUIRED, &declined)?;
-            sim.count_decline();
+            let answer = StoredAnswer::json(StatusCode::PAYMENT_REQUIRED, &declined)?;
+            sim.record_decline(&declined.id, record(ChargeState::Declined));
             tracing::debug!(
                 reference = %request.reference,
                 idempotency_key = %key,
@@ -163,18 +145,7 @@ fn charge(sim: &Sim, key: &str, request: &ChargeRequest) -> Result<StoredAnswer,
     }
 }
 
-/// Serialises once, so every replay sends the very same bytes.
-fn render(status: StatusCode, body: &impl Serialize) -> Result<StoredAnswer, SimError> {
-    let body = serde_json::to_vec(body).map_err(|e| {
-        tracing::error!(error = %e, "serialising a charge answer");
-        SimError::internal()
-    })?;
-    Ok(StoredAnswer {
-        status,
-        body: Bytes::from(body),
-    })
-}
-
+/// `count` random decimal digits, as authorization codes and network ids are.
 fn digits(rng: &mut impl Rng, count: usize) -> String {
     (0..count)
         .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))

@@ -6,7 +6,14 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use common::processor::{ProcessorError, ProcessorErrorBody, OPERATION_NOT_FOUND_CODE};
+use common::processor::{
+    ProcessorError, ProcessorErrorBody, AMOUNT_EXCEEDS_CAPTURABLE_CODE,
+    AMOUNT_EXCEEDS_REFUNDABLE_CODE, CHARGE_NOT_CAPTURABLE_CODE, CHARGE_NOT_REFUNDABLE_CODE,
+    CHARGE_NOT_VOIDABLE_CODE, NO_SUCH_CHARGE_CODE, OPERATION_NOT_FOUND_CODE,
+};
+
+use crate::book::Refusal;
+use crate::state::StoredAnswer;
 
 /// A request the simulator answers with an error status. Messages are written
 /// for the client and never carry a card token.
@@ -60,6 +67,56 @@ impl SimError {
         )
     }
 
+    /// The answer to a refusal by the charge book: `404` for an unknown
+    /// charge, `409` when the charge's state rules the operation out, `400`
+    /// when the amount is too large.
+    pub(crate) fn refused(refusal: &Refusal) -> Self {
+        match refusal {
+            Refusal::NoSuchCharge => Self::new(
+                StatusCode::NOT_FOUND,
+                NO_SUCH_CHARGE_CODE,
+                "no charge has this id",
+            ),
+            Refusal::NotCapturable { state } => Self::new(
+                StatusCode::CONFLICT,
+                CHARGE_NOT_CAPTURABLE_CODE,
+                format!("only an uncaptured authorization can be captured; this charge is {state}"),
+            ),
+            Refusal::AmountExceedsCapturable { capturable } => Self::new(
+                StatusCode::BAD_REQUEST,
+                AMOUNT_EXCEEDS_CAPTURABLE_CODE,
+                format!("amount exceeds the authorized amount of {capturable}"),
+            ),
+            Refusal::NotVoidable { state } => Self::new(
+                StatusCode::CONFLICT,
+                CHARGE_NOT_VOIDABLE_CODE,
+                format!("only an uncaptured authorization can be voided; this charge is {state}"),
+            ),
+            Refusal::NotRefundable { state } => Self::new(
+                StatusCode::CONFLICT,
+                CHARGE_NOT_REFUNDABLE_CODE,
+                format!("only a captured charge can be refunded; this charge is {state}"),
+            ),
+            Refusal::AmountExceedsRefundable { refundable } => Self::new(
+                StatusCode::BAD_REQUEST,
+                AMOUNT_EXCEEDS_REFUNDABLE_CODE,
+                format!("amount exceeds what is still refundable: {refundable}"),
+            ),
+        }
+    }
+
+    /// The answer to store under the idempotency key for a refusal by the
+    /// charge book. A refusal about an existing charge is the processor's
+    /// decision on the operation, so a replay or lookup returns it; an
+    /// unknown charge is `Err`, not stored, like a malformed request.
+    pub(crate) fn refusal_to_store(refusal: &Refusal) -> Result<StoredAnswer, SimError> {
+        let error = Self::refused(refusal);
+        if *refusal == Refusal::NoSuchCharge {
+            return Err(error);
+        }
+        StoredAnswer::json(error.status, &error.body())
+    }
+
     /// `400`: the body is not the expected JSON.
     pub(crate) fn invalid_json(cause: &serde_json::Error) -> Self {
         Self::new(
@@ -74,7 +131,7 @@ impl SimError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
-    /// `503`: the outage fault is on; nothing was charged.
+    /// `503`: the outage fault is on; nothing was done.
     pub(crate) fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -83,24 +140,28 @@ impl SimError {
         )
     }
 
-    /// `500`: the error fault fired; nothing was charged.
+    /// `500`: the error fault fired; nothing was done.
     pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "processor_error",
-            "the processor failed before charging; retry with the same Idempotency-Key",
+            "the processor failed before acting; retry with the same Idempotency-Key",
         )
+    }
+
+    /// The envelope sent to the client.
+    fn body(&self) -> ProcessorErrorBody {
+        ProcessorErrorBody {
+            error: ProcessorError {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+            },
+        }
     }
 }
 
 impl IntoResponse for SimError {
     fn into_response(self) -> Response {
-        let body = ProcessorErrorBody {
-            error: ProcessorError {
-                code: self.code.to_owned(),
-                message: self.message,
-            },
-        };
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }

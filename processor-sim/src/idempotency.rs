@@ -1,5 +1,13 @@
-//! Idempotency keys: reading them from a request, and the lookup that tells a
-//! client what happened to an operation whose answer it lost.
+//! Idempotency keys: reading them from a request, running an operation once
+//! per key, and the lookup that tells a client what happened to an operation
+//! whose answer it lost.
+//!
+//! An operation (charge, capture, void, refund) goes through, in order: its
+//! key's slot locked; the faults before acting ([`faults::before_acting`]);
+//! then either the stored answer is replayed or the operation acts and its
+//! answer is stored; the slot unlocked; finally the timeout fault may hold
+//! the answer back so the client gives up not knowing what happened. Faults
+//! store nothing, so a retry can succeed.
 //!
 //! A lookup (`GET …?idempotency_key=<key>`) reads the key's slot and never
 //! acts: it answers the stored answer exactly as first sent (status and
@@ -20,7 +28,7 @@ use serde::Deserialize;
 
 use crate::error::SimError;
 use crate::faults;
-use crate::state::Sim;
+use crate::state::{Operation, Sim, StoredAnswer};
 
 /// The key that makes an operation idempotent. Required: without it a retry
 /// could act twice, so the simulator refuses, as a strict gateway would.
@@ -42,9 +50,7 @@ pub(crate) struct LookupQuery {
 }
 
 /// The key a lookup asks about; absent, empty or unreadable is `400`.
-pub(crate) fn from_query(
-    query: Result<Query<LookupQuery>, QueryRejection>,
-) -> Result<String, SimError> {
+fn from_query(query: Result<Query<LookupQuery>, QueryRejection>) -> Result<String, SimError> {
     query
         .ok()
         .and_then(|Query(query)| query.idempotency_key)
@@ -53,13 +59,62 @@ pub(crate) fn from_query(
         .ok_or_else(SimError::missing_lookup_key)
 }
 
-/// Answers a lookup of `key`: see the module doc. Shared by every endpoint
-/// that has a lookup, so all of them follow the same rules.
-pub(crate) async fn lookup(sim: &Sim, key: &str) -> Result<Response, SimError> {
+/// Runs `act` at most once for `key`: see the module doc. `act` is
+/// synchronous on purpose: nothing can interrupt it between acting and
+/// storing the answer, so a dropped connection never loses an answer that
+/// was counted. `Ok` from `act` is stored; `Err` (an unknown charge, a
+/// failure to serialise) is sent and not stored.
+pub(crate) async fn run_once(
+    sim: &Sim,
+    operation: Operation,
+    key: &str,
+    act: impl FnOnce() -> Result<StoredAnswer, SimError>,
+) -> Result<Response, SimError> {
+    // The key stays locked from here until the answer is stored, the
+    // latency fault (the issuer round-trip) included, so a concurrent request
+    // with the same key waits and then replays instead of acting again.
+    let slot = sim.slot(&operation, key);
+    let mut stored = slot.lock().await;
+    let settings = faults::before_acting(sim).await.inspect_err(|error| {
+        tracing::debug!(
+            operation = operation.kind(),
+            idempotency_key = %key,
+            code = error.code(),
+            "refused by a fault"
+        );
+    })?;
+    if let Some(answer) = stored.as_ref() {
+        sim.count_replay();
+        tracing::debug!(
+            operation = operation.kind(),
+            idempotency_key = %key,
+            outcome = "replay",
+            "replayed"
+        );
+        return Ok(answer.clone().into_response());
+    }
+    let answer = act()?;
+    *stored = Some(answer.clone());
+    drop(stored);
+
+    faults::maybe_hold_back(sim, &settings).await;
+    Ok(answer.into_response())
+}
+
+/// Answers a lookup of `key` for `operation`: see the module doc. Shared by
+/// every endpoint that has a lookup, so all of them follow the same rules.
+/// Counted in `lookups`.
+pub(crate) async fn lookup(
+    sim: &Sim,
+    operation: Operation,
+    query: Result<Query<LookupQuery>, QueryRejection>,
+) -> Result<Response, SimError> {
+    sim.count_lookup();
+    let key = from_query(query)?;
     faults::before_acting(sim).await?;
     // `find_slot` never creates one: a lookup leaves no trace a later
     // operation could mistake for its own.
-    let Some(slot) = sim.find_slot(key) else {
+    let Some(slot) = sim.find_slot(&operation, &key) else {
         return Err(SimError::operation_not_found());
     };
     // Waits while an operation with this key holds the slot, so the answer
@@ -67,7 +122,12 @@ pub(crate) async fn lookup(sim: &Sim, key: &str) -> Result<Response, SimError> {
     let stored = slot.lock().await.clone();
     match stored {
         Some(answer) => {
-            tracing::debug!(idempotency_key = %key, outcome = "found", "lookup answered");
+            tracing::debug!(
+                operation = operation.kind(),
+                idempotency_key = %key,
+                outcome = "found",
+                "lookup answered"
+            );
             Ok(answer.into_response())
         }
         None => Err(SimError::operation_not_found()),

@@ -8,25 +8,34 @@
 //! - `POST /v1/charges` charges a test token ([`cards`] lists them). The
 //!   `Idempotency-Key` header makes it idempotent: a repeated key gets the
 //!   first stored answer, never a second charge.
-//! - `GET /v1/charges?idempotency_key=<key>` looks up what happened to a
-//!   charge whose answer the client lost: the stored answer, or `404`
-//!   `operation_not_found` if the processor never took the key.
+//! - `POST /v1/charges/:id/capture` and `POST /v1/charges/:id/void` capture
+//!   or release an authorization ([`authorizations`]); `POST /v1/refunds`
+//!   refunds a captured charge, never beyond what it captured ([`refunds`]).
+//!   Each is idempotent by key like a charge and sees the same faults.
+//! - A `GET` at each of those paths with `?idempotency_key=<key>` looks up
+//!   what happened to an operation whose answer the client lost: the stored
+//!   answer, or `404` `operation_not_found` if the processor never took the
+//!   key ([`idempotency`]).
 //! - `PUT`/`GET /_sim/faults` inject latency, `500`s, `503` outages and
 //!   answers delayed past the client's timeout.
 //! - `GET /_sim/stats` counts charges and, above all, `duplicate_charges`:
 //!   payments charged more than once, which the end-to-end tests require to
-//!   stay 0. `POST /_sim/reset` starts a fresh run.
+//!   stay 0, and likewise `duplicate_refunds` and `over_refunds`.
+//!   `POST /_sim/reset` starts a fresh run.
 //!
 //! Error policy: handlers answer with [`error::SimError`], a JSON envelope
 //! `{"error":{"code","message"}}`; plumbing (binding, serving) returns
 //! `anyhow::Result` with context.
 
+mod authorizations;
+mod book;
 mod cards;
 mod charges;
 mod control;
 mod error;
 mod faults;
 mod idempotency;
+mod refunds;
 mod state;
 
 use std::net::SocketAddr;
@@ -69,6 +78,8 @@ pub fn router_with_shutdown(shutdown: CancellationToken) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(charges::router())
+        .merge(authorizations::router())
+        .merge(refunds::router())
         .merge(control::router())
         .with_state(sim)
 }

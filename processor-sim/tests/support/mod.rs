@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use common::processor::{
-    Faults, ProcessorErrorBody, SimStats, IDEMPOTENCY_HEADER, LOOKUP_QUERY_PARAM,
+    ChargeApproved, Faults, ProcessorErrorBody, SimStats, IDEMPOTENCY_HEADER, LOOKUP_QUERY_PARAM,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -75,6 +75,74 @@ impl TestSim {
             .header(IDEMPOTENCY_HEADER, key)
             .json(body)
             .send()
+            .await
+    }
+
+    /// `POST <path>` with an `Idempotency-Key` and, if given, a JSON body.
+    pub async fn post(&self, path: &str, key: &str, body: Option<&Value>) -> reqwest::Response {
+        self.post_with(&self.client, path, key, body)
+            .await
+            .expect("post request")
+    }
+
+    pub async fn post_with(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let request = client.post(self.url(path)).header(IDEMPOTENCY_HEADER, key);
+        match body {
+            Some(body) => request.json(body),
+            None => request,
+        }
+        .send()
+        .await
+    }
+
+    /// An approved charge of `amount` on `token`, captured at once or only
+    /// authorized; its id. Key and reference are fresh.
+    pub async fn approved_charge(&self, token: &str, amount: i64, capture: bool) -> String {
+        let reference = format!("pay_{}", uuid::Uuid::new_v4().simple());
+        let mut body = charge_body(token, &reference);
+        body["amount"] = json!(amount);
+        body["capture"] = json!(capture);
+        let response = self.charge(&reference, &body).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let charge: ChargeApproved = response.json().await.expect("approved body");
+        charge.id
+    }
+
+    /// An authorization (`capture: false`) of `amount` on `tok_visa`.
+    pub async fn authorize(&self, amount: i64) -> String {
+        self.approved_charge("tok_visa", amount, false).await
+    }
+
+    /// `POST /v1/charges/<charge>/capture`.
+    pub async fn capture(
+        &self,
+        charge: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        self.post(&capture_path(charge), key, body).await
+    }
+
+    /// `POST /v1/charges/<charge>/void` without a body.
+    pub async fn void(&self, charge: &str, key: &str) -> reqwest::Response {
+        self.post(&void_path(charge), key, None).await
+    }
+
+    /// `POST /v1/refunds`.
+    pub async fn refund(
+        &self,
+        key: &str,
+        charge: &str,
+        amount: i64,
+        reference: &str,
+    ) -> reqwest::Response {
+        self.post(REFUNDS, key, Some(&refund_body(charge, amount, reference)))
             .await
     }
 
@@ -149,6 +217,20 @@ pub async fn error_code(response: reqwest::Response) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body}"))
         .to_owned()
+}
+
+pub const REFUNDS: &str = "/v1/refunds";
+
+pub fn capture_path(charge: &str) -> String {
+    format!("/v1/charges/{charge}/capture")
+}
+
+pub fn void_path(charge: &str) -> String {
+    format!("/v1/charges/{charge}/void")
+}
+
+pub fn refund_body(charge: &str, amount: i64, reference: &str) -> Value {
+    json!({"charge": charge, "amount": amount, "reference": reference})
 }
 
 /// A client that gives up after 300 ms, to lose answers the timeout fault
