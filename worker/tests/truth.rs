@@ -256,3 +256,53 @@ async fn a_lock_timeout_is_waited_out_and_never_makes_a_dead_letter() {
     assert_eq!(app.sim_stats().await.charges, 1);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescuer_pass_leaves_a_backlog_alone_and_rescues_messages_that_were_really_lost() {
+    let app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    app.submit("tok_visa", 3).await;
+    // Their messages wait in the queue (a backlog), and they look long
+    // overdue.
+    app.eventually("the backlog queued", Duration::from_secs(10), || async {
+        (app.queue_depth("process").await == 3).then_some(())
+    })
+    .await;
+    sqlx::query("UPDATE payments SET due_at = now() - interval '1 hour'")
+        .execute(&app.pool)
+        .await
+        .expect("age them");
+    let broker = std::sync::Arc::new(app.broker().await);
+    let ctx = worker::Context::new(
+        app.pool.clone(),
+        broker.clone(),
+        app.worker_settings(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .expect("context");
+    let rescued = worker::rescuer::rescue_once(&ctx).await.expect("pass");
+    assert_eq!(rescued, 0, "payments waiting in a backlog are not re-sent");
+    assert_eq!(app.queue_depth("process").await, 3, "no duplicates queued");
+
+    // Now the messages are really lost.
+    let channel = broker.open_channel().await.expect("channel");
+    channel
+        .queue_purge(
+            &broker.topology().process_queue(),
+            lapin::options::QueuePurgeOptions::default(),
+        )
+        .await
+        .expect("purge");
+    let rescued = worker::rescuer::rescue_once(&ctx).await.expect("pass");
+    assert_eq!(rescued, 3, "lost messages are re-sent");
+    app.eventually("the rescued messages", Duration::from_secs(10), || async {
+        (app.queue_depth("process").await == 3).then_some(())
+    })
+    .await;
+    let _ = channel.close(200, "done").await;
+    broker.close().await;
+    app.cleanup().await;
+}
