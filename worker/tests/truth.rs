@@ -306,3 +306,104 @@ async fn a_rescuer_pass_leaves_a_backlog_alone_and_rescues_messages_that_were_re
     broker.close().await;
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_job_whose_worker_died_mid_call_is_held_not_failed() {
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let id = app.create_payment("tok_visa").await;
+    // A worker died mid-call: the payment is `processing` under a claim
+    // whose lease ended and whose worker is gone. Its job kept killing
+    // workers: the broker counted many deliveries.
+    sqlx::query(
+        "UPDATE payments SET status = 'processing', attempts = 1, claimed_by = 'worker:gone',
+                lease_expires_at = now() - interval '1 second'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("simulate the dead claim");
+    let broker = app.broker().await;
+    let channel = broker.open_channel().await.expect("channel");
+    channel
+        .queue_purge(
+            &broker.topology().process_queue(),
+            lapin::options::QueuePurgeOptions::default(),
+        )
+        .await
+        .expect("purge the first message");
+    let merchant: uuid::Uuid = sqlx::query_scalar("SELECT merchant_id FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .expect("merchant");
+    let job = common::queue::Job::process_payment(id.parse().expect("id"), merchant);
+    broker
+        .publish(
+            common::queue::Topology::PROCESS_KEY,
+            &job.to_bytes(),
+            common::queue::headers::build(&[(
+                "x-delivery-count",
+                common::queue::headers::int(15),
+            )]),
+            None,
+        )
+        .await
+        .expect("publish the poison job");
+    app.start_worker().await;
+    let held = app
+        .eventually("the payment held", Duration::from_secs(20), || async {
+            let payment = app.payment(&id).await;
+            payment["last_error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("held for an operator"))
+                .then_some(payment)
+        })
+        .await;
+    assert_eq!(held["status"], "pending", "{held}");
+    assert_eq!(times_failed(&app, &id).await, 0, "never failed");
+    let unknown: bool = sqlx::query_scalar(
+        "SELECT outcome_unknown_since IS NOT NULL FROM payments",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("flag");
+    assert!(unknown, "the outcome is marked unknown");
+    let letters = common::dead_letters::list(&broker, 10).await.expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "redelivered_too_often");
+
+    // The operator replays: the worker asks the processor first (nothing
+    // there), then charges once.
+    worker::cli::run(app.worker_config(&["dlq", "replay", "--all"]))
+        .await
+        .expect("replay");
+    app.wait_all_terminal(1, Duration::from_secs(30)).await;
+    assert_eq!(app.payment(&id).await["status"], "succeeded");
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.charges, 1, "{stats:?}");
+    assert!(stats.lookups >= 1, "asked before charging: {stats:?}");
+    let _ = channel.close(200, "done").await;
+    broker.close().await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_row_printed_with_debug_never_shows_its_card_token() {
+    let app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let id = app.create_payment("tok_secret_4242").await;
+    let row = common::db::payments::find(&app.pool, id.parse().expect("id"))
+        .await
+        .expect("read")
+        .expect("the payment");
+    assert_eq!(row.card_token.expose(), "tok_secret_4242");
+    let printed = format!("{row:?}");
+    assert!(!printed.contains("tok_secret"), "{printed}");
+    assert!(printed.contains("CardToken(<redacted>)"), "{printed}");
+    app.cleanup().await;
+}
