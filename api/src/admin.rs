@@ -1,8 +1,10 @@
-//! Operator endpoints for keys with the `admin` scope: the dead-letter queue
-//! over HTTP (`worker dlq list` and `worker dlq replay` without a shell).
+//! Operator endpoints: the dead-letter queue over HTTP (`worker dlq list` and
+//! `worker dlq replay` without a shell).
 //!
-//! The dead-letter queue is shared by every merchant, so `admin` is an
-//! operator's scope, not a merchant's: give it only to the platform team.
+//! The dead-letter queue is shared by every merchant, so these endpoints take
+//! an operator key ([`Operator`]: made by `api keys create-operator`, bound to
+//! no merchant). A merchant's key is refused with `403` whatever its scopes:
+//! it must never list or replay another merchant's jobs.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,11 +15,11 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::dead_letters::{self, Filter};
-use common::domain::{PaymentId, Scope};
+use common::domain::PaymentId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::Caller;
+use crate::auth::Operator;
 use crate::error::ApiError;
 use crate::validate;
 use crate::AppState;
@@ -37,10 +39,9 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    _operator: Operator,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::Admin)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(ApiError::invalid(
@@ -68,11 +69,10 @@ struct ReplayRequest {
 
 async fn replay(
     State(state): State<AppState>,
-    caller: Caller,
+    operator: Operator,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::Admin)?;
     let bytes = validate::read_json_body(&headers, body).await?;
     let request: ReplayRequest = validate::parse_json(&bytes)?;
     let ids = match (request.all.unwrap_or(false), request.payment_ids) {
@@ -98,7 +98,7 @@ async fn replay(
         reason: request.reason,
         older_than: request.older_than_secs.map(Duration::from_secs),
     };
-    let actor = format!("api-key:{}", caller.key_id);
+    let actor = format!("api-key:{}", operator.key_id);
     let report = dead_letters::replay(&state.pool, &state.broker, &filter, &actor)
         .await
         .map_err(dependency_error)?;

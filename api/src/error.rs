@@ -103,11 +103,17 @@ impl ApiError {
         )
     }
 
+    /// 403: the key lacks a scope.
     pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::permission("insufficient_scope", message)
+    }
+
+    /// 403 with its own code: the key is authentic but of the wrong kind.
+    pub fn permission(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             ErrorType::PermissionError,
-            "insufficient_scope",
+            code,
             message,
         )
     }

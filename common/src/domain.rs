@@ -252,36 +252,50 @@ impl FromStr for PaymentStatus {
     }
 }
 
-/// What an API key may do.
+/// What a merchant's API key may do.
+///
+/// There is no `admin` scope: operating the platform (the dead-letter queue,
+/// shared by every merchant) is the job of a different principal, an
+/// operator key that belongs to no merchant (`api keys create-operator`).
+/// Keeping it out of this type means no merchant key can ever carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     PaymentsRead,
     PaymentsWrite,
-    Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::PaymentsRead, Scope::PaymentsWrite, Scope::Admin];
+    /// Every scope a merchant key can carry.
+    pub const ALL: [Scope; 2] = [Scope::PaymentsRead, Scope::PaymentsWrite];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PaymentsRead => "payments:read",
             Self::PaymentsWrite => "payments:write",
-            Self::Admin => "admin",
         }
     }
 }
+
+/// What an operator key stores as its scopes, so `api keys list` and old
+/// readers of the table still see what it is for.
+pub const OPERATOR_SCOPE: &str = "admin";
 
 impl FromStr for Scope {
     type Err = DomainError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == OPERATOR_SCOPE {
+            return Err(invalid(
+                "`admin` is not a merchant scope: operators have keys of their own, \
+                 bound to no merchant; make one with `api keys create-operator --name N`",
+            ));
+        }
         Self::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s)
             .ok_or_else(|| {
                 invalid(format!(
-                    "unknown scope {s:?}; scopes are payments:read, payments:write, admin"
+                    "unknown scope {s:?}; merchant scopes are payments:read, payments:write"
                 ))
             })
     }
@@ -372,8 +386,14 @@ mod tests {
 
     #[test]
     fn scopes_parse_from_their_names() {
-        assert_eq!("admin".parse(), Ok(Scope::Admin));
         assert_eq!("payments:read".parse(), Ok(Scope::PaymentsRead));
         assert!("payments:delete".parse::<Scope>().is_err());
+    }
+
+    #[test]
+    fn admin_is_no_merchant_scope_and_the_error_names_the_operator_command() {
+        let err = "admin".parse::<Scope>().expect_err("not a merchant scope");
+        assert!(err.0.contains("api keys create-operator"), "{err}");
+        assert!(Scope::ALL.iter().all(|s| s.as_str() != OPERATOR_SCOPE));
     }
 }
