@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Operator;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::validate;
 use crate::AppState;
 

@@ -32,21 +32,21 @@ pub enum KeysCommand {
     /// only once).
     Create {
         /// A label for the key.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_name)]
         name: String,
         /// Comma-separated merchant scopes: payments:read, payments:write.
         /// (`admin` is not one: see `create-operator`.)
         #[arg(long, value_delimiter = ',', required = true, value_parser = parse_scope)]
         scopes: Vec<Scope>,
         /// Merchant name; created if new. Default: the default merchant.
-        #[arg(long, default_value = api_keys::DEFAULT_MERCHANT)]
+        #[arg(long, default_value = api_keys::DEFAULT_MERCHANT, value_parser = parse_name)]
         merchant: String,
     },
     /// Create an operator's key: bound to no merchant, it reaches only the
     /// operator endpoints (`/v1/admin/…`). Prints the secret on the last line.
     CreateOperator {
         /// A label for the key (who or what holds it).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_name)]
         name: String,
     },
     /// List keys (never their secrets).
@@ -93,6 +93,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             keys(&pool, command).await
         }
     }
+}
+
+/// A key or merchant name: 1 to 255 characters, no control characters (they
+/// would reach `keys list`, logs and terminals).
+fn parse_name(value: &str) -> Result<String, String> {
+    let len = value.chars().count();
+    if !(1..=255).contains(&len) {
+        return Err("a name is 1 to 255 characters".into());
+    }
+    if value.chars().any(char::is_control) {
+        return Err("a name may not contain control characters".into());
+    }
+    Ok(value.to_owned())
 }
 
 /// A merchant scope for clap; `admin` gets an error naming the operator
@@ -168,6 +181,8 @@ pub async fn create_key(
         .map(|s| parse_scope(s).map(|s| s.as_str().to_owned()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+    parse_name(merchant).map_err(|e| anyhow::anyhow!("--merchant: {e}"))?;
+    parse_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let merchant_id = api_keys::ensure_merchant(pool, merchant).await?;
     let secret = generate_secret();
     let id = api_keys::insert(
@@ -187,6 +202,7 @@ pub async fn create_operator_key(
     pool: &sqlx::PgPool,
     name: &str,
 ) -> anyhow::Result<(uuid::Uuid, String)> {
+    parse_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let secret = generate_secret();
     let id = api_keys::insert_operator(pool, name, &secret_prefix(&secret), &hash_secret(&secret))
         .await?;
@@ -196,4 +212,18 @@ pub async fn create_operator_key(
 /// The first characters of a secret, kept so operators can tell keys apart.
 fn secret_prefix(secret: &str) -> String {
     secret.chars().take(8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_bounded_and_free_of_control_characters() {
+        assert!(parse_name("acme").is_ok());
+        assert!(parse_name("").is_err());
+        assert!(parse_name(&"n".repeat(256)).is_err());
+        assert!(parse_name("ac\u{1b}[2Jme").is_err());
+        assert!(parse_name("line\nbreak").is_err());
+    }
 }

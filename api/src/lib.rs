@@ -10,6 +10,7 @@ mod admin;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod extract;
 mod health;
 pub mod metrics;
 pub mod outbox;
@@ -24,6 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::http::header;
+use axum::response::{IntoResponse as _, Response};
 use axum::Router;
 use common::config::{BrokerArgs, DatabaseArgs};
 use common::queue::{Broker, Topology};
@@ -199,10 +202,43 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
+        .layer(axum::middleware::map_response(envelope_every_error))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             request_id::middleware,
         ))
+}
+
+/// Every error answer in the envelope. axum's extractors and layers answer
+/// their rejections in plain text (a path segment that is not UTF-8 once
+/// decoded, a query string that does not fit, a body limit); this replaces
+/// any error answer that is not JSON with the envelope of its status. Inside
+/// the request-id layer, so the envelope quotes the request id. JSON error
+/// answers are left alone: they are the envelope already, or a deliberate
+/// report such as `/readyz`'s.
+async fn envelope_every_error(response: Response) -> Response {
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_error || is_json {
+        return response;
+    }
+    tracing::debug!(
+        status = status.as_u16(),
+        "an error answer from outside the handlers, put in the envelope"
+    );
+    let mut enveloped = ApiError::from_status(status).into_response();
+    // Headers that still hold for the new body.
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = response.headers().get(&name) {
+            enveloped.headers_mut().insert(name, value.clone());
+        }
+    }
+    enveloped
 }
 
 async fn not_found() -> ApiError {

@@ -167,14 +167,24 @@ impl fmt::Display for PaymentId {
     }
 }
 
+/// Only the form [`PaymentId`] prints parses: `pay_` and the lower-case,
+/// hyphenated UUID. The `uuid` crate also reads `urn:uuid:…`, braces, 32
+/// bare hex digits and upper case; accepting those would give one payment
+/// many ids (in URLs, caches, logs, idempotent replays), so they name no
+/// payment.
 impl FromStr for PaymentId {
     type Err = DomainError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.strip_prefix(Self::PREFIX)
-            .and_then(|rest| Uuid::try_parse(rest).ok())
-            .map(Self)
-            .ok_or_else(|| invalid("Payment ids look like `pay_` followed by a UUID."))
+        let not_an_id = || invalid("Payment ids look like `pay_` followed by a lower-case UUID.");
+        let rest = s.strip_prefix(Self::PREFIX).ok_or_else(not_an_id)?;
+        let uuid = Uuid::try_parse(rest).map_err(|_| not_an_id())?;
+        let mut canonical = Uuid::encode_buffer();
+        if uuid.hyphenated().encode_lower(&mut canonical) == rest {
+            Ok(Self(uuid))
+        } else {
+            Err(not_an_id())
+        }
     }
 }
 
@@ -374,6 +384,22 @@ mod tests {
             .parse::<PaymentId>()
             .is_err());
         assert!("pay_nope".parse::<PaymentId>().is_err());
+    }
+
+    #[test]
+    fn payment_id_aliases_of_the_same_uuid_do_not_parse() {
+        let id = PaymentId::new();
+        let uuid = id.0;
+        for alias in [
+            format!("pay_urn:uuid:{}", uuid.hyphenated()),
+            format!("pay_{}", uuid.simple()),
+            format!("pay_{}", uuid.braced()),
+            format!("pay_{}", uuid.hyphenated().to_string().to_uppercase()),
+            format!("PAY_{}", uuid.hyphenated()),
+        ] {
+            assert!(alias.parse::<PaymentId>().is_err(), "{alias}");
+        }
+        assert_eq!(id.to_string().parse::<PaymentId>(), Ok(id));
     }
 
     #[test]
