@@ -7,14 +7,13 @@
 //! it must never list or replay another merchant's jobs.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::dead_letters::{self, Filter};
+use common::dead_letters::{self, Age, Filter};
 use common::domain::PaymentId;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -58,7 +57,8 @@ async fn list(
 }
 
 /// Which dead letters to replay: `all`, or `payment_ids`; optionally only
-/// those with `reason`, or older than `older_than_secs`.
+/// those with `reason`, or older than `older_than_secs` (at most ten years:
+/// [`dead_letters::MAX_AGE`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
@@ -94,10 +94,21 @@ async fn replay(
             ))
         }
     };
+    let older_than = request
+        .older_than_secs
+        .map(Age::from_secs)
+        .transpose()
+        .map_err(|e| {
+            ApiError::invalid(
+                "older_than_secs",
+                "invalid_older_than",
+                format!("`older_than_secs`: {e}."),
+            )
+        })?;
     let filter = Filter {
         ids,
         reason: request.reason,
-        older_than: request.older_than_secs.map(Duration::from_secs),
+        older_than,
     };
     let actor = format!("api-key:{}", operator.key_id);
     let report = dead_letters::replay(&state.pool, &state.broker, &filter, &actor)

@@ -68,8 +68,15 @@ pub struct ServeArgs {
     #[arg(long, env = "OUTBOX_RELAY_INTERVAL", default_value = "1", value_parser = common::config::parse_secs, global = true)]
     pub relay_interval: Duration,
 
-    /// Hours an idempotency key is kept (at least 24).
-    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..), global = true)]
+    /// Hours an idempotency key is kept: at least 24, at most ten years
+    /// (87600), so the retention in seconds cannot overflow.
+    #[arg(
+        long,
+        env = "IDEMPOTENCY_KEY_TTL_HOURS",
+        default_value_t = 24,
+        value_parser = parse_ttl_hours,
+        global = true
+    )]
     pub idempotency_ttl_hours: u64,
 
     /// Seconds a request may take in all, body included (slow clients get
@@ -80,6 +87,26 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = common::config::parse_secs, global = true)]
     pub shutdown_timeout: Duration,
+}
+
+/// The longest idempotency-key retention, in hours: ten years.
+pub const MAX_IDEMPOTENCY_TTL_HOURS: u64 = 87_600;
+
+/// `IDEMPOTENCY_KEY_TTL_HOURS`: 24 to [`MAX_IDEMPOTENCY_TTL_HOURS`]. The
+/// error names the variable as well as the flag (clap names only the flag,
+/// which is spelt differently).
+fn parse_ttl_hours(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|hours| (24..=MAX_IDEMPOTENCY_TTL_HOURS).contains(hours))
+        .ok_or_else(|| {
+            format!(
+                "IDEMPOTENCY_KEY_TTL_HOURS is a whole number of hours from 24 to \
+                 {MAX_IDEMPOTENCY_TTL_HOURS} (ten years)"
+            )
+        })
 }
 
 /// Everything `api serve` needs.
@@ -150,7 +177,9 @@ pub async fn serve(
         pool.clone(),
         broker.clone(),
         settings.relay_interval,
-        Duration::from_secs(settings.idempotency_ttl_hours * 3600),
+        // Bounded by the parser; saturating for callers that build `ServeArgs`
+        // themselves, so a huge value keeps keys longer instead of wrapping.
+        Duration::from_secs(settings.idempotency_ttl_hours.saturating_mul(3600)),
         background.clone(),
     );
     let shutdown_timeout = settings.shutdown_timeout;

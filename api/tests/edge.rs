@@ -1,7 +1,9 @@
 //! Bad input at the edge: every answer is in the error envelope (never a
 //! `500`, never the framework's plain text), every stored string is free of
-//! control characters, and a payment has one id. Real PostgreSQL and
-//! RabbitMQ.
+//! control characters, a payment has one id, and the durations an operator
+//! types are bounded. Real PostgreSQL and RabbitMQ.
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use testkit::{payment_body, Options, TestApp};
@@ -286,5 +288,78 @@ async fn a_payment_has_one_id_and_every_alias_of_it_is_a_404() {
         let error = assert_error(response, 404, "not_found", None).await;
         assert_eq!(error["code"], "resource_missing", "{alias}: {error}");
     }
+    app.cleanup().await;
+}
+
+/// Dead-letters one payment by running it through a processor outage with a
+/// single attempt allowed.
+async fn one_dead_letter() -> (TestApp, String) {
+    let mut settings = testkit::fast_worker_settings();
+    settings.max_attempts = 1;
+    let app = TestApp::with(Options {
+        worker: settings,
+        ..Options::default()
+    })
+    .await;
+    app.set_faults(json!({"outage": true})).await;
+    let id = app.create_payment("tok_visa").await;
+    app.wait_all_terminal(1, Duration::from_secs(60)).await;
+    app.eventually("the dead letter", Duration::from_secs(10), || async {
+        (app.queue_depth("dead").await == 1).then_some(())
+    })
+    .await;
+    app.set_faults(json!({"outage": false})).await;
+    (app, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_than_beyond_ten_years_is_a_400_naming_it_and_replays_nothing() {
+    let (app, id) = one_dead_letter().await;
+    let operator = app.operator_key().await;
+    let replay = format!("{}/v1/admin/dead-letters/replay", app.api_url);
+    // 10^13 s used to panic; 10^16 s wrapped and replayed a letter seconds old.
+    for secs in [
+        json!(10_000_000_000_000_u64),
+        json!(10_000_000_000_000_000_u64),
+        json!(u64::MAX),
+        json!(315_360_001),
+    ] {
+        let response = app
+            .http
+            .post(&replay)
+            .bearer_auth(&operator)
+            .json(&json!({"all": true, "older_than_secs": secs}))
+            .send()
+            .await
+            .expect("send");
+        assert_error(
+            response,
+            400,
+            "invalid_request_error",
+            Some("older_than_secs"),
+        )
+        .await;
+    }
+    assert_eq!(app.queue_depth("dead").await, 1, "nothing was replayed");
+    assert_eq!(app.payment(&id).await["status"], "failed");
+
+    // Ten years exactly is allowed: the letter is younger, so it stays.
+    let report: Value = app
+        .http
+        .post(&replay)
+        .bearer_auth(&operator)
+        .json(&json!({"all": true, "older_than_secs": 315_360_000}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (report["replayed"].clone(), report["kept"].clone()),
+        (json!([]), json!(1)),
+        "{report}"
+    );
+    assert_eq!(app.queue_depth("dead").await, 1);
     app.cleanup().await;
 }

@@ -1,7 +1,7 @@
 //! Operators and merchants are different principals: an operator key belongs
 //! to no merchant and is made by its own command; a merchant's key, whatever
 //! its scopes, never reaches the dead-letter queue nor another merchant's
-//! payments.
+//! payments. Also the `api` binary's start-up checks of its durations.
 
 use std::time::Duration;
 
@@ -347,5 +347,30 @@ async fn an_operator_key_belongs_to_no_merchant_and_cannot_touch_payments() {
     let error: Value = response.json().await.expect("envelope");
     assert_eq!(error["error"]["type"], "permission_error", "{error}");
     assert_eq!(app.payment_count().await, 1, "nothing written");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_ttl_that_would_overflow_is_refused_at_start_naming_the_setting() {
+    let app = TestApp::with(no_service()).await;
+    for hours in ["5124095576030432", "87601"] {
+        let output = api_cli(&app, &["migrate"], &[("IDEMPOTENCY_KEY_TTL_HOURS", hours)]).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{hours} refused: {stderr}");
+        assert!(
+            stderr.contains("--idempotency-ttl-hours")
+                && stderr.contains("IDEMPOTENCY_KEY_TTL_HOURS")
+                && stderr.contains("87600"),
+            "names the flag, the variable and the bound: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let output = api_cli(
+        &app,
+        &["migrate"],
+        &[("IDEMPOTENCY_KEY_TTL_HOURS", "87600")],
+    )
+    .await;
+    assert!(output.status.success(), "ten years is allowed: {output:?}");
     app.cleanup().await;
 }
