@@ -1,24 +1,26 @@
-//! Operator endpoints for keys with the `admin` scope: the dead-letter queue
-//! over HTTP (`worker dlq list` and `worker dlq replay` without a shell).
+//! Operator endpoints: the dead-letter queue over HTTP (`worker dlq list` and
+//! `worker dlq replay` without a shell).
 //!
-//! The dead-letter queue is shared by every merchant, so `admin` is an
-//! operator's scope, not a merchant's: give it only to the platform team.
+//! The dead-letter queue is shared by every merchant, so these endpoints take
+//! an operator key ([`Operator`]: made by `api keys create-operator`, bound to
+//! no merchant). A merchant's key is refused with `403` whatever its scopes:
+//! it must never list or replay another merchant's jobs.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::dead_letters::{self, Filter};
-use common::domain::{PaymentId, Scope};
+use common::dead_letters::{self, Age, Filter};
+use common::domain::PaymentId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::Caller;
+use crate::auth::Operator;
 use crate::error::ApiError;
+use crate::extract::Query;
 use crate::validate;
 use crate::AppState;
 
@@ -37,10 +39,9 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    _operator: Operator,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::Admin)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(ApiError::invalid(
@@ -56,7 +57,8 @@ async fn list(
 }
 
 /// Which dead letters to replay: `all`, or `payment_ids`; optionally only
-/// those with `reason`, or older than `older_than_secs`.
+/// those with `reason`, or older than `older_than_secs` (at most ten years:
+/// [`dead_letters::MAX_AGE`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
@@ -68,11 +70,10 @@ struct ReplayRequest {
 
 async fn replay(
     State(state): State<AppState>,
-    caller: Caller,
+    operator: Operator,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Scope::Admin)?;
     let bytes = validate::read_json_body(&headers, body).await?;
     let request: ReplayRequest = validate::parse_json(&bytes)?;
     let ids = match (request.all.unwrap_or(false), request.payment_ids) {
@@ -93,12 +94,23 @@ async fn replay(
             ))
         }
     };
+    let older_than = request
+        .older_than_secs
+        .map(Age::from_secs)
+        .transpose()
+        .map_err(|e| {
+            ApiError::invalid(
+                "older_than_secs",
+                "invalid_older_than",
+                format!("`older_than_secs`: {e}."),
+            )
+        })?;
     let filter = Filter {
         ids,
         reason: request.reason,
-        older_than: request.older_than_secs.map(Duration::from_secs),
+        older_than,
     };
-    let actor = format!("api-key:{}", caller.key_id);
+    let actor = format!("api-key:{}", operator.key_id);
     let report = dead_letters::replay(&state.pool, &state.broker, &filter, &actor)
         .await
         .map_err(dependency_error)?;

@@ -103,11 +103,17 @@ impl ApiError {
         )
     }
 
+    /// 403: the key lacks a scope.
     pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::permission("insufficient_scope", message)
+    }
+
+    /// 403 with its own code: the key is authentic but of the wrong kind.
+    pub fn permission(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             ErrorType::PermissionError,
-            "insufficient_scope",
+            code,
             message,
         )
     }
@@ -158,6 +164,63 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The envelope for an error answer made outside the handlers (an
+    /// extractor's rejection, a layer) that is not in the envelope yet. Keeps
+    /// the status; says nothing of the original text, which may quote the
+    /// request.
+    pub fn from_status(status: StatusCode) -> Self {
+        use ErrorType::*;
+        let (kind, code, message) = match status {
+            StatusCode::UNAUTHORIZED => (
+                AuthenticationError,
+                "authentication_required",
+                "This request needs a valid API key: `Authorization: Bearer <key>`.",
+            ),
+            StatusCode::FORBIDDEN => (
+                PermissionError,
+                "forbidden",
+                "This API key may not do that.",
+            ),
+            StatusCode::NOT_FOUND => (NotFound, "resource_missing", "No such resource."),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                InvalidRequestError,
+                "method_not_allowed",
+                "This endpoint does not support that HTTP method.",
+            ),
+            StatusCode::REQUEST_TIMEOUT => (
+                InvalidRequestError,
+                "request_timeout",
+                "The request took too long to send or to handle.",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                InvalidRequestError,
+                "body_too_large",
+                "The request body is too large.",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                InvalidRequestError,
+                "unsupported_media_type",
+                "The request body must be JSON, sent with `Content-Type: application/json`.",
+            ),
+            StatusCode::TOO_MANY_REQUESTS => (
+                RateLimitError,
+                "rate_limit_exceeded",
+                "Too many requests. Retry later.",
+            ),
+            status if status.is_server_error() => (
+                ApiError,
+                "internal_error",
+                "An internal error occurred. Quote the request id when contacting support.",
+            ),
+            _ => (
+                InvalidRequestError,
+                "invalid_request",
+                "The request could not be read: check its URL (path and query string) and headers.",
+            ),
+        };
+        Self::new(status, kind, code, message)
     }
 }
 

@@ -10,6 +10,7 @@ mod admin;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod extract;
 mod health;
 pub mod metrics;
 pub mod outbox;
@@ -24,6 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::http::header;
+use axum::response::{IntoResponse as _, Response};
 use axum::Router;
 use common::config::{BrokerArgs, DatabaseArgs};
 use common::queue::{Broker, Topology};
@@ -80,8 +83,15 @@ pub struct ServeArgs {
     #[arg(long, env = "OUTBOX_RELAY_INTERVAL", default_value = "1", value_parser = common::config::parse_secs, global = true)]
     pub relay_interval: Duration,
 
-    /// Hours an idempotency key is kept (at least 24).
-    #[arg(long, env = "IDEMPOTENCY_KEY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..), global = true)]
+    /// Hours an idempotency key is kept: at least 24, at most ten years
+    /// (87600), so the retention in seconds cannot overflow.
+    #[arg(
+        long,
+        env = "IDEMPOTENCY_KEY_TTL_HOURS",
+        default_value_t = 24,
+        value_parser = parse_ttl_hours,
+        global = true
+    )]
     pub idempotency_ttl_hours: u64,
 
     /// Seconds a request may take in all, body included (slow clients get
@@ -94,6 +104,26 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = common::config::parse_secs, global = true)]
     pub shutdown_timeout: Duration,
+}
+
+/// The longest idempotency-key retention, in hours: ten years.
+pub const MAX_IDEMPOTENCY_TTL_HOURS: u64 = 87_600;
+
+/// `IDEMPOTENCY_KEY_TTL_HOURS`: 24 to [`MAX_IDEMPOTENCY_TTL_HOURS`]. The
+/// error names the variable as well as the flag (clap names only the flag,
+/// which is spelt differently).
+fn parse_ttl_hours(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|hours| (24..=MAX_IDEMPOTENCY_TTL_HOURS).contains(hours))
+        .ok_or_else(|| {
+            format!(
+                "IDEMPOTENCY_KEY_TTL_HOURS is a whole number of hours from 24 to \
+                 {MAX_IDEMPOTENCY_TTL_HOURS} (ten years)"
+            )
+        })
 }
 
 /// Everything `api serve` needs.
@@ -164,7 +194,9 @@ pub async fn serve(
         pool.clone(),
         broker.clone(),
         settings.relay_interval,
-        Duration::from_secs(settings.idempotency_ttl_hours * 3600),
+        // Bounded by the parser; saturating for callers that build `ServeArgs`
+        // themselves, so a huge value keeps keys longer instead of wrapping.
+        Duration::from_secs(settings.idempotency_ttl_hours.saturating_mul(3600)),
         background.clone(),
     );
     let shutdown_timeout = settings.shutdown_timeout;
@@ -216,10 +248,43 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
+        .layer(axum::middleware::map_response(envelope_every_error))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             request_id::middleware,
         ))
+}
+
+/// Every error answer in the envelope. axum's extractors and layers answer
+/// their rejections in plain text (a path segment that is not UTF-8 once
+/// decoded, a query string that does not fit, a body limit); this replaces
+/// any error answer that is not JSON with the envelope of its status. Inside
+/// the request-id layer, so the envelope quotes the request id. JSON error
+/// answers are left alone: they are the envelope already, or a deliberate
+/// report such as `/readyz`'s.
+async fn envelope_every_error(response: Response) -> Response {
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_error || is_json {
+        return response;
+    }
+    tracing::debug!(
+        status = status.as_u16(),
+        "an error answer from outside the handlers, put in the envelope"
+    );
+    let mut enveloped = ApiError::from_status(status).into_response();
+    // Headers that still hold for the new body.
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = response.headers().get(&name) {
+            enveloped.headers_mut().insert(name, value.clone());
+        }
+    }
+    enveloped
 }
 
 async fn not_found() -> ApiError {

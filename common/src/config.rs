@@ -83,7 +83,14 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Parses a comma-separated list of delays in seconds (`1,5,30` or `0.2,1`).
+/// Longest single duration setting: 30 days. Every duration setting has an
+/// upper bound so that no arithmetic on it (deadlines, intervals, `× 3`)
+/// can overflow, and a non-finite or negative number is refused before it
+/// reaches `Duration::from_secs_f64` (which panics on those).
+pub const MAX_SETTING_SECS: f64 = 86_400.0 * 30.0;
+
+/// Parses a comma-separated list of delays in seconds (`1,5,30` or `0.2,1`),
+/// each 1 ms to 1 day.
 pub fn parse_delays(value: &str) -> Result<Vec<std::time::Duration>, String> {
     let delays = value
         .split(',')
@@ -104,14 +111,18 @@ pub fn parse_delays(value: &str) -> Result<Vec<std::time::Duration>, String> {
     Ok(delays)
 }
 
-/// Parses a number of seconds (fractions allowed) into a duration.
+/// Parses a number of seconds (fractions allowed) into a duration of 0 to
+/// 30 days ([`MAX_SETTING_SECS`]).
 pub fn parse_secs(value: &str) -> Result<std::time::Duration, String> {
     let secs: f64 = value
         .trim()
         .parse()
         .map_err(|_| format!("{value:?} is not a number of seconds"))?;
-    if !(0.0..=86_400.0 * 30.0).contains(&secs) {
-        return Err(format!("{secs} s is out of range"));
+    // `contains` is false for NaN, so this also refuses NaN and infinities.
+    if !(0.0..=MAX_SETTING_SECS).contains(&secs) {
+        return Err(format!(
+            "{value:?} is outside 0 to {MAX_SETTING_SECS} seconds (30 days)"
+        ));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
@@ -142,6 +153,20 @@ mod tests {
         assert!(parse_delays("").is_err());
         assert!(parse_delays("1,x").is_err());
         assert!(parse_delays("0").is_err());
+    }
+
+    #[test]
+    fn durations_out_of_range_or_not_finite_are_refused_never_panicking() {
+        assert_eq!(parse_secs("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_secs("-0"), Ok(Duration::ZERO));
+        assert_eq!(parse_secs("2592000"), Ok(Duration::from_secs(2_592_000)));
+        for bad in ["2592001", "1e300", "-1", "NaN", "inf", "-inf", "1e19"] {
+            let err = parse_secs(bad).expect_err(bad);
+            assert!(err.contains("30 days"), "{bad}: {err}");
+        }
+        for bad in ["86401", "1e300", "NaN", "inf", "-1", "0.0001"] {
+            assert!(parse_delays(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::db::payments::{self, Audit};
-use crate::domain::{failure_codes, PaymentId};
+use crate::domain::{failure_codes, DomainError, PaymentId};
 use crate::queue::{headers, Broker, Job};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -78,6 +78,39 @@ fn first_death(table: Option<&FieldTable>) -> Option<&FieldTable> {
     }
 }
 
+/// The longest age an operator may select dead letters by: ten years (of
+/// 365 days). Far past any retention, and small enough that "now minus the
+/// age" is always a valid time: unbounded, a typed number panicked (past
+/// chrono's range) or, converted with a fallback, selected every letter.
+pub const MAX_AGE: Duration = Duration::from_secs(MAX_AGE_DAYS * 86_400);
+const MAX_AGE_DAYS: u64 = 3650;
+
+/// How old a dead letter must be to be selected; at most [`MAX_AGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Age(Duration);
+
+impl Age {
+    pub fn from_secs(secs: u64) -> Result<Self, DomainError> {
+        if secs <= MAX_AGE.as_secs() {
+            Ok(Self(Duration::from_secs(secs)))
+        } else {
+            Err(DomainError(Self::bound()))
+        }
+    }
+
+    /// The bound, as errors state it.
+    fn bound() -> String {
+        format!(
+            "an age is at most 10 years ({MAX_AGE_DAYS}d, {} s)",
+            MAX_AGE.as_secs()
+        )
+    }
+
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
 /// Which dead letters an operation applies to.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct Filter {
@@ -85,7 +118,7 @@ pub struct Filter {
     pub ids: Option<HashSet<PaymentId>>,
     pub reason: Option<String>,
     #[serde(skip)]
-    pub older_than: Option<Duration>,
+    pub older_than: Option<Age>,
 }
 
 impl Filter {
@@ -107,7 +140,14 @@ impl Filter {
             let Some(at) = letter.dead_lettered_at else {
                 return false;
             };
-            let limit = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+            // `Age` is bounded, so neither step fails; if one did, no letter
+            // would be that old.
+            let Some(limit) = chrono::TimeDelta::from_std(age.get())
+                .ok()
+                .and_then(|age| Utc::now().checked_sub_signed(age))
+            else {
+                return false;
+            };
             if at > limit {
                 return false;
             }
@@ -240,24 +280,31 @@ pub async fn purge(pool: &PgPool, broker: &Broker, actor: &str) -> anyhow::Resul
     Ok(purged)
 }
 
-/// Parses `90`, `90s`, `15m`, `2h` or `1d`.
-pub fn parse_age(value: &str) -> Result<Duration, String> {
+/// Parses `90`, `90s`, `15m`, `2h` or `1d`, at most ten years ([`MAX_AGE`]);
+/// a number too large for any unit is refused, never wrapped around.
+pub fn parse_age(value: &str) -> Result<Age, String> {
     let value = value.trim();
+    let too_long = || format!("{value:?} is too long: {}", Age::bound());
     let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => value.split_at(at),
         None => (value, "s"),
     };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a duration like 90s, 15m, 2h, 1d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let n: u64 = number.parse().map_err(|e: std::num::ParseIntError| {
+        if *e.kind() == std::num::IntErrorKind::PosOverflow {
+            too_long()
+        } else {
+            format!("{value:?} is not a duration like 90s, 15m, 2h, 1d")
+        }
+    })?;
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{value:?} has an unknown unit (use s, m, h or d)")),
     };
-    Ok(Duration::from_secs(secs))
+    let secs = n.checked_mul(unit_secs).ok_or_else(too_long)?;
+    Age::from_secs(secs).map_err(|_| too_long())
 }
 
 #[cfg(test)]
@@ -266,11 +313,50 @@ mod tests {
 
     #[test]
     fn ages_parse_with_units() {
-        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_age("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_age("1d"), Ok(Duration::from_secs(86_400)));
+        let secs = |v: &str| parse_age(v).map(Age::get);
+        assert_eq!(secs("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(secs("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(secs("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(secs("1d"), Ok(Duration::from_secs(86_400)));
         assert!(parse_age("soon").is_err());
         assert!(parse_age("5y").is_err());
+    }
+
+    #[test]
+    fn ages_past_ten_years_are_refused_never_wrapped() {
+        assert_eq!(parse_age("3650d").map(Age::get), Ok(MAX_AGE));
+        assert_eq!(parse_age("87600h").map(Age::get), Ok(MAX_AGE));
+        // 213503982334602 × 86400 wraps a u64 around to about 17 hours.
+        for age in [
+            "3651d",
+            "87601h",
+            "315360001",
+            "213503982334602d",
+            "99999999999999999999s",
+        ] {
+            let err = parse_age(age).expect_err(age);
+            assert!(err.contains("at most 10 years"), "{age}: {err}");
+        }
+        assert!(Age::from_secs(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn the_oldest_age_selects_nothing_recent_and_never_panics() {
+        let job = Job::process_payment(PaymentId::new(), Uuid::nil());
+        let letter = DeadLetter {
+            payment_id: Some(job.payment_id().to_string()),
+            merchant_id: Some(Uuid::nil()),
+            reason: "attempts_exhausted".into(),
+            attempts: Some(1),
+            last_error: None,
+            dead_lettered_at: Some(Utc::now() - chrono::TimeDelta::seconds(5)),
+        };
+        let filter = |secs| Filter {
+            older_than: Some(Age::from_secs(secs).expect("a valid age")),
+            ..Filter::default()
+        };
+        assert!(filter(1).matches(&letter, Some(&job)));
+        assert!(!filter(60).matches(&letter, Some(&job)));
+        assert!(!filter(MAX_AGE.as_secs()).matches(&letter, Some(&job)));
     }
 }

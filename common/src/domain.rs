@@ -177,14 +177,24 @@ impl fmt::Display for PaymentId {
     }
 }
 
+/// Only the form [`PaymentId`] prints parses: `pay_` and the lower-case,
+/// hyphenated UUID. The `uuid` crate also reads `urn:uuid:…`, braces, 32
+/// bare hex digits and upper case; accepting those would give one payment
+/// many ids (in URLs, caches, logs, idempotent replays), so they name no
+/// payment.
 impl FromStr for PaymentId {
     type Err = DomainError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.strip_prefix(Self::PREFIX)
-            .and_then(|rest| Uuid::try_parse(rest).ok())
-            .map(Self)
-            .ok_or_else(|| invalid("Payment ids look like `pay_` followed by a UUID."))
+        let not_an_id = || invalid("Payment ids look like `pay_` followed by a lower-case UUID.");
+        let rest = s.strip_prefix(Self::PREFIX).ok_or_else(not_an_id)?;
+        let uuid = Uuid::try_parse(rest).map_err(|_| not_an_id())?;
+        let mut canonical = Uuid::encode_buffer();
+        if uuid.hyphenated().encode_lower(&mut canonical) == rest {
+            Ok(Self(uuid))
+        } else {
+            Err(not_an_id())
+        }
     }
 }
 
@@ -262,36 +272,50 @@ impl FromStr for PaymentStatus {
     }
 }
 
-/// What an API key may do.
+/// What a merchant's API key may do.
+///
+/// There is no `admin` scope: operating the platform (the dead-letter queue,
+/// shared by every merchant) is the job of a different principal, an
+/// operator key that belongs to no merchant (`api keys create-operator`).
+/// Keeping it out of this type means no merchant key can ever carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     PaymentsRead,
     PaymentsWrite,
-    Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::PaymentsRead, Scope::PaymentsWrite, Scope::Admin];
+    /// Every scope a merchant key can carry.
+    pub const ALL: [Scope; 2] = [Scope::PaymentsRead, Scope::PaymentsWrite];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PaymentsRead => "payments:read",
             Self::PaymentsWrite => "payments:write",
-            Self::Admin => "admin",
         }
     }
 }
+
+/// What an operator key stores as its scopes, so `api keys list` and old
+/// readers of the table still see what it is for.
+pub const OPERATOR_SCOPE: &str = "admin";
 
 impl FromStr for Scope {
     type Err = DomainError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == OPERATOR_SCOPE {
+            return Err(invalid(
+                "`admin` is not a merchant scope: operators have keys of their own, \
+                 bound to no merchant; make one with `api keys create-operator --name N`",
+            ));
+        }
         Self::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s)
             .ok_or_else(|| {
                 invalid(format!(
-                    "unknown scope {s:?}; scopes are payments:read, payments:write, admin"
+                    "unknown scope {s:?}; merchant scopes are payments:read, payments:write"
                 ))
             })
     }
@@ -373,6 +397,22 @@ mod tests {
     }
 
     #[test]
+    fn payment_id_aliases_of_the_same_uuid_do_not_parse() {
+        let id = PaymentId::new();
+        let uuid = id.0;
+        for alias in [
+            format!("pay_urn:uuid:{}", uuid.hyphenated()),
+            format!("pay_{}", uuid.simple()),
+            format!("pay_{}", uuid.braced()),
+            format!("pay_{}", uuid.hyphenated().to_string().to_uppercase()),
+            format!("PAY_{}", uuid.hyphenated()),
+        ] {
+            assert!(alias.parse::<PaymentId>().is_err(), "{alias}");
+        }
+        assert_eq!(id.to_string().parse::<PaymentId>(), Ok(id));
+    }
+
+    #[test]
     fn idempotency_key_bounds() {
         assert!(IdempotencyKey::parse("").is_err());
         assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
@@ -382,8 +422,14 @@ mod tests {
 
     #[test]
     fn scopes_parse_from_their_names() {
-        assert_eq!("admin".parse(), Ok(Scope::Admin));
         assert_eq!("payments:read".parse(), Ok(Scope::PaymentsRead));
         assert!("payments:delete".parse::<Scope>().is_err());
+    }
+
+    #[test]
+    fn admin_is_no_merchant_scope_and_the_error_names_the_operator_command() {
+        let err = "admin".parse::<Scope>().expect_err("not a merchant scope");
+        assert!(err.0.contains("api keys create-operator"), "{err}");
+        assert!(Scope::ALL.iter().all(|s| s.as_str() != OPERATOR_SCOPE));
     }
 }

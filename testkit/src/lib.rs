@@ -455,6 +455,15 @@ impl TestApp {
             .1
     }
 
+    /// Creates an operator key (bound to no merchant; the `/v1/admin`
+    /// endpoints only).
+    pub async fn operator_key(&self) -> String {
+        api::cli::create_operator_key(&self.pool, "test-operator")
+            .await
+            .expect("create operator key")
+            .1
+    }
+
     // ---- database and broker views ----
 
     /// Status of every payment, by status.

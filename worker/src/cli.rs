@@ -1,7 +1,6 @@
 //! The `worker` binary's subcommands: `run` (default) and `dlq …`.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -43,9 +42,10 @@ pub enum DlqCommand {
         /// Only dead letters with this reason (e.g. attempts_exhausted).
         #[arg(long)]
         reason: Option<String>,
-        /// Only dead letters older than this (90s, 15m, 2h, 1d).
+        /// Only dead letters older than this (90s, 15m, 2h, 1d; at most
+        /// ten years, 3650d).
         #[arg(long, value_parser = dlq::parse_age)]
-        older_than: Option<Duration>,
+        older_than: Option<dlq::Age>,
     },
     /// Discard every dead letter (their payments stay failed).
     Purge {

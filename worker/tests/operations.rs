@@ -258,7 +258,7 @@ fn one_attempt() -> Options {
 async fn admins_list_and_replay_dead_letters_over_http_and_other_keys_get_403() {
     let app = TestApp::with(one_attempt()).await;
     let ids = dead_letter(&app, 3).await;
-    let admin = app.key_for("default", &["admin"]).await;
+    let admin = app.operator_key().await;
     let list_url = format!("{}/v1/admin/dead-letters", app.api_url);
     let replay_url = format!("{list_url}/replay");
 

@@ -1,4 +1,12 @@
-//! Merchants and their API keys. Keys are stored only as SHA-256 hashes.
+//! Merchants, their API keys, and operator keys. Keys are stored only as
+//! SHA-256 hashes.
+//!
+//! Two principals share the table. A merchant key has a `merchant_id` and
+//! merchant scopes (`payments:read`, `payments:write`); it only ever sees
+//! that merchant's data. An operator key has no `merchant_id` and the scopes
+//! `{admin}`; it reaches the operator endpoints (the dead-letter queue, shared
+//! by every merchant) and nothing of a merchant's. The constraint
+//! `api_keys_principal_check` holds this for every writer.
 
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -6,11 +14,15 @@ use uuid::Uuid;
 /// The merchant used when none is named.
 pub const DEFAULT_MERCHANT: &str = "default";
 
+/// The check constraint that keeps operators and merchants apart.
+pub const PRINCIPAL_CONSTRAINT: &str = "api_keys_principal_check";
+
 /// A live key, as the API needs it to authenticate a request.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRow {
     pub id: Uuid,
-    pub merchant_id: Uuid,
+    /// `None`: an operator key.
+    pub merchant_id: Option<Uuid>,
     pub scopes: Vec<String>,
 }
 
@@ -27,6 +39,8 @@ pub async fn ensure_merchant<'e>(db: impl PgExecutor<'e>, name: &str) -> sqlx::R
     .await
 }
 
+/// Inserts a merchant key. The database refuses `admin` among `scopes`
+/// ([`PRINCIPAL_CONSTRAINT`]).
 pub async fn insert<'e>(
     db: impl PgExecutor<'e>,
     merchant_id: Uuid,
@@ -46,6 +60,27 @@ pub async fn insert<'e>(
     .bind(prefix)
     .bind(secret_hash)
     .bind(scopes)
+    .fetch_one(db)
+    .await
+}
+
+/// Inserts an operator key: no merchant, scopes `{admin}`.
+pub async fn insert_operator<'e>(
+    db: impl PgExecutor<'e>,
+    name: &str,
+    prefix: &str,
+    secret_hash: &[u8],
+) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar(
+        "INSERT INTO api_keys (id, merchant_id, name, prefix, secret_hash, scopes)
+         VALUES ($1, NULL, $2, $3, $4, ARRAY[$5])
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(prefix)
+    .bind(secret_hash)
+    .bind(crate::domain::OPERATOR_SCOPE)
     .fetch_one(db)
     .await
 }
@@ -78,7 +113,8 @@ pub async fn revoke<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<bool>
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyListing {
     pub id: Uuid,
-    pub merchant: String,
+    /// `None`: an operator key.
+    pub merchant: Option<String>,
     pub name: String,
     pub prefix: String,
     pub scopes: Vec<String>,
@@ -89,7 +125,7 @@ pub struct ApiKeyListing {
 pub async fn list<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Vec<ApiKeyListing>> {
     sqlx::query_as(
         "SELECT k.id, m.name AS merchant, k.name, k.prefix, k.scopes, k.created_at, k.revoked_at
-         FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
+         FROM api_keys k LEFT JOIN merchants m ON m.id = k.merchant_id
          ORDER BY k.created_at",
     )
     .fetch_all(db)

@@ -1,0 +1,64 @@
+//! The durations an operator types into the `worker` binary are checked: a
+//! clear error instead of a panic or a number that wraps around.
+
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::{Options, TestApp};
+
+const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_than_past_ten_years_is_a_clear_cli_error_and_replays_nothing() {
+    let mut settings = testkit::fast_worker_settings();
+    settings.max_attempts = 1;
+    let app = TestApp::with(Options {
+        worker: settings,
+        ..Options::default()
+    })
+    .await;
+    app.set_faults(json!({"outage": true})).await;
+    let id = app.create_payment("tok_visa").await;
+    app.wait_all_terminal(1, Duration::from_secs(60)).await;
+    app.eventually("the dead letter", Duration::from_secs(10), || async {
+        (app.queue_depth("dead").await == 1).then_some(())
+    })
+    .await;
+    app.set_faults(json!({"outage": false})).await;
+    let run = |args: &[&str]| {
+        let mut command = app.worker_command(WORKER_BIN);
+        command.args(args);
+        async move { command.output().await.expect("run worker dlq") }
+    };
+
+    // 213503982334602 days × 86400 s wraps a u64 around to about 17 hours;
+    // the others are past ten years, or past what a u64 holds.
+    for age in [
+        "213503982334602d",
+        "3651d",
+        "87601h",
+        "5256001m",
+        "315360001",
+        "99999999999999999999s",
+    ] {
+        let output = run(&["dlq", "replay", "--all", "--older-than", age]).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{age} refused: {stderr}");
+        assert!(
+            stderr.contains("--older-than") && stderr.contains("at most 10 years"),
+            "a clear error naming the flag and the bound for {age}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert_eq!(app.queue_depth("dead").await, 1, "nothing replayed");
+
+    let output = run(&["dlq", "replay", "--all", "--older-than", "3650d"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "ten years is allowed: {output:?}");
+    assert!(
+        stdout.contains("0 replayed, 0 dropped, 1 left"),
+        "the letter is younger than ten years: {stdout}"
+    );
+    assert_eq!(app.payment(&id).await["status"], "failed");
+    app.cleanup().await;
+}
