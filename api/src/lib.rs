@@ -12,6 +12,7 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
 mod payments;

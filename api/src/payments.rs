@@ -9,13 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::db::{self, payments::PaymentRow};
-use common::domain::{IdempotencyKey, PaymentId, PaymentStatus, Scope};
+use common::domain::{PaymentId, PaymentStatus, Scope};
 use common::queue::Job;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::idempotency::{self, Begun, Claim};
 use crate::validate;
 use crate::wire::Payment;
 use crate::AppState;
@@ -24,12 +23,6 @@ use crate::AppState;
 /// lets a server apply a preference partly) and `Preference-Applied` says so.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// How much longer than `REQUEST_TIMEOUT` an idempotency key stays locked
-/// by its request. The lock must outlive the request holding it: a request
-/// is cut at `REQUEST_TIMEOUT`, so no live request ever loses its key to a
-/// retry. After that, a retry with the same key takes over the key of a
-/// request that died.
-const IDEMPOTENCY_LOCK_MARGIN: Duration = Duration::from_secs(10);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -46,58 +39,28 @@ async fn create(
     caller.require(Scope::PaymentsWrite)?;
     let bytes = validate::read_json_body(&headers, body).await?;
     let request = validate::parse(&bytes)?;
-    let key = idempotency_key(&headers)?;
     let wait = prefer_wait(&headers);
     let mut new = validate::validate(request, caller.merchant_id)?;
     new.notify_on_finish = wait.is_some();
 
-    let inserted = match &key {
-        None => insert(&state, &new).await?,
-        Some(key) => {
-            let hash = request_hash(&bytes);
-            let owner = uuid::Uuid::new_v4();
-            let lock = state.settings.request_timeout + IDEMPOTENCY_LOCK_MARGIN;
-            match db::idempotency::begin(
-                &state.pool,
-                caller.merchant_id,
-                key.as_str(),
-                &hash,
-                lock,
-                owner,
-            )
-            .await?
-            {
-                db::idempotency::Begin::Started => {}
-                db::idempotency::Begin::InFlight => return Err(key_in_use()),
-                db::idempotency::Begin::Mismatch => {
-                    return Err(ApiError::idempotency(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "idempotency_key_reused",
-                        "This Idempotency-Key was used with a different request.",
-                    ))
-                }
-                db::idempotency::Begin::Completed { status, body } => {
-                    state.metrics.idempotent_replays.inc();
-                    return Ok(replay(&state, status, body));
-                }
+    let inserted = match idempotency::begin(
+        &state,
+        caller.merchant_id,
+        &headers,
+        "POST /v1/payments",
+        &bytes,
+    )
+    .await?
+    {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Unkeyed => insert(&state, &new).await?,
+        Begun::Claimed(claim) => match insert_with_key(&state, &new, &claim).await {
+            Ok(inserted) => inserted,
+            Err(err) => {
+                claim.abandon(&state).await;
+                return Err(err);
             }
-            match insert_with_key(&state, &new, key, owner, caller.merchant_id).await {
-                Ok(inserted) => inserted,
-                Err(err) => {
-                    // Free the key so the client's retry can proceed (only
-                    // if we still own it and it is not completed). If the
-                    // database is down this fails too and the lock expires.
-                    let _ = db::idempotency::abandon(
-                        &state.pool,
-                        caller.merchant_id,
-                        key.as_str(),
-                        owner,
-                    )
-                    .await;
-                    return Err(err);
-                }
-            }
-        }
+        },
     };
 
     let payment_id = inserted.payment.payment_id();
@@ -155,9 +118,7 @@ async fn insert(
 async fn insert_with_key(
     state: &AppState,
     new: &db::payments::NewPayment,
-    key: &IdempotencyKey,
-    owner: uuid::Uuid,
-    merchant_id: uuid::Uuid,
+    claim: &Claim,
 ) -> Result<db::payments::Inserted, ApiError> {
     let mut tx = state.pool.begin().await?;
     let inserted = db::payments::insert(&mut *tx, new, state.settings.relay_after).await?;
@@ -166,22 +127,11 @@ async fn insert_with_key(
         &state.settings.public_base_url,
     ))
     .map_err(|e| ApiError::internal(e.into()))?;
-    let owned = db::idempotency::complete(
-        &mut *tx,
-        merchant_id,
-        key.as_str(),
-        owner,
-        StatusCode::ACCEPTED.as_u16(),
-        &body,
-        inserted.payment.id,
-    )
-    .await?;
-    if !owned {
-        // Another request took the key over: dropping `tx` rolls this
-        // payment back, so the key makes one payment, theirs.
-        tracing::warn!("lost the idempotency key before committing; rolled back");
-        return Err(key_in_use());
-    }
+    // Another request took the key over: dropping `tx` rolls this payment
+    // back, so the key makes one payment, theirs.
+    claim
+        .complete(&mut *tx, StatusCode::ACCEPTED, &body, inserted.payment.id)
+        .await?;
     tx.commit().await.map_err(outcome_unknown)?;
     Ok(inserted)
 }
@@ -203,14 +153,6 @@ fn outcome_unknown(err: sqlx::Error) -> ApiError {
     } else {
         err.into()
     }
-}
-
-fn key_in_use() -> ApiError {
-    ApiError::idempotency(
-        StatusCode::CONFLICT,
-        "idempotency_key_in_use",
-        "A request with this Idempotency-Key is still being processed. Retry shortly.",
-    )
 }
 
 async fn retrieve(
@@ -291,23 +233,7 @@ fn respond(
     response
 }
 
-/// Replays a stored response for a repeated idempotent request.
-fn replay(state: &AppState, status: u16, body: Value) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-    let location = body
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|id| location(state, id));
-    let mut response = (status, Json(body)).into_response();
-    let headers = response.headers_mut();
-    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    if let Some(location) = location {
-        headers.insert(header::LOCATION, location);
-    }
-    response
-}
-
-fn location(state: &AppState, id: &str) -> Option<HeaderValue> {
+pub(crate) fn location(state: &AppState, id: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{}/v1/payments/{id}",
         state.settings.public_base_url.trim_end_matches('/')
@@ -315,25 +241,9 @@ fn location(state: &AppState, id: &str) -> Option<HeaderValue> {
     .ok()
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let text = value.to_str().map_err(|_| {
-        ApiError::invalid(
-            "Idempotency-Key",
-            "invalid_idempotency_key",
-            "Idempotency-Key may contain only visible ASCII characters.",
-        )
-    })?;
-    IdempotencyKey::parse(text)
-        .map(Some)
-        .map_err(|e| ApiError::invalid("Idempotency-Key", "invalid_idempotency_key", e.to_string()))
-}
-
 /// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT`]. Other preferences
 /// are ignored, as the RFC allows.
-fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get_all("prefer")
         .iter()
@@ -350,57 +260,9 @@ fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
         .map(|secs| Duration::from_secs(secs).min(MAX_WAIT))
 }
 
-/// Hash identifying a request for idempotency: method, path and the body in
-/// canonical form (keys sorted, no insignificant whitespace), so the same
-/// request re-sent with other formatting still matches.
-fn request_hash(body: &[u8]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"POST /v1/payments\n");
-    match serde_json::from_slice::<Value>(body) {
-        Ok(value) => canonical(&value, &mut hasher),
-        Err(_) => hasher.update(body),
-    }
-    hasher.finalize().into()
-}
-
-fn canonical(value: &Value, hasher: &mut Sha256) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<_> = map.keys().collect();
-            keys.sort();
-            hasher.update(b"{");
-            for key in keys {
-                hasher.update(serde_json::to_string(key).unwrap_or_default().as_bytes());
-                hasher.update(b":");
-                canonical(&map[key], hasher);
-                hasher.update(b",");
-            }
-            hasher.update(b"}");
-        }
-        Value::Array(items) => {
-            hasher.update(b"[");
-            for item in items {
-                canonical(item, hasher);
-                hasher.update(b",");
-            }
-            hasher.update(b"]");
-        }
-        other => hasher.update(other.to_string().as_bytes()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_hash_ignores_formatting_and_key_order() {
-        let a = request_hash(br#"{"amount":1,"currency":"usd"}"#);
-        let b = request_hash(b"{ \"currency\" : \"usd\",\n \"amount\": 1 }");
-        let c = request_hash(br#"{"amount":2,"currency":"usd"}"#);
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-    }
 
     #[test]
     fn prefer_wait_is_parsed_and_capped() {

@@ -269,11 +269,11 @@ impl<'de> serde::de::Visitor<'de> for KeyWalk<'_> {
 
 /// Whether a string holds a control character (Unicode category Cc: NUL,
 /// escape, line breaks, DEL, the C1 range).
-fn has_control(value: &str) -> bool {
+pub(crate) fn has_control(value: &str) -> bool {
     value.chars().any(char::is_control)
 }
 
-fn check_len(param: &str, value: &Option<String>, min: usize, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_len(param: &str, value: &Option<String>, min: usize, max: usize) -> Result<(), ApiError> {
     if let Some(value) = value {
         let len = value.chars().count();
         if len < min || len > max {
@@ -294,7 +294,7 @@ fn check_len(param: &str, value: &Option<String>, min: usize, max: usize) -> Res
     Ok(())
 }
 
-fn check_descriptor(value: &Option<String>) -> Result<(), ApiError> {
+pub(crate) fn check_descriptor(value: &Option<String>) -> Result<(), ApiError> {
     const PARAM: &str = "statement_descriptor";
     check_len(PARAM, value, 1, MAX_DESCRIPTOR_LEN)?;
     if let Some(value) = value {
@@ -332,7 +332,7 @@ fn check_address(address: &Address) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<Value, ApiError> {
+pub(crate) fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<Value, ApiError> {
     if metadata.len() > MAX_METADATA_KEYS {
         return Err(ApiError::invalid(
             "metadata",

@@ -236,12 +236,22 @@ pub async fn replay(
         };
         // Database first: if we stop before publishing, the payment is
         // `pending` and due now, so the rescuer enqueues it.
-        match payments::replay(pool, id, &failure_codes::REPLAYABLE, audit).await? {
-            Some(_) => {
+        let replayed = match job.operation_id() {
+            None => payments::replay(pool, id, &failure_codes::REPLAYABLE, audit)
+                .await?
+                .is_some(),
+            Some(operation) => {
+                crate::db::operations::replay(pool, operation, &failure_codes::REPLAYABLE, audit)
+                    .await?
+                    .is_some()
+            }
+        };
+        match replayed {
+            true => {
                 broker.publish_job(&job).await?;
                 report.replayed.push(id.to_string());
             }
-            None => report.dropped.push(id.to_string()),
+            false => report.dropped.push(id.to_string()),
         }
         message
             .delivery

@@ -186,15 +186,44 @@ impl FromStr for PaymentId {
     type Err = DomainError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let not_an_id = || invalid("Payment ids look like `pay_` followed by a lower-case UUID.");
-        let rest = s.strip_prefix(Self::PREFIX).ok_or_else(not_an_id)?;
-        let uuid = Uuid::try_parse(rest).map_err(|_| not_an_id())?;
-        let mut canonical = Uuid::encode_buffer();
-        if uuid.hyphenated().encode_lower(&mut canonical) == rest {
-            Ok(Self(uuid))
-        } else {
-            Err(not_an_id())
-        }
+        parse_public_id(s, Self::PREFIX, "Payment").map(Self)
+    }
+}
+
+/// `<prefix><uuid>` in exactly the form ids are printed (lower-case,
+/// hyphenated): one canonical spelling per object, so an alias is unknown.
+fn parse_public_id(s: &str, prefix: &str, what: &str) -> Result<Uuid, DomainError> {
+    let not_an_id =
+        || invalid(format!("{what} ids look like `{prefix}` followed by a lower-case UUID."));
+    let rest = s.strip_prefix(prefix).ok_or_else(not_an_id)?;
+    let uuid = Uuid::try_parse(rest).map_err(|_| not_an_id())?;
+    let mut canonical = Uuid::encode_buffer();
+    if uuid.hyphenated().encode_lower(&mut canonical) == rest {
+        Ok(uuid)
+    } else {
+        Err(not_an_id())
+    }
+}
+
+/// A refund's id: `ref_<uuid>` on the wire, as strict as [`PaymentId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RefundId(pub Uuid);
+
+impl RefundId {
+    pub const PREFIX: &'static str = "ref_";
+}
+
+impl fmt::Display for RefundId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, self.0.hyphenated())
+    }
+}
+
+impl FromStr for RefundId {
+    type Err = DomainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_public_id(s, Self::PREFIX, "Refund").map(Self)
     }
 }
 

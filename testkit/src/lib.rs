@@ -65,6 +65,7 @@ pub fn fast_worker_settings() -> worker::Settings {
         processor_timeout: Duration::from_millis(1000),
         lease: Duration::from_secs(5),
         dead_after: Duration::from_secs(2),
+        authorization_ttl_hours: 168,
         rescue_interval: Duration::from_millis(500),
         rescue_after: Duration::from_secs(2),
         shutdown_timeout: Duration::from_secs(10),
@@ -366,6 +367,10 @@ impl TestApp {
                 settings.processor_timeout.as_millis().to_string(),
             )
             .env("LEASE_SECS", settings.lease.as_secs_f64().to_string())
+            .env(
+                "AUTHORIZATION_TTL_HOURS",
+                settings.authorization_ttl_hours.to_string(),
+            )
             .env(
                 "WORKER_DEAD_AFTER",
                 settings.dead_after.as_secs_f64().to_string(),

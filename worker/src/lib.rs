@@ -11,6 +11,7 @@ pub mod consumer;
 mod heartbeat;
 mod http;
 pub mod metrics;
+pub mod operations;
 pub mod processor;
 pub mod rescuer;
 pub mod step;
@@ -76,6 +77,11 @@ pub struct Settings {
     /// its claims as void (it beats every fifth of this).
     #[arg(long = "worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = parse_secs, global = true)]
     pub dead_after: Duration,
+
+    /// Hours an authorization (`capture: false`) may stay uncaptured before
+    /// the worker voids it and the payment becomes `cancelled`.
+    #[arg(long, env = "AUTHORIZATION_TTL_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=8760), global = true)]
+    pub authorization_ttl_hours: u64,
 
     /// Seconds between rescuer passes.
     #[arg(long, env = "RESCUE_INTERVAL", default_value = "10", value_parser = parse_secs, global = true)]

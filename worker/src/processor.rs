@@ -22,8 +22,11 @@ use backon::{BackoffBuilder as _, ExponentialBuilder};
 use common::db::payments::{Knowledge, PaymentRow};
 use common::domain::PaymentId;
 use common::processor::{
-    ChargeApproved, ChargeDeclined, ChargeRequest, ProcessorErrorBody, IDEMPOTENCY_HEADER,
-    LOOKUP_QUERY_PARAM, OPERATION_NOT_FOUND_CODE,
+    CaptureRequest, CaptureSucceeded, ChargeApproved, ChargeDeclined, ChargeRequest,
+    ProcessorErrorBody, RefundDeclined, RefundRequest, RefundSucceeded, VoidRequest,
+    VoidSucceeded, AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE,
+    CHARGE_NOT_CAPTURABLE_CODE, CHARGE_NOT_REFUNDABLE_CODE, CHARGE_NOT_VOIDABLE_CODE,
+    IDEMPOTENCY_HEADER, LOOKUP_QUERY_PARAM, OPERATION_NOT_FOUND_CODE,
 };
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -59,6 +62,10 @@ pub enum Outcome<A, D> {
     NotFound,
     /// The processor refused the request itself; retrying cannot help.
     Rejected(String),
+    /// The processor refused the operation for what the charge is (already
+    /// captured, not capturable, nothing left to refund…): final, like a
+    /// decline, and nothing happened.
+    Refused { code: String, message: String },
     /// Not now. The text is ours, safe to show a client.
     Transient { reason: String, knowledge: Knowledge },
 }
@@ -78,6 +85,7 @@ impl<A, D> Outcome<A, D> {
             Self::Declined(_) => "declined",
             Self::NotFound => "not_found",
             Self::Rejected(_) => "rejected",
+            Self::Refused { .. } => "refused",
             Self::Transient {
                 knowledge: Knowledge::Unknown,
                 ..
@@ -129,6 +137,94 @@ impl Operation for Charge {
         "charge"
     }
 }
+
+/// A capture of an authorized charge; its key is the operation's id.
+pub struct Capture {
+    pub key: String,
+    pub charge_id: String,
+    pub request: CaptureRequest,
+}
+
+impl Operation for Capture {
+    type Approved = CaptureSucceeded;
+    /// Never sent (a capture is refused with a code, not declined).
+    type Declined = ProcessorErrorBody;
+    type Request = CaptureRequest;
+
+    fn path(&self) -> String {
+        format!("/v1/charges/{}/capture", self.charge_id)
+    }
+    fn idempotency_key(&self) -> String {
+        self.key.clone()
+    }
+    fn request(&self) -> &CaptureRequest {
+        &self.request
+    }
+    fn name(&self) -> &'static str {
+        "capture"
+    }
+}
+
+/// A void of an uncaptured authorization.
+pub struct Void {
+    pub key: String,
+    pub charge_id: String,
+    pub request: VoidRequest,
+}
+
+impl Operation for Void {
+    type Approved = VoidSucceeded;
+    type Declined = ProcessorErrorBody;
+    type Request = VoidRequest;
+
+    fn path(&self) -> String {
+        format!("/v1/charges/{}/void", self.charge_id)
+    }
+    fn idempotency_key(&self) -> String {
+        self.key.clone()
+    }
+    fn request(&self) -> &VoidRequest {
+        &self.request
+    }
+    fn name(&self) -> &'static str {
+        "void"
+    }
+}
+
+/// A refund of (part of) a captured charge.
+pub struct Refund {
+    pub key: String,
+    pub request: RefundRequest,
+}
+
+impl Operation for Refund {
+    type Approved = RefundSucceeded;
+    type Declined = RefundDeclined;
+    type Request = RefundRequest;
+
+    fn path(&self) -> String {
+        "/v1/refunds".into()
+    }
+    fn idempotency_key(&self) -> String {
+        self.key.clone()
+    }
+    fn request(&self) -> &RefundRequest {
+        &self.request
+    }
+    fn name(&self) -> &'static str {
+        "refund"
+    }
+}
+
+/// The processor's codes for an operation the charge does not allow: final
+/// answers about the operation, not about our request.
+const REFUSAL_CODES: [&str; 5] = [
+    CHARGE_NOT_CAPTURABLE_CODE,
+    AMOUNT_EXCEEDS_CAPTURABLE_CODE,
+    CHARGE_NOT_VOIDABLE_CODE,
+    CHARGE_NOT_REFUNDABLE_CODE,
+    AMOUNT_EXCEEDS_REFUNDABLE_CODE,
+];
 
 pub type OutcomeOf<O> = Outcome<<O as Operation>::Approved, <O as Operation>::Declined>;
 
@@ -236,6 +332,16 @@ impl ProcessorClient {
             Err(err) => return self.failed(&err),
         };
         let unknown = |what: &str| Outcome::transient(what, Knowledge::Unknown);
+        if status == StatusCode::CONFLICT || status == StatusCode::BAD_REQUEST {
+            if let Ok(refusal) = serde_json::from_slice::<ProcessorErrorBody>(&body) {
+                if REFUSAL_CODES.contains(&refusal.error.code.as_str()) {
+                    return Outcome::Refused {
+                        code: refusal.error.code,
+                        message: refusal.error.message,
+                    };
+                }
+            }
+        }
         match status {
             StatusCode::OK => serde_json::from_slice(&body)
                 .map(Outcome::Approved)

@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use common::db::{payments, workers};
+use common::db::operations::{self, Kind, NewOperation};
+use common::db::{outbox, payments, workers};
 use common::domain::PaymentId;
 use common::queue::Job;
 
@@ -63,10 +64,68 @@ pub async fn rescue_once(ctx: &Context) -> anyhow::Result<usize> {
             total += 1;
         }
         if n < BATCH as usize {
-            workers::forget_dead(&ctx.pool).await?;
-            return Ok(total);
+            break;
         }
     }
+    loop {
+        let overdue = operations::take_overdue(
+            &ctx.pool,
+            ctx.settings.rescue_after,
+            ctx.settings.dead_after,
+            backlog,
+            BATCH,
+        )
+        .await?;
+        let n = overdue.len();
+        for op in overdue {
+            tracing::info!(operation_id = %op.id, "rescuing overdue operation");
+            ctx.broker
+                .publish_job(&Job::operation(op.id, op.payment_id, op.merchant_id))
+                .await?;
+            total += 1;
+        }
+        if n < BATCH as usize {
+            break;
+        }
+    }
+    total += void_expired_authorizations(ctx).await?;
+    workers::forget_dead(&ctx.pool).await?;
+    Ok(total)
+}
+
+/// Authorizations left uncaptured past `AUTHORIZATION_TTL_HOURS` are voided
+/// by the system, through the same operation as a merchant's cancel. The
+/// outbox row is written with the operation; it is published here and
+/// deleted once confirmed (else an API's relay publishes it).
+async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
+    let ttl = std::time::Duration::from_secs(ctx.settings.authorization_ttl_hours * 3600);
+    let expired = operations::expired_authorizations(&ctx.pool, ttl, BATCH).await?;
+    let mut voided = 0;
+    for (payment_id, merchant_id) in expired {
+        let new = NewOperation {
+            id: uuid::Uuid::now_v7(),
+            payment_id,
+            merchant_id,
+            kind: Kind::Void,
+            amount: None,
+            requested_by: "system".into(),
+            reason: Some("automatic".into()),
+            notes: None,
+            statement_descriptor: None,
+            metadata: serde_json::json!({}),
+        };
+        // `None` or a unique violation: a capture or void started meanwhile.
+        let Ok(Some(created)) = operations::create(&ctx.pool, &new, ctx.settings.rescue_after).await
+        else {
+            continue;
+        };
+        tracing::info!(payment_id = %PaymentId(payment_id), "authorization expired; voiding it");
+        let job = Job::operation(created.operation.id, payment_id, merchant_id);
+        ctx.broker.publish_job(&job).await?;
+        outbox::delete(&ctx.pool, &[created.outbox_id]).await?;
+        voided += 1;
+    }
+    Ok(voided)
 }
 
 /// Whether the main queue holds messages ready for delivery. When it cannot

@@ -44,7 +44,7 @@ pub mod reasons {
 
 /// A message redelivered this often (workers died holding it) is treated as
 /// poison before the broker's own delivery limit takes it away silently.
-const POISON_REDELIVERIES: i64 = common::queue::DELIVERY_LIMIT / 2;
+pub(crate) const POISON_REDELIVERIES: i64 = common::queue::DELIVERY_LIMIT / 2;
 
 /// Runs one message.
 pub async fn handle(
@@ -69,7 +69,12 @@ pub async fn handle(
         }
     };
     let span = tracing::info_span!("payment", payment_id = %job.payment_id());
-    process(ctx, &job, props).instrument(span).await
+    match job.operation_id() {
+        None => process(ctx, &job, props).instrument(span).await,
+        Some(operation_id) => crate::operations::process(ctx, &job, operation_id, props)
+            .instrument(span)
+            .await,
+    }
 }
 
 async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result<(), StepError> {
@@ -181,6 +186,12 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
             .await?;
         }
         Outcome::Rejected(reason) => hold(ctx, job, &payment, &reason).await?,
+        // A charge is never refused with an operation's code; if a processor
+        // does, it refused our request: hold it for an operator.
+        Outcome::Refused { code, .. } => {
+            let reason = format!("processor refused the charge ({code})");
+            hold(ctx, job, &payment, &reason).await?;
+        }
         Outcome::Transient { reason, knowledge } => {
             retry_or_give_up(ctx, job, &payment, &reason, knowledge).await?;
         }
@@ -200,7 +211,7 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
 /// and acked, never dropped: if that claim ends in success the next delivery
 /// finds the payment terminal; if its worker is dead the claim turns void
 /// within `WORKER_DEAD_AFTER` and the next delivery takes it over.
-async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
+pub(crate) async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
     let tier = ctx.settings.retry_delays[0];
     tracing::debug!(payment_id = %job.payment_id(), delay_ms = tier.as_millis() as u64, "claimed by a live worker; deferring the message");
     ctx.broker
@@ -450,7 +461,7 @@ async fn give_up_unclaimed(ctx: &Context, job: &Job, redeliveries: i64) -> Resul
     Ok(())
 }
 
-async fn publish_dead(
+pub(crate) async fn publish_dead(
     ctx: &Context,
     job: &Job,
     reason: &str,
@@ -461,7 +472,7 @@ async fn publish_dead(
 }
 
 /// Publishes `body` to the dead-letter queue with the reason headers.
-async fn dead_letter_raw(
+pub(crate) async fn dead_letter_raw(
     ctx: &Context,
     body: &[u8],
     reason: &str,

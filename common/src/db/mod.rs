@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod idempotency;
+pub mod operations;
 pub mod outbox;
 pub mod payments;
 pub mod workers;

@@ -62,6 +62,14 @@ pub struct PaymentRow {
     pub held_at: Option<DateTime<Utc>>,
     /// The worker holding (or that last held) the claim.
     pub claimed_by: Option<String>,
+    pub amount_capturable: i64,
+    pub amount_captured: i64,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub capture_details: Option<Json<Value>>,
+    /// Refunds that are not `failed`, reserved when each was created.
+    pub amount_refunded: i64,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub cancellation_reason: Option<String>,
 }
 
 impl PaymentRow {
@@ -183,20 +191,38 @@ pub struct Audit<'a> {
     pub reason: &'a str,
 }
 
+/// A table whose rows move through guarded transitions, with its history
+/// table and that table's key column.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Table {
+    pub(crate) name: &'static str,
+    pub(crate) history: &'static str,
+    pub(crate) key: &'static str,
+}
+
+pub(crate) const PAYMENTS: Table = Table {
+    name: "payments",
+    history: "payment_status_history",
+    key: "payment_id",
+};
+
 /// The statement shape of every transition: lock the row, check the guard,
 /// update, write history; `$1` is the id, `$2` the actor, `$3` the reason.
-fn transition_sql(guard: &str, set: &str) -> String {
+/// `also` adds CTEs that run in the same statement (`, name AS (…)`), reading
+/// `updated`: effects on other rows that must happen together or not at all.
+pub(crate) fn transition_sql(table: Table, guard: &str, set: &str, also: &str) -> String {
+    let Table { name, history, key } = table;
     format!(
-        "WITH old AS (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE),
+        "WITH old AS (SELECT id, status FROM {name} WHERE id = $1 FOR UPDATE),
          updated AS (
-             UPDATE payments p SET {set}, updated_at = now()
+             UPDATE {name} p SET {set}, updated_at = now()
              FROM old
              WHERE p.id = old.id AND {guard}
              RETURNING p.*, old.status AS from_status
          ), history AS (
-             INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
+             INSERT INTO {history} ({key}, from_status, to_status, actor, reason)
              SELECT id, from_status, status, $2, $3 FROM updated
-         )
+         ){also}
          SELECT * FROM updated"
     )
 }
@@ -204,11 +230,11 @@ fn transition_sql(guard: &str, set: &str) -> String {
 /// The guard of a worker's outcome: still processing under *this* claim.
 /// `attempts` is the fencing token: a worker whose lease expired and whose
 /// payment was claimed again cannot overwrite the newer claim's result.
-const GUARD_OWN_CLAIM: &str = "old.status = 'processing' AND p.attempts = $4";
+pub(crate) const GUARD_OWN_CLAIM: &str = "old.status = 'processing' AND p.attempts = $4";
 
 macro_rules! transition {
     ($db:expr, $id:expr, $audit:expr, $guard:expr, $set:expr $(, $bind:expr)* $(,)?) => {{
-        let sql = transition_sql($guard, $set);
+        let sql = transition_sql(PAYMENTS, $guard, $set, "");
         sqlx::query_as::<_, PaymentRow>(&sql)
             .bind($id.0)
             .bind($audit.actor)
@@ -223,7 +249,7 @@ macro_rules! transition {
 /// worker stopped proving it is alive (no heartbeat within `dead_after`
 /// seconds, the statement's parameter named here, or no row at all: it
 /// stopped).
-fn claim_is_void(dead_after: &str) -> String {
+pub(crate) fn claim_is_void(dead_after: &str) -> String {
     format!(
         "(p.lease_expires_at < now() OR NOT EXISTS (
              SELECT 1 FROM workers w
@@ -280,6 +306,9 @@ pub async fn succeed<'e>(
         audit,
         GUARD_OWN_CLAIM,
         "status = 'succeeded', captured = $5, card = $6, processor_response = $7,
+         amount_captured = CASE WHEN $5 THEN p.amount ELSE 0 END,
+         amount_capturable = CASE WHEN $5 THEN 0 ELSE p.amount END,
+         captured_at = CASE WHEN $5 THEN now() END,
          last_error = NULL, next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL,
          outcome_unknown_since = NULL, finished_at = now()",
         attempt,

@@ -20,6 +20,14 @@ pub enum Job {
         payment_id: PaymentId,
         merchant_id: Uuid,
     },
+    /// Carry out this capture, void or refund of a payment (or find out it
+    /// is already done): a row of `operations`.
+    #[serde(rename = "operation.v1")]
+    OperationV1 {
+        operation_id: Uuid,
+        payment_id: PaymentId,
+        merchant_id: Uuid,
+    },
 }
 
 impl Job {
@@ -30,15 +38,35 @@ impl Job {
         }
     }
 
+    pub fn operation(operation_id: Uuid, payment_id: Uuid, merchant_id: Uuid) -> Self {
+        Self::OperationV1 {
+            operation_id,
+            payment_id: PaymentId(payment_id),
+            merchant_id,
+        }
+    }
+
     pub fn payment_id(&self) -> PaymentId {
         match self {
-            Self::ProcessPaymentV1 { payment_id, .. } => *payment_id,
+            Self::ProcessPaymentV1 { payment_id, .. } | Self::OperationV1 { payment_id, .. } => {
+                *payment_id
+            }
+        }
+    }
+
+    /// The operation a job is about; `None` for a payment's charge.
+    pub fn operation_id(&self) -> Option<Uuid> {
+        match self {
+            Self::ProcessPaymentV1 { .. } => None,
+            Self::OperationV1 { operation_id, .. } => Some(*operation_id),
         }
     }
 
     pub fn merchant_id(&self) -> Uuid {
         match self {
-            Self::ProcessPaymentV1 { merchant_id, .. } => *merchant_id,
+            Self::ProcessPaymentV1 { merchant_id, .. } | Self::OperationV1 { merchant_id, .. } => {
+                *merchant_id
+            }
         }
     }
 

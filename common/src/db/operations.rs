@@ -1,0 +1,541 @@
+//! The `operations` table: captures, voids and refunds of a payment, each a
+//! processor operation worked through the queue like a charge.
+//!
+//! Creating one is a single guarded statement that checks the payment's
+//! state, changes its money (a refund reserves its amount) and writes the
+//! operation, its history and its outbox row together, so concurrent
+//! requests can never capture twice or refund more than was captured. Its
+//! outcome is recorded by one statement that also applies the effect on the
+//! payment (captured, cancelled, refund released). Transitions share the
+//! shape of [`super::payments`]' ones: guarded, with history, fenced by the
+//! attempt counter.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::payments::{claim_is_void, transition_sql, Audit, Knowledge, Table, GUARD_OWN_CLAIM};
+use crate::queue::Job;
+
+const OPERATIONS: Table = Table {
+    name: "operations",
+    history: "operation_status_history",
+    key: "operation_id",
+};
+
+/// What an operation does at the processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Capture,
+    Void,
+    Refund,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Capture => "capture",
+            Self::Void => "void",
+            Self::Refund => "refund",
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "capture" => Ok(Self::Capture),
+            "void" => Ok(Self::Void),
+            "refund" => Ok(Self::Refund),
+            other => Err(format!("unknown operation kind {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OperationRow {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub merchant_id: Uuid,
+    #[sqlx(try_from = "String")]
+    pub kind: KindColumn,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub requested_by: String,
+    pub reason: Option<String>,
+    pub notes: Option<String>,
+    pub statement_descriptor: Option<String>,
+    pub metadata: Json<Value>,
+    pub processor_id: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub attempts: i32,
+    pub replayed_attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub outcome_unknown_since: Option<DateTime<Utc>>,
+    pub held_at: Option<DateTime<Utc>>,
+    pub claimed_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// [`Kind`] as read from its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindColumn(pub Kind);
+
+impl TryFrom<String> for KindColumn {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        value.parse().map(Self)
+    }
+}
+
+impl OperationRow {
+    pub fn kind(&self) -> Kind {
+        self.kind.0
+    }
+
+    pub fn attempts_this_round(&self) -> i32 {
+        self.attempts - self.replayed_attempts
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "failed")
+    }
+}
+
+/// A new operation as a merchant (or the system) asks for it.
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub merchant_id: Uuid,
+    pub kind: Kind,
+    /// `None`: all that is capturable, voidable or still refundable.
+    pub amount: Option<i64>,
+    pub requested_by: String,
+    pub reason: Option<String>,
+    pub notes: Option<String>,
+    pub statement_descriptor: Option<String>,
+    pub metadata: Value,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct Created {
+    #[sqlx(flatten)]
+    pub operation: OperationRow,
+    pub outbox_id: i64,
+}
+
+/// The payment's guard and money change per kind, reading the locked row
+/// `old` (`$3` is the requested amount or NULL). The amount is what the
+/// guard allowed, computed once in `amt`.
+fn create_sql(kind: Kind) -> &'static str {
+    match kind {
+        // Only an authorized, uncaptured payment; at most what it allows.
+        Kind::Capture => {
+            "amt AS (SELECT COALESCE($3, amount_capturable) AS amount FROM old
+                     WHERE status = 'succeeded' AND NOT captured AND amount_capturable > 0
+                       AND COALESCE($3, amount_capturable) BETWEEN 1 AND amount_capturable),
+             pay AS (UPDATE payments p SET updated_at = now() FROM amt WHERE p.id = $1 RETURNING p.id)"
+        }
+        Kind::Void => {
+            "amt AS (SELECT amount_capturable AS amount FROM old
+                     WHERE status = 'succeeded' AND NOT captured AND amount_capturable > 0),
+             pay AS (UPDATE payments p SET updated_at = now() FROM amt WHERE p.id = $1 RETURNING p.id)"
+        }
+        // Reserve the refund's amount in the same statement: the check
+        // `payments_refunds_within_capture` and this guard make an
+        // over-refund impossible however many requests race.
+        Kind::Refund => {
+            "amt AS (SELECT COALESCE($3, amount_captured - amount_refunded) AS amount FROM old
+                     WHERE status = 'succeeded' AND captured
+                       AND COALESCE($3, amount_captured - amount_refunded) BETWEEN 1
+                           AND amount_captured - amount_refunded),
+             pay AS (UPDATE payments p SET amount_refunded = p.amount_refunded + amt.amount,
+                         updated_at = now()
+                     FROM amt WHERE p.id = $1 RETURNING p.id)"
+        }
+    }
+}
+
+/// Creates the operation if the payment (of this merchant) allows it now,
+/// with its history and outbox row, in one statement. `None`: the payment
+/// does not allow it (the caller reads the payment to say why). A second
+/// open capture or void violates `operations_one_open_capture_or_void`.
+pub async fn create<'e>(
+    db: impl PgExecutor<'e>,
+    new: &NewOperation,
+    relay_after: Duration,
+) -> sqlx::Result<Option<Created>> {
+    let job = Job::operation(new.id, new.payment_id, new.merchant_id);
+    let sql = format!(
+        "WITH old AS (SELECT * FROM payments WHERE id = $1 AND merchant_id = $2 FOR UPDATE),
+         {guard},
+         o AS (
+             INSERT INTO operations (id, payment_id, merchant_id, kind, status, amount, currency,
+                 requested_by, reason, notes, statement_descriptor, metadata, due_at)
+             SELECT $4, old.id, old.merchant_id, $5, 'pending', amt.amount, old.currency,
+                 $6, $7, $8, $9, $10, now()
+             FROM old, amt, pay
+             RETURNING *
+         ), h AS (
+             INSERT INTO operation_status_history (operation_id, from_status, to_status, actor, reason)
+             SELECT id, NULL, 'pending', requested_by, 'requested' FROM o
+         ), x AS (
+             INSERT INTO outbox (payment_id, message, available_at)
+             SELECT payment_id, $11, now() + make_interval(secs => $12) FROM o
+             RETURNING id
+         )
+         SELECT o.*, x.id AS outbox_id FROM o, x",
+        guard = create_sql(new.kind)
+    );
+    sqlx::query_as(&sql)
+        .bind(new.payment_id)
+        .bind(new.merchant_id)
+        .bind(new.amount)
+        .bind(new.id)
+        .bind(new.kind.as_str())
+        .bind(&new.requested_by)
+        .bind(&new.reason)
+        .bind(&new.notes)
+        .bind(&new.statement_descriptor)
+        .bind(Json(&new.metadata))
+        .bind(Json(&job))
+        .bind(relay_after.as_secs_f64())
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<Option<OperationRow>> {
+    sqlx::query_as("SELECT * FROM operations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn find_for_merchant<'e>(
+    db: impl PgExecutor<'e>,
+    merchant_id: Uuid,
+    id: Uuid,
+    kind: Kind,
+) -> sqlx::Result<Option<OperationRow>> {
+    sqlx::query_as("SELECT * FROM operations WHERE id = $1 AND merchant_id = $2 AND kind = $3")
+        .bind(id)
+        .bind(merchant_id)
+        .bind(kind.as_str())
+        .fetch_optional(db)
+        .await
+}
+
+/// The payment's operations of `kind`, newest first, at most `limit`,
+/// after the cursor `starting_after` (an operation id of this payment).
+pub async fn list_for_payment<'e>(
+    db: impl PgExecutor<'e>,
+    payment_id: Uuid,
+    kind: Kind,
+    starting_after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<OperationRow>> {
+    sqlx::query_as(
+        "SELECT * FROM operations o
+         WHERE payment_id = $1 AND kind = $2
+           AND ($3::uuid IS NULL OR (created_at, id) < (
+                SELECT created_at, id FROM operations WHERE id = $3 AND payment_id = $1))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $4",
+    )
+    .bind(payment_id)
+    .bind(kind.as_str())
+    .bind(starting_after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+macro_rules! transition {
+    ($db:expr, $id:expr, $audit:expr, $guard:expr, $set:expr, $also:expr $(, $bind:expr)* $(,)?) => {{
+        let sql = transition_sql(OPERATIONS, $guard, $set, $also);
+        sqlx::query_as::<_, OperationRow>(&sql)
+            .bind($id)
+            .bind($audit.actor)
+            .bind($audit.reason)
+            $(.bind($bind))*
+            .fetch_optional($db)
+            .await
+    }};
+}
+
+/// `pending` (not held), or `processing` under a void claim, → `processing`
+/// under a new claim, exactly as a payment's claim.
+pub async fn claim<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+    lease: Duration,
+    dead_after: Duration,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    let guard = format!(
+        "((old.status = 'pending' AND p.held_at IS NULL)
+          OR (old.status = 'processing' AND {}))",
+        claim_is_void("$5")
+    );
+    transition!(
+        db,
+        id,
+        audit,
+        &guard,
+        "status = 'processing', attempts = p.attempts + 1, claimed_by = $2,
+         outcome_unknown_since = CASE WHEN old.status = 'processing'
+             THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
+         lease_expires_at = now() + make_interval(secs => $4),
+         due_at = now() + make_interval(secs => $4), next_attempt_at = NULL",
+        "",
+        lease.as_secs_f64(),
+        dead_after.as_secs_f64(),
+    )
+}
+
+/// What the processor's success does to the payment, in the same statement.
+fn effect_of_success(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Capture => {
+            ", pay AS (
+                 UPDATE payments SET captured = true, amount_captured = u.amount,
+                     amount_capturable = 0, captured_at = now(),
+                     capture_details = jsonb_build_object(
+                         'captured_amount', u.amount,
+                         'capture_time', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                         'processor_capture_id', u.processor_id),
+                     updated_at = now()
+                 FROM updated u WHERE payments.id = u.payment_id
+                 RETURNING payments.id, payments.status
+             ), pay_history AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
+                 SELECT id, status, status, $2, 'captured' FROM pay
+             )"
+        }
+        Kind::Void => {
+            ", pay AS (
+                 UPDATE payments SET status = 'cancelled', amount_capturable = 0,
+                     cancelled_at = now(),
+                     cancellation_reason = COALESCE(u.reason, 'requested_by_customer'),
+                     updated_at = now()
+                 FROM updated u WHERE payments.id = u.payment_id AND payments.status = 'succeeded'
+                 RETURNING payments.id
+             ), pay_history AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
+                 SELECT id, 'succeeded', 'cancelled', $2, 'authorization voided' FROM pay
+             )"
+        }
+        Kind::Refund => "",
+    }
+}
+
+/// `processing` → `succeeded` under this claim, applying the effect on the
+/// payment (captured, cancelled) in the same statement.
+pub async fn succeed<'e>(
+    db: impl PgExecutor<'e>,
+    op: &OperationRow,
+    processor_id: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    transition!(
+        db,
+        op.id,
+        audit,
+        GUARD_OWN_CLAIM,
+        "status = 'succeeded', processor_id = $5, last_error = NULL, next_attempt_at = NULL,
+         lease_expires_at = NULL, due_at = NULL, outcome_unknown_since = NULL, finished_at = now()",
+        effect_of_success(op.kind()),
+        op.attempts,
+        processor_id,
+    )
+}
+
+/// `processing` → `failed` under this claim. A failed refund releases its
+/// reserved amount in the same statement.
+pub async fn fail<'e>(
+    db: impl PgExecutor<'e>,
+    op: &OperationRow,
+    failure_code: &str,
+    failure_message: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    let release = match op.kind() {
+        Kind::Refund => {
+            ", pay AS (
+                 UPDATE payments SET amount_refunded = amount_refunded - u.amount, updated_at = now()
+                 FROM updated u WHERE payments.id = u.payment_id
+                 RETURNING payments.id
+             )"
+        }
+        Kind::Capture | Kind::Void => "",
+    };
+    transition!(
+        db,
+        op.id,
+        audit,
+        GUARD_OWN_CLAIM,
+        "status = 'failed', failure_code = $5, failure_message = $6, outcome_unknown_since = NULL,
+         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
+        release,
+        op.attempts,
+        failure_code,
+        failure_message,
+    )
+}
+
+/// `processing` → `pending`, retried after `delay` (jittered within `tier`),
+/// as [`super::payments::schedule_retry`].
+#[allow(clippy::too_many_arguments)]
+pub async fn schedule_retry<'e>(
+    db: impl PgExecutor<'e>,
+    op: &OperationRow,
+    last_error: &str,
+    delay: Duration,
+    tier: Duration,
+    knowledge: Knowledge,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    transition!(
+        db,
+        op.id,
+        audit,
+        GUARD_OWN_CLAIM,
+        "status = 'pending', last_error = $5,
+         next_attempt_at = now() + make_interval(secs => $6),
+         due_at = now() + make_interval(secs => $7), lease_expires_at = NULL,
+         outcome_unknown_since = CASE WHEN $8 THEN COALESCE(p.outcome_unknown_since, now()) END",
+        "",
+        op.attempts,
+        last_error,
+        delay.as_secs_f64(),
+        tier.max(delay).as_secs_f64(),
+        knowledge == Knowledge::Unknown,
+    )
+}
+
+/// `processing` → `pending`, held for an operator, as
+/// [`super::payments::hold`].
+pub async fn hold<'e>(
+    db: impl PgExecutor<'e>,
+    op: &OperationRow,
+    last_error: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    transition!(
+        db,
+        op.id,
+        audit,
+        GUARD_OWN_CLAIM,
+        "status = 'pending', held_at = now(), last_error = $5,
+         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL",
+        "",
+        op.attempts,
+        last_error,
+    )
+}
+
+/// Held or failed as not processed (`codes`) → `pending`: an operator
+/// replays it. A refund failed as not processed reserves its amount again,
+/// only if the payment still allows it (else the guard fails).
+pub async fn replay<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+    codes: &[&str],
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        "((old.status = 'failed' AND p.failure_code = ANY($4)
+           AND (p.kind <> 'refund' OR EXISTS (
+               SELECT 1 FROM payments pay WHERE pay.id = p.payment_id
+                 AND pay.amount_refunded + p.amount <= pay.amount_captured)))
+          OR (old.status = 'pending' AND p.held_at IS NOT NULL))",
+        "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
+         replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
+         held_at = NULL, finished_at = NULL",
+        ", pay AS (
+             UPDATE payments SET amount_refunded = amount_refunded + u.amount, updated_at = now()
+             FROM updated u
+             WHERE payments.id = u.payment_id AND u.kind = 'refund' AND u.from_status = 'failed'
+             RETURNING payments.id
+         )",
+        codes,
+    )
+}
+
+/// Operations whose message is late, as [`super::payments::take_overdue`].
+#[derive(Debug, sqlx::FromRow)]
+pub struct Overdue {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub merchant_id: Uuid,
+}
+
+pub async fn take_overdue<'e>(
+    db: impl PgExecutor<'e>,
+    grace: Duration,
+    dead_after: Duration,
+    backlog: bool,
+    limit: i64,
+) -> sqlx::Result<Vec<Overdue>> {
+    let sql = format!(
+        "UPDATE operations SET due_at = now() + make_interval(secs => $1)
+         WHERE id IN (
+             SELECT id FROM operations p
+             WHERE p.due_at < now() - make_interval(secs => $1)
+               AND ((p.status = 'processing' AND {})
+                    OR (p.status = 'pending' AND p.next_attempt_at IS NOT NULL)
+                    OR (p.status = 'pending' AND NOT $3))
+             ORDER BY p.due_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )
+         RETURNING id, payment_id, merchant_id",
+        claim_is_void("$4")
+    );
+    sqlx::query_as(&sql)
+        .bind(grace.as_secs_f64())
+        .bind(limit)
+        .bind(backlog)
+        .bind(dead_after.as_secs_f64())
+        .fetch_all(db)
+        .await
+}
+
+/// Authorizations approved more than `ttl` ago and still uncaptured, with no
+/// capture or void under way: up to `limit` of them, to be voided.
+pub async fn expired_authorizations<'e>(
+    db: impl PgExecutor<'e>,
+    ttl: Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    sqlx::query_as(
+        "SELECT p.id, p.merchant_id FROM payments p
+         WHERE p.status = 'succeeded' AND NOT p.captured AND p.amount_capturable > 0
+           AND p.finished_at < now() - make_interval(secs => $1)
+           AND NOT EXISTS (SELECT 1 FROM operations o
+                           WHERE o.payment_id = p.id AND o.kind IN ('capture', 'void')
+                             AND o.status IN ('pending', 'processing'))
+         ORDER BY p.finished_at
+         LIMIT $2",
+    )
+    .bind(ttl.as_secs_f64())
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
