@@ -99,3 +99,13 @@ CREATE TRIGGER operations_notify_finished
     FOR EACH ROW
     WHEN (NEW.status IN ('succeeded', 'failed') AND OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION notify_payment_finished();
+
+-- A payment cancelled by a void also wakes its waiters.
+DROP TRIGGER payments_notify_finished ON payments;
+CREATE TRIGGER payments_notify_finished
+    AFTER UPDATE OF status ON payments
+    FOR EACH ROW
+    WHEN (NEW.notify_on_finish
+          AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+          AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION notify_payment_finished();

@@ -77,13 +77,9 @@ impl Claim {
     /// it and it is not completed). Best effort: if the database is down the
     /// lock simply expires.
     pub async fn abandon(&self, state: &AppState) {
-        let _ = db::idempotency::abandon(
-            &state.pool,
-            self.merchant_id,
-            self.key.as_str(),
-            self.owner,
-        )
-        .await;
+        let _ =
+            db::idempotency::abandon(&state.pool, self.merchant_id, self.key.as_str(), self.owner)
+                .await;
     }
 }
 
@@ -103,15 +99,7 @@ pub async fn begin(
     let owner = Uuid::new_v4();
     let lock = state.settings.request_timeout + LOCK_MARGIN;
     let hash = request_hash(route, body);
-    match db::idempotency::begin(
-        &state.pool,
-        merchant_id,
-        key.as_str(),
-        &hash,
-        lock,
-        owner,
-    )
-    .await?
+    match db::idempotency::begin(&state.pool, merchant_id, key.as_str(), &hash, lock, owner).await?
     {
         db::idempotency::Begin::Started => Ok(Begun::Claimed(Claim {
             merchant_id,
@@ -221,7 +209,10 @@ mod tests {
         let a = request_hash(route, br#"{"amount":1,"currency":"usd"}"#);
         let b = request_hash(route, b"{ \"currency\" : \"usd\",\n \"amount\": 1 }");
         let c = request_hash(route, br#"{"amount":2,"currency":"usd"}"#);
-        let d = request_hash("POST /v1/payments/x/refund", br#"{"amount":1,"currency":"usd"}"#);
+        let d = request_hash(
+            "POST /v1/payments/x/refund",
+            br#"{"amount":1,"currency":"usd"}"#,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 mod health;
 pub mod idempotency;
+mod lifecycle;
 pub mod metrics;
 pub mod outbox;
 mod payments;
@@ -240,6 +241,7 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = state.settings.request_timeout;
     Router::new()
         .merge(payments::router())
+        .merge(lifecycle::router())
         .merge(health::router())
         .merge(admin::router())
         .route("/metrics", axum::routing::get(metrics::handler))

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,7 +22,6 @@ use crate::AppState;
 /// Longest `Prefer: wait=N` honoured; larger values are capped (RFC 7240
 /// lets a server apply a preference partly) and `Preference-Applied` says so.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
-
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -159,21 +158,20 @@ async fn retrieve(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Payment>, ApiError> {
     caller.require(Scope::PaymentsRead)?;
     // A malformed id names no payment: 404 like any other unknown id.
     let id: PaymentId = id.parse().map_err(|_| no_such_payment())?;
     tracing::Span::current().record("payment_id", tracing::field::display(id));
+    let expand = crate::lifecycle::Expand::from_query(query.as_deref())?;
     let row = db::payments::find_for_merchant(&state.pool, caller.merchant_id, id)
         .await?
         .ok_or_else(no_such_payment)?;
-    Ok(Json(Payment::from_row(
-        &row,
-        &state.settings.public_base_url,
-    )))
+    Ok(Json(crate::lifecycle::view(&state, &row, &expand).await?))
 }
 
-fn no_such_payment() -> ApiError {
+pub(crate) fn no_such_payment() -> ApiError {
     ApiError::not_found("No such payment.")
 }
 
@@ -183,26 +181,46 @@ fn is_terminal(row: &PaymentRow) -> bool {
         .is_ok_and(PaymentStatus::is_terminal)
 }
 
-/// Holds the request until the payment is terminal or `wait` passes. Woken by
-/// the database's notification; re-reads the row after every wake-up.
+/// Holds the request until the payment is terminal or `wait` passes.
 async fn wait_for_terminal(
     state: &AppState,
     row: &PaymentRow,
     wait: Duration,
 ) -> Result<PaymentRow, ApiError> {
+    let id = row.payment_id();
+    wait_until(state, row.id, wait, is_terminal, || async move {
+        db::payments::find(&state.pool, id)
+            .await?
+            .ok_or_else(no_such_payment)
+    })
+    .await
+}
+
+/// Holds a request until `done(read())` or `wait` passes, then answers with
+/// the last read. Woken by the database's notification for `id` (payments
+/// and operations share the channel); re-reads after every wake-up. No
+/// polling.
+pub(crate) async fn wait_until<T, F, Fut>(
+    state: &AppState,
+    id: uuid::Uuid,
+    wait: Duration,
+    done: impl Fn(&T) -> bool,
+    mut read: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
     let deadline = tokio::time::Instant::now() + wait;
-    let mut current = row.clone();
     loop {
-        let notify = state.waiters.subscribe(current.id);
+        let notify = state.waiters.subscribe(id);
         let notified = notify.notified();
         tokio::pin!(notified);
         // Registered before the read, so a notification between the read
         // and the wait is not lost.
         notified.as_mut().enable();
-        current = db::payments::find(&state.pool, current.payment_id())
-            .await?
-            .ok_or_else(no_such_payment)?;
-        if is_terminal(&current) {
+        let current = read().await?;
+        if done(&current) {
             return Ok(current);
         }
         tokio::select! {

@@ -273,7 +273,12 @@ pub(crate) fn has_control(value: &str) -> bool {
     value.chars().any(char::is_control)
 }
 
-pub(crate) fn check_len(param: &str, value: &Option<String>, min: usize, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_len(
+    param: &str,
+    value: &Option<String>,
+    min: usize,
+    max: usize,
+) -> Result<(), ApiError> {
     if let Some(value) = value {
         let len = value.chars().count();
         if len < min || len > max {

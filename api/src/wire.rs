@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use common::db::operations::OperationRow;
 use common::db::payments::PaymentRow;
-use common::domain::PaymentId;
+use common::domain::{PaymentId, RefundId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -74,6 +75,18 @@ pub struct Payment {
     pub currency: String,
     pub status: String,
     pub captured: bool,
+    /// What an authorization still allows to capture (0 once captured,
+    /// voided or released).
+    pub amount_capturable: i64,
+    pub amount_captured: i64,
+    pub captured_at: Option<String>,
+    pub capture_details: Option<Value>,
+    /// Refunds that are not `failed` (pending ones included), in minor units.
+    pub amount_refunded: i64,
+    /// `true` once refunds cover everything captured.
+    pub refunded: bool,
+    pub cancelled_at: Option<String>,
+    pub cancellation_reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub payment_method: PaymentMethodOut,
@@ -135,11 +148,63 @@ pub struct ProcessorResponse {
     pub decline_code: Option<String>,
 }
 
+/// The payment's refunds: the latest [`Refunds::EMBEDDED`], or all of them
+/// with `expand[]=refunds`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Refunds {
     pub total_refunded: i64,
     pub has_more: bool,
-    pub data: Vec<Value>,
+    pub data: Vec<Refund>,
+}
+
+impl Refunds {
+    pub const EMBEDDED: usize = 10;
+}
+
+/// A refund (`ref_…`), as `GET /v1/refunds/:id` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    pub object: String,
+    pub amount: i64,
+    pub currency: String,
+    pub payment_id: String,
+    /// `pending`, `succeeded` or `failed` (`processing` reads as `pending`).
+    pub status: String,
+    pub reason: Option<String>,
+    pub notes: Option<String>,
+    pub metadata: Value,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub processor_refund_id: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub processed_at: Option<String>,
+}
+
+impl Refund {
+    pub fn from_row(row: &OperationRow) -> Self {
+        Self {
+            id: RefundId(row.id).to_string(),
+            object: "refund".into(),
+            amount: row.amount,
+            currency: row.currency.clone(),
+            payment_id: PaymentId(row.payment_id).to_string(),
+            status: match row.status.as_str() {
+                "processing" => "pending".into(),
+                other => other.into(),
+            },
+            reason: row.reason.clone(),
+            notes: row.notes.clone(),
+            metadata: row.metadata.0.clone(),
+            failure_code: row.failure_code.clone(),
+            failure_message: row.failure_message.clone(),
+            processor_refund_id: row.processor_id.clone(),
+            last_error: row.last_error.clone(),
+            created_at: timestamp(row.created_at),
+            processed_at: row.finished_at.map(timestamp),
+        }
+    }
 }
 
 /// RFC 3339 in UTC with whole seconds, as in the seeds.
@@ -183,6 +248,14 @@ impl Payment {
             currency: row.currency.clone(),
             status: row.status.clone(),
             captured: row.captured,
+            amount_capturable: row.amount_capturable,
+            amount_captured: row.amount_captured,
+            captured_at: row.captured_at.map(timestamp),
+            capture_details: row.capture_details.as_ref().map(|d| d.0.clone()),
+            amount_refunded: row.amount_refunded,
+            refunded: row.amount_captured > 0 && row.amount_refunded == row.amount_captured,
+            cancelled_at: row.cancelled_at.map(timestamp),
+            cancellation_reason: row.cancellation_reason.clone(),
             created_at: timestamp(row.created_at),
             updated_at: timestamp(row.updated_at),
             payment_method: PaymentMethodOut {
@@ -201,8 +274,9 @@ impl Payment {
                 .as_ref()
                 .and_then(|a| serde_json::from_value(a.0.clone()).ok()),
             processor_response,
+            // Filled by `with_refunds`; a payment with no refund has none.
             refunds: Refunds {
-                total_refunded: 0,
+                total_refunded: row.amount_refunded,
                 has_more: false,
                 data: Vec::new(),
             },
@@ -213,6 +287,22 @@ impl Payment {
             last_error: row.last_error.clone(),
             next_attempt_at: row.next_attempt_at.map(timestamp),
         }
+    }
+}
+
+impl Payment {
+    /// Sets the refunds list from `rows` (newest first); `all` is whether
+    /// `rows` holds every refund, else only the latest are shown and
+    /// `has_more` says whether there are others.
+    pub fn with_refunds(mut self, rows: &[OperationRow], all: bool) -> Self {
+        let shown = if all {
+            rows.len()
+        } else {
+            rows.len().min(Refunds::EMBEDDED)
+        };
+        self.refunds.has_more = rows.len() > shown;
+        self.refunds.data = rows[..shown].iter().map(Refund::from_row).collect();
+        self
     }
 }
 

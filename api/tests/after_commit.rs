@@ -54,7 +54,10 @@ async fn a_prefer_wait_request_that_loses_the_database_after_the_commit_answers_
         .fetch_one(&app.pool)
         .await
         .expect("the committed payment");
-    assert_eq!(stored, id, "the answer names the payment that was committed");
+    assert_eq!(
+        stored, id,
+        "the answer names the payment that was committed"
+    );
     app.db_proxy.as_ref().expect("proxy").restore();
     app.cleanup().await;
 }
@@ -110,7 +113,10 @@ async fn one_key_makes_one_payment_even_when_its_first_request_waits_past_a_minu
     );
     assert_eq!(app.payment_count().await, 1, "one key, one payment");
     let third = app
-        .post_payment_with(&payment_body("tok_visa"), &[("Idempotency-Key", "slow-order")])
+        .post_payment_with(
+            &payment_body("tok_visa"),
+            &[("Idempotency-Key", "slow-order")],
+        )
         .await;
     assert!(third.headers().contains_key("idempotent-replayed"));
     assert_eq!(app.payment_count().await, 1);

@@ -193,8 +193,11 @@ impl FromStr for PaymentId {
 /// `<prefix><uuid>` in exactly the form ids are printed (lower-case,
 /// hyphenated): one canonical spelling per object, so an alias is unknown.
 fn parse_public_id(s: &str, prefix: &str, what: &str) -> Result<Uuid, DomainError> {
-    let not_an_id =
-        || invalid(format!("{what} ids look like `{prefix}` followed by a lower-case UUID."));
+    let not_an_id = || {
+        invalid(format!(
+            "{what} ids look like `{prefix}` followed by a lower-case UUID."
+        ))
+    };
     let rest = s.strip_prefix(prefix).ok_or_else(not_an_id)?;
     let uuid = Uuid::try_parse(rest).map_err(|_| not_an_id())?;
     let mut canonical = Uuid::encode_buffer();
@@ -270,6 +273,9 @@ pub enum PaymentStatus {
     Processing,
     Succeeded,
     Failed,
+    /// Never charged (cancelled before processing), or its authorization
+    /// voided.
+    Cancelled,
 }
 
 impl PaymentStatus {
@@ -279,11 +285,12 @@ impl PaymentStatus {
             Self::Processing => "processing",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 }
 
@@ -296,6 +303,7 @@ impl FromStr for PaymentStatus {
             "processing" => Ok(Self::Processing),
             "succeeded" => Ok(Self::Succeeded),
             "failed" => Ok(Self::Failed),
+            "cancelled" => Ok(Self::Cancelled),
             other => Err(invalid(format!("unknown payment status {other:?}"))),
         }
     }

@@ -21,10 +21,18 @@ use crate::Context;
 
 /// What the processor said, reduced to what the operation records.
 enum Settled {
-    Succeeded { processor_id: String },
-    Failed { code: String, message: String },
+    Succeeded {
+        processor_id: String,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
     Rejected(String),
-    Transient { reason: String, knowledge: Knowledge },
+    Transient {
+        reason: String,
+        knowledge: Knowledge,
+    },
 }
 
 impl<A: Identified, D: Refusal> From<Outcome<A, D>> for Settled {

@@ -23,15 +23,14 @@ use common::db::payments::{Knowledge, PaymentRow};
 use common::domain::PaymentId;
 use common::processor::{
     CaptureRequest, CaptureSucceeded, ChargeApproved, ChargeDeclined, ChargeRequest,
-    ProcessorErrorBody, RefundDeclined, RefundRequest, RefundSucceeded, VoidRequest,
-    VoidSucceeded, AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE,
-    CHARGE_NOT_CAPTURABLE_CODE, CHARGE_NOT_REFUNDABLE_CODE, CHARGE_NOT_VOIDABLE_CODE,
-    IDEMPOTENCY_HEADER, LOOKUP_QUERY_PARAM, OPERATION_NOT_FOUND_CODE,
+    ProcessorErrorBody, RefundDeclined, RefundRequest, RefundSucceeded, VoidRequest, VoidSucceeded,
+    AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE, CHARGE_NOT_CAPTURABLE_CODE,
+    CHARGE_NOT_REFUNDABLE_CODE, CHARGE_NOT_VOIDABLE_CODE, IDEMPOTENCY_HEADER, LOOKUP_QUERY_PARAM,
+    OPERATION_NOT_FOUND_CODE,
 };
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-
 
 /// An operation the processor performs at most once per idempotency key,
 /// and can be asked about by that key.
@@ -65,9 +64,15 @@ pub enum Outcome<A, D> {
     /// The processor refused the operation for what the charge is (already
     /// captured, not capturable, nothing left to refund…): final, like a
     /// decline, and nothing happened.
-    Refused { code: String, message: String },
+    Refused {
+        code: String,
+        message: String,
+    },
     /// Not now. The text is ours, safe to show a client.
-    Transient { reason: String, knowledge: Knowledge },
+    Transient {
+        reason: String,
+        knowledge: Knowledge,
+    },
 }
 
 impl<A, D> Outcome<A, D> {
@@ -395,10 +400,7 @@ impl ProcessorClient {
                 Knowledge::Unknown,
             )
         } else {
-            Outcome::transient(
-                "connection to the processor failed",
-                Knowledge::Unknown,
-            )
+            Outcome::transient("connection to the processor failed", Knowledge::Unknown)
         }
     }
 }

@@ -115,7 +115,8 @@ async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
             metadata: serde_json::json!({}),
         };
         // `None` or a unique violation: a capture or void started meanwhile.
-        let Ok(Some(created)) = operations::create(&ctx.pool, &new, ctx.settings.rescue_after).await
+        let Ok(Some(created)) =
+            operations::create(&ctx.pool, &new, ctx.settings.rescue_after).await
         else {
             continue;
         };

@@ -71,9 +71,11 @@ pub async fn handle(
     let span = tracing::info_span!("payment", payment_id = %job.payment_id());
     match job.operation_id() {
         None => process(ctx, &job, props).instrument(span).await,
-        Some(operation_id) => crate::operations::process(ctx, &job, operation_id, props)
-            .instrument(span)
-            .await,
+        Some(operation_id) => {
+            crate::operations::process(ctx, &job, operation_id, props)
+                .instrument(span)
+                .await
+        }
     }
 }
 
@@ -89,7 +91,15 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
         reason: "claimed",
     };
     let claimed = ctx
-        .db(|| payments::claim(&ctx.pool, id, ctx.settings.lease, ctx.settings.dead_after, audit))
+        .db(|| {
+            payments::claim(
+                &ctx.pool,
+                id,
+                ctx.settings.lease,
+                ctx.settings.dead_after,
+                audit,
+            )
+        })
         .await?;
     let Some(payment) = claimed else {
         match ctx.db(|| payments::find(&ctx.pool, id)).await? {
@@ -452,7 +462,9 @@ async fn give_up_unclaimed(ctx: &Context, job: &Job, redeliveries: i64) -> Resul
             reason: "poison message with an unknown outcome; held and dead-lettered",
         };
         let held = ctx
-            .db(|| payments::hold_unclaimed(&ctx.pool, id, &message, ctx.settings.dead_after, audit))
+            .db(|| {
+                payments::hold_unclaimed(&ctx.pool, id, &message, ctx.settings.dead_after, audit)
+            })
             .await?;
         if held.is_some() {
             ctx.metrics.held();

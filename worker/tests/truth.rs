@@ -116,9 +116,8 @@ async fn an_outage_before_any_charge_is_failed_as_not_processed_because_that_is_
 async fn a_dead_workers_payments_are_terminal_within_seconds_and_charged_once() {
     // Default settings (lease, heartbeats, rescuer, retry tiers), but enough
     // concurrency that the two workers hold every payment at once.
-    let mut worker = worker::Settings::clone(
-        &<worker::Config as clap::Parser>::parse_from(["worker"]).settings,
-    );
+    let mut worker =
+        worker::Settings::clone(&<worker::Config as clap::Parser>::parse_from(["worker"]).settings);
     worker.concurrency = 100;
     let app = TestApp::with(Options {
         workers: 0,
@@ -198,7 +197,10 @@ async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_char
         .await;
     assert_eq!(held["status"], "pending", "not failed: {held}");
     assert!(
-        held["last_error"].as_str().unwrap_or_default().contains("404"),
+        held["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("404"),
         "{held}"
     );
     app.eventually("the dead letter", Duration::from_secs(10), || async {
@@ -212,7 +214,11 @@ async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_char
     // Held payments are not re-sent by the rescuer behind the operator's back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app.payment(&id).await["status"], "pending");
-    assert_eq!(app.sim_stats().await.requests, 0, "nothing reached the processor");
+    assert_eq!(
+        app.sim_stats().await.requests,
+        0,
+        "nothing reached the processor"
+    );
 
     // Fix the configuration, replay.
     app.stop_workers().await;
@@ -241,10 +247,7 @@ async fn a_lock_timeout_is_waited_out_and_never_makes_a_dead_letter() {
         .execute(&mut *holder)
         .await
         .expect("lock");
-    let url = format!(
-        "{}?options=-c%20lock_timeout%3D100",
-        app.database_url
-    );
+    let url = format!("{}?options=-c%20lock_timeout%3D100", app.database_url);
     app.start_worker_on(url).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     holder.rollback().await.expect("release");
@@ -343,10 +346,7 @@ async fn a_poison_job_whose_worker_died_mid_call_is_held_not_failed() {
         .publish(
             common::queue::Topology::PROCESS_KEY,
             &job.to_bytes(),
-            common::queue::headers::build(&[(
-                "x-delivery-count",
-                common::queue::headers::int(15),
-            )]),
+            common::queue::headers::build(&[("x-delivery-count", common::queue::headers::int(15))]),
             None,
         )
         .await
@@ -363,12 +363,11 @@ async fn a_poison_job_whose_worker_died_mid_call_is_held_not_failed() {
         .await;
     assert_eq!(held["status"], "pending", "{held}");
     assert_eq!(times_failed(&app, &id).await, 0, "never failed");
-    let unknown: bool = sqlx::query_scalar(
-        "SELECT outcome_unknown_since IS NOT NULL FROM payments",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("flag");
+    let unknown: bool =
+        sqlx::query_scalar("SELECT outcome_unknown_since IS NOT NULL FROM payments")
+            .fetch_one(&app.pool)
+            .await
+            .expect("flag");
     assert!(unknown, "the outcome is marked unknown");
     let letters = common::dead_letters::list(&broker, 10).await.expect("list");
     assert_eq!(letters.len(), 1);

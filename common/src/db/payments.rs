@@ -370,6 +370,26 @@ pub async fn fail_unclaimed<'e>(
     )
 }
 
+/// `pending` → `cancelled` for a payment no worker has claimed and whose
+/// outcome is known (never sent, or known not processed): it is never
+/// charged, and its queued job finds nothing to do.
+pub async fn cancel_unprocessed<'e>(
+    db: impl PgExecutor<'e>,
+    id: PaymentId,
+    reason: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<PaymentRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        "old.status = 'pending' AND p.outcome_unknown_since IS NULL",
+        "status = 'cancelled', cancelled_at = now(), cancellation_reason = $4, held_at = NULL,
+         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
+        reason,
+    )
+}
+
 /// `processing` (this worker's claim) → `pending`, held for an operator:
 /// the processor refused the request itself, so no retry can help until the
 /// configuration is fixed. Nothing is said about the card that is not known:

@@ -1,0 +1,624 @@
+//! The rest of a payment's life (DESIGN.md section 9): capture an
+//! authorization, cancel (or void), refund, and read refunds.
+//!
+//! Each `POST` that needs the processor creates an operation (capture, void,
+//! refund) with its outbox row in one guarded statement
+//! (`common::db::operations::create`), answers `202` at once, and honours
+//! `Prefer: wait=N` and `Idempotency-Key` exactly like `POST /v1/payments`.
+//! Cancelling a payment nobody has claimed yet needs no processor: it is one
+//! guarded transition, and its queued job then finds nothing to do.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::db::operations::{self, Kind, NewOperation, OperationRow};
+use common::db::payments::{self, Audit, PaymentRow};
+use common::domain::{PaymentId, RefundId, Scope, MAX_AMOUNT};
+use common::queue::Job;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::idempotency::{self, Begun};
+use crate::payments::{no_such_payment, prefer_wait, wait_until};
+use crate::validate;
+use crate::wire::{Payment, Refund};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/payments/{id}/capture", post(capture))
+        .route("/v1/payments/{id}/cancel", post(cancel))
+        .route("/v1/payments/{id}/refund", post(refund))
+        .route("/v1/refunds", get(list_refunds))
+        .route("/v1/refunds/{id}", get(retrieve_refund))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureRequest {
+    amount: Option<i64>,
+    statement_descriptor: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundRequest {
+    amount: Option<i64>,
+    reason: Option<String>,
+    notes: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+const CANCELLATION_REASONS: [&str; 4] = [
+    "duplicate",
+    "fraudulent",
+    "requested_by_customer",
+    "abandoned",
+];
+const REFUND_REASONS: [&str; 5] = [
+    "duplicate",
+    "fraudulent",
+    "requested_by_customer",
+    "defective",
+    "other",
+];
+const MAX_NOTES: usize = 500;
+
+/// The body of a `POST` whose fields are all optional: none at all is `{}`.
+async fn read_optional<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, T), ApiError> {
+    let empty = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0")
+        || (!headers.contains_key(header::CONTENT_TYPE)
+            && !headers.contains_key(header::TRANSFER_ENCODING));
+    if empty {
+        return Ok((Bytes::from_static(b"{}"), T::default()));
+    }
+    let bytes = validate::read_json_body(headers, body).await?;
+    let request = validate::parse_json(&bytes)?;
+    Ok((bytes, request))
+}
+
+fn check_amount(amount: Option<i64>) -> Result<(), ApiError> {
+    match amount {
+        Some(a) if !(1..=MAX_AMOUNT).contains(&a) => Err(ApiError::invalid(
+            "amount",
+            "invalid_amount",
+            format!("`amount` must be a positive integer in minor units, at most {MAX_AMOUNT}."),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_choice(param: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            param,
+            "invalid_value",
+            format!("`{param}` must be one of: {}.", allowed.join(", ")),
+        ))
+    }
+}
+
+fn parse_payment_id(id: &str) -> Result<PaymentId, ApiError> {
+    id.parse().map_err(|_| no_such_payment())
+}
+
+async fn find_payment(
+    state: &AppState,
+    caller: &Caller,
+    id: PaymentId,
+) -> Result<PaymentRow, ApiError> {
+    payments::find_for_merchant(&state.pool, caller.merchant_id, id)
+        .await?
+        .ok_or_else(no_such_payment)
+}
+
+/// The payment as `GET` shows it: with its latest refunds, or all of them.
+pub(crate) async fn view(
+    state: &AppState,
+    row: &PaymentRow,
+    expand: &Expand,
+) -> Result<Payment, ApiError> {
+    let limit = if expand.refunds {
+        i64::MAX
+    } else {
+        crate::wire::Refunds::EMBEDDED as i64 + 1
+    };
+    let refunds =
+        operations::list_for_payment(&state.pool, row.id, Kind::Refund, None, limit).await?;
+    let mut payment = Payment::from_row(row, &state.settings.public_base_url)
+        .with_refunds(&refunds, expand.refunds);
+    if expand.customer && payment.customer.is_none() && row.customer_id.is_some() {
+        payment.customer = Some(crate::wire::CustomerOut {
+            id: row.customer_id.clone(),
+            email: None,
+            name: None,
+        });
+    }
+    Ok(payment)
+}
+
+/// `expand[]=…` on a payment read.
+#[derive(Debug, Default)]
+pub(crate) struct Expand {
+    refunds: bool,
+    customer: bool,
+}
+
+impl Expand {
+    /// Reads `expand[]` (or `expand`) from a query string; any other
+    /// parameter, or an expansion this system has no object for, is `400`
+    /// naming it.
+    pub(crate) fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut expand = Self::default();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            if name != "expand[]" && name != "expand" {
+                return Err(ApiError::invalid(
+                    name.to_string(),
+                    "unknown_parameter",
+                    "This parameter is not known here.",
+                ));
+            }
+            match value.as_ref() {
+                "refunds" => expand.refunds = true,
+                "customer" => expand.customer = true,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "expand[]",
+                        "invalid_expand",
+                        "`expand[]` may be `refunds` or `customer`.",
+                    ))
+                }
+            }
+        }
+        Ok(expand)
+    }
+}
+
+/// Creates the operation under the request's idempotency key and answers
+/// with `render(operation, payment)`.
+async fn create_operation(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    route: &str,
+    bytes: &[u8],
+    new: NewOperation,
+) -> Result<Response, ApiError> {
+    let claim = match idempotency::begin(state, caller.merchant_id, headers, route, bytes).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Unkeyed => None,
+        Begun::Claimed(claim) => Some(claim),
+    };
+    let created = async {
+        let mut tx = state.pool.begin().await?;
+        let created = match operations::create(&mut *tx, &new, state.settings.relay_after).await {
+            Ok(Some(created)) => created,
+            Ok(None) => return Err(not_allowed(state, caller, &new).await),
+            Err(err) if common::db::violated_constraint(&err).is_some() => {
+                return Err(operation_in_progress())
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let row = payments::find(&mut *tx, PaymentId(new.payment_id))
+            .await?
+            .ok_or_else(no_such_payment)?;
+        let body = render(state, &created.operation, &row).await?;
+        if let Some(claim) = &claim {
+            claim
+                .complete(&mut *tx, StatusCode::ACCEPTED, &body, new.payment_id)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, ApiError>((created, body))
+    }
+    .await;
+    let (created, body) = match created {
+        Ok(created) => created,
+        Err(err) => {
+            if let Some(claim) = &claim {
+                claim.abandon(state).await;
+            }
+            return Err(err);
+        }
+    };
+    let job = Job::operation(created.operation.id, new.payment_id, caller.merchant_id);
+    state
+        .outbox
+        .publish_now(&state.broker, &job, created.outbox_id)
+        .await;
+
+    let Some(wait) = prefer_wait(headers) else {
+        return Ok(answer(StatusCode::ACCEPTED, body, None));
+    };
+    // Committed: from here every answer identifies what was committed.
+    let op_id = created.operation.id;
+    let waited = wait_until(
+        state,
+        op_id,
+        wait,
+        OperationRow::is_terminal,
+        || async move {
+            operations::find(&state.pool, op_id)
+                .await?
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("operation vanished")))
+        },
+    )
+    .await;
+    let Ok(op) = waited else {
+        return Ok(answer(StatusCode::ACCEPTED, body, Some(wait)));
+    };
+    let Ok(Some(row)) = payments::find(&state.pool, PaymentId(new.payment_id)).await else {
+        return Ok(answer(StatusCode::ACCEPTED, body, Some(wait)));
+    };
+    let status = if op.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = render(state, &op, &row).await?;
+    Ok(answer(status, body, Some(wait)))
+}
+
+/// A refund answers with the refund; a capture or void with the payment.
+async fn render(state: &AppState, op: &OperationRow, row: &PaymentRow) -> Result<Value, ApiError> {
+    let value = match op.kind() {
+        Kind::Refund => serde_json::to_value(Refund::from_row(op)),
+        Kind::Capture | Kind::Void => {
+            serde_json::to_value(view(state, row, &Expand::default()).await?)
+        }
+    };
+    value.map_err(|e| ApiError::internal(e.into()))
+}
+
+fn answer(status: StatusCode, body: Value, wait: Option<Duration>) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Some(wait) = wait {
+        if let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+            response.headers_mut().insert("preference-applied", value);
+        }
+    }
+    response
+}
+
+fn operation_in_progress() -> ApiError {
+    ApiError::bad_request(
+        StatusCode::CONFLICT,
+        "operation_in_progress",
+        "A capture or cancellation of this payment is under way. Retry once it is done.",
+    )
+}
+
+/// Why the payment does not allow the operation, read after the guarded
+/// statement refused it.
+async fn not_allowed(state: &AppState, caller: &Caller, new: &NewOperation) -> ApiError {
+    let row = match find_payment(state, caller, PaymentId(new.payment_id)).await {
+        Ok(row) => row,
+        Err(err) => return err,
+    };
+    let succeeded = row.status == "succeeded";
+    match new.kind {
+        Kind::Capture if succeeded && !row.captured && row.amount_capturable > 0 => {
+            ApiError::invalid(
+                "amount",
+                "amount_exceeds_capturable",
+                format!(
+                    "`amount` may be at most the amount capturable, {}.",
+                    row.amount_capturable
+                ),
+            )
+        }
+        Kind::Capture => ApiError::bad_request(
+            StatusCode::BAD_REQUEST,
+            "payment_not_capturable",
+            "Only an authorized, uncaptured payment can be captured.",
+        ),
+        Kind::Refund if succeeded && row.captured => ApiError::invalid(
+            "amount",
+            "amount_exceeds_refundable",
+            format!(
+                "`amount` may be at most what is still refundable, {}.",
+                row.amount_captured - row.amount_refunded
+            ),
+        ),
+        Kind::Refund => ApiError::bad_request(
+            StatusCode::BAD_REQUEST,
+            "payment_not_refundable",
+            "Only a captured payment can be refunded.",
+        ),
+        Kind::Void => not_cancellable(),
+    }
+}
+
+fn not_cancellable() -> ApiError {
+    ApiError::bad_request(
+        StatusCode::BAD_REQUEST,
+        "payment_not_cancellable",
+        "Captured, failed and cancelled payments cannot be cancelled; refund a captured payment instead.",
+    )
+}
+
+fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError> {
+    value.map_or(Ok(json!({})), validate::check_metadata)
+}
+
+async fn capture(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PaymentsWrite)?;
+    let id = parse_payment_id(&id)?;
+    let (bytes, request): (_, CaptureRequest) = read_optional(&headers, body).await?;
+    check_amount(request.amount)?;
+    validate::check_descriptor(&request.statement_descriptor)?;
+    let metadata = metadata(request.metadata.as_ref())?;
+    find_payment(&state, &caller, id).await?;
+    let new = NewOperation {
+        id: Uuid::now_v7(),
+        payment_id: id.0,
+        merchant_id: caller.merchant_id,
+        kind: Kind::Capture,
+        amount: request.amount,
+        requested_by: "api".into(),
+        reason: None,
+        notes: None,
+        statement_descriptor: request.statement_descriptor,
+        metadata,
+    };
+    let route = format!("POST /v1/payments/{id}/capture");
+    create_operation(&state, &caller, &headers, &route, &bytes, new).await
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PaymentsWrite)?;
+    let id = parse_payment_id(&id)?;
+    let (bytes, request): (_, CancelRequest) = read_optional(&headers, body).await?;
+    if let Some(reason) = &request.reason {
+        check_choice("reason", reason, &CANCELLATION_REASONS)?;
+    }
+    let reason = request
+        .reason
+        .unwrap_or_else(|| "requested_by_customer".into());
+    let row = find_payment(&state, &caller, id).await?;
+    match row.status.as_str() {
+        // Nobody has claimed it: cancelled at once, never charged. Its
+        // queued job finds a cancelled payment and does nothing.
+        "pending" if row.outcome_unknown_since.is_none() => {
+            cancel_unprocessed(&state, &caller, &headers, &bytes, &row, &reason).await
+        }
+        // Being processed, or its outcome is being confirmed: no answer
+        // about the card yet.
+        "pending" | "processing" => Err(ApiError::bad_request(
+            StatusCode::CONFLICT,
+            "payment_processing",
+            "The payment is being processed. Retry once it is no longer pending or processing.",
+        )),
+        "succeeded" if !row.captured => {
+            let new = NewOperation {
+                id: Uuid::now_v7(),
+                payment_id: id.0,
+                merchant_id: caller.merchant_id,
+                kind: Kind::Void,
+                amount: None,
+                requested_by: "api".into(),
+                reason: Some(reason),
+                notes: None,
+                statement_descriptor: None,
+                metadata: json!({}),
+            };
+            let route = format!("POST /v1/payments/{id}/cancel");
+            create_operation(&state, &caller, &headers, &route, &bytes, new).await
+        }
+        _ => Err(not_cancellable()),
+    }
+}
+
+async fn cancel_unprocessed(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    row: &PaymentRow,
+    reason: &str,
+) -> Result<Response, ApiError> {
+    let route = format!("POST /v1/payments/{}/cancel", row.payment_id());
+    let claim = match idempotency::begin(state, caller.merchant_id, headers, &route, bytes).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Unkeyed => None,
+        Begun::Claimed(claim) => Some(claim),
+    };
+    let done = async {
+        let mut tx = state.pool.begin().await?;
+        let audit = Audit {
+            actor: "api",
+            reason: "cancelled before processing",
+        };
+        let Some(cancelled) =
+            payments::cancel_unprocessed(&mut *tx, row.payment_id(), reason, audit).await?
+        else {
+            // A worker claimed it meanwhile.
+            return Err(ApiError::bad_request(
+                StatusCode::CONFLICT,
+                "payment_processing",
+                "The payment is being processed. Retry once it is no longer pending or processing.",
+            ));
+        };
+        let body = serde_json::to_value(view(state, &cancelled, &Expand::default()).await?)
+            .map_err(|e| ApiError::internal(e.into()))?;
+        if let Some(claim) = &claim {
+            claim
+                .complete(&mut *tx, StatusCode::OK, &body, row.id)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, ApiError>(body)
+    }
+    .await;
+    match done {
+        Ok(body) => Ok(answer(StatusCode::OK, body, None)),
+        Err(err) => {
+            if let Some(claim) = &claim {
+                claim.abandon(state).await;
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn refund(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::PaymentsWrite)?;
+    let id = parse_payment_id(&id)?;
+    let bytes = validate::read_json_body(&headers, body).await?;
+    let request: RefundRequest = validate::parse_json(&bytes)?;
+    check_amount(request.amount)?;
+    let Some(reason) = request.reason else {
+        return Err(ApiError::invalid(
+            "reason",
+            "parameter_missing",
+            format!(
+                "`reason` is required: one of {}.",
+                REFUND_REASONS.join(", ")
+            ),
+        ));
+    };
+    check_choice("reason", &reason, &REFUND_REASONS)?;
+    validate::check_len("notes", &request.notes, 1, MAX_NOTES)?;
+    let metadata = metadata(request.metadata.as_ref())?;
+    find_payment(&state, &caller, id).await?;
+    let new = NewOperation {
+        id: Uuid::now_v7(),
+        payment_id: id.0,
+        merchant_id: caller.merchant_id,
+        kind: Kind::Refund,
+        amount: request.amount,
+        requested_by: "api".into(),
+        reason: Some(reason),
+        notes: request.notes,
+        statement_descriptor: None,
+        metadata,
+    };
+    let route = format!("POST /v1/payments/{id}/refund");
+    create_operation(&state, &caller, &headers, &route, &bytes, new).await
+}
+
+fn no_such_refund() -> ApiError {
+    ApiError::not_found("No such refund.")
+}
+
+async fn retrieve_refund(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Refund>, ApiError> {
+    caller.require(Scope::PaymentsRead)?;
+    let id: RefundId = id.parse().map_err(|_| no_such_refund())?;
+    let row = operations::find_for_merchant(&state.pool, caller.merchant_id, id.0, Kind::Refund)
+        .await?
+        .ok_or_else(no_such_refund)?;
+    Ok(Json(Refund::from_row(&row)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundListQuery {
+    payment_id: String,
+    limit: Option<i64>,
+    starting_after: Option<String>,
+}
+
+/// `GET /v1/refunds?payment_id=…`: the payment's refunds, newest first,
+/// `limit` (1–100, default 10) and `starting_after` (a refund id).
+async fn list_refunds(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::PaymentsRead)?;
+    let query: RefundListQuery = crate::extract::parse_query(query.as_deref().unwrap_or(""))?;
+    let payment_id: PaymentId = query.payment_id.parse().map_err(|_| {
+        ApiError::invalid(
+            "payment_id",
+            "invalid_id",
+            "`payment_id` is not a payment id.",
+        )
+    })?;
+    let limit = query.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "invalid_limit",
+            "`limit` must be 1 to 100.",
+        ));
+    }
+    let starting_after = query
+        .starting_after
+        .as_deref()
+        .map(|id| {
+            id.parse::<RefundId>().map(|r| r.0).map_err(|_| {
+                ApiError::invalid(
+                    "starting_after",
+                    "invalid_id",
+                    "`starting_after` is not a refund id.",
+                )
+            })
+        })
+        .transpose()?;
+    // Another merchant's payment is unknown here too.
+    find_payment(&state, &caller, payment_id).await?;
+    let mut rows = operations::list_for_payment(
+        &state.pool,
+        payment_id.0,
+        Kind::Refund,
+        starting_after,
+        limit + 1,
+    )
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data: Vec<Refund> = rows.iter().map(Refund::from_row).collect();
+    Ok(Json(json!({
+        "object": "list",
+        "url": "/v1/refunds",
+        "has_more": has_more,
+        "data": data,
+    })))
+}
