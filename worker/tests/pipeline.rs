@@ -267,7 +267,8 @@ async fn two_hundred_payments_through_two_worker_processes_all_succeed_exactly_o
     let body = payment_body("tok_visa");
     let posts = (0..200).map(|_| app.post_payment(&body));
     for response in futures_util::future::join_all(posts).await {
-        assert_eq!(response.status(), 202);
+        let status = response.status();
+        assert_eq!(status, 202, "{}", response.text().await.unwrap_or_default());
     }
     let counts = app.wait_all_terminal(200, Duration::from_secs(120)).await;
     assert_eq!(counts.get("succeeded"), Some(&200), "{counts:?}");
