@@ -18,7 +18,10 @@ use sqlx::types::Json;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use super::payments::{claim_is_void, transition_sql, Audit, Knowledge, Table, GUARD_OWN_CLAIM};
+use super::payments::{
+    claimable, take_overdue_sql, transition_sql, Audit, Knowledge, Table, CLAIM_SET,
+    GUARD_OWN_CLAIM, HOLD_SET, RETRY_SET,
+};
 use crate::queue::Job;
 
 const OPERATIONS: Table = Table {
@@ -285,21 +288,12 @@ pub async fn claim<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    let guard = format!(
-        "((old.status = 'pending' AND p.held_at IS NULL)
-          OR (old.status = 'processing' AND {}))",
-        claim_is_void("$5")
-    );
     transition!(
         db,
         id,
         audit,
-        &guard,
-        "status = 'processing', attempts = p.attempts + 1, claimed_by = $2,
-         outcome_unknown_since = CASE WHEN old.status = 'processing'
-             THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
-         lease_expires_at = now() + make_interval(secs => $4),
-         due_at = now() + make_interval(secs => $4), next_attempt_at = NULL",
+        &claimable("$5"),
+        CLAIM_SET,
         "",
         lease.as_secs_f64(),
         dead_after.as_secs_f64(),
@@ -413,10 +407,7 @@ pub async fn schedule_retry<'e>(
         op.id,
         audit,
         GUARD_OWN_CLAIM,
-        "status = 'pending', last_error = $5,
-         next_attempt_at = now() + make_interval(secs => $6),
-         due_at = now() + make_interval(secs => $7), lease_expires_at = NULL,
-         outcome_unknown_since = CASE WHEN $8 THEN COALESCE(p.outcome_unknown_since, now()) END",
+        RETRY_SET,
         "",
         op.attempts,
         last_error,
@@ -439,8 +430,7 @@ pub async fn hold<'e>(
         op.id,
         audit,
         GUARD_OWN_CLAIM,
-        "status = 'pending', held_at = now(), last_error = $5,
-         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL",
+        HOLD_SET,
         "",
         op.attempts,
         last_error,
@@ -493,21 +483,7 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    let sql = format!(
-        "UPDATE operations SET due_at = now() + make_interval(secs => $1)
-         WHERE id IN (
-             SELECT id FROM operations p
-             WHERE p.due_at < now() - make_interval(secs => $1)
-               AND ((p.status = 'processing' AND {})
-                    OR (p.status = 'pending' AND p.next_attempt_at IS NOT NULL)
-                    OR (p.status = 'pending' AND NOT $3))
-             ORDER BY p.due_at
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         )
-         RETURNING id, payment_id, merchant_id",
-        claim_is_void("$4")
-    );
+    let sql = take_overdue_sql(OPERATIONS, "id, payment_id, merchant_id");
     sqlx::query_as(&sql)
         .bind(grace.as_secs_f64())
         .bind(limit)

@@ -258,6 +258,57 @@ pub(crate) fn claim_is_void(dead_after: &str) -> String {
     )
 }
 
+/// The guard of a claim: `pending` and not held, or `processing` under a
+/// void claim (`dead_after` names the statement's parameter).
+pub(crate) fn claimable(dead_after: &str) -> String {
+    format!(
+        "((old.status = 'pending' AND p.held_at IS NULL)
+          OR (old.status = 'processing' AND {}))",
+        claim_is_void(dead_after)
+    )
+}
+
+/// What a claim sets (`$2` the worker, `$4` the lease in seconds). Taking
+/// over a void claim marks the outcome unknown.
+pub(crate) const CLAIM_SET: &str =
+    "status = 'processing', attempts = p.attempts + 1, claimed_by = $2,
+     outcome_unknown_since = CASE WHEN old.status = 'processing'
+         THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
+     lease_expires_at = now() + make_interval(secs => $4),
+     due_at = now() + make_interval(secs => $4), next_attempt_at = NULL";
+
+/// What scheduling a retry sets (`$5` last error, `$6` delay, `$7` the
+/// tier, `$8` whether the outcome is unknown).
+pub(crate) const RETRY_SET: &str = "status = 'pending', last_error = $5,
+     next_attempt_at = now() + make_interval(secs => $6),
+     due_at = now() + make_interval(secs => $7), lease_expires_at = NULL,
+     outcome_unknown_since = CASE WHEN $8 THEN COALESCE(p.outcome_unknown_since, now()) END";
+
+/// What holding for an operator sets (`$5` last error).
+pub(crate) const HOLD_SET: &str = "status = 'pending', held_at = now(), last_error = $5,
+     next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL";
+
+/// The rescuer's statement over `table` (see [`take_overdue`]); binds
+/// `$1` grace, `$2` limit, `$3` backlog, `$4` dead_after.
+pub(crate) fn take_overdue_sql(table: Table, returning: &str) -> String {
+    format!(
+        "UPDATE {name} SET due_at = now() + make_interval(secs => $1)
+         WHERE id IN (
+             SELECT id FROM {name} p
+             WHERE p.due_at < now() - make_interval(secs => $1)
+               AND ((p.status = 'processing' AND {void})
+                    OR (p.status = 'pending' AND p.next_attempt_at IS NOT NULL)
+                    OR (p.status = 'pending' AND NOT $3))
+             ORDER BY p.due_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )
+         RETURNING {returning}",
+        name = table.name,
+        void = claim_is_void("$4")
+    )
+}
+
 /// `pending` (not held), or `processing` under a void claim, → `processing`
 /// under a new claim by `audit.actor` for `lease`. Taking over a void claim
 /// marks the outcome unknown: the dead worker may have sent the call, so the
@@ -270,21 +321,12 @@ pub async fn claim<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    let guard = format!(
-        "((old.status = 'pending' AND p.held_at IS NULL)
-          OR (old.status = 'processing' AND {}))",
-        claim_is_void("$5")
-    );
     transition!(
         db,
         id,
         audit,
-        &guard,
-        "status = 'processing', attempts = p.attempts + 1, claimed_by = $2,
-         outcome_unknown_since = CASE WHEN old.status = 'processing'
-             THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
-         lease_expires_at = now() + make_interval(secs => $4),
-         due_at = now() + make_interval(secs => $4), next_attempt_at = NULL",
+        &claimable("$5"),
+        CLAIM_SET,
         lease.as_secs_f64(),
         dead_after.as_secs_f64(),
     )
@@ -406,8 +448,7 @@ pub async fn hold<'e>(
         id,
         audit,
         GUARD_OWN_CLAIM,
-        "status = 'pending', held_at = now(), last_error = $5,
-         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL",
+        HOLD_SET,
         attempt,
         last_error,
     )
@@ -423,16 +464,11 @@ pub async fn hold_unclaimed<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    let guard = format!(
-        "((old.status = 'pending' AND p.held_at IS NULL)
-          OR (old.status = 'processing' AND {}))",
-        claim_is_void("$5")
-    );
     transition!(
         db,
         id,
         audit,
-        &guard,
+        &claimable("$5"),
         "status = 'pending', held_at = now(), last_error = $4,
          outcome_unknown_since = CASE WHEN old.status = 'processing'
              THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
@@ -473,10 +509,7 @@ pub async fn schedule_retry<'e>(
         id,
         audit,
         GUARD_OWN_CLAIM,
-        "status = 'pending', last_error = $5,
-         next_attempt_at = now() + make_interval(secs => $6),
-         due_at = now() + make_interval(secs => $7), lease_expires_at = NULL,
-         outcome_unknown_since = CASE WHEN $8 THEN COALESCE(p.outcome_unknown_since, now()) END",
+        RETRY_SET,
         attempt,
         last_error,
         delay.as_secs_f64(),
@@ -552,21 +585,7 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    let sql = format!(
-        "UPDATE payments SET due_at = now() + make_interval(secs => $1)
-         WHERE id IN (
-             SELECT id FROM payments p
-             WHERE p.due_at < now() - make_interval(secs => $1)
-               AND ((p.status = 'processing' AND {})
-                    OR (p.status = 'pending' AND p.next_attempt_at IS NOT NULL)
-                    OR (p.status = 'pending' AND NOT $3))
-             ORDER BY p.due_at
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         )
-         RETURNING id, merchant_id, status",
-        claim_is_void("$4")
-    );
+    let sql = take_overdue_sql(PAYMENTS, "id, merchant_id, status");
     sqlx::query_as(&sql)
         .bind(grace.as_secs_f64())
         .bind(limit)
