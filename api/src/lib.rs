@@ -12,9 +12,11 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 mod health;
+mod list;
 pub mod metrics;
 pub mod outbox;
 mod payments;
+mod receipts;
 pub mod request_id;
 mod validate;
 mod waiters;
@@ -239,6 +241,8 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = state.settings.request_timeout;
     Router::new()
         .merge(payments::router())
+        .merge(list::router())
+        .merge(receipts::router())
         .merge(health::router())
         .merge(admin::router())
         .route("/metrics", axum::routing::get(metrics::handler))

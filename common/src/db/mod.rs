@@ -5,7 +5,9 @@
 pub mod api_keys;
 pub mod idempotency;
 pub mod outbox;
+pub mod payment_list;
 pub mod payments;
+pub mod receipts;
 pub mod workers;
 
 use std::str::FromStr;
