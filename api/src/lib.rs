@@ -14,9 +14,11 @@ pub mod extract;
 mod health;
 pub mod idempotency;
 mod lifecycle;
+mod list;
 pub mod metrics;
 pub mod outbox;
 mod payments;
+mod receipts;
 pub mod request_id;
 mod validate;
 mod waiters;
@@ -242,6 +244,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(payments::router())
         .merge(lifecycle::router())
+        .merge(list::router())
+        .merge(receipts::router())
         .merge(health::router())
         .merge(admin::router())
         .route("/metrics", axum::routing::get(metrics::handler))

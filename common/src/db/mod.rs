@@ -6,7 +6,9 @@ pub mod api_keys;
 pub mod idempotency;
 pub mod operations;
 pub mod outbox;
+pub mod payment_list;
 pub mod payments;
+pub mod receipts;
 pub mod workers;
 
 use std::str::FromStr;

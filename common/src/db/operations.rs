@@ -266,6 +266,29 @@ pub async fn list_for_payment<'e>(
     .await
 }
 
+/// The latest `per_payment` refunds of each of `payment_ids`, newest first:
+/// one query for a whole page of payments.
+pub async fn latest_refunds<'e>(
+    db: impl PgExecutor<'e>,
+    payment_ids: &[Uuid],
+    per_payment: i64,
+) -> sqlx::Result<Vec<OperationRow>> {
+    sqlx::query_as(
+        "SELECT * FROM (
+             SELECT o.*, row_number() OVER (
+                 PARTITION BY payment_id ORDER BY created_at DESC, id DESC) AS n
+             FROM operations o
+             WHERE payment_id = ANY($1) AND kind = 'refund'
+         ) ranked
+         WHERE n <= $2
+         ORDER BY payment_id, created_at DESC, id DESC",
+    )
+    .bind(payment_ids)
+    .bind(per_payment)
+    .fetch_all(db)
+    .await
+}
+
 macro_rules! transition {
     ($db:expr, $id:expr, $audit:expr, $guard:expr, $set:expr, $also:expr $(, $bind:expr)* $(,)?) => {{
         let sql = transition_sql(OPERATIONS, $guard, $set, $also);

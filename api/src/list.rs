@@ -1,0 +1,451 @@
+//! `GET /v1/payments`: the caller's payments, newest first, a page at a time.
+//!
+//! `{"object": "list", "url": "/v1/payments", "has_more", "data": [payment…]}`,
+//! each item exactly what `GET /v1/payments/:id` returns. Pages are cursors,
+//! never offsets (`common::db::payment_list`): `starting_after=pay_…` gives the
+//! payments just older than that one, `ending_before=pay_…` the ones just
+//! newer (still newest first), and payments that arrive meanwhile never shift
+//! or repeat what a client pages through.
+//!
+//! Every parameter is checked before the database is asked: a value that does
+//! not fit, an unknown parameter or one given twice is a `400` naming it. A
+//! cursor that is not one of the caller's payments is a `400` naming the
+//! cursor parameter (code `resource_missing`), not a `404`: the list exists,
+//! the parameter is wrong; another merchant's payment id gets the same answer
+//! as an id that exists nowhere.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use common::db::operations;
+use common::db::payment_list::{self, Filter, Page, Position, MAX_LIMIT};
+use common::domain::{Currency, PaymentId, PaymentStatus, Scope};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::Query;
+use crate::wire::Payment;
+use crate::AppState;
+
+/// Payments on a page when `limit` is not given.
+pub const DEFAULT_LIMIT: i64 = 10;
+/// The list's own path, as its `url` field shows it.
+pub const URL: &str = "/v1/payments";
+/// Latest Unix time accepted in a `created[...]` bound: 9999-12-31T23:59:59Z.
+const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+/// Longest id accepted in a filter: the longest a payment can store.
+const MAX_ID_LEN: usize = 255;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(URL, get(list))
+}
+
+/// The query string, as sent. Unknown parameters are rejected, so a misspelt
+/// filter is an error instead of a silently unfiltered list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<i64>,
+    pub starting_after: Option<String>,
+    pub ending_before: Option<String>,
+    pub status: Option<String>,
+    pub customer_id: Option<String>,
+    pub order_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub currency: Option<String>,
+    #[serde(rename = "created[gt]")]
+    pub created_gt: Option<i64>,
+    #[serde(rename = "created[gte]")]
+    pub created_gte: Option<i64>,
+    #[serde(rename = "created[lt]")]
+    pub created_lt: Option<i64>,
+    #[serde(rename = "created[lte]")]
+    pub created_lte: Option<i64>,
+    #[serde(rename = "amount[gte]")]
+    pub amount_gte: Option<i64>,
+    #[serde(rename = "amount[lte]")]
+    pub amount_lte: Option<i64>,
+}
+
+/// A cursor as given: which parameter, and the payment it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    StartingAfter(PaymentId),
+    EndingBefore(PaymentId),
+}
+
+impl Cursor {
+    fn param(self) -> &'static str {
+        match self {
+            Self::StartingAfter(_) => "starting_after",
+            Self::EndingBefore(_) => "ending_before",
+        }
+    }
+
+    fn id(self) -> PaymentId {
+        match self {
+            Self::StartingAfter(id) | Self::EndingBefore(id) => id,
+        }
+    }
+}
+
+/// A list request, every parameter checked.
+#[derive(Debug, PartialEq, Eq)]
+struct ListRequest {
+    limit: i64,
+    cursor: Option<Cursor>,
+    filter: Filter,
+}
+
+/// The answer: a Stripe-style list object.
+#[derive(Debug, Serialize)]
+pub struct PaymentList {
+    pub object: &'static str,
+    pub url: &'static str,
+    pub has_more: bool,
+    pub data: Vec<Payment>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<PaymentList>, ApiError> {
+    caller.require(Scope::PaymentsRead)?;
+    let request = ListRequest::parse(query)?;
+    let page = match request.cursor {
+        None => Page::First,
+        Some(cursor) => {
+            let at = cursor_position(&state, caller.merchant_id, cursor).await?;
+            match cursor {
+                Cursor::StartingAfter(_) => Page::After(at),
+                Cursor::EndingBefore(_) => Page::Before(at),
+            }
+        }
+    };
+    let listed = payment_list::list(
+        &state.pool,
+        caller.merchant_id,
+        &request.filter,
+        page,
+        request.limit,
+    )
+    .await?;
+    let base = &state.settings.public_base_url;
+    // Each item shows its latest refunds, as `GET` does: one query for the
+    // page.
+    let ids: Vec<Uuid> = listed.rows.iter().map(|row| row.id).collect();
+    let refunds =
+        operations::latest_refunds(&state.pool, &ids, crate::wire::Refunds::EMBEDDED as i64 + 1)
+            .await?;
+    let data = listed
+        .rows
+        .iter()
+        .map(|row| {
+            let own: Vec<_> = refunds
+                .iter()
+                .filter(|r| r.payment_id == row.id)
+                .cloned()
+                .collect();
+            Payment::from_row(row, base).with_refunds(&own, false)
+        })
+        .collect();
+    Ok(Json(PaymentList {
+        object: "list",
+        url: URL,
+        has_more: listed.has_more,
+        data,
+    }))
+}
+
+/// Where the cursor payment sits in the caller's list; a `400` naming the
+/// cursor parameter when it is not one of the caller's payments.
+async fn cursor_position(
+    state: &AppState,
+    merchant_id: Uuid,
+    cursor: Cursor,
+) -> Result<Position, ApiError> {
+    payment_list::position(&state.pool, merchant_id, cursor.id())
+        .await?
+        .ok_or_else(|| {
+            let param = cursor.param();
+            ApiError::invalid(
+                param,
+                "resource_missing",
+                format!(
+                    "`{param}` names no payment of yours: pass the id of one of your payments."
+                ),
+            )
+        })
+}
+
+impl ListRequest {
+    fn parse(query: ListQuery) -> Result<Self, ApiError> {
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                "invalid_limit",
+                format!("`limit` must be a whole number from 1 to {MAX_LIMIT}."),
+            ));
+        }
+        let cursor = match (query.starting_after, query.ending_before) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "ending_before",
+                    "conflicting_parameters",
+                    "Pass `starting_after` or `ending_before`, not both.",
+                ))
+            }
+            (Some(id), None) => Some(Cursor::StartingAfter(cursor_id("starting_after", &id)?)),
+            (None, Some(id)) => Some(Cursor::EndingBefore(cursor_id("ending_before", &id)?)),
+            (None, None) => None,
+        };
+        let status = query
+            .status
+            .map(|s| {
+                s.parse::<PaymentStatus>().map_err(|_| {
+                    ApiError::invalid(
+                        "status",
+                        "invalid_parameter",
+                        "`status` must be a payment status, such as `succeeded` or `failed`.",
+                    )
+                })
+            })
+            .transpose()?;
+        let currency = query
+            .currency
+            .map(|c| {
+                Currency::parse(&c)
+                    .map_err(|e| ApiError::invalid("currency", "invalid_parameter", e.0))
+            })
+            .transpose()?;
+        let filter = Filter {
+            status,
+            customer_id: filter_id("customer_id", query.customer_id)?,
+            order_id: filter_id("order_id", query.order_id)?,
+            invoice_id: filter_id("invoice_id", query.invoice_id)?,
+            currency,
+            created_from: latest([
+                unix_bound("created[gte]", query.created_gte, 0)?,
+                // Times are shown in whole seconds: "after second T" starts
+                // at T + 1, and "up to second T" ends before T + 1.
+                unix_bound("created[gt]", query.created_gt, 1)?,
+            ]),
+            created_until: earliest([
+                unix_bound("created[lt]", query.created_lt, 0)?,
+                unix_bound("created[lte]", query.created_lte, 1)?,
+            ]),
+            amount_min: amount_bound("amount[gte]", query.amount_gte)?,
+            amount_max: amount_bound("amount[lte]", query.amount_lte)?,
+        };
+        Ok(Self {
+            limit,
+            cursor,
+            filter,
+        })
+    }
+}
+
+/// A cursor must look like a payment id (`pay_…`).
+fn cursor_id(param: &'static str, value: &str) -> Result<PaymentId, ApiError> {
+    value.parse().map_err(|_| {
+        ApiError::invalid(
+            param,
+            "invalid_parameter",
+            format!("`{param}` must be a payment id (`pay_` followed by a lower-case UUID)."),
+        )
+    })
+}
+
+/// A customer, order or invoice id: as long as a payment may store, and no
+/// control characters (no payment has one, and PostgreSQL refuses NUL).
+fn filter_id(param: &'static str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    let len = value.chars().count();
+    if !(1..=MAX_ID_LEN).contains(&len) || value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            param,
+            "invalid_parameter",
+            format!(
+                "`{param}` must be 1 to {MAX_ID_LEN} characters, none of them control characters."
+            ),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// `seconds` (Unix time) plus `shift` seconds, as a time.
+fn unix_bound(
+    param: &'static str,
+    seconds: Option<i64>,
+    shift: i64,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(seconds) = seconds else {
+        return Ok(None);
+    };
+    if !(0..=MAX_UNIX_SECONDS).contains(&seconds) {
+        return Err(ApiError::invalid(
+            param,
+            "invalid_parameter",
+            format!("`{param}` must be a Unix time in seconds, from 0 to {MAX_UNIX_SECONDS}."),
+        ));
+    }
+    // In range by the check above, so the conversion cannot fail.
+    Ok(DateTime::from_timestamp(seconds + shift, 0))
+}
+
+fn amount_bound(param: &'static str, amount: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match amount {
+        Some(amount) if amount < 0 => Err(ApiError::invalid(
+            param,
+            "invalid_parameter",
+            format!("`{param}` must be an amount in minor units, 0 or more."),
+        )),
+        amount => Ok(amount),
+    }
+}
+
+fn latest<const N: usize>(times: [Option<DateTime<Utc>>; N]) -> Option<DateTime<Utc>> {
+    times.into_iter().flatten().max()
+}
+
+fn earliest<const N: usize>(times: [Option<DateTime<Utc>>; N]) -> Option<DateTime<Utc>> {
+    times.into_iter().flatten().min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::parse_query;
+
+    fn parse(query: &str) -> Result<ListRequest, ApiError> {
+        ListRequest::parse(parse_query(query)?)
+    }
+
+    /// The status and `param` of a rejected query, read from the envelope a
+    /// client would get.
+    fn rejected(query: &str) -> (u16, Option<String>) {
+        use axum::response::IntoResponse as _;
+        let response = parse(query).expect_err(query).into_response();
+        let status = response.status().as_u16();
+        let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
+            response.into_body(),
+            usize::MAX,
+        ))
+        .expect("a buffered body is ready at once")
+        .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON envelope");
+        let param = body["error"]["param"].as_str().map(str::to_owned);
+        (status, param)
+    }
+
+    fn at(seconds: i64) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(seconds, 0)
+    }
+
+    #[test]
+    fn defaults_are_ten_newest_unfiltered() {
+        let request = parse("").expect("valid");
+        assert_eq!(request.limit, DEFAULT_LIMIT);
+        assert_eq!(request.cursor, None);
+        assert_eq!(request.filter, Filter::default());
+    }
+
+    #[test]
+    fn limit_is_one_to_a_hundred() {
+        assert_eq!(parse("limit=1").expect("valid").limit, 1);
+        assert_eq!(parse("limit=100").expect("valid").limit, 100);
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "limit=-1",
+            "limit=ten",
+            "limit=",
+            "limit=1.5",
+        ] {
+            assert_eq!(rejected(bad), (400, Some("limit".into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_are_payment_ids_and_only_one_of_them() {
+        let id = PaymentId::new();
+        let request = parse(&format!("starting_after={id}")).expect("valid");
+        assert_eq!(request.cursor, Some(Cursor::StartingAfter(id)));
+        let request = parse(&format!("ending_before={id}")).expect("valid");
+        assert_eq!(request.cursor, Some(Cursor::EndingBefore(id)));
+        assert_eq!(
+            rejected(&format!("starting_after={id}&ending_before={id}")),
+            (400, Some("ending_before".into()))
+        );
+        assert_eq!(
+            rejected("starting_after=pay_nope"),
+            (400, Some("starting_after".into()))
+        );
+        assert_eq!(
+            rejected(&format!("ending_before={}", id.0)),
+            (400, Some("ending_before".into()))
+        );
+    }
+
+    #[test]
+    fn created_bounds_are_whole_seconds_and_the_strictest_wins() {
+        let request = parse("created[gt]=100&created[gte]=50&created[lt]=200&created[lte]=300")
+            .expect("valid");
+        assert_eq!(request.filter.created_from, at(101));
+        assert_eq!(request.filter.created_until, at(200));
+        let request = parse("created%5Bgte%5D=100&created%5Blte%5D=150").expect("encoded brackets");
+        assert_eq!(request.filter.created_from, at(100));
+        assert_eq!(request.filter.created_until, at(151));
+        for (bad, param) in [
+            ("created[gt]=soon", "created[gt]"),
+            ("created[gte]=-1", "created[gte]"),
+            ("created[lt]=253402300800", "created[lt]"),
+            ("created[lte]=1e9", "created[lte]"),
+            ("created=5", "created"),
+            ("created[eq]=5", "created[eq]"),
+        ] {
+            assert_eq!(rejected(bad), (400, Some(param.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn filters_are_parsed_into_domain_values() {
+        let request = parse(
+            "status=failed&currency=jpy&customer_id=cust_1&order_id=o%201&invoice_id=inv_1\
+             &amount[gte]=0&amount[lte]=500",
+        )
+        .expect("valid");
+        let filter = request.filter;
+        assert_eq!(filter.status, Some(PaymentStatus::Failed));
+        assert_eq!(filter.currency.map(|c| c.to_string()), Some("JPY".into()));
+        assert_eq!(filter.customer_id.as_deref(), Some("cust_1"));
+        assert_eq!(filter.order_id.as_deref(), Some("o 1"));
+        assert_eq!(filter.invoice_id.as_deref(), Some("inv_1"));
+        assert_eq!((filter.amount_min, filter.amount_max), (Some(0), Some(500)));
+    }
+
+    #[test]
+    fn bad_filters_name_their_param() {
+        let long = "x".repeat(256);
+        for (bad, param) in [
+            ("status=paid".to_owned(), "status"),
+            ("status=".to_owned(), "status"),
+            ("currency=usdx".to_owned(), "currency"),
+            ("currency=XAU".to_owned(), "currency"),
+            ("customer_id=".to_owned(), "customer_id"),
+            (format!("order_id={long}"), "order_id"),
+            ("invoice_id=a%00b".to_owned(), "invoice_id"),
+            ("amount[gte]=-5".to_owned(), "amount[gte]"),
+            ("amount[lte]=lots".to_owned(), "amount[lte]"),
+            ("limit=5&limit=6".to_owned(), "limit"),
+            ("expand[]=customer".to_owned(), "expand[]"),
+        ] {
+            assert_eq!(rejected(&bad), (400, Some(param.into())), "{bad}");
+        }
+    }
+}
