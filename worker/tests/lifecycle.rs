@@ -316,6 +316,17 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     assert_eq!(bad["error"]["param"], "expand[]");
 
+    let receipt = app
+        .http
+        .get(format!("{}/receipts/{id}", app.api_url))
+        .send()
+        .await
+        .expect("receipt")
+        .text()
+        .await
+        .expect("html");
+    assert!(receipt.contains("Refunded"), "the receipt shows the refunds: {receipt}");
+
     let uncaptured = succeeded(&app, "tok_visa", 1_000, false).await;
     let (status, body) = post(
         &app,
