@@ -21,6 +21,11 @@
 //! services. Picking the best of noisy probes errs towards a higher floor,
 //! i.e. against the system.
 //!
+//! - **pgbench**: the same writes of PostgreSQL alone done by PostgreSQL's
+//!   own client with prepared statements (see the `pgbench` module), so the
+//!   report shows how far our SQL through sqlx is from the database's raw
+//!   rate for that work. Swept over the same concurrencies.
+//!
 //! Each is run alone, then both at once, and the round is repeated; the
 //! best run of each phase counts. The floor is the best run of both at
 //! once: in the system they run at the same time on the same cores, so the
@@ -48,6 +53,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::pgbench::{Bindings, Pgbench};
 use crate::procstat::{ClockTicks, CpuSnapshot, CpuUsage};
 use crate::system::{Cleanup, Env};
 
@@ -72,6 +78,20 @@ pub struct SweepPoint {
     pub in_flight: usize,
     pub postgres_per_s: f64,
     pub rabbitmq_per_s: f64,
+    /// `None` when pgbench is not there.
+    pub pgbench_per_s: Option<f64>,
+}
+
+/// The pgbench line of the floor.
+#[derive(Debug, Clone, Serialize)]
+pub struct PgbenchFloor {
+    /// `pgbench --version`, or why it was not measured.
+    pub version: Option<String>,
+    pub not_measured: Option<String>,
+    /// The sweep's best concurrency (clients), used in the timed runs.
+    pub in_flight: usize,
+    pub runs: Vec<FloorPhase>,
+    pub best_payments_per_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,25 +116,31 @@ pub struct FloorResult {
     pub floor_payments_per_s: f64,
     /// The lower of the two services' best separate runs, for reference.
     pub lower_of_separate_payments_per_s: f64,
+    pub pgbench: PgbenchFloor,
 }
 
 impl FloorResult {
     /// Largest relative difference between runs of the same phase: a
     /// measure of how steady the machine was.
     pub fn spread(&self) -> f64 {
-        [&self.postgres_alone, &self.rabbitmq_alone, &self.together]
-            .iter()
-            .map(|runs| {
-                let rates = runs.iter().map(|r| r.payments_per_s);
-                let max = rates.clone().fold(0.0, f64::max);
-                let min = rates.fold(f64::INFINITY, f64::min);
-                if max > 0.0 {
-                    1.0 - min / max
-                } else {
-                    0.0
-                }
-            })
-            .fold(0.0, f64::max)
+        [
+            &self.postgres_alone,
+            &self.rabbitmq_alone,
+            &self.together,
+            &self.pgbench.runs,
+        ]
+        .iter()
+        .map(|runs| {
+            let rates = runs.iter().map(|r| r.payments_per_s);
+            let max = rates.clone().fold(0.0, f64::max);
+            let min = rates.fold(f64::INFINITY, f64::min);
+            if max > 0.0 {
+                1.0 - min / max
+            } else {
+                0.0
+            }
+        })
+        .fold(0.0, f64::max)
     }
 }
 
@@ -164,6 +190,11 @@ pub async fn run(
         .filter(|&l| l < max_in_flight)
         .chain([max_in_flight])
         .collect();
+    // pgbench first, on its own: its clients are connections of their own,
+    // and while it runs no other floor pool holds warm connections, so all
+    // of them fit under `max_connections`.
+    let (pgbench, pgbench_sweep) =
+        pgbench_floor(env, cleanup, clk, payments, probe, &levels, max_in_flight).await?;
     eprintln!("[floor] in-flight sweep {levels:?}, {probe} payments per level");
     // Warm at the top level so the pool has opened all its connections (a
     // new PostgreSQL backend starts with cold caches and no prepared
@@ -179,11 +210,16 @@ pub async fn run(
         let started = Instant::now();
         mq.run(probe, level, consumers).await?;
         let rabbitmq = probe as f64 / started.elapsed().as_secs_f64();
-        eprintln!("  {level} in flight: PostgreSQL {postgres:.0}/s, RabbitMQ {rabbitmq:.0}/s");
+        let pgbench_per_s = pgbench_sweep.get(&level).copied();
+        eprintln!(
+            "  {level} in flight: PostgreSQL {postgres:.0}/s, RabbitMQ {rabbitmq:.0}/s{}",
+            pgbench_per_s.map_or_else(String::new, |r| format!(", pgbench {r:.0}/s"))
+        );
         sweep.push(SweepPoint {
             in_flight: level,
             postgres_per_s: postgres,
             rabbitmq_per_s: rabbitmq,
+            pgbench_per_s,
         });
     }
     pg_sweep.teardown(env, cleanup).await?;
@@ -246,9 +282,9 @@ pub async fn run(
 
     Ok(FloorResult {
         payments,
-        pool_size: env.db_connections,
+        pool_size: env.api_db_connections,
         consumers,
-        prefetch: env.worker_concurrency,
+        prefetch: env.effective_concurrency,
         probe,
         sweep,
         postgres_in_flight: pg_in_flight,
@@ -260,7 +296,103 @@ pub async fn run(
         postgres_alone,
         rabbitmq_alone,
         together,
+        pgbench,
     })
+}
+
+/// pgbench transactions per client at least, in the sweep: each client is
+/// a new backend that prepares its statements and warms its caches first,
+/// which a handful of transactions would not amortise (the services' pools
+/// are warm).
+const PGBENCH_MIN_PER_CLIENT: u64 = 100;
+
+/// The pgbench line: the script checked against `common::db`, a sweep over
+/// `levels` clients, then `REPEATS` timed runs at the best level, each on a
+/// fresh, warmed database. Returns it with the sweep's rate per level.
+async fn pgbench_floor(
+    env: &Env,
+    cleanup: &Cleanup,
+    clk: ClockTicks,
+    payments: u64,
+    probe: u64,
+    levels: &[usize],
+    max_in_flight: usize,
+) -> anyhow::Result<(PgbenchFloor, std::collections::BTreeMap<usize, f64>)> {
+    let mut sweep = std::collections::BTreeMap::new();
+    let pgbench = match Pgbench::find(&env.logs_dir).await {
+        Ok(pgbench) => pgbench,
+        Err(err) => {
+            eprintln!("[floor] no pgbench line: {err:#}");
+            let floor = PgbenchFloor {
+                version: None,
+                not_measured: Some(format!("{err:#}")),
+                in_flight: 0,
+                runs: Vec::new(),
+                best_payments_per_s: 0.0,
+            };
+            return Ok((floor, sweep));
+        }
+    };
+    eprintln!("[floor] {} at {}", pgbench.version, pgbench.path.display());
+    // Small pools: these databases' own connections only count rows and
+    // delete outbox rows; pgbench brings its own.
+    let db = PgFloor::setup_with(env, cleanup, "floor_pgbench_sweep", 2).await?;
+    // The script must still write what `common::db` writes: one payment
+    // each way, compared (see the `pgbench` module).
+    let ours = db.work.one(None).await?;
+    db.pgbench(&pgbench, 1, 1, false).await?;
+    crate::pgbench::check_same_writes(&db.pool, ours.0)
+        .await
+        .context("checking the pgbench script against common::db")?;
+    db.pgbench(&pgbench, probe, max_in_flight, true).await?;
+    analyze(&db.pool).await?;
+    for &level in levels {
+        let n = probe.max(PGBENCH_MIN_PER_CLIENT * level as u64);
+        let rate = db.pgbench(&pgbench, n, level, true).await?.rate();
+        eprintln!("  {level} clients: pgbench {rate:.0} payments/s");
+        sweep.insert(level, rate);
+    }
+    db.teardown(env, cleanup).await?;
+    let in_flight = sweep
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(max_in_flight, |(level, _)| *level);
+
+    let mut runs = Vec::with_capacity(REPEATS);
+    for round in 1..=REPEATS {
+        let db = PgFloor::setup_with(env, cleanup, &format!("floor_pgbench{round}"), 2).await?;
+        db.pgbench(&pgbench, probe, in_flight, true).await?;
+        analyze(&db.pool).await?;
+        let before = pgbench_snapshot();
+        let run = db.pgbench(&pgbench, payments, in_flight, true).await?;
+        let cpu = before.usage_until(&pgbench_snapshot(), clk);
+        eprintln!(
+            "[floor] pgbench alone, run {round}/{REPEATS} ({in_flight} clients): {:.0} payments/s",
+            run.rate()
+        );
+        runs.push(FloorPhase {
+            seconds: run.seconds,
+            payments_per_s: run.rate(),
+            cpu,
+        });
+        db.teardown(env, cleanup).await?;
+    }
+    let floor = PgbenchFloor {
+        version: Some(pgbench.version.clone()),
+        not_measured: None,
+        in_flight,
+        best_payments_per_s: best_rate(&runs),
+        runs,
+    };
+    Ok((floor, sweep))
+}
+
+/// CPU counters with pgbench's share: the bench's children that exited
+/// (pgbench is the only one while it runs).
+fn pgbench_snapshot() -> CpuSnapshot {
+    let mut snapshot = CpuSnapshot::take();
+    snapshot.add("pgbench", crate::procstat::own_children_ticks());
+    snapshot
 }
 
 /// `VACUUM ANALYZE` of a database just warmed up, so every timed run starts
@@ -349,6 +481,7 @@ where
 
 struct PgFloor {
     name: String,
+    url: String,
     pool: PgPool,
     work: Arc<PgWork>,
 }
@@ -363,12 +496,22 @@ struct PgWork {
 
 impl PgFloor {
     async fn setup(env: &Env, cleanup: &Cleanup, name: &str) -> anyhow::Result<Self> {
+        Self::setup_with(env, cleanup, name, env.api_db_connections).await
+    }
+
+    async fn setup_with(
+        env: &Env,
+        cleanup: &Cleanup,
+        name: &str,
+        pool_size: u32,
+    ) -> anyhow::Result<Self> {
         let name = env.scenario_name(name);
         cleanup.register(&name);
         // The same pool settings as the services (`common::db::connect`).
+        let url = env.database_url(&name);
         let pool = common::db::connect(&DatabaseArgs {
-            database_url: env.database_url(&name),
-            database_max_connections: env.db_connections,
+            database_url: url.clone(),
+            database_max_connections: pool_size,
         })
         .await?;
         common::db::migrate(&pool).await?;
@@ -396,6 +539,7 @@ impl PgFloor {
         });
         Ok(Self {
             name,
+            url,
             pool: pool.clone(),
             work: Arc::new(PgWork {
                 pool,
@@ -420,7 +564,7 @@ impl PgFloor {
         let result = spawn_bounded(n, in_flight, || {
             let work = self.work.clone();
             let tx = tx.clone();
-            async move { work.one(&tx).await }
+            async move { work.one(Some(&tx)).await.map(drop) }
         })
         .await;
         drop(tx);
@@ -438,6 +582,30 @@ impl PgFloor {
         Ok(())
     }
 
+    /// The same writes by pgbench (see the `pgbench` module).
+    async fn pgbench(
+        &self,
+        pgbench: &Pgbench,
+        n: u64,
+        clients: usize,
+        delete_outbox: bool,
+    ) -> anyhow::Result<crate::pgbench::PgbenchRun> {
+        let card = self.work.card.to_string();
+        let response = self.work.response.to_string();
+        let bindings = Bindings {
+            merchant: self.work.merchant_id,
+            card: &card,
+            response: &response,
+            actor: ACTOR,
+            relay_after_secs: RELAY_AFTER.as_secs_f64(),
+            lease_secs: LEASE.as_secs_f64(),
+        };
+        pgbench
+            .run(&self.url, &self.pool, &bindings, n, clients, delete_outbox)
+            .await
+            .context("pgbench floor")
+    }
+
     async fn teardown(self, env: &Env, cleanup: &Cleanup) -> anyhow::Result<()> {
         self.pool.close().await;
         crate::system::drop_database(env, &self.name).await?;
@@ -445,6 +613,9 @@ impl PgFloor {
         Ok(())
     }
 }
+
+/// Who the floor's claims and history rows name.
+const ACTOR: &str = "bench-floor";
 
 impl PgWork {
     fn new_payment(&self) -> anyhow::Result<NewPayment> {
@@ -469,12 +640,16 @@ impl PgWork {
         })
     }
 
-    async fn one(&self, deleter: &mpsc::UnboundedSender<i64>) -> anyhow::Result<()> {
+    /// One payment's writes; its outbox row goes to `deleter` (none: it
+    /// stays).
+    async fn one(&self, deleter: Option<&mpsc::UnboundedSender<i64>>) -> anyhow::Result<PaymentId> {
         let new = self.new_payment()?;
         let inserted = payments::insert(&self.pool, &new, RELAY_AFTER).await?;
         // The API hands confirmed rows to a batching deleter in the same way.
-        let _ = deleter.send(inserted.outbox_id);
-        let actor = "bench-floor";
+        if let Some(deleter) = deleter {
+            let _ = deleter.send(inserted.outbox_id);
+        }
+        let actor = ACTOR;
         let claimed = payments::claim(
             &self.pool,
             new.id,
@@ -501,7 +676,7 @@ impl PgWork {
         )
         .await?
         .context("succeed found the claim gone")?;
-        Ok(())
+        Ok(new.id)
     }
 }
 
@@ -521,7 +696,7 @@ impl MqFloor {
         Ok(Self {
             name,
             broker: Arc::new(broker),
-            prefetch: u16::try_from(env.worker_concurrency)
+            prefetch: u16::try_from(env.effective_concurrency)
                 .context("WORKER_CONCURRENCY must fit a prefetch (at most 65535)")?,
         })
     }

@@ -11,9 +11,14 @@
 //! 2. the **accept path**: open-loop `POST /v1/payments` at several offered
 //!    rates, latency from the intended send time;
 //! 3. **end to end**: N payments until all are terminal, with 1, 2 and 4
-//!    workers and processor latency 0 and 50 ms, as a share of the floor;
+//!    workers and processor latency 0, 50, 300 and 1000 ms, as a share of
+//!    the floor and of the same workers' rate with an instant processor;
+//!    then an open-loop phase at a sustainable rate (half the measured
+//!    one) for accept→terminal latency without a backlog;
 //!
-//! with CPU seconds per 1,000 payments and peak RSS of the services. It
+//! with CPU seconds per 1,000 payments and peak RSS of the services, and
+//! how evenly the workers shared the payments. The floor also has a line
+//! measured by `pgbench` with prepared statements doing the same writes. It
 //! writes `benchmarks.json`, `benchmarks.md` and `accept-latency.svg`
 //! (to `docs/` by default) and exits non-zero if any payment was lost or
 //! charged twice. `--smoke` is a small run for CI that checks the same
@@ -29,6 +34,7 @@ mod chart;
 mod floor;
 mod load;
 mod machine;
+mod pgbench;
 mod procstat;
 mod report;
 mod scenarios;
@@ -52,8 +58,9 @@ const FULL_RATES: &[f64] = &[250.0, 500.0, 1000.0, 2000.0, 4000.0];
 const FULL_STEP_SECS: f64 = 5.0;
 const FULL_PAYMENTS: u64 = 20_000;
 const FULL_WORKERS: &[usize] = &[1, 2, 4];
-const FULL_LATENCIES_MS: &[u64] = &[0, 50];
+const FULL_LATENCIES_MS: &[u64] = &[0, 50, 300, 1000];
 const FULL_WARMUP: u64 = 500;
+const FULL_STEADY_SECS: f64 = 10.0;
 
 const SMOKE_RATES: &[f64] = &[100.0];
 const SMOKE_STEP_SECS: f64 = 2.0;
@@ -61,6 +68,12 @@ const SMOKE_PAYMENTS: u64 = 300;
 const SMOKE_WORKERS: &[usize] = &[1];
 const SMOKE_LATENCIES_MS: &[u64] = &[0];
 const SMOKE_WARMUP: u64 = 20;
+const SMOKE_STEADY_SECS: f64 = 2.0;
+
+/// Offered rate of the steady phase, as a share of the rate the same system
+/// reached working off the burst: clearly sustainable, so its latencies are
+/// those of a system keeping up, not of a queue.
+const STEADY_FRACTION: f64 = 0.5;
 
 /// Throughput and tail-latency benchmark of the payment system.
 ///
@@ -98,19 +111,25 @@ struct Args {
     workers: Option<Vec<usize>>,
 
     /// Processor latencies of the end-to-end scenarios, in ms
-    /// [default: 0,50; 0 with --smoke].
+    /// [default: 0,50,300,1000; 0 with --smoke].
     #[arg(long, value_delimiter = ',')]
     latencies_ms: Option<Vec<u64>>,
 
+    /// Seconds of the open-loop phase at a sustainable rate after each
+    /// end-to-end burst [default: 10; 2 with --smoke].
+    #[arg(long)]
+    steady_secs: Option<f64>,
+
     /// WORKER_CONCURRENCY of every worker (also its prefetch, and the floor
-    /// consumers' prefetch).
-    #[arg(long, default_value_t = 16)]
-    worker_concurrency: u32,
+    /// consumers' prefetch) [default: the worker's own default].
+    #[arg(long)]
+    worker_concurrency: Option<u32>,
 
     /// DATABASE_MAX_CONNECTIONS of the API and each worker, and the floor's
-    /// pool size.
-    #[arg(long, default_value_t = 16)]
-    db_connections: u32,
+    /// pool size [default: each binary's own default; the floor uses the
+    /// API's].
+    #[arg(long)]
+    db_connections: Option<u32>,
 
     /// Payments in flight while submitting end to end; also the top level of
     /// the floor's in-flight sweep.
@@ -158,8 +177,16 @@ pub struct Plan {
     pub payments: u64,
     pub workers: Vec<usize>,
     pub latencies_ms: Vec<u64>,
+    pub steady_secs: f64,
+    pub steady_fraction: f64,
+    /// `WORKER_CONCURRENCY` in effect (the worker's default unless given).
     pub worker_concurrency: u32,
-    pub db_connections: u32,
+    /// Whether the settings below were the binaries' defaults (not passed).
+    pub worker_concurrency_is_default: bool,
+    /// `DATABASE_MAX_CONNECTIONS` in effect for the API and for each worker.
+    pub api_db_connections: u32,
+    pub worker_db_connections: u32,
+    pub db_connections_are_defaults: bool,
     pub submit_in_flight: usize,
     pub warmup_requests: u64,
 }
@@ -198,8 +225,23 @@ impl Plan {
                 }
                 .to_vec()
             }),
-            worker_concurrency: args.worker_concurrency,
-            db_connections: args.db_connections,
+            steady_secs: args.steady_secs.unwrap_or(if args.smoke {
+                SMOKE_STEADY_SECS
+            } else {
+                FULL_STEADY_SECS
+            }),
+            steady_fraction: STEADY_FRACTION,
+            worker_concurrency: args
+                .worker_concurrency
+                .unwrap_or(u32::from(worker::DEFAULT_CONCURRENCY)),
+            worker_concurrency_is_default: args.worker_concurrency.is_none(),
+            api_db_connections: args
+                .db_connections
+                .unwrap_or(common::config::DEFAULT_MAX_CONNECTIONS),
+            worker_db_connections: args
+                .db_connections
+                .unwrap_or(worker::DEFAULT_DATABASE_CONNECTIONS),
+            db_connections_are_defaults: args.db_connections.is_none(),
             submit_in_flight: args.submit_in_flight,
             warmup_requests: if args.smoke {
                 SMOKE_WARMUP
@@ -225,8 +267,14 @@ impl Plan {
         if plan.worker_concurrency == 0 || plan.worker_concurrency > u32::from(u16::MAX) {
             bail!("--worker-concurrency must be 1 to 65535");
         }
-        if plan.db_connections == 0 || plan.submit_in_flight == 0 {
+        if plan.api_db_connections == 0
+            || plan.worker_db_connections == 0
+            || plan.submit_in_flight == 0
+        {
             bail!("--db-connections and --submit-in-flight must be at least 1");
+        }
+        if !(plan.steady_secs.is_finite() && plan.steady_secs >= 0.0) {
+            bail!("--steady-secs must be 0 or more");
         }
         Ok(plan)
     }
@@ -288,8 +336,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         amqp_url: args.amqp_url.clone(),
         logs_dir: system::logs_dir(&run_id)?,
         run_id: run_id.clone(),
-        db_connections: plan.db_connections,
-        worker_concurrency: plan.worker_concurrency,
+        db_connections: args.db_connections,
+        worker_concurrency: args.worker_concurrency,
+        api_db_connections: plan.api_db_connections,
+        effective_concurrency: plan.worker_concurrency,
     };
     env.check_binaries()?;
     if cfg!(debug_assertions) {
@@ -410,6 +460,8 @@ async fn measure(
                 payments: plan.payments,
                 in_flight: plan.submit_in_flight,
                 stall,
+                steady: Duration::from_secs_f64(plan.steady_secs),
+                steady_fraction: plan.steady_fraction,
             };
             e2e.push(
                 scenarios::end_to_end(&harness, spec, &mut checks)
@@ -456,7 +508,9 @@ fn notes(plan: &Plan, smoke: bool) -> Vec<String> {
     }
     notes.push(format!(
         "Run size: accept path at {} req/s for {} s each; {} payments per end-to-end scenario \
-         and per floor run; workers {:?}; processor latency {:?} ms.",
+         and per floor run, then {} s at half the scenario's rate; workers {:?}; processor \
+         latency {:?} ms. Settings: `WORKER_CONCURRENCY={}`{}, `DATABASE_MAX_CONNECTIONS` {} for \
+         the API and {} per worker{}.",
         plan.rates
             .iter()
             .map(|r| format!("{r:.0}"))
@@ -464,8 +518,22 @@ fn notes(plan: &Plan, smoke: bool) -> Vec<String> {
             .join(", "),
         plan.step_secs,
         plan.payments,
+        plan.steady_secs,
         plan.workers,
-        plan.latencies_ms
+        plan.latencies_ms,
+        plan.worker_concurrency,
+        if plan.worker_concurrency_is_default {
+            " (the worker's default)"
+        } else {
+            ""
+        },
+        plan.api_db_connections,
+        plan.worker_db_connections,
+        if plan.db_connections_are_defaults {
+            " (the defaults)"
+        } else {
+            ""
+        }
     ));
     notes
 }

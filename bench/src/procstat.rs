@@ -79,6 +79,17 @@ pub fn own_ticks() -> u64 {
     process_ticks(std::process::id()).unwrap_or(0)
 }
 
+/// `cutime + cstime` of this process: what its children that exited (and
+/// were waited for) used, such as `pgbench`.
+pub fn own_children_ticks() -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/stat", std::process::id()))
+        .ok()
+        .and_then(|stat| {
+            stat_fields(&stat).map(|(_, fields)| field(&fields, 16) + field(&fields, 17))
+        })
+        .unwrap_or(0)
+}
+
 /// Peak resident set size (`VmHWM`) of one process, in KiB.
 pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -21,6 +21,11 @@ pub const TARGET_ACCEPT_RATE: f64 = 1000.0;
 /// 4 workers over 1 with a 50 ms processor.
 pub const TARGET_SCALING: f64 = 3.5;
 pub const SCALING_LATENCY_MS: u64 = 50;
+/// One worker with a slow processor, as a share of its rate with an
+/// instant one in the same run: (latency, required share).
+pub const TARGET_SLOW_PROCESSOR: &[(u64, f64)] = &[(300, 0.80), (1000, 0.60)];
+/// What we aim for beyond those.
+pub const GOAL_SLOW_PROCESSOR: f64 = 0.90;
 /// Runs of one floor phase differing by more than this (relative) mean the
 /// machine was not steady; the page says so.
 pub const SPREAD_WARNING: f64 = 0.25;
@@ -205,8 +210,22 @@ impl Report {
              API does), over a pool of {} connections. RabbitMQ: one persistent `Job` per \
              payment published with a confirm through `common::queue::Broker::publish`, \
              consumed by {} lapin consumer(s) (one per worker of the largest scenario) with \
-             manual acks and prefetch {}.\n",
-            f.pool_size, f.consumers, f.prefetch
+             manual acks and prefetch {}. pgbench: the same PostgreSQL writes sent by \
+             PostgreSQL's own client (`pgbench --protocol=prepared`, {}), one pgbench \
+             transaction per payment made of its three write transactions (`insert`, `claim`, \
+             `succeed`, each its own commit, in the SQL text of `common::db::payments` with the \
+             same parameters), the outbox rows deleted in one timed statement at the end; a \
+             payment written by the script is checked to equal one written through `common::db` \
+             in every column but id, receipt number and timestamps. It shows how far our SQL \
+             through sqlx is from what the database does for the same work.\n",
+            f.pool_size,
+            f.consumers,
+            f.prefetch,
+            f.pgbench
+                .version
+                .as_deref()
+                .or(f.pgbench.not_measured.as_deref())
+                .unwrap_or("-")
         )?;
         writeln!(
             out,
@@ -216,7 +235,8 @@ impl Report {
         )?;
         writeln!(
             out,
-            "| in flight | PostgreSQL payments/s | RabbitMQ messages/s |\n|---|---|---|"
+            "| in flight | PostgreSQL payments/s (common::db) | PostgreSQL payments/s (pgbench) | \
+             RabbitMQ messages/s |\n|---|---|---|---|"
         )?;
         for p in &f.sweep {
             let mark = |best: bool, v: f64| {
@@ -228,20 +248,28 @@ impl Report {
             };
             writeln!(
                 out,
-                "| {} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 p.in_flight,
                 mark(p.in_flight == f.postgres_in_flight, p.postgres_per_s),
+                p.pgbench_per_s.map_or_else(
+                    || "-".into(),
+                    |r| mark(p.in_flight == f.pgbench.in_flight, r)
+                ),
                 mark(p.in_flight == f.rabbitmq_in_flight, p.rabbitmq_per_s)
             )?;
         }
         writeln!(
             out,
             "\nThe timed runs use each service's best level (in bold: {} for PostgreSQL, {} for \
-             RabbitMQ), {} payments each, after {} untimed ones and a `VACUUM ANALYZE` on each \
-             fresh database (see \"Method\"). The \
-             three phases run in rounds, twice; the best run of each phase (in bold) counts, so \
-             a slow spell of a shared machine cannot pass for the floor:\n",
-            f.postgres_in_flight, f.rabbitmq_in_flight, f.payments, f.warmup
+             RabbitMQ, {} for pgbench), {} payments each, after {} untimed ones and a \
+             `VACUUM ANALYZE` on each fresh database (see \"Method\"). The three phases of our \
+             own code run in rounds, twice; the best run of each phase (in bold) counts, so a \
+             slow spell of a shared machine cannot pass for the floor. pgbench runs twice \
+             before them, alone (its clients are connections of their own, and PostgreSQL's \
+             `max_connections` does not hold them beside every warm pool of the other phases); \
+             its sweep gives each client at least 100 payments, so that new backends preparing \
+             their statements do not weigh on it:\n",
+            f.postgres_in_flight, f.rabbitmq_in_flight, f.pgbench.in_flight, f.payments, f.warmup
         )?;
         writeln!(
             out,
@@ -266,6 +294,7 @@ impl Report {
             Ok(())
         };
         rows(out, "PostgreSQL alone", &f.postgres_alone)?;
+        rows(out, "PostgreSQL alone, pgbench", &f.pgbench.runs)?;
         rows(out, "RabbitMQ alone", &f.rabbitmq_alone)?;
         rows(out, "both at once (the floor)", &f.together)?;
         let (relation, verb) = if f.lower_of_separate_payments_per_s >= f.floor_payments_per_s {
@@ -286,6 +315,19 @@ impl Report {
              below.\n",
             f.floor_payments_per_s, f.lower_of_separate_payments_per_s
         )?;
+        let ours = best_rate(&f.postgres_alone);
+        match &f.pgbench.not_measured {
+            Some(why) => writeln!(out, "The pgbench line was not measured: {why}.\n")?,
+            None if f.pgbench.best_payments_per_s > 0.0 => writeln!(
+                out,
+                "pgbench did the same PostgreSQL work at {:.0} payments/s; our SQL through \
+                 `common::db` and sqlx reached {:.0}/s alone, {:.0}% of it.\n",
+                f.pgbench.best_payments_per_s,
+                ours,
+                100.0 * ours / f.pgbench.best_payments_per_s
+            )?,
+            None => {}
+        }
         Ok(())
     }
 
@@ -338,6 +380,13 @@ impl Report {
         Ok(())
     }
 
+    /// The same number of workers with processor latency 0 in this run.
+    fn instant(&self, workers: usize) -> Option<&E2eResult> {
+        self.end_to_end
+            .iter()
+            .find(|e| e.workers == workers && e.processor_latency_ms == 0)
+    }
+
     fn write_e2e(&self, out: &mut String) -> std::fmt::Result {
         let floor = self.floor.floor_payments_per_s;
         let separate = self.floor.lower_of_separate_payments_per_s;
@@ -345,34 +394,43 @@ impl Report {
         writeln!(
             out,
             "{} payments per scenario submitted as fast as the API takes them ({} in flight), \
-             each worker with `WORKER_CONCURRENCY={}`, after {} payments run end to end and a \
-             `VACUUM ANALYZE` that are not counted. \"All terminal\" is from the first \
-             request until a poll (every 100 ms) counts every accepted payment `succeeded` or \
-             `failed`; payments/s is accepted payments over that time. Accept→terminal is \
-             `finished_at - created_at` from the database. The concurrency limit is Little's \
-             law with a slow processor: workers × concurrency ÷ processor latency.\n",
+             each worker with `WORKER_CONCURRENCY={}` and `DATABASE_MAX_CONNECTIONS={}` (the API \
+             {}), after {} payments run end to end and a `VACUUM ANALYZE` that are not counted. \
+             \"All terminal\" is from the first request until a poll (every 100 ms) counts every \
+             accepted payment `succeeded` or `failed`; payments/s is accepted payments over that \
+             time. \"÷ instant\" is that rate over the rate of the same number of workers with \
+             processor latency 0 in this run. The concurrency limit is Little's law with a slow \
+             processor: workers × concurrency ÷ processor latency. \"Per worker\" is the share \
+             of the payments each worker finished (from `claimed_by`), in start order.\n",
             self.plan.payments,
             self.plan.submit_in_flight,
             self.plan.worker_concurrency,
+            self.plan.worker_db_connections,
+            self.plan.api_db_connections,
             self.end_to_end.first().map_or(0, |e| e.warmup)
         )?;
         writeln!(
             out,
-            "| workers | processor latency | all terminal after | payments/s | ÷ floor | ÷ lower \
-             separate floor | ÷ concurrency limit | accept→terminal p50 | p99 | p99.9 | submit \
-             phase |"
+            "| workers | processor latency | all terminal after | payments/s | ÷ instant | ÷ floor \
+             | ÷ lower separate floor | ÷ concurrency limit | burst accept→terminal p50 | p99 | \
+             p99.9 | per worker | submit phase |"
         )?;
-        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
         for e in &self.end_to_end {
             let l = e.accept_to_terminal;
             writeln!(
                 out,
-                "| {} | {} ms | {} | {:.0} | {} | {} | {} | {} | {} | {} | {:.1} s ({:.0}/s) |",
+                "| {} | {} ms | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s ({:.0}/s) |",
                 e.workers,
                 e.processor_latency_ms,
                 e.all_terminal_s
                     .map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
                 e.payments_per_s,
+                match self.instant(e.workers) {
+                    Some(i) if e.processor_latency_ms > 0 && i.payments_per_s > 0.0 =>
+                        format!("{:.2}", e.payments_per_s / i.payments_per_s),
+                    _ => "-".into(),
+                },
                 if e.processor_latency_ms == 0 {
                     format!("{:.2}", e.payments_per_s / floor)
                 } else {
@@ -390,6 +448,7 @@ impl Report {
                 ms(l.map(|l| l.p50_ms)),
                 ms(l.map(|l| l.p99_ms)),
                 ms(l.map(|l| l.p999_ms)),
+                shares(&e.per_worker),
                 e.submit_s,
                 e.accepted as f64 / e.submit_s.max(1e-9),
             )?;
@@ -397,11 +456,55 @@ impl Report {
         writeln!(
             out,
             "\nThe floor ratios are given for processor latency 0 only: the floor has no \
-             processor in it. Accept→terminal includes the time a payment waited behind the \
-             backlog: the submitter accepts payments faster than they are processed, so these \
-             percentiles grow with the number of payments and describe a burst being worked off, \
-             not the latency at a sustainable rate.\n"
+             processor in it. The burst's accept→terminal includes the time a payment waited \
+             behind the backlog: the submitter accepts payments faster than they are processed, \
+             so these percentiles grow with the number of payments and describe a burst being \
+             worked off. The steady phase below gives the latency at a sustainable rate.\n"
         )?;
+
+        if self.end_to_end.iter().any(|e| e.steady.is_some()) {
+            writeln!(out, "### At a sustainable rate\n")?;
+            writeln!(
+                out,
+                "After each burst, with the same processes: open-loop `POST /v1/payments` at \
+                 {:.0}% of the rate the burst was worked off at, for {:.0} s (request *i* due at \
+                 *start + i / rate*, whatever happened to earlier ones), then until every payment \
+                 is terminal. Accept→terminal is `finished_at - created_at` of those payments: \
+                 queueing, the processor's latency, and our own work.\n",
+                self.plan.steady_fraction * 100.0,
+                self.plan.steady_secs
+            )?;
+            writeln!(
+                out,
+                "| workers | processor latency | offered payments/s | accepted | accept→terminal \
+                 p50 | p99 | p99.9 | max | last terminal after the last request | workers CPU s / \
+                 1,000 | per worker | where the CPU went (cores) |"
+            )?;
+            writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+            for e in &self.end_to_end {
+                let Some(st) = &e.steady else { continue };
+                let l = st.accept_to_terminal;
+                writeln!(
+                    out,
+                    "| {} | {} ms | {:.0} | {} of {} | {} | {} | {} | {} | {} | {:.3} | {} | {} |",
+                    e.workers,
+                    e.processor_latency_ms,
+                    st.offered_per_s,
+                    st.accepted,
+                    st.scheduled,
+                    ms(l.map(|l| l.p50_ms)),
+                    ms(l.map(|l| l.p99_ms)),
+                    ms(l.map(|l| l.p999_ms)),
+                    ms(l.map(|l| l.max_ms)),
+                    st.drained_after_s
+                        .map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
+                    st.worker_cpu_s_per_1000,
+                    shares(&st.per_worker),
+                    st.cpu.cores_line()
+                )?;
+            }
+            writeln!(out)?;
+        }
         Ok(())
     }
 
@@ -410,30 +513,48 @@ impl Report {
         writeln!(
             out,
             "CPU seconds (user + system, from `/proc/<pid>/stat`) per 1,000 accepted payments, \
-             over the whole scenario; peak RSS is `VmHWM` from `/proc/<pid>/status` (for \
-             workers, the largest of them).\n"
+             over the burst; peak RSS is `VmHWM` from `/proc/<pid>/status`, over the whole \
+             scenario (burst and steady phase), for the API and each worker. A worker's peak with \
+             a slow processor is what `WORKER_CONCURRENCY` payments in flight cost it.\n"
         )?;
         writeln!(
             out,
-            "| scenario | api CPU s / 1,000 | workers CPU s / 1,000 | api peak RSS | worker peak \
-             RSS | where the CPU went (cores) |\n|---|---|---|---|---|---|"
+            "| scenario | api CPU s / 1,000 | workers CPU s / 1,000 | postgres CPU s / 1,000 | \
+             rabbitmq CPU s / 1,000 | processor-sim CPU s / 1,000 | api peak RSS | worker peak \
+             RSS (each) | where the CPU went (cores) |\n|---|---|---|---|---|---|---|---|---|"
         )?;
         for e in &self.end_to_end {
+            let per_1000 = |s: f64| {
+                if e.accepted == 0 {
+                    0.0
+                } else {
+                    s * 1000.0 / e.accepted as f64
+                }
+            };
+            let peaks: Vec<String> = e
+                .worker_peaks_rss_mib
+                .iter()
+                .map(|m| format!("{m:.1}"))
+                .collect();
             writeln!(
                 out,
-                "| {} worker(s), {} ms | {:.3} | {:.3} | {:.1} MiB | {:.1} MiB | {} |",
+                "| {} worker(s), {} ms | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} MiB | {} MiB \
+                 | {} |",
                 e.workers,
                 e.processor_latency_ms,
                 e.api_cpu_s_per_1000,
                 e.worker_cpu_s_per_1000,
+                per_1000(e.cpu.postgres_s),
+                per_1000(e.cpu.rabbitmq_s),
+                per_1000(e.cpu.part("processor-sim")),
                 e.api_peak_rss_mib,
-                e.worker_peak_rss_mib,
+                peaks.join(" / "),
                 e.cpu.cores_line()
             )?;
         }
         writeln!(
             out,
-            "| accept path (no workers) | see above | - | {:.1} MiB | - | see above |\n",
+            "| accept path (no workers) | see above | - | - | - | - | {:.1} MiB | - | see above |\n",
             self.accept.api_peak_rss_mib
         )?;
         Ok(())
@@ -462,6 +583,12 @@ const METHOD: &str = "## Method and caveats
   times the CPU per payment. A production database is not seconds old, so the warmed state is \
   the one worth measuring.
 - Percentiles are exact (all samples sorted, nearest rank), not histogram estimates.
+- pgbench runs as a child of the bench; its CPU is the bench's reaped children's time while it \
+  ran. Its rate is its own \"without initial connection time\" (our pool is connected before \
+  timing too) plus the final outbox delete.
+- Each worker's share comes from `payments.claimed_by` (the worker id carries the process id), \
+  counting the payments it finished; shares near 1/N with N workers mean none of them hoarded \
+  messages the others could have taken.
 - The load generator, the databases and the services share the same CPUs, so every number \
   includes their competition for them. The CPU breakdowns say how much each took.
 - CPU time of PostgreSQL and RabbitMQ is summed over every process of that name on the machine \
@@ -489,6 +616,7 @@ pub fn disturbances(floor: &FloorResult, accept: &AcceptResult, e2e: &[E2eResult
     let mut windows: Vec<(String, &CpuUsage)> = Vec::new();
     for (name, runs) in [
         ("floor, PostgreSQL alone", &floor.postgres_alone),
+        ("floor, pgbench alone", &floor.pgbench.runs),
         ("floor, RabbitMQ alone", &floor.rabbitmq_alone),
         ("floor, both at once", &floor.together),
     ] {
@@ -510,6 +638,15 @@ pub fn disturbances(floor: &FloorResult, accept: &AcceptResult, e2e: &[E2eResult
             ),
             &e.cpu,
         ));
+        if let Some(st) = &e.steady {
+            windows.push((
+                format!(
+                    "steady phase, {} worker(s), {} ms",
+                    e.workers, e.processor_latency_ms
+                ),
+                &st.cpu,
+            ));
+        }
     }
     let disturbed: Vec<String> = windows
         .iter()
@@ -632,6 +769,75 @@ pub fn judge_targets(
         }
     });
 
+    // 2b. One worker with a slow processor keeps most of its instant rate.
+    let instant = e2e
+        .iter()
+        .find(|e| e.workers == 1 && e.processor_latency_ms == 0);
+    for &(latency_ms, share) in TARGET_SLOW_PROCESSOR {
+        let goal = format!(
+            "{latency_ms} ms processor: 1 worker ≥ {:.0}% of its instant rate (goal {:.0}%)",
+            share * 100.0,
+            GOAL_SLOW_PROCESSOR * 100.0
+        );
+        let slow = e2e
+            .iter()
+            .find(|e| e.workers == 1 && e.processor_latency_ms == latency_ms);
+        targets.push(match (instant, slow) {
+            (Some(i), Some(e)) if i.payments_per_s > 0.0 => {
+                let ratio = e.payments_per_s / i.payments_per_s;
+                let mut detail = format!(
+                    "1 worker: {:.0} payments/s with a {latency_ms} ms processor, {:.0}/s with an \
+                     instant one in the same run: {:.0}% ({:.0}% of its concurrency limit \
+                     {:.0}/s, `WORKER_CONCURRENCY={}`).",
+                    e.payments_per_s,
+                    i.payments_per_s,
+                    ratio * 100.0,
+                    pct(e.payments_per_s, e.concurrency_limit_per_s),
+                    e.concurrency_limit_per_s.unwrap_or(0.0),
+                    e.worker_concurrency
+                );
+                if ratio < share {
+                    let _ = write!(
+                        detail,
+                        " Short by {:.0} percentage points.",
+                        (share - ratio) * 100.0
+                    );
+                } else if ratio < GOAL_SLOW_PROCESSOR {
+                    let _ = write!(
+                        detail,
+                        " The {:.0}% goal is {:.0} points further.",
+                        GOAL_SLOW_PROCESSOR * 100.0,
+                        (GOAL_SLOW_PROCESSOR - ratio) * 100.0
+                    );
+                }
+                if let Some(l) = e.steady.as_ref().and_then(|st| st.accept_to_terminal) {
+                    let _ = write!(
+                        detail,
+                        " At half that rate, accept→terminal p50 {}, p99 {}.",
+                        ms(Some(l.p50_ms)),
+                        ms(Some(l.p99_ms))
+                    );
+                }
+                let _ = write!(detail, " During it: {}.", cpu_note(&e.cpu));
+                TargetResult {
+                    target: goal,
+                    measured: format!("{:.0}%", ratio * 100.0),
+                    met: Some(ratio >= share),
+                    detail,
+                }
+            }
+            _ => TargetResult {
+                target: goal,
+                measured: "-".into(),
+                met: None,
+                detail: format!(
+                    "needs runs with 1 worker at 0 and {latency_ms} ms (see --workers, \
+                     --latencies-ms)"
+                ),
+            },
+        });
+    }
+
     // 3. With a 50 ms processor, 4 workers at least 3.5× one.
     let goal = format!("{SCALING_LATENCY_MS} ms processor: 4 workers ≥ {TARGET_SCALING}× 1 worker");
     let find = |w: usize| {
@@ -697,6 +903,19 @@ pub fn judge_targets(
         },
     });
     targets
+}
+
+/// Each worker's share of `counts`, e.g. `25% / 26% / 24% / 25%`.
+fn shares(counts: &[u64]) -> String {
+    let total: u64 = counts.iter().sum();
+    if counts.len() < 2 || total == 0 {
+        return "-".into();
+    }
+    counts
+        .iter()
+        .map(|c| format!("{:.0}%", 100.0 * *c as f64 / total as f64))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn pct(value: f64, of: Option<f64>) -> f64 {

@@ -193,8 +193,10 @@ pub struct E2eResult {
     /// (`None`: they never all got there).
     pub all_terminal_s: Option<f64>,
     pub payments_per_s: f64,
-    /// `finished_at - created_at` of every terminal payment.
+    /// `finished_at - created_at` of every terminal payment of the burst.
     pub accept_to_terminal: Option<Percentiles>,
+    /// Payments of the burst each worker finished (in start order).
+    pub per_worker: Vec<u64>,
     pub statuses: BTreeMap<String, i64>,
     pub sim: SimStats,
     pub cpu: CpuUsage,
@@ -203,9 +205,30 @@ pub struct E2eResult {
     pub api_peak_rss_mib: f64,
     /// The largest of the workers' peaks.
     pub worker_peak_rss_mib: f64,
+    /// Every worker's peak, in start order.
+    pub worker_peaks_rss_mib: Vec<f64>,
     /// Little's law with a slow processor: at most `workers × concurrency`
     /// charges in flight, each taking the processor latency.
     pub concurrency_limit_per_s: Option<f64>,
+    /// The open-loop phase at a sustainable rate after the burst.
+    pub steady: Option<SteadyResult>,
+}
+
+/// Payments offered at a fixed rate the system keeps up with, after the
+/// burst: accept→terminal latency without a backlog in front.
+#[derive(Debug, Clone, Serialize)]
+pub struct SteadyResult {
+    pub offered_per_s: f64,
+    pub duration_s: f64,
+    pub scheduled: u64,
+    pub accepted: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// After the last request's slot, until every payment was terminal.
+    pub drained_after_s: Option<f64>,
+    pub accept_to_terminal: Option<Percentiles>,
+    pub per_worker: Vec<u64>,
+    pub cpu: CpuUsage,
+    pub worker_cpu_s_per_1000: f64,
 }
 
 /// Everything one end-to-end run needs to know.
@@ -218,10 +241,96 @@ pub struct E2eSpec {
     pub payments: u64,
     pub in_flight: usize,
     pub stall: Duration,
+    /// Length of the steady phase (zero: none).
+    pub steady: Duration,
+    /// Its offered rate as a share of the burst's rate.
+    pub steady_fraction: f64,
+}
+
+async fn terminal_count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM payments WHERE status IN ('succeeded', 'failed')")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Accept→terminal of the payments created in `[from, until)`.
+async fn latencies_of(
+    pool: &sqlx::PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<Option<Percentiles>> {
+    let mut latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT (EXTRACT(EPOCH FROM (finished_at - created_at)) * 1000)::float8
+         FROM payments
+         WHERE finished_at IS NOT NULL AND created_at >= $1
+           AND ($2::timestamptz IS NULL OR created_at < $2)",
+    )
+    .bind(from)
+    .bind(until)
+    .fetch_all(pool)
+    .await?;
+    Ok(Percentiles::of(&mut latencies))
+}
+
+/// How many payments created in `[from, until)` each worker finished, in
+/// the workers' start order. A worker's id carries its process id.
+async fn per_worker(
+    sys: &System,
+    from: chrono::DateTime<chrono::Utc>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<Vec<u64>> {
+    let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT claimed_by, count(*) FROM payments
+         WHERE finished_at IS NOT NULL AND created_at >= $1
+           AND ($2::timestamptz IS NULL OR created_at < $2)
+         GROUP BY claimed_by",
+    )
+    .bind(from)
+    .bind(until)
+    .fetch_all(&sys.pool)
+    .await?;
+    let mut counts = vec![0_u64; sys.workers.len()];
+    for (claimer, n) in rows {
+        let pid = claimer
+            .as_deref()
+            .and_then(|id| id.split(':').nth(2))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(i) = pid.and_then(|pid| sys.workers.iter().position(|w| w.pid() == pid)) {
+            counts[i] += n.unsigned_abs();
+        }
+    }
+    Ok(counts)
+}
+
+/// Waits until at least `expected` payments are terminal; `None` if none
+/// finished for `stall`.
+async fn wait_terminal(
+    sys: &mut System,
+    expected: i64,
+    stall: Duration,
+) -> anyhow::Result<Option<Duration>> {
+    let started = Instant::now();
+    let mut progress = (-1_i64, Instant::now());
+    loop {
+        let terminal = terminal_count(&sys.pool).await?;
+        if terminal >= expected {
+            return Ok(Some(started.elapsed()));
+        }
+        if terminal != progress.0 {
+            progress = (terminal, Instant::now());
+        } else if progress.1.elapsed() > stall {
+            return Ok(None);
+        }
+        sys.check_running()?;
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Submits `payments` as fast as the API takes them and waits until every
-/// accepted one is terminal.
+/// accepted one is terminal; then offers payments at a sustainable rate for
+/// the steady phase and waits for those too.
 pub async fn end_to_end(
     h: &Harness<'_>,
     spec: E2eSpec,
@@ -235,7 +344,7 @@ pub async fn end_to_end(
     let target = Target::new(&sys.api_url, &sys.key);
     eprintln!(
         "[{name}] {} payments, {} workers × {}, processor latency {} ms",
-        spec.payments, spec.workers, env.worker_concurrency, spec.latency_ms
+        spec.payments, spec.workers, env.effective_concurrency, spec.latency_ms
     );
 
     // Warm-up, not measured: connections and prepared statements of the
@@ -243,21 +352,11 @@ pub async fn end_to_end(
     // empty (see `floor::analyze`). Everything below counts only what comes
     // after it.
     let warm = load::submit_bounded(client.clone(), target.clone(), spec.warmup, 16).await;
-    let warm_deadline = Instant::now() + spec.stall;
-    loop {
-        let terminal: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM payments WHERE status IN ('succeeded', 'failed')",
-        )
-        .fetch_one(&sys.pool)
-        .await?;
-        if terminal >= i64::try_from(warm.ok)? {
-            break;
-        }
-        if Instant::now() > warm_deadline {
-            bail!("[{name}] the warm-up payments did not finish");
-        }
-        sys.check_running()?;
-        tokio::time::sleep(POLL).await;
+    if wait_terminal(&mut sys, i64::try_from(warm.ok)?, spec.stall)
+        .await?
+        .is_none()
+    {
+        bail!("[{name}] the warm-up payments did not finish");
     }
     crate::floor::analyze(&sys.pool).await?;
     let baseline = i64::try_from(warm.ok)?;
@@ -275,8 +374,8 @@ pub async fn end_to_end(
     let before = snapshot(&sys);
     let started = Instant::now();
     let mut submit = tokio::spawn(load::submit_bounded(
-        client,
-        target,
+        client.clone(),
+        target.clone(),
         spec.payments,
         spec.in_flight,
     ));
@@ -287,11 +386,7 @@ pub async fn end_to_end(
         if submitted.is_none() && submit.is_finished() {
             submitted = Some((&mut submit).await.context("the submitter panicked")?);
         }
-        let terminal: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM payments WHERE status IN ('succeeded', 'failed')",
-        )
-        .fetch_one(&sys.pool)
-        .await?;
+        let terminal = terminal_count(&sys.pool).await?;
         if let Some(done) = &submitted {
             if terminal >= baseline + i64::try_from(done.ok).unwrap_or(i64::MAX) {
                 break Some(started.elapsed());
@@ -317,15 +412,64 @@ pub async fn end_to_end(
         );
     };
     let cpu = before.usage_until(&after, clk);
+    let all_terminal_s = all_terminal.map(|d| d.as_secs_f64());
+    let payments_per_s = all_terminal_s.map_or(0.0, |s| submitted.ok as f64 / s);
+    let steady_from: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&sys.pool)
+        .await?;
+    let accept_to_terminal = latencies_of(&sys.pool, measured_from, Some(steady_from)).await?;
+    let burst_per_worker = per_worker(&sys, measured_from, Some(steady_from)).await?;
+    eprintln!(
+        "[{name}] {payments_per_s:.0} payments/s (all terminal after {}), accept→terminal p50 {} p99 {}, per worker {:?}; {}",
+        all_terminal_s.map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
+        ms(accept_to_terminal.map(|l| l.p50_ms)),
+        ms(accept_to_terminal.map(|l| l.p99_ms)),
+        burst_per_worker,
+        cpu.cores_line()
+    );
 
-    let mut latencies: Vec<f64> = sqlx::query_scalar(
-        "SELECT (EXTRACT(EPOCH FROM (finished_at - created_at)) * 1000)::float8
-         FROM payments WHERE finished_at IS NOT NULL AND created_at >= $1",
-    )
-    .bind(measured_from)
-    .fetch_all(&sys.pool)
-    .await?;
-    let accept_to_terminal = Percentiles::of(&mut latencies);
+    // The steady phase: a rate the system just showed it sustains, halved.
+    let mut expected = baseline + i64::try_from(submitted.ok)?;
+    let steady = if spec.steady.is_zero() || all_terminal.is_none() || payments_per_s <= 0.0 {
+        None
+    } else {
+        let rate = (payments_per_s * spec.steady_fraction).max(1.0);
+        let before = snapshot(&sys);
+        let outcome = load::open_loop(&client, &target, rate, spec.steady).await?;
+        let offered_for = Duration::from_secs_f64(spec.steady.as_secs_f64());
+        expected += i64::try_from(outcome.ok)?;
+        let waited = wait_terminal(&mut sys, expected, spec.stall).await?;
+        let after = snapshot(&sys);
+        let cpu = before.usage_until(&after, clk);
+        // `open_loop` returns after the last answer; what is left is the
+        // tail of processing.
+        let drained_after_s =
+            waited.map(|w| (outcome.elapsed.saturating_sub(offered_for) + w).as_secs_f64());
+        let latency = latencies_of(&sys.pool, steady_from, None).await?;
+        let result = SteadyResult {
+            offered_per_s: rate,
+            duration_s: spec.steady.as_secs_f64(),
+            scheduled: outcome.scheduled,
+            accepted: outcome.ok,
+            errors: outcome.errors,
+            drained_after_s,
+            accept_to_terminal: latency,
+            per_worker: per_worker(&sys, steady_from, None).await?,
+            worker_cpu_s_per_1000: per_1000(cpu.part("workers"), outcome.ok),
+            cpu,
+        };
+        eprintln!(
+            "[{name}] steady at {rate:.0}/s for {:.0} s: accept→terminal p50 {} p99 {} p99.9 {}, per worker {:?}; {}",
+            spec.steady.as_secs_f64(),
+            ms(latency.map(|l| l.p50_ms)),
+            ms(latency.map(|l| l.p99_ms)),
+            ms(latency.map(|l| l.p999_ms)),
+            result.per_worker,
+            result.cpu.cores_line()
+        );
+        Some(result)
+    };
+
     let statuses: BTreeMap<String, i64> =
         sqlx::query_as::<_, (String, i64)>("SELECT status, count(*) FROM payments GROUP BY status")
             .fetch_all(&sys.pool)
@@ -334,6 +478,7 @@ pub async fn end_to_end(
             .collect();
     let sim_stats = sim.stats().await?;
     let api_peak_rss_mib = sys.api.peak_rss_mib();
+    let worker_peaks_rss_mib: Vec<f64> = sys.workers.iter().map(|w| w.peak_rss_mib()).collect();
     let worker_peak_rss_mib = sys.worker_peak_rss_mib();
     sys.stop(env, cleanup).await?;
 
@@ -351,14 +496,31 @@ pub async fn end_to_end(
             submitted.ok, spec.payments, submitted.errors
         ),
     ));
-    let accepted_all = baseline + i64::try_from(submitted.ok)?;
+    if let Some(st) = &steady {
+        checks.push(check(
+            &name,
+            "every steady-phase submission was accepted",
+            st.errors.is_empty() && st.accepted == st.scheduled,
+            format!(
+                "{} of {} answered 202; errors: {:?}",
+                st.accepted, st.scheduled, st.errors
+            ),
+        ));
+    }
+    let steady_ok = steady.as_ref().map_or(0, |st| st.accepted);
+    let accepted_all = expected;
     checks.push(check(
         &name,
         "every accepted payment is terminal",
-        all_terminal.is_some() && rows == terminal && terminal >= accepted_all,
+        all_terminal.is_some()
+            && steady
+                .as_ref()
+                .is_none_or(|st| st.drained_after_s.is_some())
+            && rows == terminal
+            && terminal >= accepted_all,
         format!(
-            "{accepted_all} accepted ({baseline} of them in the warm-up), {rows} rows, \
-             {terminal} terminal: {statuses:?}"
+            "{accepted_all} accepted ({baseline} of them in the warm-up, {steady_ok} in the \
+             steady phase), {rows} rows, {terminal} terminal: {statuses:?}"
         ),
     ));
     checks.push(check(
@@ -377,12 +539,10 @@ pub async fn end_to_end(
         format!("{} charges, {succeeded} succeeded", sim_stats.charges),
     ));
 
-    let all_terminal_s = all_terminal.map(|d| d.as_secs_f64());
-    let payments_per_s = all_terminal_s.map_or(0.0, |s| submitted.ok as f64 / s);
-    let result = E2eResult {
+    Ok(E2eResult {
         workers: spec.workers,
         processor_latency_ms: spec.latency_ms,
-        worker_concurrency: env.worker_concurrency,
+        worker_concurrency: env.effective_concurrency,
         payments: spec.payments,
         accepted: submitted.ok,
         submit_errors: submitted.errors,
@@ -392,6 +552,7 @@ pub async fn end_to_end(
         all_terminal_s,
         payments_per_s,
         accept_to_terminal,
+        per_worker: burst_per_worker,
         statuses,
         sim: sim_stats,
         api_cpu_s_per_1000: per_1000(cpu.part("api"), submitted.ok),
@@ -399,20 +560,13 @@ pub async fn end_to_end(
         cpu,
         api_peak_rss_mib,
         worker_peak_rss_mib,
+        worker_peaks_rss_mib,
         concurrency_limit_per_s: (spec.latency_ms > 0).then(|| {
-            spec.workers as f64 * f64::from(env.worker_concurrency) * 1000.0
+            spec.workers as f64 * f64::from(env.effective_concurrency) * 1000.0
                 / spec.latency_ms as f64
         }),
-    };
-    eprintln!(
-        "[{name}] {:.0} payments/s (all terminal after {}), accept→terminal p50 {} p99 {}; {}",
-        result.payments_per_s,
-        all_terminal_s.map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
-        ms(accept_to_terminal.map(|l| l.p50_ms)),
-        ms(accept_to_terminal.map(|l| l.p99_ms)),
-        result.cpu.cores_line()
-    );
-    Ok(result)
+        steady,
+    })
 }
 
 fn per_1000(cpu_s: f64, n: u64) -> f64 {

@@ -40,8 +40,15 @@ pub struct Env {
     pub amqp_url: String,
     pub logs_dir: PathBuf,
     pub run_id: String,
-    pub db_connections: u32,
-    pub worker_concurrency: u32,
+    /// `DATABASE_MAX_CONNECTIONS` passed to the API and workers; `None`:
+    /// each binary's own default.
+    pub db_connections: Option<u32>,
+    /// `WORKER_CONCURRENCY` passed to the workers; `None`: their default.
+    pub worker_concurrency: Option<u32>,
+    /// The API's pool size in effect (the floor's pool uses it).
+    pub api_db_connections: u32,
+    /// The workers' `WORKER_CONCURRENCY` in effect.
+    pub effective_concurrency: u32,
 }
 
 impl Env {
@@ -119,6 +126,10 @@ impl Proc {
             child,
             log,
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// `utime + stime` so far, in ticks.
@@ -293,15 +304,18 @@ impl System {
         let scenario = env.scenario_name(name);
         cleanup.register(&scenario);
         let database_url = env.database_url(&scenario);
-        let common_vars = vec![
+        let mut common_vars = vec![
             ("DATABASE_URL", database_url.clone()),
-            ("DATABASE_MAX_CONNECTIONS", env.db_connections.to_string()),
             ("AMQP_URL", env.amqp_url.clone()),
             ("QUEUE_PREFIX", scenario.clone()),
             // Logging costs CPU; warnings still show anything wrong.
             ("RUST_LOG", "warn".into()),
             ("LOG_FORMAT", "text".into()),
         ];
+        // Unless told otherwise, each binary runs with its own default.
+        if let Some(n) = env.db_connections {
+            common_vars.push(("DATABASE_MAX_CONNECTIONS", n.to_string()));
+        }
 
         // Creates the database, applies the migrations, prints the secret last.
         let key = create_key(env, &common_vars).await?;
@@ -322,7 +336,9 @@ impl System {
         for i in 0..workers {
             let mut vars = common_vars.clone();
             vars.push(("PROCESSOR_URL", sim_url.to_owned()));
-            vars.push(("WORKER_CONCURRENCY", env.worker_concurrency.to_string()));
+            if let Some(n) = env.worker_concurrency {
+                vars.push(("WORKER_CONCURRENCY", n.to_string()));
+            }
             // Port 0: several workers on one machine, metrics unused here.
             vars.push(("METRICS_BIND", "127.0.0.1:0".into()));
             vars.push(("RETRY_DELAYS", RETRY_DELAYS.into()));

@@ -5,6 +5,10 @@
 
 use std::fmt;
 
+/// Default `DATABASE_MAX_CONNECTIONS` (the API's; a worker sets its own,
+/// smaller one).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
 /// Where the database is.
 #[derive(Clone, clap::Args)]
 pub struct DatabaseArgs {
@@ -16,8 +20,10 @@ pub struct DatabaseArgs {
     )]
     pub database_url: String,
 
-    /// Connections in the pool.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    /// Connections in the pool. Each statement holds one only while it
+    /// runs, so this bounds database work in progress, not the requests or
+    /// payments in flight.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
 }
 

@@ -51,12 +51,13 @@ fn host_port(url: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{addr} is not host:port"))
 }
 
-/// Worker settings that make tests fast: short timeouts, leases and delays.
+/// Worker settings that make tests fast: short timeouts, leases and delays;
+/// payments in flight as a worker's default, so the fault tests exercise it.
 pub fn fast_worker_settings() -> worker::Settings {
     worker::Settings {
         processor_url: String::new(),
         processor_name: "processor-sim".into(),
-        concurrency: 8,
+        concurrency: worker::DEFAULT_CONCURRENCY,
         max_attempts: 4,
         retry_delays: worker::DelayList(vec![
             Duration::from_millis(200),
@@ -311,7 +312,7 @@ impl TestApp {
     pub async fn start_worker_on(&mut self, database_url: String) {
         let database = DatabaseArgs {
             database_url,
-            database_max_connections: 8,
+            database_max_connections: worker::DEFAULT_DATABASE_CONNECTIONS,
         };
         let pool = common::db::connect_lazy(&database).expect("worker pool");
         let settings = self.worker_settings();

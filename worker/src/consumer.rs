@@ -1,5 +1,16 @@
 //! The consume loop around the step function: prefetch, bounded concurrency,
 //! ack after commit, reconnect with backoff, graceful drain.
+//!
+//! Sizing. `WORKER_CONCURRENCY` is at once the prefetch and the number of
+//! steps running, so every message the broker has handed this process is
+//! one a step is working on: none waits in a local buffer, and a saturated
+//! worker leaves the rest of the queue to the others (no hoarding under
+//! competing consumers). A step waiting on the card processor holds no
+//! database connection (it takes one from the pool per statement), so the
+//! limit can be in the hundreds or thousands while the pool stays small.
+//! Each message is acked on its own, right after its commit: steps finish in
+//! any order, and a cumulative (`multiple`) ack would also ack messages
+//! still in progress.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +49,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         // queue for other workers (fair dispatch under competing consumers).
         let setup = async {
             channel
-                .basic_qos(concurrency, BasicQosOptions::default())
+                // Per consumer (not global): this channel has one consumer.
+                .basic_qos(concurrency, BasicQosOptions { global: false })
                 .await?;
             channel
                 .basic_consume(

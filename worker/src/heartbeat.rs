@@ -20,7 +20,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        match common::db::workers::heartbeat(&ctx.pool, &ctx.worker_id).await {
+        match common::db::workers::heartbeat(&ctx.heartbeat_pool, &ctx.worker_id).await {
             Ok(()) if failing => {
                 tracing::info!("heartbeat written again");
                 failing = false;

@@ -28,7 +28,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) -> anyhow::Result<(
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    let (ready, body) = common::health::readiness(&ctx.pool, &ctx.broker).await;
+    let (ready, body) = common::health::readiness(&ctx.heartbeat_pool, &ctx.broker).await;
     let status = if ready {
         StatusCode::OK
     } else {

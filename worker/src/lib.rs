@@ -25,11 +25,29 @@ use common::config::{parse_delays, parse_secs, BrokerArgs, DatabaseArgs};
 use common::queue::{Broker, Topology};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::processor::ProcessorClient;
 use crate::step::StepError;
+
+/// Default `WORKER_CONCURRENCY`: enough payments in flight that a processor
+/// answering in a second still keeps one worker near the rate it reaches
+/// with an instant one on the reference machine (see `docs/benchmarks.md`),
+/// at a bounded cost in memory.
+pub const DEFAULT_CONCURRENCY: u16 = 1024;
+
+/// Upper bound of `WORKER_CONCURRENCY`, so a typo cannot ask for unbounded
+/// memory and connections.
+pub const MAX_CONCURRENCY: u16 = 10_000;
+
+/// Default `DATABASE_MAX_CONNECTIONS` of a worker. Statements are short and
+/// never span a processor call, so a few connections serve any number of
+/// payments in flight. With the heartbeat's own connection a worker opens at
+/// most this + 1: eight workers and an API (16) stay well under PostgreSQL's
+/// default `max_connections` of 100.
+pub const DEFAULT_DATABASE_CONNECTIONS: u32 = 8;
 
 /// Settings of `worker run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,8 +70,13 @@ pub struct Settings {
     )]
     pub processor_name: String,
 
-    /// Payments processed at once by this process (also the prefetch).
-    #[arg(long = "concurrency", env = "WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000), global = true)]
+    /// Payments in flight in this process (also the prefetch). A payment
+    /// waiting on the card processor holds a task and one HTTP connection
+    /// (tens of KiB), never a database connection: the pool
+    /// (`DATABASE_MAX_CONNECTIONS`) is held only for each short statement.
+    /// Raise it when the processor is slow (payments/s per worker is at most
+    /// this ÷ the processor's latency); it bounds the worker's memory.
+    #[arg(long = "concurrency", env = "WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_CONCURRENCY)), global = true)]
     pub concurrency: u16,
 
     /// Processing attempts before a job is dead-lettered.
@@ -163,7 +186,11 @@ impl Settings {
 #[command(
     name = "worker",
     version,
-    about = "Payment worker: processes queued payments; dead-letter tooling."
+    about = "Payment worker: processes queued payments; dead-letter tooling.",
+    // A worker needs fewer connections than the API: same setting, its own
+    // default, `DEFAULT_DATABASE_CONNECTIONS` written as a literal clap can
+    // keep (a test checks they agree).
+    mut_arg("database_max_connections", |arg| arg.default_value("8"))
 )]
 pub struct Config {
     #[command(flatten)]
@@ -180,13 +207,26 @@ pub struct Config {
 
 /// What a step needs; shared by all in-flight steps.
 pub struct Context {
+    /// Short statements of every step (claim, record), never held across
+    /// a processor call.
     pub pool: PgPool,
+    /// One connection of its own for the heartbeat (and `/readyz`), so that
+    /// proving the worker alive never queues behind hundreds of payments
+    /// waiting for `pool`: a late heartbeat would let other workers void our
+    /// claims, a slow `/readyz` would call a busy worker unready.
+    pub heartbeat_pool: PgPool,
     pub broker: Arc<Broker>,
     pub processor: ProcessorClient,
     pub settings: Settings,
     pub worker_id: String,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
+    /// Turns at the database: as many as `pool` has connections. Hundreds
+    /// of steps may want a statement at once; they wait here, in order and
+    /// without a deadline, so the pool's short acquire timeout keeps meaning
+    /// "the database is unavailable" and never "busy, wait your turn" (which
+    /// would send a step into the outage backoff while connections idle).
+    db_turns: Semaphore,
 }
 
 impl Context {
@@ -197,9 +237,13 @@ impl Context {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         settings.validate()?;
+        let pool_turns = usize::try_from(pool.options().get_max_connections())
+            .unwrap_or(1)
+            .max(1);
         let processor = ProcessorClient::new(&settings.processor_url, settings.processor_timeout)?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         Ok(Self {
+            heartbeat_pool: common::db::dedicated_connection(&pool),
             pool,
             broker,
             processor,
@@ -211,13 +255,15 @@ impl Context {
             ),
             metrics: Metrics::default(),
             shutdown,
+            db_turns: Semaphore::new(pool_turns),
         })
     }
 
     /// Runs a database operation, waiting out an unavailable database (with
     /// backoff) instead of failing the message: while the database is down
     /// every slot ends up waiting here, so the worker stops taking messages,
-    /// and resumes where it was when the database is back.
+    /// and resumes where it was when the database is back. Each try waits
+    /// for its turn at the database first (one per pooled connection).
     pub async fn db<T, F, Fut>(&self, mut op: F) -> Result<T, StepError>
     where
         F: FnMut() -> Fut,
@@ -226,7 +272,13 @@ impl Context {
         let mut delays = common::retry::reconnect_delays();
         let mut warned = false;
         loop {
-            match op().await {
+            let result = {
+                // Never closed, so never an error; without a turn the
+                // statement would merely queue in the pool.
+                let _turn = self.db_turns.acquire().await.ok();
+                op().await
+            };
+            match result {
                 Ok(value) => return Ok(value),
                 // Unreachable, or up but unable right now (a lock or
                 // statement timeout, a deadlock): wait with growing delays,
@@ -296,4 +348,29 @@ pub async fn run(
     broker.close().await;
     tracing::info!("worker stopped");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn a_worker_defaults_to_a_small_pool_and_many_payments_in_flight() {
+        let config = Config::try_parse_from(["worker"]).expect("the defaults parse");
+        assert_eq!(
+            config.database.database_max_connections,
+            DEFAULT_DATABASE_CONNECTIONS
+        );
+        assert_eq!(config.settings.concurrency, DEFAULT_CONCURRENCY);
+        config.settings.validate().expect("the defaults are valid");
+    }
+
+    #[test]
+    fn payments_in_flight_stay_bounded() {
+        let too_many = (MAX_CONCURRENCY + 1).to_string();
+        assert!(Config::try_parse_from(["worker", "--concurrency", &too_many]).is_err());
+        assert!(Config::try_parse_from(["worker", "--concurrency", "0"]).is_err());
+    }
 }

@@ -245,7 +245,7 @@ impl ProcessorClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(usize::MAX) // below WORKER_CONCURRENCY, bursts reopen connections
             .build()?;
         Ok(Self {
             http,

@@ -116,6 +116,17 @@ pub fn connect_lazy(args: &DatabaseArgs) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
+/// A pool of one connection to the same database as `pool`, connecting on
+/// first use, for work that must never wait behind the main pool's queue
+/// (a worker's heartbeat while hundreds of payments wait for a connection).
+pub fn dedicated_connection(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(true)
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
 async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
     let Some(name) = options.get_database().map(str::to_owned) else {
         return Ok(());
