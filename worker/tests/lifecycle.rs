@@ -325,7 +325,10 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
         .text()
         .await
         .expect("html");
-    assert!(receipt.contains("Refunded"), "the receipt shows the refunds: {receipt}");
+    assert!(
+        receipt.contains("Refunded"),
+        "the receipt shows the refunds: {receipt}"
+    );
 
     let uncaptured = succeeded(&app, "tok_visa", 1_000, false).await;
     let (status, body) = post(
