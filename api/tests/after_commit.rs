@@ -131,3 +131,62 @@ async fn a_request_timeout_beyond_five_minutes_is_refused_at_start() {
     let accepted = api::Config::try_parse_from(["api", "--request-timeout", "300"]);
     assert!(accepted.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_during_the_insert_is_answered_as_an_unknown_outcome_not_as_nothing_written(
+) {
+    let app = TestApp::with(Options {
+        workers: 0,
+        api_db_proxy: true,
+        ..Options::default()
+    })
+    .await;
+    // The insert is sent and waits for the table; then the API's connection
+    // is cut. The statement may still commit: the API cannot know.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let request = {
+        let http = app.http.clone();
+        let url = format!("{}/v1/payments", app.api_url);
+        let key = app.key.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&payment_body("tok_visa"))
+                .send()
+                .await
+                .expect("request")
+        })
+    };
+    app.eventually(
+        "the insert waiting for the lock",
+        Duration::from_secs(10),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%INSERT INTO payments%'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .expect("activity");
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    app.db_proxy.as_ref().expect("proxy").cut();
+    let response = request.await.expect("join");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "payment_outcome_unknown", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("may or may not"), "{message}");
+    assert!(message.contains("Idempotency-Key"), "{message}");
+    assert!(!message.contains("nothing was written"), "{message}");
+    blocker.rollback().await.expect("release");
+    app.db_proxy.as_ref().expect("proxy").restore();
+    app.cleanup().await;
+}
