@@ -68,11 +68,13 @@ async fn a_worker_killed_mid_call_loses_nothing_and_charges_nothing_twice() {
     })
     .await;
     app.set_faults(json!({"latency_ms": 400})).await;
+    // A backlog first, so the worker holds a full window of calls at once
+    // however fast this machine submits.
+    app.submit("tok_visa", 120).await;
     let mut first = app
         .worker_command(WORKER_BIN)
         .spawn()
         .expect("spawn worker");
-    app.submit("tok_visa", 120).await;
     // Kill it while it holds a full window of calls to the processor.
     app.eventually("calls in flight", Duration::from_secs(30), || async {
         (app.count_status("processing").await >= 16).then_some(())
