@@ -32,6 +32,7 @@
 
 mod chart;
 mod floor;
+mod list;
 mod load;
 mod machine;
 mod pgbench;
@@ -74,6 +75,13 @@ const SMOKE_STEADY_SECS: f64 = 2.0;
 /// reached working off the burst: clearly sustainable, so its latencies are
 /// those of a system keeping up, not of a queue.
 const STEADY_FRACTION: f64 = 0.5;
+
+/// The list benchmark: payments of the listed merchant, timed requests per
+/// case. The issue asks for a million.
+const FULL_LIST_PAYMENTS: u64 = 1_000_000;
+const FULL_LIST_REQUESTS: usize = 300;
+const SMOKE_LIST_PAYMENTS: u64 = 20_000;
+const SMOKE_LIST_REQUESTS: usize = 50;
 
 /// Throughput and tail-latency benchmark of the payment system.
 ///
@@ -119,6 +127,20 @@ struct Args {
     /// end-to-end burst [default: 10; 2 with --smoke].
     #[arg(long)]
     steady_secs: Option<f64>,
+
+    /// Payments of the one merchant whose list `GET /v1/payments` reads
+    /// [default: 1000000; 20000 with --smoke]; 0 skips the list benchmark.
+    #[arg(long)]
+    list_payments: Option<u64>,
+
+    /// Timed requests per case of the list benchmark [default: 300; 50 with
+    /// --smoke].
+    #[arg(long)]
+    list_requests: Option<usize>,
+
+    /// Run only the list benchmark and print its section of the report.
+    #[arg(long)]
+    list_only: bool,
 
     /// WORKER_CONCURRENCY of every worker (also its prefetch, and the floor
     /// consumers' prefetch) [default: the worker's own default].
@@ -189,6 +211,8 @@ pub struct Plan {
     pub db_connections_are_defaults: bool,
     pub submit_in_flight: usize,
     pub warmup_requests: u64,
+    pub list_payments: u64,
+    pub list_requests: usize,
 }
 
 impl Plan {
@@ -248,6 +272,16 @@ impl Plan {
             } else {
                 FULL_WARMUP
             },
+            list_payments: args.list_payments.unwrap_or(if args.smoke {
+                SMOKE_LIST_PAYMENTS
+            } else {
+                FULL_LIST_PAYMENTS
+            }),
+            list_requests: args.list_requests.unwrap_or(if args.smoke {
+                SMOKE_LIST_REQUESTS
+            } else {
+                FULL_LIST_REQUESTS
+            }),
         };
         if plan.rates.is_empty() || plan.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
             bail!("--rates must be positive numbers");
@@ -360,6 +394,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     );
 
     let cleanup = Cleanup::default();
+    if args.list_only {
+        return list_only(&env, &cleanup, &plan).await;
+    }
     let started = Instant::now();
     let outcome = tokio::select! {
         outcome = measure(&env, &cleanup, &plan, args.smoke, Duration::from_secs(args.stall_secs)) => outcome,
@@ -474,6 +511,22 @@ async fn measure(
             );
         }
     }
+    let list = if plan.list_payments > 0 {
+        Some(
+            list::run(
+                env,
+                cleanup,
+                &sim.url,
+                plan.list_payments,
+                plan.list_requests,
+                &mut checks,
+            )
+            .await
+            .context("measuring the list")?,
+        )
+    } else {
+        None
+    };
     sim.stop().await?;
 
     let targets = report::judge_targets(&floor, &accept, &e2e);
@@ -492,8 +545,39 @@ async fn measure(
         end_to_end: e2e,
         targets,
         checks,
+        list,
         logs_dir: env.logs_dir.display().to_string(),
     })
+}
+
+/// `--list-only`: the list benchmark alone, its report section on stdout.
+async fn list_only(env: &Env, cleanup: &Cleanup, plan: &Plan) -> anyhow::Result<bool> {
+    let mut checks = Vec::new();
+    // No worker runs, so no processor is needed.
+    let outcome = list::run(
+        env,
+        cleanup,
+        "http://127.0.0.1:9",
+        plan.list_payments.max(1),
+        plan.list_requests,
+        &mut checks,
+    )
+    .await;
+    cleanup.run(env).await;
+    let result = outcome?;
+    let mut out = String::new();
+    result.write_markdown(&mut out)?;
+    println!("{out}");
+    for c in &checks {
+        println!(
+            "[{}] {}: {} ({})",
+            c.scenario,
+            c.what,
+            if c.passed { "passed" } else { "FAILED" },
+            c.detail
+        );
+    }
+    Ok(checks.iter().all(|c| c.passed))
 }
 
 /// What a reader must know about the run's size.

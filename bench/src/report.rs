@@ -45,6 +45,7 @@ pub struct Report {
     pub end_to_end: Vec<E2eResult>,
     pub targets: Vec<TargetResult>,
     pub checks: Vec<Check>,
+    pub list: Option<crate::list::ListResult>,
     pub logs_dir: String,
 }
 
@@ -172,6 +173,9 @@ impl Report {
         self.write_accept(out)?;
         self.write_e2e(out)?;
         self.write_resources(out)?;
+        if let Some(list) = &self.list {
+            list.write_markdown(out)?;
+        }
 
         writeln!(out, "## Correctness checks\n")?;
         writeln!(
