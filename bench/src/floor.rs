@@ -44,7 +44,7 @@ use common::domain::{Amount, CardToken, Currency, PaymentId};
 use common::processor::CardDetails;
 use common::queue::{Broker, Job, Topology};
 use futures_util::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -702,6 +702,18 @@ impl MqFloor {
     }
 
     async fn run(&self, n: u64, in_flight: usize, consumers: usize) -> anyhow::Result<()> {
+        // Acks sent just before the previous run's channels closed can be
+        // lost, and the broker then requeues those messages; they must not
+        // count here (with a large prefetch there are a few every run).
+        self.broker
+            .open_channel()
+            .await?
+            .queue_purge(
+                &self.broker.topology().process_queue(),
+                QueuePurgeOptions { nowait: false },
+            )
+            .await
+            .context("purging the floor queue")?;
         let acked = Arc::new(AtomicU64::new(0));
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
