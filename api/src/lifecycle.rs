@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idempotency::{self, Begun};
-use crate::payments::{no_such_payment, prefer_wait, wait_until};
+use crate::payments::{no_such_payment, outcome_unknown, prefer_wait, wait_until};
 use crate::validate;
 use crate::wire::{Payment, Refund};
 use crate::AppState;
@@ -143,13 +143,20 @@ pub(crate) async fn view(
     row: &PaymentRow,
     expand: &Expand,
 ) -> Result<Payment, ApiError> {
-    let limit = if expand.refunds {
+    // Only a captured payment can have refunds (even failed ones): skip the
+    // query for every other read.
+    let limit = if row.amount_captured == 0 {
+        0
+    } else if expand.refunds {
         i64::MAX
     } else {
         crate::wire::Refunds::EMBEDDED as i64 + 1
     };
-    let refunds =
-        operations::list_for_payment(&state.pool, row.id, Kind::Refund, None, limit).await?;
+    let refunds = if limit == 0 {
+        Vec::new()
+    } else {
+        operations::list_for_payment(&state.pool, row.id, Kind::Refund, None, limit).await?
+    };
     let mut payment = Payment::from_row(row, &state.settings.public_base_url)
         .with_refunds(&refunds, expand.refunds);
     if expand.customer && payment.customer.is_none() && row.customer_id.is_some() {
@@ -233,7 +240,7 @@ async fn create_operation(
                 .complete(&mut *tx, StatusCode::ACCEPTED, &body, new.payment_id)
                 .await?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(outcome_unknown)?;
         Ok::<_, ApiError>((created, body))
     }
     .await;
@@ -275,13 +282,13 @@ async fn create_operation(
     let Ok(Some(row)) = payments::find(&state.pool, PaymentId(new.payment_id)).await else {
         return Ok(answer(StatusCode::ACCEPTED, body, Some(wait)));
     };
-    let status = if op.is_terminal() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    let body = render(state, &op, &row).await?;
-    Ok(answer(status, body, Some(wait)))
+    // Committed: a failure to read now answers with what was committed,
+    // never with an error that says nothing was written.
+    match render(state, &op, &row).await {
+        Ok(latest) if op.is_terminal() => Ok(answer(StatusCode::OK, latest, Some(wait))),
+        Ok(latest) => Ok(answer(StatusCode::ACCEPTED, latest, Some(wait))),
+        Err(_) => Ok(answer(StatusCode::ACCEPTED, body, Some(wait))),
+    }
 }
 
 /// A refund answers with the refund; a capture or void with the payment.
@@ -483,7 +490,7 @@ async fn cancel_unprocessed(
                 .complete(&mut *tx, StatusCode::OK, &body, row.id)
                 .await?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(outcome_unknown)?;
         Ok::<_, ApiError>(body)
     }
     .await;

@@ -139,14 +139,13 @@ async fn insert_with_key(
 /// may not have committed it, and the answer says exactly that. With an
 /// `Idempotency-Key` a retry is safe (it replays the payment if it exists);
 /// any other error (a constraint, a bug) still means nothing was written.
-fn outcome_unknown(err: sqlx::Error) -> ApiError {
+pub(crate) fn outcome_unknown(err: sqlx::Error) -> ApiError {
     if common::db::is_unavailable(&err) {
         ApiError::unavailable(
             "payment_outcome_unknown",
-            "The connection to the database was lost while the payment was being saved: it may \
+            "The connection to the database was lost while the request was being saved: it may \
              or may not have been accepted. Retrying with the same Idempotency-Key is safe and \
-             returns the payment if it was accepted; without an Idempotency-Key, check before \
-             retrying.",
+             returns what was accepted; without an Idempotency-Key, check before retrying.",
             err.into(),
         )
     } else {
