@@ -22,6 +22,7 @@ mod receipts;
 pub mod request_id;
 mod validate;
 mod waiters;
+pub mod webhooks;
 pub mod wire;
 
 use std::future::IntoFuture as _;
@@ -108,6 +109,12 @@ pub struct ServeArgs {
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = common::config::parse_secs, global = true)]
     pub shutdown_timeout: Duration,
+
+    /// Let webhook endpoints resolve to loopback, private and link-local
+    /// addresses (development and tests only; the worker has the same
+    /// setting for delivery).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", global = true)]
+    pub webhook_allow_private: bool,
 }
 
 /// The longest idempotency-key retention, in hours: ten years.
@@ -157,6 +164,8 @@ pub struct AppState {
     pub broker: Arc<Broker>,
     pub settings: Arc<ServeArgs>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The webhook queues (a connection of their own, opened on first use).
+    pub webhook_broker: Arc<Broker>,
     waiters: Arc<Waiters>,
     outbox: Outbox,
     shutdown: CancellationToken,
@@ -203,12 +212,20 @@ pub async fn serve(
         Duration::from_secs(settings.idempotency_ttl_hours.saturating_mul(3600)),
         background.clone(),
     );
+    let webhook_broker = Arc::new(broker.sibling(Topology::webhooks(broker.topology().prefix())));
+    let event_relay = tokio::spawn(webhooks::relay(
+        pool.clone(),
+        webhook_broker.clone(),
+        settings.public_base_url.clone(),
+        background.clone(),
+    ));
     let shutdown_timeout = settings.shutdown_timeout;
     let state = AppState {
         pool,
         broker: broker.clone(),
         settings: Arc::new(settings),
         metrics: Arc::new(metrics::Metrics::default()),
+        webhook_broker: webhook_broker.clone(),
         waiters,
         outbox,
         shutdown: shutdown.clone(),
@@ -233,7 +250,9 @@ pub async fn serve(
         let _ = task.await;
     }
     let _ = listen.await;
+    let _ = event_relay.await;
     broker.close().await;
+    webhook_broker.close().await;
     tracing::info!("api stopped");
     Ok(())
 }
@@ -246,6 +265,7 @@ pub fn router(state: AppState) -> Router {
         .merge(lifecycle::router())
         .merge(list::router())
         .merge(receipts::router())
+        .merge(webhooks::router())
         .merge(health::router())
         .merge(admin::router())
         .route("/metrics", axum::routing::get(metrics::handler))

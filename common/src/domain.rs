@@ -129,6 +129,12 @@ impl CardToken {
         Ok(Self(value.to_owned()))
     }
 
+    /// Stands for a token that was not kept: an event's snapshot of a
+    /// payment leaves the token out. Never sent to a processor.
+    pub fn withheld() -> Self {
+        Self("tok_withheld".to_owned())
+    }
+
     /// The secret value, for the one place that needs it: the processor call.
     pub fn expose(&self) -> &str {
         &self.0
@@ -208,27 +214,46 @@ fn parse_public_id(s: &str, prefix: &str, what: &str) -> Result<Uuid, DomainErro
     }
 }
 
-/// A refund's id: `ref_<uuid>` on the wire, as strict as [`PaymentId`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RefundId(pub Uuid);
+/// An id shown as `<prefix><uuid>`, as strict as [`PaymentId`]: one
+/// canonical spelling per object.
+macro_rules! public_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(pub Uuid);
 
-impl RefundId {
-    pub const PREFIX: &'static str = "ref_";
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", Self::PREFIX, self.0.hyphenated())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = DomainError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                parse_public_id(s, Self::PREFIX, $what).map(Self)
+            }
+        }
+    };
 }
 
-impl fmt::Display for RefundId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", Self::PREFIX, self.0.hyphenated())
-    }
-}
-
-impl FromStr for RefundId {
-    type Err = DomainError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_public_id(s, Self::PREFIX, "Refund").map(Self)
-    }
-}
+public_id!(
+    /// A refund's id: `ref_<uuid>`.
+    RefundId, "ref_", "Refund"
+);
+public_id!(
+    /// A webhook endpoint's id: `we_<uuid>`.
+    EndpointId, "we_", "Webhook endpoint"
+);
+public_id!(
+    /// An event's id: `evt_<uuid>`, also the `webhook-id` of its deliveries.
+    EventId, "evt_", "Event"
+);
 
 impl Serialize for PaymentId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -319,16 +344,25 @@ impl FromStr for PaymentStatus {
 pub enum Scope {
     PaymentsRead,
     PaymentsWrite,
+    WebhooksRead,
+    WebhooksWrite,
 }
 
 impl Scope {
     /// Every scope a merchant key can carry.
-    pub const ALL: [Scope; 2] = [Scope::PaymentsRead, Scope::PaymentsWrite];
+    pub const ALL: [Scope; 4] = [
+        Scope::PaymentsRead,
+        Scope::PaymentsWrite,
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PaymentsRead => "payments:read",
             Self::PaymentsWrite => "payments:write",
+            Self::WebhooksRead => "webhooks:read",
+            Self::WebhooksWrite => "webhooks:write",
         }
     }
 }
@@ -352,7 +386,8 @@ impl FromStr for Scope {
             .find(|scope| scope.as_str() == s)
             .ok_or_else(|| {
                 invalid(format!(
-                    "unknown scope {s:?}; merchant scopes are payments:read, payments:write"
+                    "unknown scope {s:?}; merchant scopes are payments:read, payments:write, \
+                     webhooks:read, webhooks:write"
                 ))
             })
     }

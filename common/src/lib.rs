@@ -16,3 +16,4 @@ pub mod queue;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhooks;

@@ -9,6 +9,7 @@ pub mod outbox;
 pub mod payment_list;
 pub mod payments;
 pub mod receipts;
+pub mod webhooks;
 pub mod workers;
 
 use std::str::FromStr;

@@ -60,7 +60,8 @@ impl std::str::FromStr for Kind {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// An operation as stored (also read back from an event's snapshot).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct OperationRow {
     pub id: Uuid,
     pub payment_id: Uuid,
@@ -93,7 +94,8 @@ pub struct OperationRow {
 }
 
 /// [`Kind`] as read from its column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct KindColumn(pub Kind);
 
 impl TryFrom<String> for KindColumn {

@@ -18,8 +18,9 @@ use crate::queue::Job;
 
 /// A payment as stored. Wire and domain forms are built from it explicitly
 /// (see the API's `payments` module), so a schema change never reaches the API
-/// by accident.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// by accident. It also reads back from an event's snapshot (the row as
+/// `to_jsonb` wrote it, without the card token).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct PaymentRow {
     pub id: Uuid,
     pub merchant_id: Uuid,
@@ -30,6 +31,7 @@ pub struct PaymentRow {
     pub captured: bool,
     /// Redacting in `Debug`: a row printed anywhere never shows the token.
     #[sqlx(try_from = "String")]
+    #[serde(skip, default = "CardToken::withheld")]
     pub card_token: CardToken,
     pub order_id: Option<String>,
     pub invoice_id: Option<String>,

@@ -89,6 +89,13 @@ impl Broker {
         Ok(broker)
     }
 
+    /// A handle on the same broker for another topology (its own
+    /// connection, opened on first use): the webhook queues, say, so that
+    /// their traffic never waits behind the payments'.
+    pub fn sibling(&self, topology: Topology) -> Self {
+        Self::lazy(self.url.clone(), topology)
+    }
+
     pub fn topology(&self) -> &Topology {
         &self.topology
     }

@@ -34,6 +34,13 @@ impl Topology {
         }
     }
 
+    /// The webhook deliveries' own exchange and queues under `prefix`
+    /// (`<prefix>.webhooks.process`, `….dead`, `….retry.<ms>`): their own
+    /// backlog, tiers and dead letters, apart from the payments'.
+    pub fn webhooks(prefix: &str) -> Self {
+        Self::new(format!("{prefix}.webhooks"))
+    }
+
     /// Adds one delay queue per retry tier (the worker's view).
     pub fn with_retry_delays(mut self, delays: &[Duration]) -> Self {
         self.retry_delays = delays.to_vec();

@@ -1,0 +1,586 @@
+//! Webhooks (DESIGN.md §10): endpoints, events, and the relay that gets
+//! events on their way.
+//!
+//! Events are written by database triggers in the transaction of the status
+//! change they report (migration `webhooks`), each with a snapshot of the
+//! rows at that moment. This module renders a snapshot with the very
+//! functions `GET` uses ([`Payment::from_row`], [`Refund::from_row`]), so an
+//! event's `data.object` is the object as `GET` showed it then. The relay
+//! renders each new event once, stores the body (every retry sends the same
+//! bytes) and publishes its deliveries to the webhook queue; the worker
+//! signs and sends them. A relay that misses a publish loses nothing: the
+//! worker's rescuer publishes deliveries that are late.
+//!
+//! Creating an endpoint takes no `Idempotency-Key`: its answer carries the
+//! secret, which we will not keep in an idempotency record, and a duplicate
+//! endpoint is harmless and can be deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::db::operations::OperationRow;
+use common::db::payments::PaymentRow;
+use common::db::webhooks::{self as db, AttemptRow, EndpointRow, EventRow, NewEndpoint};
+use common::domain::{EndpointId, EventId, Scope};
+use common::queue::Broker;
+use common::webhooks::{self as hooks, DeliveryJob, EVENT_TYPES, MAX_ENDPOINTS};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::Query;
+use crate::validate;
+use crate::wire::{timestamp, Payment, Refund};
+use crate::AppState;
+
+/// Events the relay renders per transaction.
+const RELAY_BATCH: i64 = 100;
+/// How often the relay looks for new events.
+const RELAY_INTERVAL: Duration = Duration::from_millis(200);
+const MAX_DESCRIPTION: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/webhook_endpoints",
+            post(create_endpoint).get(list_endpoints),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(retrieve_endpoint).delete(delete_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/rotate_secret",
+            post(rotate_secret),
+        )
+        .route("/v1/webhook_endpoints/{id}/deliveries", get(list_attempts))
+        .route("/v1/events", get(list_events))
+        .route("/v1/events/{id}", get(retrieve_event))
+        .route("/v1/events/{id}/redeliver", post(redeliver))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateEndpoint {
+    url: String,
+    events: Vec<String>,
+    description: Option<String>,
+}
+
+/// `we_…` as the API shows it; `secret` only in the answers that make one.
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub object: &'static str,
+    pub url: String,
+    pub events: Vec<String>,
+    /// `enabled`, or `disabled` (after a `410 Gone`).
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub description: Option<String>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl Endpoint {
+    fn from_row(row: EndpointRow, secret: Option<String>) -> Self {
+        Self {
+            id: EndpointId(row.id).to_string(),
+            object: "webhook_endpoint",
+            url: row.url,
+            events: row.events,
+            status: row.status,
+            disabled_reason: row.disabled_reason,
+            description: row.description,
+            created_at: timestamp(row.created_at),
+            secret,
+        }
+    }
+}
+
+/// A Stripe-style list.
+#[derive(Debug, Serialize)]
+struct List<T> {
+    object: &'static str,
+    url: String,
+    has_more: bool,
+    data: Vec<T>,
+}
+
+fn no_such_endpoint() -> ApiError {
+    ApiError::not_found("No such webhook endpoint.")
+}
+
+fn no_such_event() -> ApiError {
+    ApiError::not_found("No such event.")
+}
+
+fn endpoint_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse::<EndpointId>()
+        .map(|id| id.0)
+        .map_err(|_| no_such_endpoint())
+}
+
+fn event_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse::<EventId>()
+        .map(|id| id.0)
+        .map_err(|_| no_such_event())
+}
+
+/// `events`: known types or `*`, no repeats.
+fn check_event_types(events: &[String]) -> Result<(), ApiError> {
+    let bad = |message: String| ApiError::invalid("events", "invalid_value", message);
+    if events.is_empty() || events.len() > EVENT_TYPES.len() {
+        return Err(bad(format!(
+            "`events` lists 1 to {} event types, or [\"*\"].",
+            EVENT_TYPES.len()
+        )));
+    }
+    for (i, kind) in events.iter().enumerate() {
+        if kind != "*" && !EVENT_TYPES.contains(&kind.as_str()) {
+            return Err(bad(format!(
+                "Unknown event type; the types are {} (or \"*\" for all).",
+                EVENT_TYPES.join(", ")
+            )));
+        }
+        if events[..i].contains(kind) {
+            return Err(bad("`events` lists a type twice.".to_owned()));
+        }
+    }
+    Ok(())
+}
+
+async fn create_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
+    caller.require(Scope::WebhooksWrite)?;
+    let bytes = validate::read_json_body(&headers, body).await?;
+    let request: CreateEndpoint = validate::parse_json(&bytes)?;
+    let url = hooks::parse_url(&request.url)
+        .map_err(|err| ApiError::invalid("url", "invalid_url", err.0))?;
+    check_event_types(&request.events)?;
+    if request
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+    {
+        return Err(ApiError::invalid(
+            "description",
+            "invalid_value",
+            format!("`description` is at most {MAX_DESCRIPTION} characters."),
+        ));
+    }
+    hooks::check_addresses(&url, state.settings.webhook_allow_private)
+        .await
+        .map_err(|err| ApiError::invalid("url", "invalid_url", err.0))?;
+    let secret = hooks::new_secret();
+    let row = db::create_endpoint(
+        &state.pool,
+        &NewEndpoint {
+            id: Uuid::now_v7(),
+            merchant_id: caller.merchant_id,
+            url: url.as_str(),
+            events: &request.events,
+            description: request.description.as_deref(),
+            secret: &secret,
+        },
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::invalid(
+            "url",
+            "too_many_endpoints",
+            format!("A merchant has at most {MAX_ENDPOINTS} webhook endpoints; delete one first."),
+        )
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Endpoint::from_row(row, Some(secret))),
+    ))
+}
+
+async fn list_endpoints(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<List<Endpoint>>, ApiError> {
+    caller.require(Scope::WebhooksRead)?;
+    let rows = db::list_endpoints(&state.pool, caller.merchant_id).await?;
+    Ok(Json(List {
+        object: "list",
+        url: "/v1/webhook_endpoints".to_owned(),
+        has_more: false,
+        data: rows
+            .into_iter()
+            .map(|r| Endpoint::from_row(r, None))
+            .collect(),
+    }))
+}
+
+async fn find_endpoint(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<EndpointRow, ApiError> {
+    let id = endpoint_id(raw_id)?;
+    db::find_endpoint(&state.pool, caller.merchant_id, id)
+        .await?
+        .ok_or_else(no_such_endpoint)
+}
+
+async fn retrieve_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Endpoint>, ApiError> {
+    caller.require(Scope::WebhooksRead)?;
+    let row = find_endpoint(&state, &caller, &id).await?;
+    Ok(Json(Endpoint::from_row(row, None)))
+}
+
+async fn delete_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::WebhooksWrite)?;
+    let uuid = endpoint_id(&id)?;
+    if !db::delete_endpoint(&state.pool, caller.merchant_id, uuid).await? {
+        return Err(no_such_endpoint());
+    }
+    Ok(Json(json!({
+        "id": EndpointId(uuid).to_string(),
+        "object": "webhook_endpoint",
+        "deleted": true,
+    })))
+}
+
+/// A new secret, shown once; the old one keeps signing (both signatures
+/// are sent) for 24 hours, so receivers can switch without losing events.
+async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Endpoint>, ApiError> {
+    caller.require(Scope::WebhooksWrite)?;
+    let uuid = endpoint_id(&id)?;
+    let secret = hooks::new_secret();
+    let row = db::rotate_secret(&state.pool, caller.merchant_id, uuid, &secret)
+        .await?
+        .ok_or_else(no_such_endpoint)?;
+    Ok(Json(Endpoint::from_row(row, Some(secret))))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<i64>,
+    starting_after: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(10);
+    if (1..=100).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid(
+            "limit",
+            "invalid_limit",
+            "`limit` must be 1 to 100.",
+        ))
+    }
+}
+
+fn invalid_cursor(what: &str) -> ApiError {
+    ApiError::invalid(
+        "starting_after",
+        "resource_missing",
+        format!("`starting_after` is not one of your {what}."),
+    )
+}
+
+/// One attempt to deliver an event, as `…/deliveries` lists it.
+#[derive(Debug, Serialize)]
+struct AttemptOut {
+    id: String,
+    object: &'static str,
+    event_id: String,
+    event_type: String,
+    /// Of this delivery of the event (a redelivery starts at 1 again).
+    attempt: i32,
+    /// `delivered`, `failed` (an answer other than 2xx), `gone` (410),
+    /// `timeout`, `connection_error`, `blocked` (a private address).
+    outcome: String,
+    status_code: Option<i32>,
+    error: Option<String>,
+    duration_ms: i32,
+    created_at: String,
+}
+
+impl AttemptOut {
+    fn from_row(row: AttemptRow) -> Self {
+        Self {
+            id: format!("whatt_{}", row.id),
+            object: "webhook_attempt",
+            event_id: EventId(row.event_id).to_string(),
+            event_type: row.event_type,
+            attempt: row.attempt,
+            outcome: row.outcome,
+            status_code: row.status_code,
+            error: row.error,
+            duration_ms: row.duration_ms,
+            created_at: timestamp(row.created_at),
+        }
+    }
+}
+
+/// `GET /v1/webhook_endpoints/:id/deliveries`: every attempt, newest first.
+async fn list_attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<List<AttemptOut>>, ApiError> {
+    caller.require(Scope::WebhooksRead)?;
+    if query.kind.is_some() {
+        return Err(ApiError::invalid(
+            "type",
+            "unknown_parameter",
+            "Unknown parameter `type`.",
+        ));
+    }
+    let limit = page_limit(query.limit)?;
+    let endpoint = find_endpoint(&state, &caller, &id).await?;
+    let before = query
+        .starting_after
+        .as_deref()
+        .map(|c| {
+            c.strip_prefix("whatt_")
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(|| invalid_cursor("delivery attempts"))
+        })
+        .transpose()?;
+    let mut rows = db::list_attempts(&state.pool, endpoint.id, before, limit + 1).await?;
+    let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(Json(List {
+        object: "list",
+        url: format!("/v1/webhook_endpoints/{id}/deliveries"),
+        has_more,
+        data: rows.into_iter().map(AttemptOut::from_row).collect(),
+    }))
+}
+
+/// `GET /v1/events`: newest first, `type` filter, `starting_after` cursor.
+async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<List<Value>>, ApiError> {
+    caller.require(Scope::WebhooksRead)?;
+    let limit = page_limit(query.limit)?;
+    if let Some(kind) = &query.kind {
+        if !EVENT_TYPES.contains(&kind.as_str()) {
+            return Err(ApiError::invalid(
+                "type",
+                "invalid_value",
+                format!("`type` must be one of: {}.", EVENT_TYPES.join(", ")),
+            ));
+        }
+    }
+    let before = match query.starting_after.as_deref() {
+        None => None,
+        Some(raw) => {
+            let id = raw
+                .parse::<EventId>()
+                .map_err(|_| invalid_cursor("events"))?;
+            let event = db::find_event(&state.pool, caller.merchant_id, id.0)
+                .await?
+                .ok_or_else(|| invalid_cursor("events"))?;
+            Some(event.seq)
+        }
+    };
+    let mut rows = db::list_events(
+        &state.pool,
+        caller.merchant_id,
+        query.kind.as_deref(),
+        before,
+        limit + 1,
+    )
+    .await?;
+    let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let base = &state.settings.public_base_url;
+    let data = rows
+        .iter()
+        .map(|row| event_json(row, base))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(List {
+        object: "list",
+        url: "/v1/events".to_owned(),
+        has_more,
+        data,
+    }))
+}
+
+async fn retrieve_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::WebhooksRead)?;
+    let row = db::find_event(&state.pool, caller.merchant_id, event_id(&id)?)
+        .await?
+        .ok_or_else(no_such_event)?;
+    Ok(Json(event_json(&row, &state.settings.public_base_url)?))
+}
+
+/// `POST /v1/events/:id/redeliver`: a new delivery to every enabled
+/// endpoint that wants the event's type, with a fresh retry schedule; the
+/// `webhook-id` stays the event's id. `202` with the event.
+async fn redeliver(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::WebhooksWrite)?;
+    let row = db::find_event(&state.pool, caller.merchant_id, event_id(&id)?)
+        .await?
+        .ok_or_else(no_such_event)?;
+    let body = match &row.body {
+        Some(body) => body.clone(),
+        None => render(&row, &state.settings.public_base_url).map_err(ApiError::internal)?,
+    };
+    let deliveries = db::redeliver(&state.pool, &row, &body).await?;
+    publish(&state.webhook_broker, &deliveries).await;
+    let value = serde_json::from_str(&body)
+        .map_err(|err| ApiError::internal(anyhow::Error::new(err)))?;
+    Ok((StatusCode::ACCEPTED, Json(value)))
+}
+
+/// The event as sent (its stored body) or, for one never sent, rendered now
+/// from its snapshot: the same JSON either way.
+fn event_json(row: &EventRow, base_url: &str) -> Result<Value, ApiError> {
+    let body = match &row.body {
+        Some(body) => body.clone(),
+        None => render(row, base_url).map_err(ApiError::internal)?,
+    };
+    serde_json::from_str(&body).map_err(|err| ApiError::internal(anyhow::Error::new(err)))
+}
+
+/// The event's body: `{id, object, type, created, data: {object}, request}`,
+/// `data.object` rendered from the snapshot exactly as `GET` renders rows.
+pub fn render(row: &EventRow, base_url: &str) -> anyhow::Result<String> {
+    #[derive(Deserialize)]
+    struct PaymentSnapshot {
+        payment: PaymentRow,
+        refunds: Vec<OperationRow>,
+    }
+    #[derive(Deserialize)]
+    struct RefundSnapshot {
+        refund: OperationRow,
+    }
+    let object = if row.kind.starts_with("refund.") {
+        let snap: RefundSnapshot = serde_json::from_value(row.snapshot.0.clone())?;
+        serde_json::to_value(Refund::from_row(&snap.refund))?
+    } else {
+        let snap: PaymentSnapshot = serde_json::from_value(row.snapshot.0.clone())?;
+        let payment = Payment::from_row(&snap.payment, base_url).with_refunds(&snap.refunds, false);
+        serde_json::to_value(payment)?
+    };
+    let event = json!({
+        "id": EventId(row.id).to_string(),
+        "object": "event",
+        "type": row.kind,
+        "created": row.created_at.timestamp(),
+        "data": {"object": object},
+        // The request that caused a change is not recorded with it yet.
+        "request": {"id": null, "idempotency_key": null},
+    });
+    Ok(serde_json::to_string(&event)?)
+}
+
+/// Publishes deliveries to the webhook queue. A failed publish is only
+/// logged: the worker's rescuer publishes late deliveries.
+async fn publish(broker: &Broker, deliveries: &[Uuid]) {
+    for id in deliveries {
+        let job = DeliveryJob::DeliveryV1 { delivery_id: *id };
+        if let Err(err) = broker
+            .publish(
+                common::queue::Topology::PROCESS_KEY,
+                &job.to_bytes(),
+                Default::default(),
+                None,
+            )
+            .await
+        {
+            tracing::warn!(delivery_id = %id, error = %err,
+                "publishing a webhook delivery failed; the worker's rescuer will");
+            return;
+        }
+    }
+}
+
+/// Renders new events and publishes their deliveries until `shutdown`.
+pub async fn relay(
+    pool: PgPool,
+    broker: Arc<Broker>,
+    base_url: String,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RELAY_INTERVAL) => {}
+        }
+        if let Err(err) = relay_once(&pool, &broker, &base_url).await {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "event relay failed; will retry"
+            );
+        }
+    }
+}
+
+/// Renders and dispatches every waiting event; returns how many. An event
+/// whose snapshot cannot be rendered (a bug) is logged and left for a fixed
+/// release; the others go on.
+pub async fn relay_once(pool: &PgPool, broker: &Broker, base_url: &str) -> anyhow::Result<usize> {
+    let mut total = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let events = db::lock_undispatched(&mut tx, RELAY_BATCH).await?;
+        let mut deliveries = Vec::new();
+        let mut dispatched = 0;
+        for event in &events {
+            match render(event, base_url) {
+                Ok(body) => {
+                    deliveries.extend(db::dispatch(&mut *tx, event.id, &body).await?);
+                    dispatched += 1;
+                }
+                Err(err) => tracing::error!(event_id = %EventId(event.id), error = format!("{err:#}"),
+                    "cannot render an event; it waits for a fixed release"),
+            }
+        }
+        tx.commit().await?;
+        publish(broker, &deliveries).await;
+        total += dispatched;
+        if dispatched == 0 || events.len() < usize::try_from(RELAY_BATCH).unwrap_or(0) {
+            return Ok(total);
+        }
+    }
+}
