@@ -467,8 +467,8 @@ async fn redeliver(
     };
     let deliveries = db::redeliver(&state.pool, &row, &body).await?;
     publish(&state.webhook_broker, &deliveries).await;
-    let value = serde_json::from_str(&body)
-        .map_err(|err| ApiError::internal(anyhow::Error::new(err)))?;
+    let value =
+        serde_json::from_str(&body).map_err(|err| ApiError::internal(anyhow::Error::new(err)))?;
     Ok((StatusCode::ACCEPTED, Json(value)))
 }
 
@@ -548,10 +548,7 @@ pub async fn relay(
             () = tokio::time::sleep(RELAY_INTERVAL) => {}
         }
         if let Err(err) = relay_once(&pool, &broker, &base_url).await {
-            tracing::warn!(
-                error = format!("{err:#}"),
-                "event relay failed; will retry"
-            );
+            tracing::warn!(error = format!("{err:#}"), "event relay failed; will retry");
         }
     }
 }
@@ -572,8 +569,10 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, base_url: &str) -> anyho
                     deliveries.extend(db::dispatch(&mut *tx, event.id, &body).await?);
                     dispatched += 1;
                 }
-                Err(err) => tracing::error!(event_id = %EventId(event.id), error = format!("{err:#}"),
-                    "cannot render an event; it waits for a fixed release"),
+                Err(err) => {
+                    tracing::error!(event_id = %EventId(event.id), error = format!("{err:#}"),
+                    "cannot render an event; it waits for a fixed release")
+                }
             }
         }
         tx.commit().await?;

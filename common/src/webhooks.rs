@@ -122,7 +122,9 @@ pub async fn check_addresses(url: &url::Url, allow_private: bool) -> Result<(), 
         )
     };
     if let Some(ip) = literal_address(url) {
-        return (allow_private || is_public(ip)).then_some(()).ok_or_else(refused);
+        return (allow_private || is_public(ip))
+            .then_some(())
+            .ok_or_else(refused);
     }
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(443);
@@ -136,9 +138,7 @@ pub async fn check_addresses(url: &url::Url, allow_private: bool) -> Result<(), 
         _ => Vec::new(),
     };
     if addresses.is_empty() {
-        return Err(DomainError(
-            "The url's host does not resolve.".to_owned(),
-        ));
+        return Err(DomainError("The url's host does not resolve.".to_owned()));
     }
     if allow_private || addresses.iter().all(|ip| is_public(*ip)) {
         Ok(())
@@ -276,7 +276,10 @@ mod tests {
         let header = signature_header(&[&new, &old], "evt_1", now, body).expect("signs");
         let mut headers = http::HeaderMap::new();
         headers.insert("webhook-id", "evt_1".parse().expect("header"));
-        headers.insert("webhook-timestamp", now.to_string().parse().expect("header"));
+        headers.insert(
+            "webhook-timestamp",
+            now.to_string().parse().expect("header"),
+        );
         headers.insert("webhook-signature", header.parse().expect("header"));
         for secret in [&old, &new] {
             standardwebhooks::Webhook::new(secret)

@@ -6,6 +6,7 @@
 //! mocked. The card processor is `processor-sim` over real HTTP.
 
 pub mod proxy;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -70,6 +71,14 @@ pub fn fast_worker_settings() -> worker::Settings {
         rescue_interval: Duration::from_millis(500),
         rescue_after: Duration::from_secs(2),
         shutdown_timeout: Duration::from_secs(10),
+        webhook_concurrency: 16,
+        webhook_retry_delays: worker::DelayList(vec![
+            Duration::from_millis(300),
+            Duration::from_millis(600),
+        ]),
+        webhook_timeout: Duration::from_millis(2000),
+        // Test receivers listen on loopback.
+        webhook_allow_private: true,
         metrics_bind: "127.0.0.1:0".into(),
     }
 }
@@ -130,7 +139,7 @@ pub struct TestApp {
     pub api_url: String,
     pub sim_url: String,
     pub http: reqwest::Client,
-    /// A `payments:read,payments:write` key of the default merchant.
+    /// A key of the default merchant with every merchant scope.
     pub key: String,
     pub options: Options,
     pub db_proxy: Option<Proxy>,
@@ -200,7 +209,12 @@ impl TestApp {
             &pool,
             common::db::api_keys::DEFAULT_MERCHANT,
             "test",
-            &["payments:read".into(), "payments:write".into()],
+            &[
+                "payments:read".into(),
+                "payments:write".into(),
+                "webhooks:read".into(),
+                "webhooks:write".into(),
+            ],
         )
         .await?;
 
@@ -273,6 +287,7 @@ impl TestApp {
             idempotency_ttl_hours: 24,
             request_timeout: self.options.request_timeout,
             shutdown_timeout: Duration::from_secs(5),
+            webhook_allow_private: self.options.worker.webhook_allow_private,
         };
         let stop = CancellationToken::new();
         let handle = tokio::spawn(api::serve(
@@ -388,6 +403,27 @@ impl TestApp {
                 "SHUTDOWN_TIMEOUT",
                 settings.shutdown_timeout.as_secs_f64().to_string(),
             )
+            .env(
+                "WEBHOOK_CONCURRENCY",
+                settings.webhook_concurrency.to_string(),
+            )
+            .env(
+                "WEBHOOK_RETRY_DELAYS",
+                settings
+                    .webhook_retry_delays
+                    .iter()
+                    .map(|d| d.as_secs_f64().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .env(
+                "WEBHOOK_TIMEOUT_MS",
+                settings.webhook_timeout.as_millis().to_string(),
+            )
+            .env(
+                "WEBHOOK_ALLOW_PRIVATE",
+                settings.webhook_allow_private.to_string(),
+            )
             .env("METRICS_BIND", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
@@ -399,6 +435,24 @@ impl TestApp {
     }
 
     // ---- HTTP helpers ----
+
+    /// Registers a webhook endpoint (`POST /v1/webhook_endpoints`); its id
+    /// and secret.
+    pub async fn register_webhook(&self, url: &str, events: &[&str]) -> (String, String) {
+        let response = self
+            .http
+            .post(format!("{}/v1/webhook_endpoints", self.api_url))
+            .bearer_auth(&self.key)
+            .json(&json!({"url": url, "events": events, "description": "test receiver"}))
+            .send()
+            .await
+            .expect("register");
+        let status = response.status();
+        let endpoint: Value = response.json().await.expect("json");
+        assert_eq!(status, 201, "{endpoint}");
+        let secret = endpoint["secret"].as_str().expect("secret").to_owned();
+        (endpoint["id"].as_str().expect("id").to_owned(), secret)
+    }
 
     /// `POST /v1/payments` with this test's key.
     pub async fn post_payment(&self, body: &Value) -> reqwest::Response {
@@ -619,8 +673,11 @@ impl TestApp {
         if let Ok(broker) = Broker::connect(amqp_url(), Topology::new(&self.prefix)).await {
             let topology =
                 Topology::new(&self.prefix).with_retry_delays(&self.options.worker.retry_delays);
+            let webhooks = Topology::webhooks(&self.prefix)
+                .with_retry_delays(&self.options.worker.webhook_retry_delays);
             if let Ok(channel) = broker.open_channel().await {
                 let _ = topology.delete(&channel).await;
+                let _ = webhooks.delete(&channel).await;
             }
             broker.close().await;
         }

@@ -25,18 +25,49 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::step::{self, StepError};
+use crate::webhooks;
 use crate::Context;
 
-/// Consumes until shutdown, then stops taking messages, lets in-flight ones
-/// finish (bounded by `SHUTDOWN_TIMEOUT`) and returns.
+/// What a consumer's messages are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Charges and operations (`step::handle`).
+    Payments,
+    /// Webhook deliveries (`webhooks::handle`).
+    Webhooks,
+}
+
+/// Consumes payment jobs until shutdown, then stops taking messages, lets
+/// in-flight ones finish (bounded by `SHUTDOWN_TIMEOUT`) and returns.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    consume(ctx.clone(), Work::Payments).await
+}
+
+/// Consumes webhook deliveries the same way, on their own broker
+/// connection and with their own concurrency (`WEBHOOK_CONCURRENCY`).
+pub async fn run_webhooks(ctx: Arc<Context>) -> anyhow::Result<()> {
+    consume(ctx.clone(), Work::Webhooks).await
+}
+
+async fn consume(ctx: Arc<Context>, work: Work) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
-    let concurrency = ctx.settings.concurrency;
+    let (broker, concurrency, tag) = match work {
+        Work::Payments => (
+            ctx.broker.clone(),
+            ctx.settings.concurrency,
+            ctx.worker_id.clone(),
+        ),
+        Work::Webhooks => (
+            ctx.webhooks.broker.clone(),
+            ctx.settings.webhook_concurrency,
+            format!("{}:webhooks", ctx.worker_id),
+        ),
+    };
     let slots = Arc::new(Semaphore::new(concurrency as usize));
     let mut backoff = Backoff::default();
-    let queue = ctx.broker.topology().process_queue();
+    let queue = broker.topology().process_queue();
     while !ctx.shutdown.is_cancelled() {
-        let channel = match ctx.broker.open_channel().await {
+        let channel = match broker.open_channel().await {
             Ok(channel) => channel,
             Err(err) => {
                 tracing::warn!(error = format!("{err:#}"), "broker unavailable; retrying");
@@ -55,7 +86,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             channel
                 .basic_consume(
                     &queue,
-                    &ctx.worker_id,
+                    &tag,
                     // Manual acks (no_ack = false): a message is removed only
                     // after its outcome is committed. Not exclusive: any
                     // number of workers share the queue.
@@ -68,7 +99,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             Ok(consumer) => consumer,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot start consuming; retrying");
-                ctx.broker.invalidate();
+                broker.invalidate();
                 backoff.wait(&ctx).await;
                 continue;
             }
@@ -93,13 +124,13 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 Some(Ok(delivery)) => {
                     let ctx = ctx.clone();
                     tracker.spawn(async move {
-                        process(&ctx, delivery).await;
+                        process(&ctx, work, delivery).await;
                         drop(permit);
                     });
                 }
                 Some(Err(err)) => {
                     tracing::warn!(error = %err, "consumer failed; reconnecting");
-                    ctx.broker.invalidate();
+                    broker.invalidate();
                     break;
                 }
                 None => {
@@ -112,7 +143,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             // Stop deliveries; messages prefetched but not started go back to
             // the queue when the channel closes.
             let _ = channel
-                .basic_cancel(&ctx.worker_id, BasicCancelOptions::default())
+                .basic_cancel(&tag, BasicCancelOptions::default())
                 .await;
             drain(&ctx, &tracker).await;
             let _ = channel.close(200, "worker shutting down").await;
@@ -143,10 +174,17 @@ async fn drain(ctx: &Context, tracker: &TaskTracker) {
 /// Runs the step and settles the message: ack after success; after a broker
 /// failure, requeue it (it is retried, and the delivery count it gains is
 /// what eventually marks a message that can never be handled).
-async fn process(ctx: &Context, delivery: Delivery) {
-    ctx.metrics.in_flight.inc();
-    let result = step::handle(ctx, &delivery.data, delivery.properties.headers().as_ref()).await;
-    ctx.metrics.in_flight.dec();
+async fn process(ctx: &Context, work: Work, delivery: Delivery) {
+    let result = match work {
+        Work::Payments => {
+            ctx.metrics.in_flight.inc();
+            let result =
+                step::handle(ctx, &delivery.data, delivery.properties.headers().as_ref()).await;
+            ctx.metrics.in_flight.dec();
+            result
+        }
+        Work::Webhooks => webhooks::handle(ctx, &delivery.data).await,
+    };
     match result {
         Ok(()) => {
             if let Err(err) = delivery.ack(BasicAckOptions::default()).await {

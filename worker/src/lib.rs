@@ -15,6 +15,7 @@ pub mod operations;
 pub mod processor;
 pub mod rescuer;
 pub mod step;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -118,6 +119,27 @@ pub struct Settings {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_secs, global = true)]
     pub shutdown_timeout: Duration,
 
+    /// Webhook deliveries in flight in this process (also their prefetch),
+    /// apart from `WORKER_CONCURRENCY`: a slow receiver never holds a
+    /// payment slot.
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000), global = true)]
+    pub webhook_concurrency: u16,
+
+    /// Webhook retry delays in seconds, comma-separated: attempt n that
+    /// fails waits the n-th (jittered by up to −20 %); after the last the
+    /// delivery is dead-lettered. One delay queue per delay.
+    #[arg(long, env = "WEBHOOK_RETRY_DELAYS", default_value = "10,60,300,1800,7200,21600,86400", value_parser = parse_delay_list, global = true)]
+    pub webhook_retry_delays: DelayList,
+
+    /// Timeout of one webhook request, in milliseconds.
+    #[arg(long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis, global = true)]
+    pub webhook_timeout: Duration,
+
+    /// Let webhook deliveries connect to loopback, private and link-local
+    /// addresses (development and tests only).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", global = true)]
+    pub webhook_allow_private: bool,
+
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(
         long,
@@ -138,6 +160,16 @@ impl DelayList {
     pub fn tier(&self, attempts: i32) -> Duration {
         let index = usize::try_from(attempts.saturating_sub(1)).unwrap_or(0);
         self.0[index.min(self.0.len() - 1)]
+    }
+
+    /// The tier after the `attempts`-th attempt and the delay to wait in
+    /// it: the tier less up to 20 %, so retries of many jobs that failed
+    /// together spread out instead of returning at once. The delay never
+    /// exceeds the tier, the queue's own TTL.
+    pub fn jittered(&self, attempts: i32) -> (Duration, Duration) {
+        use rand::Rng as _;
+        let tier = self.tier(attempts);
+        (tier, tier.mul_f64(rand::thread_rng().gen_range(0.8..=1.0)))
     }
 }
 
@@ -177,6 +209,10 @@ impl Settings {
             "WORKER_DEAD_AFTER must be at least 1 second"
         );
         anyhow::ensure!(!self.retry_delays.is_empty(), "RETRY_DELAYS is empty");
+        anyhow::ensure!(
+            !self.webhook_retry_delays.is_empty(),
+            "WEBHOOK_RETRY_DELAYS is empty"
+        );
         Ok(())
     }
 }
@@ -218,6 +254,8 @@ pub struct Context {
     pub broker: Arc<Broker>,
     pub processor: ProcessorClient,
     pub settings: Settings,
+    /// Webhook deliveries: their broker handle and HTTP client.
+    pub webhooks: webhooks::Deliverer,
     pub worker_id: String,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
@@ -242,7 +280,16 @@ impl Context {
             .max(1);
         let processor = ProcessorClient::new(&settings.processor_url, settings.processor_timeout)?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let webhook_topology = Topology::webhooks(broker.topology().prefix())
+            .with_retry_delays(&settings.webhook_retry_delays);
+        let webhooks = webhooks::Deliverer::new(
+            Arc::new(broker.sibling(webhook_topology)),
+            settings.webhook_timeout,
+            settings.webhook_retry_delays.clone(),
+            settings.webhook_allow_private,
+        )?;
         Ok(Self {
+            webhooks,
             heartbeat_pool: common::db::dedicated_connection(&pool),
             pool,
             broker,
@@ -333,7 +380,11 @@ pub async fn run(
     let heartbeat = tokio::spawn(heartbeat::run(ctx.clone(), stop_beating.clone()));
     let http = tokio::spawn(http::serve(metrics_listener, ctx.clone()));
     let rescuer = tokio::spawn(rescuer::run(ctx.clone()));
-    let result = consumer::run(ctx.clone()).await;
+    let (result, webhooks) = tokio::join!(
+        consumer::run(ctx.clone()),
+        consumer::run_webhooks(ctx.clone())
+    );
+    let result = result.and(webhooks);
     let _ = rescuer.await;
     // In-flight work is drained (or given up): stop proving liveness and
     // retire, so anything still claimed by us is void at once.
@@ -346,6 +397,7 @@ pub async fn run(
         tracing::warn!(error = %err, "metrics server failed");
     }
     broker.close().await;
+    ctx.webhooks.broker.close().await;
     tracing::info!("worker stopped");
     result
 }

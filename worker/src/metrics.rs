@@ -36,6 +36,9 @@ pub struct Metrics {
     /// the oldest, read by the rescuer's pass.
     pub unknown_outcomes: Gauge,
     pub oldest_unknown_outcome_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    webhook_deliveries: Family<OutcomeLabel, Counter>,
+    webhook_latency: Histogram,
+    webhook_endpoints_disabled: Counter,
 }
 
 impl Default for Metrics {
@@ -110,8 +113,30 @@ impl Default for Metrics {
             "Age of the oldest unknown outcome (0 when there is none)",
             oldest_unknown_outcome_seconds.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, failed, gone, timeout, \
+             connection_error, blocked)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "webhook_delivery_seconds",
+            "Duration of one webhook delivery attempt",
+            webhook_latency.clone(),
+        );
+        let webhook_endpoints_disabled = Counter::default();
+        registry.register(
+            "webhook_endpoints_disabled",
+            "Webhook endpoints disabled because they answered 410 Gone",
+            webhook_endpoints_disabled.clone(),
+        );
         Self {
             registry,
+            webhook_deliveries,
+            webhook_latency,
+            webhook_endpoints_disabled,
             held,
             deferred,
             unknown_outcomes,
@@ -155,6 +180,17 @@ impl Metrics {
 
     pub fn dead_lettered(&self) {
         self.dead_letters.inc();
+    }
+
+    pub fn webhook_attempt(&self, outcome: &'static str, took: Duration) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.webhook_latency.observe(took.as_secs_f64());
+    }
+
+    pub fn webhook_endpoint_disabled(&self) {
+        self.webhook_endpoints_disabled.inc();
     }
 
     pub fn render(&self) -> String {

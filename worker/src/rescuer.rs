@@ -33,6 +33,14 @@ pub async fn run(ctx: Arc<Context>) {
                 tracing::warn!(error = format!("{err:#}"), "rescuer run failed; will retry")
             }
         }
+        match crate::webhooks::rescue_once(&ctx).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rescued = n, "published late webhook deliveries"),
+            Err(err) => tracing::warn!(
+                error = format!("{err:#}"),
+                "webhook rescue failed; will retry"
+            ),
+        }
         if let Err(err) = observe_unknown_outcomes(&ctx).await {
             tracing::debug!(error = %err, "cannot read the unknown outcomes");
         }

@@ -184,10 +184,7 @@ pub async fn find_event<'e>(
 
 /// Events waiting for the relay, oldest first, locked so that several API
 /// processes share the work.
-pub async fn lock_undispatched(
-    tx: &mut PgConnection,
-    limit: i64,
-) -> sqlx::Result<Vec<EventRow>> {
+pub async fn lock_undispatched(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE dispatched_at IS NULL
          ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
@@ -262,19 +259,31 @@ pub struct DeliveryWork {
     pub event_created_at: DateTime<Utc>,
 }
 
+/// What [`claim_delivery`] found.
+#[derive(Debug)]
+pub enum Claim {
+    Taken(Box<DeliveryWork>),
+    /// Another worker holds it until its claim runs out (it may have died
+    /// mid-attempt): look again later.
+    Busy,
+    /// Delivered, given up, deleted, or its event is not rendered yet.
+    Nothing,
+}
+
 /// Takes a pending delivery for one attempt: nobody else sends it before
 /// `hold` has passed (the worker's timeout and some), and the rescuer
-/// leaves it alone until then. `None`: done, gone, or another worker has it.
-pub async fn claim_delivery<'e>(
-    db: impl PgExecutor<'e>,
+/// leaves it alone until `grace` after that.
+pub async fn claim_delivery(
+    db: &sqlx::PgPool,
     id: Uuid,
     hold: Duration,
-) -> sqlx::Result<Option<DeliveryWork>> {
-    sqlx::query_as(
+    grace: Duration,
+) -> sqlx::Result<Claim> {
+    let taken: Option<DeliveryWork> = sqlx::query_as(
         "UPDATE webhook_deliveries d
          SET attempts = d.attempts + 1,
              claimed_until = now() + make_interval(secs => $2),
-             due_at = now() + make_interval(secs => $2) + interval '1 minute',
+             due_at = now() + make_interval(secs => $2 + $3),
              updated_at = now()
          FROM webhook_endpoints w, events e
          WHERE d.id = $1 AND d.status = 'pending'
@@ -288,8 +297,20 @@ pub async fn claim_delivery<'e>(
     )
     .bind(id)
     .bind(hold.as_secs_f64())
+    .bind(grace.as_secs_f64())
     .fetch_optional(db)
-    .await
+    .await?;
+    if let Some(work) = taken {
+        return Ok(Claim::Taken(Box::new(work)));
+    }
+    let busy: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+                        WHERE id = $1 AND status = 'pending' AND claimed_until >= now())",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await?;
+    Ok(if busy { Claim::Busy } else { Claim::Nothing })
 }
 
 /// What one attempt found.
@@ -318,13 +339,14 @@ pub enum Next {
 }
 
 /// Records the attempt and its consequence in one statement, fenced by the
-/// attempt number (a stale worker cannot overwrite a newer attempt).
-/// Whether it was recorded.
+/// attempt number (a stale worker cannot overwrite a newer attempt). A retry
+/// is due for the rescuer `grace` after its delay. Whether it was recorded.
 pub async fn record_attempt<'e>(
     db: impl PgExecutor<'e>,
     work: &DeliveryWork,
     attempt: &Attempt<'_>,
     next: Next,
+    grace: Duration,
 ) -> sqlx::Result<bool> {
     let (status, delay) = match next {
         Next::Delivered => ("delivered", None),
@@ -336,7 +358,7 @@ pub async fn record_attempt<'e>(
         "WITH d AS (
              UPDATE webhook_deliveries SET status = $3, claimed_until = NULL,
                  due_at = CASE WHEN $3 = 'pending'
-                     THEN now() + make_interval(secs => $4) + interval '1 minute' END,
+                     THEN now() + make_interval(secs => $4 + $10) END,
                  finished_at = CASE WHEN $3 <> 'pending' THEN now() END,
                  updated_at = now()
              WHERE id = $1 AND attempts = $2 AND status = 'pending'
@@ -361,17 +383,22 @@ pub async fn record_attempt<'e>(
     .bind(attempt.error)
     .bind(i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX))
     .bind(next == Next::Disable)
+    .bind(grace.as_secs_f64())
     .fetch_optional(db)
     .await?;
     Ok(recorded.is_some())
 }
 
 /// Pending deliveries whose message is late (lost, or its worker died
-/// mid-attempt), marked due again in a minute; the worker's rescuer
+/// mid-attempt), marked due again in `grace`; the worker's rescuer
 /// publishes them again.
-pub async fn take_overdue<'e>(db: impl PgExecutor<'e>, limit: i64) -> sqlx::Result<Vec<Uuid>> {
+pub async fn take_overdue<'e>(
+    db: impl PgExecutor<'e>,
+    grace: Duration,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
-        "UPDATE webhook_deliveries SET due_at = now() + interval '1 minute'
+        "UPDATE webhook_deliveries SET due_at = now() + make_interval(secs => $2)
          WHERE id IN (
              SELECT d.id FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.status = 'pending' AND d.due_at < now() AND e.body IS NOT NULL
@@ -382,6 +409,7 @@ pub async fn take_overdue<'e>(db: impl PgExecutor<'e>, limit: i64) -> sqlx::Resu
          RETURNING id",
     )
     .bind(limit)
+    .bind(grace.as_secs_f64())
     .fetch_all(db)
     .await
 }

@@ -1,0 +1,277 @@
+//! Webhook endpoints and events at the API's edge: who may register what,
+//! merchants kept apart, and an API killed after its commit whose events
+//! still go out. Delivery itself: `worker/tests/webhooks.rs`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use testkit::receiver::Receiver;
+use testkit::{payment_body, Options, TestApp};
+
+const API_BIN: &str = env!("CARGO_BIN_EXE_api");
+
+async fn call(
+    app: &TestApp,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = app
+        .http
+        .request(method, format!("{}{path}", app.api_url))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_that_reach_inside_the_network_or_are_not_http_are_refused() {
+    let mut worker = testkit::fast_worker_settings();
+    worker.webhook_allow_private = false;
+    let app = TestApp::with(Options {
+        worker,
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    for url in [
+        "http://127.0.0.1/hooks",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/hooks",
+        "http://localhost:8080/hooks",
+        "http://[::1]/hooks",
+        "http://0.0.0.0/hooks",
+        "ftp://example.com/hooks",
+        "garbage",
+        "https://user:password@example.com/hooks",
+    ] {
+        let (status, error) = call(
+            &app,
+            &app.key,
+            reqwest::Method::POST,
+            "/v1/webhook_endpoints",
+            Some(json!({"url": url, "events": ["*"]})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {error}");
+        assert_eq!(error["error"]["param"], "url", "{url}: {error}");
+    }
+    for (body, param) in [
+        (
+            json!({"url": "http://example.com/", "events": []}),
+            "events",
+        ),
+        (
+            json!({"url": "http://example.com/", "events": ["payment.exploded"]}),
+            "events",
+        ),
+        (json!({"events": ["*"]}), "url"),
+        (
+            json!({"url": "http://example.com/", "events": ["*"], "extra": 1}),
+            "extra",
+        ),
+    ] {
+        let (status, error) = call(
+            &app,
+            &app.key,
+            reqwest::Method::POST,
+            "/v1/webhook_endpoints",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+        assert_eq!(error["error"]["param"], param, "{body}: {error}");
+    }
+    assert_eq!(count(&app, "webhook_endpoints").await, 0, "nothing written");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_guard_endpoints_and_merchants_never_see_each_others() {
+    let app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = app.register_webhook(&receiver.url(), &["*"]).await;
+    let payments_only = app
+        .key_for("default", &["payments:read", "payments:write"])
+        .await;
+    let (status, error) = call(
+        &app,
+        &payments_only,
+        reqwest::Method::POST,
+        "/v1/webhook_endpoints",
+        Some(json!({"url": receiver.url(), "events": ["*"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    let (status, _) = call(
+        &app,
+        &payments_only,
+        reqwest::Method::GET,
+        "/v1/events",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let reader = app.key_for("default", &["webhooks:read"]).await;
+    let (status, _) = call(
+        &app,
+        &reader,
+        reqwest::Method::DELETE,
+        &format!("/v1/webhook_endpoints/{endpoint}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "reading is not writing");
+    let (status, list) = call(
+        &app,
+        &reader,
+        reqwest::Method::GET,
+        "/v1/webhook_endpoints",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["data"].as_array().expect("data").len(), 1);
+    assert!(list["data"][0].get("secret").is_none(), "shown only once");
+
+    app.create_payment("tok_visa").await;
+    let event: String = sqlx::query_scalar("SELECT 'evt_' || id::text FROM events LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .expect("an event");
+    let other = app
+        .key_for(
+            "another merchant",
+            &[
+                "payments:read",
+                "payments:write",
+                "webhooks:read",
+                "webhooks:write",
+            ],
+        )
+        .await;
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("/v1/webhook_endpoints/{endpoint}"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/webhook_endpoints/{endpoint}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/webhook_endpoints/{endpoint}/rotate_secret"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/webhook_endpoints/{endpoint}/deliveries"),
+        ),
+        (reqwest::Method::GET, format!("/v1/events/{event}")),
+        (
+            reqwest::Method::POST,
+            format!("/v1/events/{event}/redeliver"),
+        ),
+    ] {
+        let (status, body) = call(&app, &other, method.clone(), &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+    }
+    let (_, theirs) = call(&app, &other, reqwest::Method::GET, "/v1/events", None).await;
+    assert_eq!(
+        theirs["data"],
+        json!([]),
+        "another merchant's events are unseen"
+    );
+    let (_, endpoints) = call(
+        &app,
+        &other,
+        reqwest::Method::GET,
+        "/v1/webhook_endpoints",
+        None,
+    )
+    .await;
+    assert_eq!(endpoints["data"], json!([]));
+
+    let (status, deleted) = call(
+        &app,
+        &app.key,
+        reqwest::Method::DELETE,
+        &format!("/v1/webhook_endpoints/{endpoint}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(count(&app, "webhook_endpoints").await, 0);
+    app.cleanup().await;
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_killed_after_its_commit_still_gets_the_event_out() {
+    let mut app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    app.register_webhook(&receiver.url(), &["payment.created", "payment.succeeded"])
+        .await;
+    app.stop_api().await;
+    let port = testkit::free_port();
+    let mut api = tokio::process::Command::new(API_BIN)
+        .env_clear()
+        .env("DATABASE_URL", &app.database_url)
+        .env("AMQP_URL", testkit::amqp_url())
+        .env("QUEUE_PREFIX", &app.prefix)
+        .env("API_BIND", format!("127.0.0.1:{port}"))
+        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn api");
+    let url = format!("http://127.0.0.1:{port}");
+    app.eventually(
+        "the API process to listen",
+        Duration::from_secs(30),
+        || async {
+            let health = app.http.get(format!("{url}/healthz")).send().await;
+            health.ok().filter(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let response = app
+        .http
+        .post(format!("{url}/v1/payments"))
+        .bearer_auth(&app.key)
+        .json(&payment_body("tok_visa"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    testkit::sigkill(&api);
+    let _ = api.wait().await;
+    let payment: Value = response.json().await.expect("json");
+    let id = payment["id"].as_str().expect("id").to_owned();
+    app.start_api().await.expect("a new API");
+    let got = receiver
+        .wait_for(&app, "both events", |got| {
+            ["payment.created", "payment.succeeded"]
+                .iter()
+                .all(|kind| got.iter().any(|r| r.kind() == *kind && r.object_id() == id))
+        })
+        .await;
+    assert!(got.len() >= 2);
+    app.cleanup().await;
+}
