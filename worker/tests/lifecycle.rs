@@ -996,3 +996,58 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
     assert_eq!(app.sim_stats().await.refunds, 1);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_through_a_long_outage_fails_as_not_processed_frees_its_amount_and_a_replay_pays_it_once(
+) {
+    let mut worker = testkit::fast_worker_settings();
+    worker.max_attempts = 2;
+    let app = TestApp::with(Options {
+        worker,
+        ..Options::default()
+    })
+    .await;
+    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    app.set_faults(json!({"outage": true})).await;
+    let (status, refund) = post(
+        &app,
+        &format!("/v1/payments/{id}/refund"),
+        json!({"amount": 4_000, "reason": "other"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    let refund_id = refund["id"].as_str().expect("id").to_owned();
+    let failed = wait_refund(&app, &refund_id, "failed").await;
+    assert_eq!(failed["failure_code"], "processor_unavailable", "{failed}");
+    assert!(
+        failed["failure_message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("The refund was not processed")),
+        "{failed}"
+    );
+    assert_eq!(app.payment(&id).await["amount_refunded"], 0, "freed");
+    app.eventually("the dead letter", Duration::from_secs(10), || async {
+        (app.queue_depth("dead").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(dead_reasons(&app).await, ["attempts_exhausted"]);
+
+    app.set_faults(json!({"outage": false})).await;
+    let summary = replay_with_the_cli(&app).await;
+    assert!(
+        summary.contains("1 replayed, 0 dropped, 0 left"),
+        "{summary}"
+    );
+    wait_refund(&app, &refund_id, "succeeded").await;
+    assert_eq!(
+        app.payment(&id).await["amount_refunded"],
+        4_000,
+        "reserved again"
+    );
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.refunds, 1, "{stats:?}");
+    assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
+    assert_eq!(stats.over_refunds, 0, "{stats:?}");
+    app.cleanup().await;
+}
