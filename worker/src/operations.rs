@@ -4,19 +4,23 @@
 //! mechanism (`ProcessorClient::settle`: ask first when an outcome is
 //! unknown), record the outcome with its effect on the payment in one
 //! guarded statement, retry through the tiers, hold on a misconfiguration,
-//! and never call an unknown outcome a failure.
+//! and never call an unknown outcome a failure. Retrying, holding and the
+//! poison path are the charge's own functions (`step::Work`): a poison
+//! message fails its operation as not processed only when it certainly never
+//! reached the processor (a refund then releases its amount), and holds it
+//! for an operator otherwise.
 
 use common::db::operations::{self, Kind, OperationRow};
 use common::db::payments::{self, Audit, Knowledge};
 use common::domain::failure_codes;
 use common::processor::{CaptureRequest, RefundRequest, VoidRequest};
-use common::queue::{headers, Job, Topology};
+use common::queue::{headers, Job};
 use lapin::types::FieldTable;
-use rand::Rng as _;
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::processor::{Capture, Operation, Outcome, Refund, Void};
-use crate::step::{self, reasons, StepError, UNKNOWN_OUTCOME_PREFIX};
+use crate::step::{self, reasons, StepError, Work};
 use crate::Context;
 
 /// What the processor said, reduced to what the operation records.
@@ -121,12 +125,8 @@ pub(crate) async fn process(
 ) -> Result<(), StepError> {
     let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
     if redeliveries >= step::POISON_REDELIVERIES {
-        // The operation is left as it is (never failed: it may have reached
-        // the processor); the rescuer sends it again later, and the dead
-        // letter tells an operator.
-        let error = format!("message redelivered {redeliveries} times");
-        tracing::warn!(operation_id = %operation_id, redeliveries, "poison operation message; dead-lettering");
-        return step::publish_dead(ctx, job, reasons::REDELIVERED_TOO_OFTEN, &error, 0).await;
+        let op = ctx.db(|| operations::find(&ctx.pool, operation_id)).await?;
+        return step::give_up_unclaimed(ctx, job, redeliveries, op.as_ref()).await;
     }
     let audit = Audit {
         actor: &ctx.worker_id,
@@ -174,7 +174,7 @@ pub(crate) async fn process(
         // An operation is only created on a payment the processor charged;
         // without its charge id nothing can be asked: hold it, loudly.
         let reason = "the payment has no processor charge id";
-        return hold(ctx, job, &op, reason).await;
+        return step::hold(ctx, job, &op, reason).await;
     };
     let unknown = op.outcome_unknown_since.is_some();
     let key = idempotency_key(&op);
@@ -230,9 +230,9 @@ pub(crate) async fn process(
                 .await?;
             finished(&op, row.is_some(), "failed");
         }
-        Settled::Rejected(reason) => hold(ctx, job, &op, &reason).await?,
+        Settled::Rejected(reason) => step::hold(ctx, job, &op, &reason).await?,
         Settled::Transient { reason, knowledge } => {
-            retry_or_give_up(ctx, job, &op, &reason, knowledge).await?;
+            step::retry_or_give_up(ctx, job, &op, &reason, knowledge).await?;
         }
     }
     Ok(())
@@ -246,94 +246,98 @@ fn finished(op: &OperationRow, recorded: bool, outcome: &'static str) {
     }
 }
 
-async fn hold(ctx: &Context, job: &Job, op: &OperationRow, reason: &str) -> Result<(), StepError> {
-    tracing::error!(
-        operation_id = %op.id,
-        error = reason,
-        "the card processor refused our request: check PROCESSOR_URL and the credentials; \
-         the job is held in the dead-letter queue until `worker dlq replay`"
-    );
-    step::publish_dead(
-        ctx,
-        job,
-        reasons::PROCESSOR_REJECTED,
-        reason,
-        op.attempts_this_round(),
-    )
-    .await?;
-    let message = format!("held for an operator: {reason}");
-    let audit = Audit {
-        actor: &ctx.worker_id,
-        reason: "processor rejected the request; held and dead-lettered",
-    };
-    ctx.db(|| operations::hold(&ctx.pool, op, &message, audit))
-        .await?;
-    ctx.metrics.held();
-    Ok(())
-}
+impl Work for OperationRow {
+    fn noun(&self) -> &'static str {
+        self.kind().as_str()
+    }
+    fn call(&self) -> &'static str {
+        self.kind().as_str()
+    }
+    fn attempts_this_round(&self) -> i32 {
+        OperationRow::attempts_this_round(self)
+    }
 
-/// As a charge's: only attempts known not to have reached the processor
-/// count towards giving up; an unknown outcome is asked about for as long as
-/// it takes.
-async fn retry_or_give_up(
-    ctx: &Context,
-    job: &Job,
-    op: &OperationRow,
-    error: &str,
-    knowledge: Knowledge,
-) -> Result<(), StepError> {
-    let attempts = op.attempts_this_round();
-    if attempts >= ctx.settings.max_attempts && knowledge == Knowledge::NotProcessed {
-        step::publish_dead(ctx, job, reasons::ATTEMPTS_EXHAUSTED, error, attempts).await?;
-        let message = format!("Not processed: the card processor could not be reached after {attempts} attempts. It can be retried.");
-        let audit = Audit {
-            actor: &ctx.worker_id,
-            reason: "attempts exhausted; dead-lettered",
-        };
+    async fn schedule_retry(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        delay: Duration,
+        tier: Duration,
+        knowledge: Knowledge,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError> {
         let row = ctx
             .db(|| {
-                operations::fail(
+                operations::schedule_retry(
+                    &ctx.pool, self, last_error, delay, tier, knowledge, audit,
+                )
+            })
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn fail_not_processed(
+        &self,
+        ctx: &Context,
+        code: &str,
+        message: &str,
+        audit: Audit<'_>,
+    ) -> Result<(), StepError> {
+        let row = ctx
+            .db(|| operations::fail(&ctx.pool, self, code, message, audit))
+            .await?;
+        finished(self, row.is_some(), "dead_lettered");
+        Ok(())
+    }
+
+    async fn hold(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        audit: Audit<'_>,
+    ) -> Result<(), StepError> {
+        ctx.db(|| operations::hold(&ctx.pool, self, last_error, audit))
+            .await?;
+        Ok(())
+    }
+
+    async fn fail_unclaimed(
+        &self,
+        ctx: &Context,
+        message: &str,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError> {
+        let row = ctx
+            .db(|| {
+                operations::fail_unclaimed(
                     &ctx.pool,
-                    op,
-                    failure_codes::PROCESSOR_UNAVAILABLE,
-                    &message,
+                    self.id,
+                    failure_codes::NOT_PROCESSED,
+                    message,
                     audit,
                 )
             })
             .await?;
-        finished(op, row.is_some(), "dead_lettered");
-        return Ok(());
+        Ok(row.is_some())
     }
-    let last_error = match knowledge {
-        Knowledge::Unknown => format!("{UNKNOWN_OUTCOME_PREFIX}{error}"),
-        Knowledge::NotProcessed => error.to_owned(),
-    };
-    let tier = ctx.settings.retry_delays.tier(attempts);
-    let delay = tier.mul_f64(rand::thread_rng().gen_range(0.8..=1.0));
-    let audit = Audit {
-        actor: &ctx.worker_id,
-        reason: "transient processor error; retry scheduled",
-    };
-    let row = ctx
-        .db(|| {
-            operations::schedule_retry(&ctx.pool, op, &last_error, delay, tier, knowledge, audit)
-        })
-        .await?;
-    if row.is_none() {
-        return Ok(());
+
+    async fn hold_unclaimed(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError> {
+        let row = ctx
+            .db(|| {
+                operations::hold_unclaimed(
+                    &ctx.pool,
+                    self.id,
+                    last_error,
+                    ctx.settings.dead_after,
+                    audit,
+                )
+            })
+            .await?;
+        Ok(row.is_some())
     }
-    ctx.metrics.retried();
-    let published = ctx
-        .broker
-        .publish(
-            &Topology::retry_key(tier),
-            &job.to_bytes(),
-            headers::build(&[(headers::ATTEMPT, headers::int(i64::from(attempts)))]),
-            Some(delay),
-        )
-        .await;
-    if let Err(err) = published {
-        tracing::warn!(operation_id = %op.id, error = %err, "could not publish the retry; the rescuer will pick it up");
-    }
-    Ok(())
 }

@@ -6,6 +6,8 @@
 //! write it implies has committed. Each step is safe to run twice for the same
 //! message: the database decides what happens, never the message.
 
+use std::time::Duration;
+
 use common::db::payments::{self, Audit, Knowledge, PaymentRow};
 use common::domain::{failure_codes, PaymentId};
 use common::queue::{headers, Job, PublishError, Topology};
@@ -83,7 +85,8 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
     let id = job.payment_id();
     let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
     if redeliveries >= POISON_REDELIVERIES {
-        return give_up_unclaimed(ctx, job, redeliveries).await;
+        let payment = ctx.db(|| payments::find(&ctx.pool, id)).await?;
+        return give_up_unclaimed(ctx, job, redeliveries, payment.as_ref()).await;
     }
 
     let audit = Audit {
@@ -236,21 +239,190 @@ pub(crate) async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
     Ok(())
 }
 
+/// What a job message drives: a payment (its charge) or an operation
+/// (capture, void, refund). Retrying, holding and giving up are one logic
+/// for both, in this module; each brings its guarded statements and its
+/// words.
+pub(crate) trait Work {
+    /// What the job is about, in messages: `payment`, `capture`, `refund`…
+    fn noun(&self) -> &'static str;
+    /// What the processor is asked to do: `charge`, `capture`, `refund`…
+    fn call(&self) -> &'static str;
+    fn attempts_this_round(&self) -> i32;
+
+    /// `processing` → `pending`, retried after `delay`; `false`: the claim
+    /// was lost meanwhile.
+    async fn schedule_retry(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        delay: Duration,
+        tier: Duration,
+        knowledge: Knowledge,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError>;
+    /// `processing` → `failed` as not processed (`code`), under this claim;
+    /// logs and counts the finish.
+    async fn fail_not_processed(
+        &self,
+        ctx: &Context,
+        code: &str,
+        message: &str,
+        audit: Audit<'_>,
+    ) -> Result<(), StepError>;
+    /// `processing` → `pending`, held for an operator, under this claim.
+    async fn hold(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        audit: Audit<'_>,
+    ) -> Result<(), StepError>;
+    /// Given up before any claim, known never sent: `pending` → `failed`.
+    async fn fail_unclaimed(
+        &self,
+        ctx: &Context,
+        message: &str,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError>;
+    /// Given up before any claim, maybe sent: held, outcome marked unknown.
+    async fn hold_unclaimed(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError>;
+}
+
+impl Work for PaymentRow {
+    fn noun(&self) -> &'static str {
+        "payment"
+    }
+    fn call(&self) -> &'static str {
+        "charge"
+    }
+    fn attempts_this_round(&self) -> i32 {
+        PaymentRow::attempts_this_round(self)
+    }
+
+    async fn schedule_retry(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        delay: Duration,
+        tier: Duration,
+        knowledge: Knowledge,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError> {
+        let row = ctx
+            .db(|| {
+                payments::schedule_retry(
+                    &ctx.pool,
+                    self.payment_id(),
+                    self.attempts,
+                    last_error,
+                    delay,
+                    tier,
+                    knowledge,
+                    audit,
+                )
+            })
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn fail_not_processed(
+        &self,
+        ctx: &Context,
+        code: &str,
+        message: &str,
+        audit: Audit<'_>,
+    ) -> Result<(), StepError> {
+        let failure = Failure {
+            code,
+            message,
+            card: None,
+            response: None,
+            why: audit.reason,
+            outcome: "dead_lettered",
+        };
+        record_failure(ctx, self, failure).await
+    }
+
+    async fn hold(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        audit: Audit<'_>,
+    ) -> Result<(), StepError> {
+        ctx.db(|| {
+            payments::hold(
+                &ctx.pool,
+                self.payment_id(),
+                self.attempts,
+                last_error,
+                audit,
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_unclaimed(
+        &self,
+        ctx: &Context,
+        message: &str,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError> {
+        let row = ctx
+            .db(|| {
+                payments::fail_unclaimed(
+                    &ctx.pool,
+                    self.payment_id(),
+                    failure_codes::NOT_PROCESSED,
+                    message,
+                    audit,
+                )
+            })
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn hold_unclaimed(
+        &self,
+        ctx: &Context,
+        last_error: &str,
+        audit: Audit<'_>,
+    ) -> Result<bool, StepError> {
+        let row = ctx
+            .db(|| {
+                payments::hold_unclaimed(
+                    &ctx.pool,
+                    self.payment_id(),
+                    last_error,
+                    ctx.settings.dead_after,
+                    audit,
+                )
+            })
+            .await?;
+        Ok(row.is_some())
+    }
+}
+
 /// The processor refused the request itself: a misconfiguration (wrong
 /// `PROCESSOR_URL`, bad credentials) that no retry fixes. The job goes to
-/// the dead-letter queue with the reason and the payment is held `pending`:
-/// nothing happened to the card that we do not know, so nothing is said that
-/// is not true, and `dlq replay` takes it up again once the configuration is
-/// fixed.
-async fn hold(
+/// the dead-letter queue with the reason and the payment or operation is
+/// held `pending`: nothing happened at the processor that we do not know, so
+/// nothing is said that is not true, and `dlq replay` takes it up again once
+/// the configuration is fixed.
+pub(crate) async fn hold<W: Work>(
     ctx: &Context,
     job: &Job,
-    payment: &PaymentRow,
+    work: &W,
     reason: &str,
 ) -> Result<(), StepError> {
-    let id = job.payment_id();
     tracing::error!(
-        payment_id = %id,
+        payment_id = %job.payment_id(),
+        operation_id = ?job.operation_id(),
         error = reason,
         processor_url = %ctx.settings.processor_url,
         "the card processor refused our request: check PROCESSOR_URL and the credentials; \
@@ -261,19 +433,19 @@ async fn hold(
         job,
         reasons::PROCESSOR_REJECTED,
         reason,
-        payment.attempts_this_round(),
+        work.attempts_this_round(),
     )
     .await?;
     let message = format!(
-        "held for an operator: {reason}; the payment is not charged by this attempt and is \
-         retried once the processor configuration is fixed"
+        "held for an operator: {reason}; this attempt did nothing at the card processor, and \
+         the {} is tried again once the cause is fixed and the job replayed",
+        work.noun()
     );
     let audit = Audit {
         actor: &ctx.worker_id,
         reason: "processor rejected the request; held and dead-lettered",
     };
-    ctx.db(|| payments::hold(&ctx.pool, id, payment.attempts, &message, audit))
-        .await?;
+    work.hold(ctx, &message, audit).await?;
     ctx.metrics.held();
     Ok(())
 }
@@ -334,41 +506,42 @@ fn finished(ctx: &Context, claimed: &PaymentRow, row: Option<PaymentRow>, outcom
 /// A transient failure: schedule the next attempt through a delay queue.
 /// Only a call known not to have reached the processor counts towards
 /// giving up: when `MAX_ATTEMPTS` such attempts are used up the job is
-/// dead-lettered and the payment fails as not processed (true, and safe to
-/// retry). While the outcome is unknown the payment is never failed: it is
-/// retried on the last tier for as long as it takes, each attempt asking the
-/// processor first, until the processor gives a definitive answer.
-async fn retry_or_give_up(
+/// dead-lettered and the payment or operation fails as not processed (true,
+/// and safe to retry). While the outcome is unknown it is never failed: it
+/// is retried on the last tier for as long as it takes, each attempt asking
+/// the processor first, until the processor gives a definitive answer.
+pub(crate) async fn retry_or_give_up<W: Work>(
     ctx: &Context,
     job: &Job,
-    payment: &PaymentRow,
+    work: &W,
     error: &str,
     knowledge: Knowledge,
 ) -> Result<(), StepError> {
     let id = job.payment_id();
-    let attempts = payment.attempts_this_round();
+    let attempts = work.attempts_this_round();
     if attempts >= ctx.settings.max_attempts && knowledge == Knowledge::NotProcessed {
-        tracing::warn!(payment_id = %id, attempts, error, "attempts exhausted; dead-lettering");
-        // The dead letter first: if we crash after it, the payment is still
+        tracing::warn!(payment_id = %id, operation_id = ?job.operation_id(), attempts, error, "attempts exhausted; dead-lettering");
+        // The dead letter first: if we crash after it, the row is still
         // `processing` and is claimed again; the reverse order could leave a
-        // failed payment with nothing for an operator to replay.
+        // failed row with nothing for an operator to replay.
         publish_dead(ctx, job, reasons::ATTEMPTS_EXHAUSTED, error, attempts).await?;
-        let message = format!("The payment was not processed: the card processor could not be reached after {attempts} attempts. It can be retried.");
-        let failure = Failure {
-            code: failure_codes::PROCESSOR_UNAVAILABLE,
-            message: &message,
-            card: None,
-            response: None,
-            why: "attempts exhausted; dead-lettered",
-            outcome: "dead_lettered",
+        let message = format!(
+            "The {} was not processed: the card processor could not be reached after \
+             {attempts} attempts. It can be retried.",
+            work.noun()
+        );
+        let audit = Audit {
+            actor: &ctx.worker_id,
+            reason: "attempts exhausted; dead-lettered",
         };
-        record_failure(ctx, payment, failure).await?;
+        work.fail_not_processed(ctx, failure_codes::PROCESSOR_UNAVAILABLE, &message, audit)
+            .await?;
         return Ok(());
     }
     let last_error = match knowledge {
         Knowledge::Unknown => {
             if attempts >= ctx.settings.max_attempts {
-                tracing::warn!(payment_id = %id, attempts, error, "attempts used up, but the outcome is unknown: asking the processor until it answers");
+                tracing::warn!(payment_id = %id, operation_id = ?job.operation_id(), attempts, error, "attempts used up, but the outcome is unknown: asking the processor until it answers");
             }
             format!("{UNKNOWN_OUTCOME_PREFIX}{error}")
         }
@@ -386,25 +559,14 @@ async fn retry_or_give_up(
             Knowledge::NotProcessed => "transient processor error; retry scheduled",
         },
     };
-    let row = ctx
-        .db(|| {
-            payments::schedule_retry(
-                &ctx.pool,
-                id,
-                payment.attempts,
-                &last_error,
-                delay,
-                tier,
-                knowledge,
-                audit,
-            )
-        })
-        .await?;
-    if row.is_none() {
+    if !work
+        .schedule_retry(ctx, &last_error, delay, tier, knowledge, audit)
+        .await?
+    {
         return Ok(());
     }
     ctx.metrics.retried();
-    tracing::info!(payment_id = %id, attempts, delay_ms = delay.as_millis() as u64, error, "retry scheduled");
+    tracing::info!(payment_id = %id, operation_id = ?job.operation_id(), attempts, delay_ms = delay.as_millis() as u64, error, "retry scheduled");
     let published = ctx
         .broker
         .publish(
@@ -415,9 +577,9 @@ async fn retry_or_give_up(
         )
         .await;
     if let Err(err) = published {
-        // The payment is `pending` with `next_attempt_at` set: the rescuer
+        // The row is `pending` with `next_attempt_at` set: the rescuer
         // re-enqueues it once its tier has passed.
-        tracing::warn!(payment_id = %id, error = %err, "could not publish the retry; the rescuer will pick it up");
+        tracing::warn!(payment_id = %id, operation_id = ?job.operation_id(), error = %err, "could not publish the retry; the rescuer will pick it up");
     }
     Ok(())
 }
@@ -427,48 +589,48 @@ async fn retry_or_give_up(
 pub const UNKNOWN_OUTCOME_PREFIX: &str =
     "outcome unknown, awaiting confirmation from the card processor: ";
 
-/// A message that keeps killing workers: dead-letter it. The payment fails
-/// as not processed only when it certainly never reached the processor
-/// (`pending`, no unknown outcome); otherwise (a worker died mid-call, or an
-/// earlier outcome is unknown) it is held for an operator, its outcome
-/// marked unknown, and a replay asks the processor first.
-async fn give_up_unclaimed(ctx: &Context, job: &Job, redeliveries: i64) -> Result<(), StepError> {
-    let id = job.payment_id();
+/// A message that keeps killing workers: dead-letter it. Its payment or
+/// operation (`work`, as read before any claim; `None` if there is none)
+/// fails as not processed only when it certainly never reached the processor
+/// (`pending`, not held, no unknown outcome; a refund then releases its
+/// amount); otherwise (a worker died mid-call, or an earlier outcome is
+/// unknown) it is held for an operator, its outcome marked unknown, and a
+/// replay asks the processor first. Under another live worker's claim it is
+/// left to that worker.
+pub(crate) async fn give_up_unclaimed<W: Work>(
+    ctx: &Context,
+    job: &Job,
+    redeliveries: i64,
+    work: Option<&W>,
+) -> Result<(), StepError> {
     let error = format!("message redelivered {redeliveries} times");
-    tracing::warn!(payment_id = %id, redeliveries, "poison message; dead-lettering");
+    tracing::warn!(payment_id = %job.payment_id(), operation_id = ?job.operation_id(), redeliveries, "poison message; dead-lettering");
     publish_dead(ctx, job, reasons::REDELIVERED_TOO_OFTEN, &error, 0).await?;
+    let Some(work) = work else {
+        return Ok(());
+    };
+    let message = format!(
+        "The {} was not processed: its job failed repeatedly. It can be retried.",
+        work.noun()
+    );
     let audit = Audit {
         actor: &ctx.worker_id,
         reason: "poison message; dead-lettered",
     };
-    let failed = ctx
-        .db(|| {
-            payments::fail_unclaimed(
-                &ctx.pool,
-                id,
-                failure_codes::NOT_PROCESSED,
-                "The payment was not processed: its job failed repeatedly. It can be retried.",
-                audit,
-            )
-        })
-        .await?;
-    if failed.is_none() {
-        let message = format!(
-            "held for an operator: {error}; the charge may have been sent, so its outcome is \
-             unknown until a replay asks the card processor"
-        );
-        let audit = Audit {
-            actor: &ctx.worker_id,
-            reason: "poison message with an unknown outcome; held and dead-lettered",
-        };
-        let held = ctx
-            .db(|| {
-                payments::hold_unclaimed(&ctx.pool, id, &message, ctx.settings.dead_after, audit)
-            })
-            .await?;
-        if held.is_some() {
-            ctx.metrics.held();
-        }
+    if work.fail_unclaimed(ctx, &message, audit).await? {
+        return Ok(());
+    }
+    let message = format!(
+        "held for an operator: {error}; the {} may have been sent, so its outcome is \
+         unknown until a replay asks the card processor",
+        work.call()
+    );
+    let audit = Audit {
+        actor: &ctx.worker_id,
+        reason: "poison message with an unknown outcome; held and dead-lettered",
+    };
+    if work.hold_unclaimed(ctx, &message, audit).await? {
+        ctx.metrics.held();
     }
     Ok(())
 }

@@ -541,3 +541,513 @@ async fn a_repeated_refund_with_one_idempotency_key_refunds_once() {
     assert_eq!(n, 1);
     app.cleanup().await;
 }
+
+// ---- Operations under faults: poison messages, holds and replays, lost
+// commits. Every fault is caused for real. ----
+
+/// The operation behind a refund or capture id (`ref_…`), as stored.
+#[derive(Debug, sqlx::FromRow)]
+struct OperationState {
+    status: String,
+    held: bool,
+    unknown: bool,
+    attempts: i32,
+    last_error: Option<String>,
+    failure_code: Option<String>,
+}
+
+async fn operation(app: &TestApp, id: &str) -> OperationState {
+    sqlx::query_as(
+        "SELECT status, held_at IS NOT NULL AS held, outcome_unknown_since IS NOT NULL AS unknown,
+                attempts, last_error, failure_code
+         FROM operations WHERE id = $1::uuid",
+    )
+    .bind(id.trim_start_matches("ref_"))
+    .fetch_one(&app.pool)
+    .await
+    .expect("the operation")
+}
+
+/// How many times the operation was ever `failed`, from its history.
+async fn operation_times_failed(app: &TestApp, id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM operation_status_history
+         WHERE operation_id = $1::uuid AND to_status = 'failed'",
+    )
+    .bind(id.trim_start_matches("ref_"))
+    .fetch_one(&app.pool)
+    .await
+    .expect("history")
+}
+
+/// The delivery count at which a worker treats a message as poison (the
+/// worker's `POISON_REDELIVERIES`).
+const POISON: i64 = common::queue::DELIVERY_LIMIT / 2;
+
+/// Makes the one message of the main queue poison for real: takes it
+/// without acking and closes the channel, as a worker that dies holding it
+/// does, until the broker has counted `POISON` returns. Checks the broker's
+/// own count at each turn, so the test fails if the broker stops counting.
+async fn kill_holders_until_poison(app: &TestApp) {
+    let broker = app.broker().await;
+    let queue = broker.topology().process_queue();
+    loop {
+        let channel = broker.open_channel().await.expect("channel");
+        let channel = &channel;
+        let queue = &queue;
+        let message = app
+            .eventually(
+                "the message in the queue",
+                Duration::from_secs(10),
+                || async move {
+                    channel
+                        .basic_get(queue, lapin::options::BasicGetOptions { no_ack: false })
+                        .await
+                        .expect("basic.get")
+                },
+            )
+            .await;
+        let count = common::queue::headers::get_int(
+            message.delivery.properties.headers().as_ref(),
+            "x-delivery-count",
+        )
+        .unwrap_or(0);
+        // The holder dies: the broker takes the message back, unacked.
+        channel.close(200, "holder died").await.expect("close");
+        if count + 1 >= POISON {
+            break;
+        }
+    }
+    broker.close().await;
+}
+
+async fn dead_reasons(app: &TestApp) -> Vec<String> {
+    let broker = app.broker().await;
+    let letters = common::dead_letters::list(&broker, 10).await.expect("list");
+    broker.close().await;
+    letters.into_iter().map(|l| l.reason).collect()
+}
+
+/// `worker dlq replay --all`, the real binary; its summary line.
+async fn replay_with_the_cli(app: &TestApp) -> String {
+    let output = app
+        .worker_command(WORKER_BIN)
+        .args(["dlq", "replay", "--all"])
+        .output()
+        .await
+        .expect("run worker dlq replay");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "replay: {output:?}");
+    stdout
+}
+
+async fn wait_refund(app: &TestApp, id: &str, status: &str) -> Value {
+    app.eventually(
+        &format!("the refund {status}"),
+        Duration::from_secs(30),
+        || async {
+            let (_, refund) = get(app, &format!("/v1/refunds/{id}")).await;
+            (refund["status"] == status).then_some(refund)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_refund_never_sent_fails_as_not_processed_frees_its_amount_and_a_replay_pays_it_once(
+) {
+    let mut app = TestApp::spawn().await;
+    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    app.stop_workers().await;
+    let (status, refund) = post(
+        &app,
+        &format!("/v1/payments/{id}/refund"),
+        json!({"amount": 2_000, "reason": "other"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    let refund_id = refund["id"].as_str().expect("id").to_owned();
+    app.eventually(
+        "the refund's job queued",
+        Duration::from_secs(10),
+        || async { (app.queue_depth("process").await == 1).then_some(()) },
+    )
+    .await;
+    kill_holders_until_poison(&app).await;
+
+    app.start_worker().await;
+    let failed = wait_refund(&app, &refund_id, "failed").await;
+    assert_eq!(failed["failure_code"], "not_processed", "{failed}");
+    assert_eq!(
+        app.payment(&id).await["amount_refunded"],
+        0,
+        "known never sent: its amount is free again"
+    );
+    assert_eq!(dead_reasons(&app).await, ["redelivered_too_often"]);
+    let stats = app.sim_stats().await;
+    assert_eq!((stats.refunds, stats.lookups), (0, 0), "{stats:?}");
+
+    // "It can be retried" is true: the operator's replay pays it, once.
+    let summary = replay_with_the_cli(&app).await;
+    assert!(
+        summary.contains("1 replayed, 0 dropped, 0 left"),
+        "{summary}"
+    );
+    wait_refund(&app, &refund_id, "succeeded").await;
+    assert_eq!(app.payment(&id).await["amount_refunded"], 2_000);
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.refunds, 1, "{stats:?}");
+    assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
+    assert_eq!(stats.over_refunds, 0, "{stats:?}");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_refund_whose_worker_died_mid_call_is_held_not_failed_and_a_replay_pays_it_once() {
+    let mut worker = testkit::fast_worker_settings();
+    worker.processor_timeout = Duration::from_secs(4);
+    worker.lease = Duration::from_secs(20);
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        worker,
+        ..Options::default()
+    })
+    .await;
+    let mut first = app.worker_command(WORKER_BIN).spawn().expect("spawn");
+    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    app.set_faults(json!({"latency_ms": 1500})).await;
+    let (status, refund) = post(
+        &app,
+        &format!("/v1/payments/{id}/refund"),
+        json!({"amount": 3_000, "reason": "other"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    let refund_id = refund["id"].as_str().expect("id").to_owned();
+    app.eventually(
+        "the refund call in flight",
+        Duration::from_secs(10),
+        || async { (operation(&app, &refund_id).await.status == "processing").then_some(()) },
+    )
+    .await;
+    // The worker dies mid-call (the broker counts one return), and every
+    // worker after it dies holding the message too.
+    testkit::sigkill(&first);
+    first.wait().await.expect("reaped");
+    kill_holders_until_poison(&app).await;
+    app.set_faults(json!({"latency_ms": 0})).await;
+    // The dead worker's heartbeat goes stale: its claim is void.
+    let dead_after = app.options.worker.dead_after.as_secs_f64();
+    app.eventually(
+        "the dead worker's claim void",
+        Duration::from_secs(10),
+        || async {
+            let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workers WHERE heartbeat_at > now() - make_interval(secs => $1)",
+        )
+        .bind(dead_after)
+        .fetch_one(&app.pool)
+        .await
+        .expect("workers");
+            (live == 0).then_some(())
+        },
+    )
+    .await;
+
+    app.start_worker().await;
+    let held = app
+        .eventually("the refund held", Duration::from_secs(20), || async {
+            let op = operation(&app, &refund_id).await;
+            op.held.then_some(op)
+        })
+        .await;
+    assert_eq!(held.status, "pending", "{held:?}");
+    assert!(held.unknown, "its outcome is marked unknown: {held:?}");
+    assert!(
+        held.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("held for an operator")),
+        "{held:?}"
+    );
+    let (_, shown) = get(&app, &format!("/v1/refunds/{refund_id}")).await;
+    assert_eq!(shown["status"], "pending", "never failed: {shown}");
+    assert_eq!(
+        app.payment(&id).await["amount_refunded"],
+        3_000,
+        "it may have been paid: its amount stays reserved"
+    );
+    assert_eq!(dead_reasons(&app).await, ["redelivered_too_often"]);
+    // Held operations are not re-sent by the rescuer behind the operator's back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(operation(&app, &refund_id).await.held, "still held");
+    assert_eq!(operation_times_failed(&app, &refund_id).await, 0);
+
+    // The operator replays: the worker asks the processor first, then the
+    // refund is paid exactly once, whatever the dead worker's call did.
+    let summary = replay_with_the_cli(&app).await;
+    assert!(
+        summary.contains("1 replayed, 0 dropped, 0 left"),
+        "{summary}"
+    );
+    wait_refund(&app, &refund_id, "succeeded").await;
+    assert_eq!(app.payment(&id).await["amount_refunded"], 3_000);
+    assert_eq!(operation_times_failed(&app, &refund_id).await, 0);
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.refunds, 1, "{stats:?}");
+    assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
+    assert_eq!(stats.over_refunds, 0, "{stats:?}");
+    assert!(stats.lookups >= 1, "asked before refunding: {stats:?}");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_and_a_capture_held_by_a_wrong_processor_url_are_replayed_by_the_cli_and_done_once(
+) {
+    let mut app = TestApp::spawn().await;
+    let captured = succeeded(&app, "tok_visa", 6_000, true).await;
+    let authorized = succeeded(&app, "tok_visa", 4_000, false).await;
+    app.stop_workers().await;
+    // A wrong path on the right host: the processor answers 404.
+    let right_url = app.sim_url.clone();
+    app.sim_url = format!("{right_url}/wrong-prefix");
+    app.start_worker().await;
+    app.sim_url = right_url;
+
+    let (status, refund) = post(
+        &app,
+        &format!("/v1/payments/{captured}/refund"),
+        json!({"reason": "other"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    let refund_id = refund["id"].as_str().expect("id").to_owned();
+    let (status, body) = post(
+        &app,
+        &format!("/v1/payments/{authorized}/capture"),
+        json!({}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.eventually("both held", Duration::from_secs(20), || async {
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM operations WHERE held_at IS NOT NULL")
+                .fetch_one(&app.pool)
+                .await
+                .expect("count");
+        (held == 2).then_some(())
+    })
+    .await;
+    let op = operation(&app, &refund_id).await;
+    assert_eq!(
+        (op.status.as_str(), op.unknown),
+        ("pending", false),
+        "{op:?}"
+    );
+    assert!(
+        op.last_error.as_deref().is_some_and(|e| e.contains("404")),
+        "{op:?}"
+    );
+    assert_eq!(app.payment(&captured).await["amount_refunded"], 6_000);
+    assert_eq!(app.payment(&authorized).await["captured"], false);
+    assert_eq!(
+        dead_reasons(&app).await,
+        ["processor_rejected", "processor_rejected"]
+    );
+    let stats = app.sim_stats().await;
+    assert_eq!((stats.captures, stats.refunds), (0, 0), "{stats:?}");
+
+    // Fix the configuration, replay with the real binary.
+    app.stop_workers().await;
+    app.start_worker().await;
+    let summary = replay_with_the_cli(&app).await;
+    assert!(
+        summary.contains("2 replayed, 0 dropped, 0 left"),
+        "{summary}"
+    );
+    wait_refund(&app, &refund_id, "succeeded").await;
+    wait_payment(&app, &authorized, "captured", |p| p["captured"] == true).await;
+    assert_eq!(app.payment(&captured).await["refunded"], true);
+
+    // A second replay finds nothing to do.
+    let summary = replay_with_the_cli(&app).await;
+    assert!(
+        summary.contains("0 replayed, 0 dropped, 0 left"),
+        "{summary}"
+    );
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.captures, 1, "{stats:?}");
+    assert_eq!(stats.refunds, 1, "{stats:?}");
+    assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
+    assert_eq!(stats.over_refunds, 0, "{stats:?}");
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_through_the_lookup_once()
+{
+    // Calls slower than a blink but within the processor timeout.
+    let mut worker = testkit::fast_worker_settings();
+    worker.processor_timeout = Duration::from_secs(2);
+    worker.lease = Duration::from_secs(8);
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        worker,
+        worker_db_proxy: true,
+        ..Options::default()
+    })
+    .await;
+    // The first worker reaches PostgreSQL through a proxy the test cuts;
+    // PostgreSQL checks every 100 ms that the client is still there, so a
+    // statement whose connection is cut is abandoned, never committed.
+    let proxied = format!(
+        "{}?options=-c%20client_connection_check_interval%3D100",
+        app.database_url_via(app.worker_db_proxy.as_ref())
+    );
+    app.start_worker_on(proxied).await;
+    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    app.set_faults(json!({"latency_ms": 1000})).await;
+    let (status, refund) = post(
+        &app,
+        &format!("/v1/payments/{id}/refund"),
+        json!({"amount": 3_000, "reason": "other"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    let refund_id = refund["id"].as_str().expect("id").to_owned();
+    app.eventually(
+        "the refund call in flight",
+        Duration::from_secs(10),
+        || async { (operation(&app, &refund_id).await.status == "processing").then_some(()) },
+    )
+    .await;
+    // Hold the worker's outcome back at the database: its record of the
+    // processor's answer waits for this lock.
+    let mut holder = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE operations IN EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    app.eventually("the processor paid it", Duration::from_secs(10), || async {
+        (app.sim_stats().await.refunds == 1).then_some(())
+    })
+    .await;
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'
+                     AND query LIKE '%processor_id = $5%'";
+    app.eventually(
+        "the worker's record waiting",
+        Duration::from_secs(10),
+        || async {
+            let n: i64 = sqlx::query_scalar(waiting)
+                .fetch_one(&app.pool)
+                .await
+                .expect("activity");
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    // Cut the worker's database connections: its commit is lost.
+    app.worker_db_proxy.as_ref().expect("proxy").cut();
+    app.eventually("the record abandoned", Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar(waiting)
+            .fetch_one(&app.pool)
+            .await
+            .expect("activity");
+        (n == 0).then_some(())
+    })
+    .await;
+    holder.rollback().await.expect("release");
+    let op = operation(&app, &refund_id).await;
+    assert_eq!(
+        (op.status.as_str(), op.attempts),
+        ("processing", 1),
+        "nothing recorded: {op:?}"
+    );
+    assert_eq!(app.sim_stats().await.lookups, 0);
+
+    // Another worker takes the void claim over and asks the processor.
+    app.start_worker_on(app.database_url.clone()).await;
+    let done = wait_refund(&app, &refund_id, "succeeded").await;
+    assert!(done["processor_refund_id"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("re_")));
+    assert_eq!(app.payment(&id).await["amount_refunded"], 3_000);
+    let op = operation(&app, &refund_id).await;
+    assert_eq!(op.attempts, 2, "one takeover: {op:?}");
+    assert_eq!(op.failure_code, None);
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.refunds, 1, "{stats:?}");
+    assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
+    assert_eq!(stats.over_refunds, 0, "{stats:?}");
+    assert!(stats.lookups >= 1, "settled through the lookup: {stats:?}");
+
+    // The first worker comes back; its late record cannot overwrite the
+    // newer claim's result.
+    app.set_faults(json!({"latency_ms": 0})).await;
+    app.worker_db_proxy.as_ref().expect("proxy").restore();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(operation(&app, &refund_id).await.status, "succeeded");
+    assert_eq!(app.payment(&id).await["amount_refunded"], 3_000);
+    assert_eq!(app.sim_stats().await.refunds, 1);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_through_a_long_outage_fails_as_not_processed_frees_its_amount_and_a_replay_pays_it_once(
+) {
+    let mut worker = testkit::fast_worker_settings();
+    worker.max_attempts = 2;
+    let app = TestApp::with(Options {
+        worker,
+        ..Options::default()
+    })
+    .await;
+    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    app.set_faults(json!({"outage": true})).await;
+    let (status, refund) = post(
+        &app,
+        &format!("/v1/payments/{id}/refund"),
+        json!({"amount": 4_000, "reason": "other"}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    let refund_id = refund["id"].as_str().expect("id").to_owned();
+    let failed = wait_refund(&app, &refund_id, "failed").await;
+    assert_eq!(failed["failure_code"], "processor_unavailable", "{failed}");
+    assert!(
+        failed["failure_message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("The refund was not processed")),
+        "{failed}"
+    );
+    assert_eq!(app.payment(&id).await["amount_refunded"], 0, "freed");
+    app.eventually("the dead letter", Duration::from_secs(10), || async {
+        (app.queue_depth("dead").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(dead_reasons(&app).await, ["attempts_exhausted"]);
+
+    app.set_faults(json!({"outage": false})).await;
+    let summary = replay_with_the_cli(&app).await;
+    assert!(
+        summary.contains("1 replayed, 0 dropped, 0 left"),
+        "{summary}"
+    );
+    wait_refund(&app, &refund_id, "succeeded").await;
+    assert_eq!(
+        app.payment(&id).await["amount_refunded"],
+        4_000,
+        "reserved again"
+    );
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.refunds, 1, "{stats:?}");
+    assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
+    assert_eq!(stats.over_refunds, 0, "{stats:?}");
+    app.cleanup().await;
+}

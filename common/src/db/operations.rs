@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use super::payments::{
     claimable, take_overdue_sql, transition_sql, Audit, Knowledge, Table, CLAIM_SET,
-    GUARD_OWN_CLAIM, HOLD_SET, RETRY_SET,
+    FAIL_UNCLAIMED_SET, GUARD_KNOWN_UNPROCESSED, GUARD_OWN_CLAIM, HOLD_SET, HOLD_UNCLAIMED_SET,
+    RETRY_SET,
 };
 use crate::queue::Job;
 
@@ -391,16 +392,6 @@ pub async fn fail<'e>(
     failure_message: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    let release = match op.kind() {
-        Kind::Refund => {
-            ", pay AS (
-                 UPDATE payments SET amount_refunded = amount_refunded - u.amount, updated_at = now()
-                 FROM updated u WHERE payments.id = u.payment_id
-                 RETURNING payments.id
-             )"
-        }
-        Kind::Capture | Kind::Void => "",
-    };
     transition!(
         db,
         op.id,
@@ -408,10 +399,65 @@ pub async fn fail<'e>(
         GUARD_OWN_CLAIM,
         "status = 'failed', failure_code = $5, failure_message = $6, outcome_unknown_since = NULL,
          next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
-        release,
+        RELEASE_REFUND,
         op.attempts,
         failure_code,
         failure_message,
+    )
+}
+
+/// A failed refund gives back the amount it reserved, in the statement that
+/// fails it (a capture or void reserves nothing).
+const RELEASE_REFUND: &str = ", pay AS (
+         UPDATE payments SET amount_refunded = amount_refunded - u.amount, updated_at = now()
+         FROM updated u WHERE payments.id = u.payment_id AND u.kind = 'refund'
+         RETURNING payments.id
+     )";
+
+/// `pending` → `failed` for a job given up before any claim (a message that
+/// kept killing workers), as [`super::payments::fail_unclaimed`]: only an
+/// operation known never to have reached the processor (not held, no unknown
+/// outcome). A refund releases its reserved amount in the same statement.
+pub async fn fail_unclaimed<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+    failure_code: &str,
+    failure_message: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        GUARD_KNOWN_UNPROCESSED,
+        FAIL_UNCLAIMED_SET,
+        RELEASE_REFUND,
+        failure_code,
+        failure_message,
+    )
+}
+
+/// A job given up before any claim whose operation may have reached the
+/// processor (its outcome is unknown, or a dead worker's claim is void):
+/// held for an operator, its outcome marked unknown, as
+/// [`super::payments::hold_unclaimed`]. A refund keeps its reserved amount:
+/// it may have been paid.
+pub async fn hold_unclaimed<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+    last_error: &str,
+    dead_after: Duration,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    transition!(
+        db,
+        id,
+        audit,
+        &claimable("$5"),
+        HOLD_UNCLAIMED_SET,
+        "",
+        last_error,
+        dead_after.as_secs_f64(),
     )
 }
 

@@ -290,6 +290,25 @@ pub(crate) const RETRY_SET: &str = "status = 'pending', last_error = $5,
 pub(crate) const HOLD_SET: &str = "status = 'pending', held_at = now(), last_error = $5,
      next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL";
 
+/// The guard of giving a job up before any claim as not processed:
+/// `pending`, not held, and no unknown outcome, so the processor certainly
+/// never acted on it.
+pub(crate) const GUARD_KNOWN_UNPROCESSED: &str =
+    "old.status = 'pending' AND p.held_at IS NULL AND p.outcome_unknown_since IS NULL";
+
+/// What failing a job given up before any claim sets (`$4` failure code,
+/// `$5` failure message).
+pub(crate) const FAIL_UNCLAIMED_SET: &str =
+    "status = 'failed', failure_code = $4, failure_message = $5,
+     next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()";
+
+/// What holding a job given up before any claim sets (`$4` last error):
+/// taking over a void claim marks the outcome unknown, as a claim would.
+pub(crate) const HOLD_UNCLAIMED_SET: &str = "status = 'pending', held_at = now(), last_error = $4,
+     outcome_unknown_since = CASE WHEN old.status = 'processing'
+         THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
+     next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL";
+
 /// The rescuer's statement over `table` (see [`take_overdue`]); binds
 /// `$1` grace, `$2` limit, `$3` backlog, `$4` dead_after.
 pub(crate) fn take_overdue_sql(table: Table, returning: &str) -> String {
@@ -406,9 +425,8 @@ pub async fn fail_unclaimed<'e>(
         db,
         id,
         audit,
-        "old.status = 'pending' AND p.held_at IS NULL AND p.outcome_unknown_since IS NULL",
-        "status = 'failed', failure_code = $4, failure_message = $5,
-         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
+        GUARD_KNOWN_UNPROCESSED,
+        FAIL_UNCLAIMED_SET,
         failure_code,
         failure_message,
     )
@@ -471,10 +489,7 @@ pub async fn hold_unclaimed<'e>(
         id,
         audit,
         &claimable("$5"),
-        "status = 'pending', held_at = now(), last_error = $4,
-         outcome_unknown_since = CASE WHEN old.status = 'processing'
-             THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
-         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL",
+        HOLD_UNCLAIMED_SET,
         last_error,
         dead_after.as_secs_f64(),
     )
