@@ -8,6 +8,15 @@
 -- rows (the object "as GET shows it at that moment") and stores the body
 -- that is sent, so every retry sends the same bytes.
 
+-- The API request behind a status change, for the event's `request`
+-- field; NULL for changes the worker makes.
+ALTER TABLE payment_status_history
+    ADD COLUMN request_id text,
+    ADD COLUMN idempotency_key text;
+ALTER TABLE operation_status_history
+    ADD COLUMN request_id text,
+    ADD COLUMN idempotency_key text;
+
 CREATE TABLE webhook_endpoints (
     id                         uuid        PRIMARY KEY,
     merchant_id                uuid        NOT NULL REFERENCES merchants (id),
@@ -40,6 +49,8 @@ CREATE TABLE events (
     operation_id   uuid        REFERENCES operations (id),
     -- The rows as they were when the event happened (never the card token).
     snapshot       jsonb       NOT NULL,
+    request_id     text,
+    idempotency_key text,
     -- The body sent to endpoints, rendered once by the API's event relay;
     -- NULL until then.
     body           text,
@@ -96,7 +107,8 @@ CREATE INDEX webhook_attempts_endpoint_idx ON webhook_attempts (endpoint_id, id 
 
 -- Writes one event of `kind` for the payment or operation, with its
 -- deliveries to the merchant's enabled endpoints that want it.
-CREATE FUNCTION write_event(kind text, merchant uuid, payment uuid, operation uuid, snap jsonb)
+CREATE FUNCTION write_event(kind text, merchant uuid, payment uuid, operation uuid, snap jsonb,
+                            request text, idem_key text)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     event_id uuid := gen_random_uuid();
@@ -107,8 +119,9 @@ BEGIN
         WHERE e.merchant_id = merchant AND e.status = 'enabled'
           AND (kind = ANY (e.events) OR '*' = ANY (e.events))
     ) INTO wanted;
-    INSERT INTO events (id, merchant_id, type, payment_id, operation_id, snapshot, dispatched_at)
-    VALUES (event_id, merchant, kind, payment, operation, snap,
+    INSERT INTO events (id, merchant_id, type, payment_id, operation_id, snapshot,
+                        request_id, idempotency_key, dispatched_at)
+    VALUES (event_id, merchant, kind, payment, operation, snap, request, idem_key,
             CASE WHEN wanted THEN NULL ELSE now() END);
     IF wanted THEN
         -- Due in a minute: the API's relay publishes them long before; the
@@ -151,7 +164,8 @@ BEGIN
     END;
     IF kind IS NOT NULL THEN
         SELECT merchant_id INTO merchant FROM payments WHERE id = NEW.payment_id;
-        PERFORM write_event(kind, merchant, NEW.payment_id, NULL, payment_snapshot(NEW.payment_id));
+        PERFORM write_event(kind, merchant, NEW.payment_id, NULL, payment_snapshot(NEW.payment_id),
+                            NEW.request_id, NEW.idempotency_key);
     END IF;
     RETURN NULL;
 END
@@ -164,7 +178,8 @@ CREATE TRIGGER payment_status_history_event
 -- A capture keeps the status `succeeded`: the flag is the change.
 CREATE FUNCTION payment_captured_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM write_event('payment.captured', NEW.merchant_id, NEW.id, NULL, payment_snapshot(NEW.id));
+    PERFORM write_event('payment.captured', NEW.merchant_id, NEW.id, NULL, payment_snapshot(NEW.id),
+                        NULL, NULL);
     RETURN NULL;
 END
 $$;
@@ -194,7 +209,8 @@ BEGIN
     END;
     IF kind IS NOT NULL THEN
         PERFORM write_event(kind, op.merchant_id, op.payment_id, op.id,
-                             jsonb_build_object('refund', to_jsonb(op)));
+                             jsonb_build_object('refund', to_jsonb(op)),
+                             NEW.request_id, NEW.idempotency_key);
     END IF;
     RETURN NULL;
 END

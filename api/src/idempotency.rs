@@ -143,6 +143,18 @@ fn replay(state: &AppState, status: u16, body: Value) -> Response {
     response
 }
 
+/// The request behind a change, for its event: this request's id and its
+/// `Idempotency-Key` (only a well-formed one, as [`begin`] accepts).
+pub fn origin(headers: &HeaderMap) -> common::db::payments::Origin {
+    common::db::payments::Origin {
+        request_id: crate::request_id::current_request_id(),
+        idempotency_key: parse_header(headers)
+            .ok()
+            .flatten()
+            .map(|key| key.as_str().to_owned()),
+    }
+}
+
 fn parse_header(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);

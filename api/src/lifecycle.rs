@@ -398,6 +398,7 @@ async fn capture(
         notes: None,
         statement_descriptor: request.statement_descriptor,
         metadata,
+        origin: idempotency::origin(&headers),
     };
     let route = format!("POST /v1/payments/{id}/capture");
     create_operation(&state, &caller, &headers, &route, &bytes, new).await
@@ -445,6 +446,7 @@ async fn cancel(
                 notes: None,
                 statement_descriptor: None,
                 metadata: json!({}),
+                origin: idempotency::origin(&headers),
             };
             let route = format!("POST /v1/payments/{id}/cancel");
             create_operation(&state, &caller, &headers, &route, &bytes, new).await
@@ -542,6 +544,7 @@ async fn refund(
         notes: request.notes,
         statement_descriptor: None,
         metadata,
+        origin: idempotency::origin(&headers),
     };
     let route = format!("POST /v1/payments/{id}/refund");
     create_operation(&state, &caller, &headers, &route, &bytes, new).await

@@ -41,6 +41,7 @@ async fn create(
     let wait = prefer_wait(&headers);
     let mut new = validate::validate(request, caller.merchant_id)?;
     new.notify_on_finish = wait.is_some();
+    new.origin = idempotency::origin(&headers);
 
     let inserted = match idempotency::begin(
         &state,

@@ -453,6 +453,7 @@ pub fn validate(request: CreatePayment, merchant_id: Uuid) -> Result<NewPayment,
         billing_address,
         metadata,
         notify_on_finish: false,
+        origin: Default::default(),
     })
 }
 

@@ -508,8 +508,8 @@ pub fn render(row: &EventRow, base_url: &str) -> anyhow::Result<String> {
         "type": row.kind,
         "created": row.created_at.timestamp(),
         "data": {"object": object},
-        // The request that caused a change is not recorded with it yet.
-        "request": {"id": null, "idempotency_key": null},
+        // The API request behind the change; null for the worker's.
+        "request": {"id": row.request_id, "idempotency_key": row.idempotency_key},
     });
     Ok(serde_json::to_string(&event)?)
 }

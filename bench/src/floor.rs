@@ -637,6 +637,7 @@ impl PgWork {
             metadata: json!({}),
             // As the API does for a request without `Prefer: wait`.
             notify_on_finish: false,
+            origin: Default::default(),
         })
     }
 

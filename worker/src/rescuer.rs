@@ -121,6 +121,7 @@ async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
             notes: None,
             statement_descriptor: None,
             metadata: serde_json::json!({}),
+            origin: Default::default(),
         };
         // `None` or a unique violation: a capture or void started meanwhile.
         let Ok(Some(created)) =

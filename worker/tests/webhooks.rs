@@ -137,6 +137,18 @@ async fn every_status_change_of_every_kind_of_payment_arrives_signed_with_its_ob
         assert!(request.id().starts_with("evt_"));
         assert_eq!(event["object"], "event");
         let object = &event["data"]["object"];
+        // The API request behind a change is named; the worker's are not.
+        let by_api = matches!(
+            request.kind().as_str(),
+            "payment.created" | "refund.created"
+        );
+        assert_eq!(
+            event["request"]["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("req_")),
+            by_api,
+            "{event}"
+        );
         match request.kind().as_str() {
             "payment.created" => assert_eq!(object["status"], "pending"),
             "payment.succeeded" => assert_eq!(object["status"], "succeeded"),

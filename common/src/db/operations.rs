@@ -134,6 +134,7 @@ pub struct NewOperation {
     pub notes: Option<String>,
     pub statement_descriptor: Option<String>,
     pub metadata: Value,
+    pub origin: super::payments::Origin,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -196,8 +197,9 @@ pub async fn create<'e>(
              FROM old, amt, pay
              RETURNING *
          ), h AS (
-             INSERT INTO operation_status_history (operation_id, from_status, to_status, actor, reason)
-             SELECT id, NULL, 'pending', requested_by, 'requested' FROM o
+             INSERT INTO operation_status_history (operation_id, from_status, to_status, actor, reason,
+                 request_id, idempotency_key)
+             SELECT id, NULL, 'pending', requested_by, 'requested', $13, $14 FROM o
          ), x AS (
              INSERT INTO outbox (payment_id, message, available_at)
              SELECT payment_id, $11, now() + make_interval(secs => $12) FROM o
@@ -219,6 +221,8 @@ pub async fn create<'e>(
         .bind(Json(&new.metadata))
         .bind(Json(&job))
         .bind(relay_after.as_secs_f64())
+        .bind(&new.origin.request_id)
+        .bind(&new.origin.idempotency_key)
         .fetch_optional(db)
         .await
 }

@@ -86,6 +86,15 @@ impl PaymentRow {
     }
 }
 
+/// The API request behind a change: its id and `Idempotency-Key`, kept in
+/// the history row so the change's event can name it. Empty for changes
+/// the worker makes.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub request_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
 /// A validated payment to insert.
 #[derive(Debug, Clone)]
 pub struct NewPayment {
@@ -107,6 +116,7 @@ pub struct NewPayment {
     /// A client waits for the outcome (`Prefer: wait`): notify when it is
     /// terminal. Off otherwise, because notifications serialise commits.
     pub notify_on_finish: bool,
+    pub origin: Origin,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -134,8 +144,9 @@ pub async fn insert<'e>(
              VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18, now())
              RETURNING *
          ), h AS (
-             INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
-             SELECT id, NULL, 'pending', 'api', 'accepted' FROM p
+             INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason,
+                 request_id, idempotency_key)
+             SELECT id, NULL, 'pending', 'api', 'accepted', $19, $20 FROM p
          ), o AS (
              INSERT INTO outbox (payment_id, message, available_at)
              SELECT id, $16, now() + make_interval(secs => $17) FROM p
@@ -161,6 +172,8 @@ pub async fn insert<'e>(
     .bind(Json(&job))
     .bind(relay_after.as_secs_f64())
     .bind(new.notify_on_finish)
+    .bind(&new.origin.request_id)
+    .bind(&new.origin.idempotency_key)
     .fetch_one(db)
     .await
 }

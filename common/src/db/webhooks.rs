@@ -138,12 +138,14 @@ pub struct EventRow {
     pub payment_id: Option<Uuid>,
     pub operation_id: Option<Uuid>,
     pub snapshot: Json<Value>,
+    pub request_id: Option<String>,
+    pub idempotency_key: Option<String>,
     pub body: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-const EVENT_COLUMNS: &str =
-    "id, seq, merchant_id, type, payment_id, operation_id, snapshot, body, created_at";
+const EVENT_COLUMNS: &str = "id, seq, merchant_id, type, payment_id, operation_id, snapshot,
+     request_id, idempotency_key, body, created_at";
 
 /// The merchant's events newest first, optionally of one type, after the
 /// cursor (`seq` of the last event of the previous page).
