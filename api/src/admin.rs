@@ -105,9 +105,15 @@ async fn replay(
                 format!("`older_than_secs`: {e}."),
             )
         })?;
+    let reason = request
+        .reason
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("reason", "invalid_reason", format!("`reason`: {e}.")))?;
     let filter = Filter {
         ids,
-        reason: request.reason,
+        reason,
         older_than,
     };
     let actor = format!("api-key:{}", operator.key_id);

@@ -22,13 +22,79 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// Why a job was dead-lettered: written by the worker in the message's
+/// headers, read back here, and filtered on by operators. The wire form is
+/// the snake_case name (`attempts_exhausted`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// Every attempt failed on errors known not to have charged.
+    AttemptsExhausted,
+    /// The message body is not a job.
+    Undecodable,
+    /// The job names no payment or operation we know.
+    UnknownPayment,
+    /// Workers kept dying while holding it (our poison check).
+    RedeliveredTooOften,
+    /// The processor refused our request itself (misconfiguration); the
+    /// payment is held, not failed.
+    ProcessorRejected,
+    /// The broker's own delivery limit took it (its `x-death` reason).
+    DeliveryLimit,
+    /// A reason this version does not know (an older or newer writer).
+    Unknown,
+}
+
+impl DeadLetterReason {
+    pub const ALL: [Self; 7] = [
+        Self::AttemptsExhausted,
+        Self::Undecodable,
+        Self::UnknownPayment,
+        Self::RedeliveredTooOften,
+        Self::ProcessorRejected,
+        Self::DeliveryLimit,
+        Self::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AttemptsExhausted => "attempts_exhausted",
+            Self::Undecodable => "undecodable",
+            Self::UnknownPayment => "unknown_payment",
+            Self::RedeliveredTooOften => "redelivered_too_often",
+            Self::ProcessorRejected => "processor_rejected",
+            Self::DeliveryLimit => "delivery_limit",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DeadLetterReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                format!("unknown reason; the reasons are {}", names.join(", "))
+            })
+    }
+}
+
 /// One dead-lettered job, as an operator sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
     /// `None` when the body could not be decoded.
     pub payment_id: Option<String>,
     pub merchant_id: Option<Uuid>,
-    pub reason: String,
+    pub reason: DeadLetterReason,
     pub attempts: Option<i64>,
     pub last_error: Option<String>,
     pub dead_lettered_at: Option<DateTime<Utc>>,
@@ -42,7 +108,9 @@ impl DeadLetter {
         let death = first_death(table);
         let reason = headers::get_string(table, headers::DEAD_REASON)
             .or_else(|| death.and_then(|d| headers::get_string(Some(d), "reason")))
-            .unwrap_or_else(|| "unknown".into());
+            .map_or(DeadLetterReason::Unknown, |r| {
+                r.parse().unwrap_or(DeadLetterReason::Unknown)
+            });
         let dead_lettered_at = headers::get_string(table, headers::DEAD_AT)
             .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
             .map(|t| t.with_timezone(&Utc))
@@ -116,7 +184,7 @@ impl Age {
 pub struct Filter {
     /// `None`: every payment.
     pub ids: Option<HashSet<PaymentId>>,
-    pub reason: Option<String>,
+    pub reason: Option<DeadLetterReason>,
     #[serde(skip)]
     pub older_than: Option<Age>,
 }
@@ -131,8 +199,8 @@ impl Filter {
                 return false;
             }
         }
-        if let Some(reason) = &self.reason {
-            if &letter.reason != reason {
+        if let Some(reason) = self.reason {
+            if letter.reason != reason {
                 return false;
             }
         }
@@ -356,7 +424,7 @@ mod tests {
         let letter = DeadLetter {
             payment_id: Some(job.payment_id().to_string()),
             merchant_id: Some(Uuid::nil()),
-            reason: "attempts_exhausted".into(),
+            reason: DeadLetterReason::AttemptsExhausted,
             attempts: Some(1),
             last_error: None,
             dead_lettered_at: Some(Utc::now() - chrono::TimeDelta::seconds(5)),

@@ -39,9 +39,11 @@ pub enum DlqCommand {
         /// Payment ids (`pay_…`) to replay.
         #[arg(required_unless_present = "all")]
         ids: Vec<PaymentId>,
-        /// Only dead letters with this reason (e.g. attempts_exhausted).
+        /// Only dead letters with this reason (attempts_exhausted,
+        /// processor_rejected, redelivered_too_often, undecodable,
+        /// unknown_payment, delivery_limit, unknown).
         #[arg(long)]
-        reason: Option<String>,
+        reason: Option<dlq::DeadLetterReason>,
         /// Only dead letters older than this (90s, 15m, 2h, 1d; at most
         /// ten years, 3650d).
         #[arg(long, value_parser = dlq::parse_age)]

@@ -12,6 +12,7 @@
 
 use common::db::operations::{self, Kind, OperationRow};
 use common::db::payments::{self, Audit, Knowledge};
+use common::dead_letters::DeadLetterReason;
 use common::domain::failure_codes;
 use common::processor::{CaptureRequest, RefundRequest, VoidRequest};
 use common::queue::{headers, Job};
@@ -20,7 +21,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::processor::{Capture, Operation, Outcome, Refund, Void};
-use crate::step::{self, reasons, StepError, Work};
+use crate::step::{self, StepError, Work};
 use crate::Context;
 
 /// What the processor said, reduced to what the operation records.
@@ -150,7 +151,7 @@ pub(crate) async fn process(
                 step::dead_letter_raw(
                     ctx,
                     &job.to_bytes(),
-                    reasons::UNKNOWN_PAYMENT,
+                    DeadLetterReason::UnknownPayment,
                     "no such operation",
                     0,
                 )

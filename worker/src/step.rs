@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use common::db::payments::{self, Audit, Knowledge, PaymentRow};
+use common::dead_letters::DeadLetterReason;
 use common::domain::{failure_codes, PaymentId};
 use common::queue::{headers, Job, PublishError, Topology};
 use lapin::types::FieldTable;
@@ -33,17 +34,6 @@ pub enum StepError {
     Database(#[source] sqlx::Error),
 }
 
-/// Reasons a job is dead-lettered (the `x-dead-reason` header).
-pub mod reasons {
-    pub const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";
-    pub const UNDECODABLE: &str = "undecodable";
-    pub const UNKNOWN_PAYMENT: &str = "unknown_payment";
-    pub const REDELIVERED_TOO_OFTEN: &str = "redelivered_too_often";
-    /// The processor refused our request itself (misconfiguration); the
-    /// payment is held, not failed.
-    pub const PROCESSOR_REJECTED: &str = "processor_rejected";
-}
-
 /// A message redelivered this often (workers died holding it) is treated as
 /// poison before the broker's own delivery limit takes it away silently.
 pub(crate) const POISON_REDELIVERIES: i64 = common::queue::DELIVERY_LIMIT / 2;
@@ -66,7 +56,7 @@ pub async fn handle(
                 err.column()
             );
             tracing::warn!(error = %error, "undecodable message; dead-lettering it");
-            dead_letter_raw(ctx, body, reasons::UNDECODABLE, &error, 0).await?;
+            dead_letter_raw(ctx, body, DeadLetterReason::Undecodable, &error, 0).await?;
             return Ok(());
         }
     };
@@ -111,7 +101,7 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
                 dead_letter_raw(
                     ctx,
                     &job.to_bytes(),
-                    reasons::UNKNOWN_PAYMENT,
+                    DeadLetterReason::UnknownPayment,
                     "no such payment",
                     0,
                 )
@@ -431,7 +421,7 @@ pub(crate) async fn hold<W: Work>(
     publish_dead(
         ctx,
         job,
-        reasons::PROCESSOR_REJECTED,
+        DeadLetterReason::ProcessorRejected,
         reason,
         work.attempts_this_round(),
     )
@@ -524,7 +514,14 @@ pub(crate) async fn retry_or_give_up<W: Work>(
         // The dead letter first: if we crash after it, the row is still
         // `processing` and is claimed again; the reverse order could leave a
         // failed row with nothing for an operator to replay.
-        publish_dead(ctx, job, reasons::ATTEMPTS_EXHAUSTED, error, attempts).await?;
+        publish_dead(
+            ctx,
+            job,
+            DeadLetterReason::AttemptsExhausted,
+            error,
+            attempts,
+        )
+        .await?;
         let message = format!(
             "The {} was not processed: the card processor could not be reached after \
              {attempts} attempts. It can be retried.",
@@ -605,7 +602,7 @@ pub(crate) async fn give_up_unclaimed<W: Work>(
 ) -> Result<(), StepError> {
     let error = format!("message redelivered {redeliveries} times");
     tracing::warn!(payment_id = %job.payment_id(), operation_id = ?job.operation_id(), redeliveries, "poison message; dead-lettering");
-    publish_dead(ctx, job, reasons::REDELIVERED_TOO_OFTEN, &error, 0).await?;
+    publish_dead(ctx, job, DeadLetterReason::RedeliveredTooOften, &error, 0).await?;
     let Some(work) = work else {
         return Ok(());
     };
@@ -638,7 +635,7 @@ pub(crate) async fn give_up_unclaimed<W: Work>(
 pub(crate) async fn publish_dead(
     ctx: &Context,
     job: &Job,
-    reason: &str,
+    reason: DeadLetterReason,
     error: &str,
     attempts: i32,
 ) -> Result<(), StepError> {
@@ -649,12 +646,12 @@ pub(crate) async fn publish_dead(
 pub(crate) async fn dead_letter_raw(
     ctx: &Context,
     body: &[u8],
-    reason: &str,
+    reason: DeadLetterReason,
     error: &str,
     attempts: i32,
 ) -> Result<(), StepError> {
     let table = headers::build(&[
-        (headers::DEAD_REASON, headers::string(reason)),
+        (headers::DEAD_REASON, headers::string(reason.as_str())),
         (headers::LAST_ERROR, headers::string(truncate(error, 500))),
         (headers::ATTEMPT, headers::int(i64::from(attempts))),
         (

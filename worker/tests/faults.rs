@@ -140,7 +140,7 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
     assert_eq!(letters.len(), 20);
     assert!(letters
         .iter()
-        .all(|l| l.reason == "attempts_exhausted" && l.attempts == Some(3)));
+        .all(|l| l.reason.as_str() == "attempts_exhausted" && l.attempts == Some(3)));
     assert_eq!(
         app.queue_depth("dead").await,
         20,
@@ -249,7 +249,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_worker_keep
         .await
         .expect("list")
         .into_iter()
-        .map(|l| l.reason)
+        .map(|l| l.reason.to_string())
         .collect();
     reasons.sort();
     assert_eq!(reasons, ["undecodable", "undecodable", "unknown_payment"]);

@@ -625,7 +625,7 @@ async fn dead_reasons(app: &TestApp) -> Vec<String> {
     let broker = app.broker().await;
     let letters = common::dead_letters::list(&broker, 10).await.expect("list");
     broker.close().await;
-    letters.into_iter().map(|l| l.reason).collect()
+    letters.into_iter().map(|l| l.reason.to_string()).collect()
 }
 
 /// `worker dlq replay --all`, the real binary; its summary line.
