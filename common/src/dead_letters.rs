@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// One dead-lettered job, as an operator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// `None` when the body could not be decoded.
     pub payment_id: Option<String>,
@@ -199,7 +199,7 @@ pub async fn list(broker: &Broker, limit: usize) -> anyhow::Result<Vec<DeadLette
 }
 
 /// What a replay did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     /// Payments moved back to `pending` and re-queued.
     pub replayed: Vec<String>,
