@@ -641,8 +641,12 @@ payment. Answers `202` with the refund (`pending`); with `Prefer: wait=N`, `200`
     ),
     request_body(content = RefundRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "Refund under way.", body = Refund),
-        (status = 200, description = "With `Prefer: wait=N`: the refund is done.", body = Refund),
+        (status = 202, description = "Refund under way.", body = Refund, links(
+            ("get" = (operation_id = "get_refund", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 200, description = "With `Prefer: wait=N`: the refund is done.", body = Refund, links(
+            ("get" = (operation_id = "get_refund", parameters(("id" = "$response.body#/id"))))
+        )),
         (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
         (status = 409, description = "The `Idempotency-Key` is in flight.", body = ErrorEnvelope),
         (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)

@@ -46,11 +46,23 @@ pub fn routes() -> OpenApiRouter<AppState> {
             ("Location" = String, description = "URL of the payment."),
             ("Preference-Applied" = String, description = "With `Prefer: wait`: the wait applied (`wait=N`)."),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`.")
+        ), links(
+            ("get" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))),
+            ("capture" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel_payment", parameters(("id" = "$response.body#/id")))),
+            ("refund" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))),
+            ("refunds" = (operation_id = "list_refunds", parameters(("payment_id" = "$response.body#/id"))))
         )),
         (status = 200, description = "With `Prefer: wait=N`: the payment became terminal in time.", body = Payment, headers(
             ("Location" = String, description = "URL of the payment."),
             ("Preference-Applied" = String, description = "The wait applied (`wait=N`)."),
             ("Idempotent-Replayed" = String, description = "`true` for a replayed answer.")
+        ), links(
+            ("get" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))),
+            ("capture" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel_payment", parameters(("id" = "$response.body#/id")))),
+            ("refund" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))),
+            ("refunds" = (operation_id = "list_refunds", parameters(("payment_id" = "$response.body#/id"))))
         )),
         (status = 409, description = "A request with this `Idempotency-Key` is still in flight.", body = ErrorEnvelope),
         (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
