@@ -11,37 +11,62 @@ use std::collections::HashSet;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use common::dead_letters::{self, Age, Filter};
+use axum::Json;
+use common::dead_letters::{self, Age, DeadLetter, Filter, ReplayReport};
 use common::domain::PaymentId;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::auth::Operator;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::validate;
 use crate::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const MAX_LIST: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/dead-letters", get(list))
-        .route("/v1/admin/dead-letters/replay", post(replay))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list))
+        .routes(routes!(replay))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Dead letters to show, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+/// The dead letters, oldest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeadLetterList {
+    /// Always `list`.
+    #[schema(example = "list")]
+    object: &'static str,
+    data: Vec<DeadLetter>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/dead-letters",
+    tag = "operators",
+    operation_id = "list_dead_letters",
+    summary = "List dead letters",
+    description = "Jobs the workers gave up on, every merchant's (so operator keys only).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The dead letters.", body = DeadLetterList)
+    ),
+    security(("bearer" = ["admin"]))
+)]
 async fn list(
     State(state): State<AppState>,
     _operator: Operator,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterList>, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(ApiError::invalid(
@@ -53,27 +78,50 @@ async fn list(
     let letters = dead_letters::list(&state.broker, limit)
         .await
         .map_err(dependency_error)?;
-    Ok(Json(json!({"object": "list", "data": letters})))
+    Ok(Json(DeadLetterList {
+        object: "list",
+        data: letters,
+    }))
 }
 
 /// Which dead letters to replay: `all`, or `payment_ids`; optionally only
 /// those with `reason`, or older than `older_than_secs` (at most ten years:
 /// [`dead_letters::MAX_AGE`]).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReplayRequest {
+pub struct ReplayRequest {
+    /// Replay every dead letter (not with `payment_ids`).
     all: Option<bool>,
+    /// Replay these payments' dead letters (1 to 1000 ids, `pay_…`).
+    #[schema(min_items = 1, max_items = 1000)]
     payment_ids: Option<Vec<String>>,
-    reason: Option<String>,
+    /// Only dead letters with this reason.
+    reason: Option<common::dead_letters::DeadLetterReason>,
+    /// Only dead letters older than this many seconds (at most ten years).
+    #[schema(maximum = 315_360_000)]
     older_than_secs: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/dead-letters/replay",
+    tag = "operators",
+    operation_id = "replay_dead_letters",
+    summary = "Replay dead letters",
+    description = "Moves the selected dead letters back to the main queue and their payments \
+back to `pending`. Send either `\"all\": true` or `payment_ids`.",
+    request_body(content = ReplayRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was replayed, dropped and kept.", body = ReplayReport)
+    ),
+    security(("bearer" = ["admin"]))
+)]
 async fn replay(
     State(state): State<AppState>,
     operator: Operator,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayReport>, ApiError> {
     let bytes = validate::read_json_body(&headers, body).await?;
     let request: ReplayRequest = validate::parse_json(&bytes)?;
     let ids = match (request.all.unwrap_or(false), request.payment_ids) {
@@ -105,15 +153,9 @@ async fn replay(
                 format!("`older_than_secs`: {e}."),
             )
         })?;
-    let reason = request
-        .reason
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e| ApiError::invalid("reason", "invalid_reason", format!("`reason`: {e}.")))?;
     let filter = Filter {
         ids,
-        reason,
+        reason: request.reason,
         older_than,
     };
     let actor = format!("api-key:{}", operator.key_id);
@@ -126,9 +168,7 @@ async fn replay(
         actor = %actor,
         "dead letters replayed over HTTP"
     );
-    Ok(Json(
-        serde_json::to_value(report).map_err(|e| ApiError::internal(e.into()))?,
-    ))
+    Ok(Json(report))
 }
 
 /// A failure of the broker or the database during an operator action: 503

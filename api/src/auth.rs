@@ -19,6 +19,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use base64::Engine as _;
 use common::db::api_keys::ApiKeyRow;
 use common::domain::Scope;
@@ -74,10 +75,15 @@ pub fn generate_secret() -> String {
     )
 }
 
+/// A key already authenticated for this request (by the rate limiter, which
+/// must know the key before the handler runs), so the extractors below do not
+/// look it up a second time.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedKey(pub ApiKeyRow);
+
 /// The live key the request presents: `401` when there is none.
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRow, ApiError> {
-    let header = parts
-        .headers
+pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<ApiKeyRow, ApiError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| {
             ApiError::unauthenticated(
@@ -104,11 +110,20 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRow, ApiE
         })
 }
 
+/// The request's key: the one the rate limiter authenticated, or looked up
+/// now.
+async fn key_of(parts: &Parts, state: &AppState) -> Result<ApiKeyRow, ApiError> {
+    match parts.extensions.get::<AuthenticatedKey>() {
+        Some(AuthenticatedKey(key)) => Ok(key.clone()),
+        None => authenticate(&parts.headers, state).await,
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = authenticate(parts, state).await?;
+        let key = key_of(parts, state).await?;
         let Some(merchant_id) = key.merchant_id else {
             return Err(ApiError::permission(
                 "operator_key",
@@ -136,7 +151,7 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = authenticate(parts, state).await?;
+        let key = key_of(parts, state).await?;
         if key.merchant_id.is_some() {
             return Err(ApiError::permission(
                 "operator_key_required",

@@ -1,4 +1,5 @@
-//! The `api` binary's subcommands: `serve` (default), `migrate`, `keys`.
+//! The `api` binary's subcommands: `serve` (default), `migrate`, `keys`,
+//! `openapi`.
 //!
 //! Keys are of two kinds (see [`crate::auth`]): `keys create` makes a
 //! merchant's key with merchant scopes, and refuses `admin`; `keys
@@ -24,6 +25,9 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print the OpenAPI 3.1 document (as `GET /v1/openapi.json` serves it)
+    /// and exit. Needs no database.
+    Openapi,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -85,6 +89,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let pool = common::db::connect(&config.database).await?;
             common::db::migrate(&pool).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", crate::openapi::json()?);
             Ok(())
         }
         Command::Keys { command } => {

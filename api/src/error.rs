@@ -11,12 +11,12 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::request_id::current_request_id;
 
 /// The error families of DESIGN.md §5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
     InvalidRequestError,
@@ -37,22 +37,41 @@ pub struct ApiError {
     param: Option<String>,
     /// Logged, never sent.
     source: Option<anyhow::Error>,
-    retry_after: Option<u32>,
+    retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
+/// Every error answer's body: `{"error": {...}}`. The OpenAPI document
+/// describes this very type, so the spec and the answers cannot disagree.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(
+    example = json!({"error": {
+        "type": "invalid_request_error",
+        "code": "invalid_amount",
+        "message": "`amount` must be a positive integer in minor units, at most 99999999.",
+        "param": "amount",
+        "request_id": "req_4f1c2a9e0b7d4c6a8e3f5b1d2c7a9e0f"
+    }})
+)]
+pub struct ErrorEnvelope<'a> {
+    pub error: ErrorBody<'a>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// What went wrong. `type` is the family, `code` the precise reason a client
+/// branches on, `param` the request parameter at fault (a dotted path into
+/// the body, a query parameter, or a header such as `Idempotency-Key`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
     #[serde(rename = "type")]
-    kind: ErrorType,
-    code: &'a str,
-    message: &'a str,
-    param: Option<&'a str>,
-    request_id: Option<String>,
+    pub kind: ErrorType,
+    /// Machine-readable reason, such as `invalid_amount` or
+    /// `rate_limit_exceeded`.
+    pub code: &'a str,
+    /// Human-readable explanation; never echoes the rejected value.
+    pub message: &'a str,
+    /// The parameter at fault, when there is one.
+    pub param: Option<&'a str>,
+    /// The `Request-Id` of this answer, to quote when contacting support.
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -130,6 +149,20 @@ impl ApiError {
     pub fn idempotency(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         let mut err = Self::new(status, ErrorType::IdempotencyError, code, message);
         err.param = Some("Idempotency-Key".into());
+        err
+    }
+
+    /// 429: the key's rate limit is spent; nothing was read or written.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::RateLimitError,
+            "rate_limit_exceeded",
+            format!(
+                "Too many requests with this API key. Retry after {retry_after_secs} second(s)."
+            ),
+        );
+        err.retry_after = Some(retry_after_secs);
         err
     }
 
@@ -251,8 +284,8 @@ impl IntoResponse for ApiError {
                 );
             }
         }
-        let body = Envelope {
-            error: Body {
+        let body = ErrorEnvelope {
+            error: ErrorBody {
                 kind: self.kind,
                 code: self.code,
                 message: &self.message,

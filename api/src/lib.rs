@@ -16,8 +16,10 @@ pub mod idempotency;
 mod lifecycle;
 mod list;
 pub mod metrics;
+pub mod openapi;
 pub mod outbox;
 mod payments;
+pub mod rate_limit;
 mod receipts;
 pub mod request_id;
 mod validate;
@@ -26,6 +28,7 @@ pub mod webhooks;
 pub mod wire;
 
 use std::future::IntoFuture as _;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +41,7 @@ use common::queue::{Broker, Topology};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::outbox::Outbox;
@@ -115,6 +119,16 @@ pub struct ServeArgs {
     /// setting for delivery).
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", global = true)]
     pub webhook_allow_private: bool,
+
+    /// Requests per second each API key may make, sustained (1 to a
+    /// million). Per API process: see the README.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value = "100", value_parser = rate_limit::parse_rate, global = true)]
+    pub rate_limit_per_second: NonZeroU32,
+
+    /// Requests each API key may make at once, above the sustained rate (1
+    /// to a million).
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value = "200", value_parser = rate_limit::parse_rate, global = true)]
+    pub rate_limit_burst: NonZeroU32,
 }
 
 /// The longest idempotency-key retention, in hours: ten years.
@@ -166,6 +180,7 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The webhook queues (a connection of their own, opened on first use).
     pub webhook_broker: Arc<Broker>,
+    pub limiter: Arc<rate_limit::Limiter>,
     waiters: Arc<Waiters>,
     outbox: Outbox,
     shutdown: CancellationToken,
@@ -220,12 +235,18 @@ pub async fn serve(
         background.clone(),
     ));
     let shutdown_timeout = settings.shutdown_timeout;
+    let limiter = Arc::new(rate_limit::Limiter::new(
+        settings.rate_limit_per_second,
+        settings.rate_limit_burst,
+    ));
+    let sweeper = tokio::spawn(rate_limit::sweeper(limiter.clone(), background.clone()));
     let state = AppState {
         pool,
         broker: broker.clone(),
         settings: Arc::new(settings),
         metrics: Arc::new(metrics::Metrics::default()),
         webhook_broker: webhook_broker.clone(),
+        limiter,
         waiters,
         outbox,
         shutdown: shutdown.clone(),
@@ -251,24 +272,49 @@ pub async fn serve(
     }
     let _ = listen.await;
     let _ = event_relay.await;
+    let _ = sweeper.await;
     broker.close().await;
     webhook_broker.close().await;
     tracing::info!("api stopped");
     Ok(())
 }
 
+/// The route table: every route the API serves, each registered with its
+/// OpenAPI description (`utoipa_axum::routes!`), so the router and
+/// [`openapi::document`] are built from this one list. A new module adds its
+/// `routes()` to one of the two groups.
+///
+/// With `state`, the keyed routes get the per-key rate limit (which also
+/// authenticates); without it, the table is only read for the document.
+pub(crate) fn route_table(state: Option<AppState>) -> OpenApiRouter<AppState> {
+    // Routes that take an API key: authenticated and rate-limited per key.
+    let keyed = OpenApiRouter::default()
+        .merge(payments::routes())
+        .merge(lifecycle::routes())
+        .merge(list::routes())
+        .merge(webhooks::routes())
+        .merge(admin::routes());
+    let keyed = match state {
+        Some(state) => keyed.route_layer(axum::middleware::from_fn_with_state(
+            state,
+            rate_limit::middleware,
+        )),
+        None => keyed,
+    };
+    // Routes without a key.
+    let public = OpenApiRouter::default()
+        .merge(receipts::routes())
+        .merge(health::routes())
+        .merge(metrics::routes())
+        .merge(openapi::routes());
+    keyed.merge(public)
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let request_timeout = state.settings.request_timeout;
-    Router::new()
-        .merge(payments::router())
-        .merge(lifecycle::router())
-        .merge(list::router())
-        .merge(receipts::router())
-        .merge(webhooks::router())
-        .merge(health::router())
-        .merge(admin::router())
-        .route("/metrics", axum::routing::get(metrics::handler))
+    let (routes, _) = route_table(Some(state.clone())).split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -15,8 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use common::db::operations::{self, Kind, NewOperation, OperationRow};
 use common::db::payments::{self, Audit, PaymentRow};
 use common::domain::{PaymentId, RefundId, Scope, MAX_AMOUNT};
@@ -27,43 +26,111 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::idempotency::{self, Begun};
+use crate::openapi::{IdempotencyKeyHeader, PreferHeader};
 use crate::payments::{no_such_payment, outcome_unknown, prefer_wait, wait_until};
 use crate::validate;
 use crate::wire::{Payment, Refund};
 use crate::AppState;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/payments/{id}/capture", post(capture))
-        .route("/v1/payments/{id}/cancel", post(cancel))
-        .route("/v1/payments/{id}/refund", post(refund))
-        .route("/v1/refunds", get(list_refunds))
-        .route("/v1/refunds/{id}", get(retrieve_refund))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(capture))
+        .routes(routes!(cancel))
+        .routes(routes!(refund))
+        .routes(routes!(list_refunds))
+        .routes(routes!(retrieve_refund))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/payments/:id/capture`; every field optional, no body at all
+/// is `{}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CaptureRequest {
+pub struct CaptureRequest {
+    /// Minor units to capture, at most `amount_capturable`; default all of
+    /// it. The rest is released.
+    #[schema(minimum = 1, maximum = 99_999_999)]
     amount: Option<i64>,
+    /// Printable ASCII without `< > \ ' " *`, at least one letter.
+    #[schema(
+        min_length = 1,
+        max_length = 22,
+        pattern = "^[ !#-&()+-;=?-\\[\\]-~]*[A-Za-z][ !#-&()+-;=?-\\[\\]-~]*$"
+    )]
     statement_descriptor: Option<String>,
+    /// Up to 50 keys of 1 to 40 characters, string values of at most 500.
     metadata: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Why a payment is cancelled.
+///
+/// Described, never built: the handler checks the string against the list
+/// below, and a test keeps the two equal.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CancellationReason {
+    Duplicate,
+    Fraudulent,
+    RequestedByCustomer,
+    Abandoned,
+}
+
+/// `POST /v1/payments/:id/cancel`; no body at all is `{}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CancelRequest {
+pub struct CancelRequest {
+    /// Default `requested_by_customer`.
+    #[schema(value_type = Option<CancellationReason>)]
     reason: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Why a payment is refunded.
+///
+/// Described, never built: the handler checks the string against the list
+/// below, and a test keeps the two equal.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum RefundReason {
+    Duplicate,
+    Fraudulent,
+    RequestedByCustomer,
+    Defective,
+    Other,
+}
+
+/// `POST /v1/payments/:id/refund`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefundRequest {
+pub struct RefundRequest {
+    /// Minor units to refund; default all that is still refundable.
+    #[schema(minimum = 1, maximum = 99_999_999)]
     amount: Option<i64>,
+    /// Required.
+    #[schema(value_type = RefundReason)]
     reason: Option<String>,
+    #[schema(min_length = 1, max_length = 500)]
     notes: Option<String>,
+    /// Up to 50 keys of 1 to 40 characters, string values of at most 500.
     metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A page of a payment's refunds, newest first.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct RefundList {
+    /// Always `list`.
+    #[schema(example = "list")]
+    object: &'static str,
+    /// Always `/v1/refunds`.
+    #[schema(example = "/v1/refunds")]
+    url: &'static str,
+    has_more: bool,
+    data: Vec<Refund>,
 }
 
 const CANCELLATION_REASONS: [&str; 4] = [
@@ -373,6 +440,31 @@ fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError>
     value.map_or(Ok(json!({})), validate::check_metadata)
 }
 
+/// Captures an authorized, uncaptured payment.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/capture",
+    tag = "payments",
+    operation_id = "capture_payment",
+    summary = "Capture an authorization",
+    description = "Captures all of an authorized, uncaptured payment's `amount_capturable`, or \
+`amount` of it (the rest is released). Answers `202` with the payment at once; with \
+`Prefer: wait=N`, `200` once the capture is done.",
+    params(
+        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
+        IdempotencyKeyHeader,
+        PreferHeader
+    ),
+    request_body(content = Option<CaptureRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
+    responses(
+        (status = 202, description = "Capture under way.", body = Payment),
+        (status = 200, description = "With `Prefer: wait=N`: the capture is done.", body = Payment),
+        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
+        (status = 409, description = "Another capture or cancellation is under way, or the `Idempotency-Key` is in flight.", body = ErrorEnvelope),
+        (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["payments:write"]))
+)]
 async fn capture(
     State(state): State<AppState>,
     caller: Caller,
@@ -404,6 +496,32 @@ async fn capture(
     create_operation(&state, &caller, &headers, &route, &bytes, new).await
 }
 
+/// Cancels a payment, voiding its authorization if it has one.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/cancel",
+    tag = "payments",
+    operation_id = "cancel_payment",
+    summary = "Cancel a payment",
+    description = "A `pending` payment not yet processed is cancelled at once and never charged \
+(`200`); an authorized, uncaptured one is voided at the processor (`202`, or `200` with \
+`Prefer: wait=N` once done). A payment being processed is `409`; a captured, failed or \
+cancelled one `400` (`payment_not_cancellable`).",
+    params(
+        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
+        IdempotencyKeyHeader,
+        PreferHeader
+    ),
+    request_body(content = Option<CancelRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
+    responses(
+        (status = 200, description = "Cancelled.", body = Payment),
+        (status = 202, description = "Void under way.", body = Payment),
+        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
+        (status = 409, description = "The payment is being processed, or the `Idempotency-Key` is in flight.", body = ErrorEnvelope),
+        (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["payments:write"]))
+)]
 async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -507,6 +625,36 @@ async fn cancel_unprocessed(
     }
 }
 
+/// Refunds all or part of a captured payment.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/refund",
+    tag = "refunds",
+    operation_id = "refund_payment",
+    summary = "Refund a payment",
+    description = "Refunds `amount` (default: all that is still refundable) of a captured \
+payment. Answers `202` with the refund (`pending`); with `Prefer: wait=N`, `200` once it \
+`succeeded` or `failed`. Asking for more than is refundable is `400` \
+(`amount_exceeds_refundable`), also under concurrent requests.",
+    params(
+        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
+        IdempotencyKeyHeader,
+        PreferHeader
+    ),
+    request_body(content = RefundRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Refund under way.", body = Refund, links(
+            ("get" = (operation_id = "get_refund", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 200, description = "With `Prefer: wait=N`: the refund is done.", body = Refund, links(
+            ("get" = (operation_id = "get_refund", parameters(("id" = "$response.body#/id"))))
+        )),
+        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
+        (status = 409, description = "The `Idempotency-Key` is in flight.", body = ErrorEnvelope),
+        (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["payments:write"]))
+)]
 async fn refund(
     State(state): State<AppState>,
     caller: Caller,
@@ -554,6 +702,22 @@ fn no_such_refund() -> ApiError {
     ApiError::not_found("No such refund.")
 }
 
+/// One refund.
+#[utoipa::path(
+    get,
+    path = "/v1/refunds/{id}",
+    tag = "refunds",
+    operation_id = "get_refund",
+    summary = "Retrieve a refund",
+    params(
+        ("id" = String, Path, description = "The refund's id, `ref_…`.", example = "ref_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")
+    ),
+    responses(
+        (status = 200, description = "The refund.", body = Refund),
+        (status = 404, description = "No such refund (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["payments:read"]))
+)]
 async fn retrieve_refund(
     State(state): State<AppState>,
     caller: Caller,
@@ -567,21 +731,40 @@ async fn retrieve_refund(
     Ok(Json(Refund::from_row(&row)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RefundListQuery {
+    /// The payment whose refunds to list, `pay_…`.
+    #[param(example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")]
     payment_id: String,
+    /// 1 to 100, default 10.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// A refund id: the page starts just after it.
     starting_after: Option<String>,
 }
 
 /// `GET /v1/refunds?payment_id=…`: the payment's refunds, newest first,
 /// `limit` (1–100, default 10) and `starting_after` (a refund id).
+#[utoipa::path(
+    get,
+    path = "/v1/refunds",
+    tag = "refunds",
+    operation_id = "list_refunds",
+    summary = "List a payment's refunds",
+    params(RefundListQuery),
+    responses(
+        (status = 200, description = "A page of refunds, newest first.", body = RefundList),
+        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["payments:read"]))
+)]
 async fn list_refunds(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RefundList>, ApiError> {
     caller.require(Scope::PaymentsRead)?;
     let query: RefundListQuery = crate::extract::parse_query(query.as_deref().unwrap_or(""))?;
     let payment_id: PaymentId = query.payment_id.parse().map_err(|_| {
@@ -625,10 +808,34 @@ async fn list_refunds(
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let data: Vec<Refund> = rows.iter().map(Refund::from_row).collect();
-    Ok(Json(json!({
-        "object": "list",
-        "url": "/v1/refunds",
-        "has_more": has_more,
-        "data": data,
-    })))
+    Ok(Json(RefundList {
+        object: "list",
+        url: "/v1/refunds",
+        has_more,
+        data,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enum_values<T: utoipa::PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).expect("serializes");
+        schema["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_reasons_are_the_accepted_ones() {
+        assert_eq!(
+            enum_values::<CancellationReason>(),
+            CANCELLATION_REASONS.to_vec()
+        );
+        assert_eq!(enum_values::<RefundReason>(), REFUND_REASONS.to_vec());
+    }
 }

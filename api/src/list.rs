@@ -15,8 +15,7 @@
 //! as an id that exists nowhere.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use common::db::operations;
 use common::db::payment_list::{self, Filter, Page, Position, MAX_LIMIT};
@@ -29,6 +28,8 @@ use crate::error::ApiError;
 use crate::extract::Query;
 use crate::wire::Payment;
 use crate::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Payments on a page when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 10;
@@ -39,34 +40,60 @@ const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 /// Longest id accepted in a filter: the longest a payment can store.
 const MAX_ID_LEN: usize = 255;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(URL, get(list))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(list))
 }
 
 /// The query string, as sent. Unknown parameters are rejected, so a misspelt
 /// filter is an error instead of a silently unfiltered list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Payments on the page, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// A payment id (`pay_…`) of yours: the page holds the payments just
+    /// older than it. Not with `ending_before`.
     pub starting_after: Option<String>,
+    /// A payment id (`pay_…`) of yours: the page holds the payments just
+    /// newer than it (still newest first). Not with `starting_after`.
     pub ending_before: Option<String>,
+    /// Only payments in this status.
+    #[param(schema_with = crate::openapi::payment_status)]
     pub status: Option<String>,
+    #[param(min_length = 1, max_length = 255)]
     pub customer_id: Option<String>,
+    #[param(min_length = 1, max_length = 255)]
     pub order_id: Option<String>,
+    #[param(min_length = 1, max_length = 255)]
     pub invoice_id: Option<String>,
+    /// ISO 4217 code, any case.
+    #[param(pattern = "^[A-Za-z]{3}$")]
     pub currency: Option<String>,
+    /// Created after this Unix time (seconds).
     #[serde(rename = "created[gt]")]
+    #[param(minimum = 0, maximum = 253_402_300_799_i64)]
     pub created_gt: Option<i64>,
+    /// Created at or after this Unix time (seconds).
     #[serde(rename = "created[gte]")]
+    #[param(minimum = 0, maximum = 253_402_300_799_i64)]
     pub created_gte: Option<i64>,
+    /// Created before this Unix time (seconds).
     #[serde(rename = "created[lt]")]
+    #[param(minimum = 0, maximum = 253_402_300_799_i64)]
     pub created_lt: Option<i64>,
+    /// Created at or before this Unix time (seconds).
     #[serde(rename = "created[lte]")]
+    #[param(minimum = 0, maximum = 253_402_300_799_i64)]
     pub created_lte: Option<i64>,
+    /// Amount at least this, in minor units.
     #[serde(rename = "amount[gte]")]
+    #[param(minimum = 0)]
     pub amount_gte: Option<i64>,
+    /// Amount at most this, in minor units.
     #[serde(rename = "amount[lte]")]
+    #[param(minimum = 0)]
     pub amount_lte: Option<i64>,
 }
 
@@ -101,14 +128,35 @@ struct ListRequest {
 }
 
 /// The answer: a Stripe-style list object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaymentList {
+    /// Always `list`.
+    #[schema(example = "list")]
     pub object: &'static str,
+    /// Always `/v1/payments`.
+    #[schema(example = "/v1/payments")]
     pub url: &'static str,
     pub has_more: bool,
     pub data: Vec<Payment>,
 }
 
+/// The caller's payments, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/payments",
+    tag = "payments",
+    operation_id = "list_payments",
+    summary = "List payments",
+    description = "The caller's merchant's payments, newest first, with cursor pagination and \
+filters. Each item is what `GET /v1/payments/{id}` returns. An unknown parameter, one given \
+twice, or a value that does not fit is `400` naming it; a cursor that is not one of your \
+payments is `400` (`resource_missing`).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of payments.", body = PaymentList)
+    ),
+    security(("bearer" = ["payments:read"]))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,

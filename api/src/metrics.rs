@@ -11,6 +11,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(handler))
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
@@ -63,6 +69,19 @@ impl Default for Metrics {
     }
 }
 
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Counts, never data; no key, so serve it to the scraper only.",
+    responses(
+        (status = 200, description = "OpenMetrics text.", body = String, content_type = "application/openmetrics-text")
+    ),
+    security(())
+)]
 pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     let metrics = &state.metrics;
     if let Ok(backlog) = common::db::outbox::backlog(&state.pool).await {

@@ -6,29 +6,69 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use common::db::{self, payments::PaymentRow};
 use common::domain::{PaymentId, PaymentStatus, Scope};
 use common::queue::Job;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::idempotency::{self, Begun, Claim};
+use crate::openapi::{ExpandQuery, IdempotencyKeyHeader, PreferHeader};
 use crate::validate;
-use crate::wire::Payment;
+use crate::wire::{CreatePayment, Payment};
 use crate::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Longest `Prefer: wait=N` honoured; larger values are capped (RFC 7240
 /// lets a server apply a preference partly) and `Preference-Applied` says so.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/payments", post(create))
-        .route("/v1/payments/{id}", get(retrieve))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(create))
+        .routes(routes!(retrieve))
 }
 
+/// Accepts a payment and queues it; workers charge the card.
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    tag = "payments",
+    operation_id = "create_payment",
+    summary = "Create a payment",
+    description = "Validates the payment, stores it and queues it for processing, then answers `202` with the payment (`status` `pending`) and its `Location`. With `Prefer: wait=N` the answer waits until the payment is terminal (`200`) or N seconds pass (`202`). Nothing is written when the answer is a `4xx`.",
+    params(IdempotencyKeyHeader, PreferHeader),
+    request_body(content = CreatePayment, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted; processing follows.", body = Payment, headers(
+            ("Location" = String, description = "URL of the payment."),
+            ("Preference-Applied" = String, description = "With `Prefer: wait`: the wait applied (`wait=N`)."),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`.")
+        ), links(
+            ("get" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))),
+            ("capture" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel_payment", parameters(("id" = "$response.body#/id")))),
+            ("refund" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))),
+            ("refunds" = (operation_id = "list_refunds", parameters(("payment_id" = "$response.body#/id"))))
+        )),
+        (status = 200, description = "With `Prefer: wait=N`: the payment became terminal in time.", body = Payment, headers(
+            ("Location" = String, description = "URL of the payment."),
+            ("Preference-Applied" = String, description = "The wait applied (`wait=N`)."),
+            ("Idempotent-Replayed" = String, description = "`true` for a replayed answer.")
+        ), links(
+            ("get" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))),
+            ("capture" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel_payment", parameters(("id" = "$response.body#/id")))),
+            ("refund" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))),
+            ("refunds" = (operation_id = "list_refunds", parameters(("payment_id" = "$response.body#/id"))))
+        )),
+        (status = 409, description = "A request with this `Idempotency-Key` is still in flight.", body = ErrorEnvelope),
+        (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["payments:write"]))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -154,6 +194,24 @@ pub(crate) fn outcome_unknown(err: sqlx::Error) -> ApiError {
     }
 }
 
+/// One payment, as it is now.
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{id}",
+    tag = "payments",
+    operation_id = "get_payment",
+    summary = "Retrieve a payment",
+    description = "The payment with every field; values not known yet are `null`. Another merchant's payment, or a malformed id, is `404`.",
+    params(
+        ("id" = String, Path, description = "The payment's id, `pay_` and a lower-case UUID.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
+        ExpandQuery
+    ),
+    responses(
+        (status = 200, description = "The payment.", body = Payment),
+        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["payments:read"]))
+)]
 async fn retrieve(
     State(state): State<AppState>,
     caller: Caller,

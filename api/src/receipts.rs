@@ -31,8 +31,7 @@ use std::sync::LazyLock;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use common::db;
@@ -42,12 +41,14 @@ use common::domain::PaymentId;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::wire::{receipt_number, CardOut};
 use crate::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/receipts/{id}", get(receipt))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(receipt))
 }
 
 /// The page's only style sheet, inline so the page needs no other request.
@@ -73,6 +74,23 @@ static CONTENT_SECURITY_POLICY: LazyLock<HeaderValue> = LazyLock::new(|| {
     .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
 });
 
+/// A payment's receipt page (the payment's `receipt_url`).
+#[utoipa::path(
+    get,
+    path = "/receipts/{id}",
+    tag = "receipts",
+    operation_id = "get_receipt",
+    summary = "A payment's receipt, as an HTML page",
+    description = "No key: the URL is the capability. Shows only what a paper receipt would.",
+    params(
+        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")
+    ),
+    responses(
+        (status = 200, description = "The receipt page.", body = String, content_type = "text/html"),
+        (status = 404, description = "No such payment.", body = ErrorEnvelope)
+    ),
+    security(())
+)]
 async fn receipt(
     State(state): State<AppState>,
     Path(id): Path<String>,

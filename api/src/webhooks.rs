@@ -21,8 +21,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use common::db::operations::OperationRow;
 use common::db::payments::PaymentRow;
 use common::db::webhooks::{self as db, AttemptRow, EndpointRow, EventRow, NewEndpoint};
@@ -30,13 +29,16 @@ use common::domain::{EndpointId, EventId, Scope};
 use common::queue::Broker;
 use common::webhooks::{self as hooks, DeliveryJob, EVENT_TYPES, MAX_ENDPOINTS};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::Query;
 use crate::validate;
 use crate::wire::{timestamp, Payment, Refund};
@@ -48,36 +50,36 @@ const RELAY_BATCH: i64 = 100;
 const RELAY_INTERVAL: Duration = Duration::from_millis(200);
 const MAX_DESCRIPTION: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/webhook_endpoints",
-            post(create_endpoint).get(list_endpoints),
-        )
-        .route(
-            "/v1/webhook_endpoints/{id}",
-            get(retrieve_endpoint).delete(delete_endpoint),
-        )
-        .route(
-            "/v1/webhook_endpoints/{id}/rotate_secret",
-            post(rotate_secret),
-        )
-        .route("/v1/webhook_endpoints/{id}/deliveries", get(list_attempts))
-        .route("/v1/events", get(list_events))
-        .route("/v1/events/{id}", get(retrieve_event))
-        .route("/v1/events/{id}/redeliver", post(redeliver))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(create_endpoint, list_endpoints))
+        .routes(routes!(retrieve_endpoint, delete_endpoint))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(list_attempts))
+        .routes(routes!(list_events))
+        .routes(routes!(retrieve_event))
+        .routes(routes!(redeliver))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/webhook_endpoints`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateEndpoint {
+pub struct CreateEndpoint {
+    /// Where to send events: `http(s)`, no credentials, at most 2048
+    /// characters, resolving to public addresses only (unless the server
+    /// allows private ones).
+    #[schema(example = "https://example.com/webhooks")]
     url: String,
+    /// Event types to send, or `["*"]` for all.
+    #[schema(min_items = 1, max_items = 8, example = json!(["payment.succeeded", "payment.failed"]))]
     events: Vec<String>,
+    /// At most 1000 characters.
+    #[schema(max_length = 1000)]
     description: Option<String>,
 }
 
 /// `we_…` as the API shows it; `secret` only in the answers that make one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Endpoint {
     pub id: String,
     pub object: &'static str,
@@ -88,6 +90,7 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
     pub created_at: String,
+    /// `whsec_…`: only in the answers of create and `rotate_secret`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }
@@ -109,12 +112,57 @@ impl Endpoint {
 }
 
 /// A Stripe-style list.
-#[derive(Debug, Serialize)]
-struct List<T> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
     object: &'static str,
     url: String,
     has_more: bool,
     data: Vec<T>,
+}
+
+/// The answer of `DELETE /v1/webhook_endpoints/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedEndpoint {
+    id: String,
+    object: &'static str,
+    deleted: bool,
+}
+
+/// An event (`evt_…`): what is sent to endpoints and what `/v1/events`
+/// shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Event {
+    id: String,
+    object: &'static str,
+    /// `payment.created`, `payment.succeeded`, `payment.failed`,
+    /// `payment.captured`, `payment.cancelled`, `refund.created`,
+    /// `refund.succeeded` or `refund.failed`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// Unix seconds.
+    created: i64,
+    data: EventData,
+    request: EventRequest,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventData {
+    /// The payment or refund as `GET` showed it when the event happened.
+    object: EventObject,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventObject {
+    Payment(Box<Payment>),
+    Refund(Box<Refund>),
+}
+
+/// The API request behind the change; both `null` for the worker's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventRequest {
+    id: Option<String>,
+    idempotency_key: Option<String>,
 }
 
 fn no_such_endpoint() -> ApiError {
@@ -160,6 +208,22 @@ fn check_event_types(events: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhook_endpoints",
+    tag = "webhooks",
+    operation_id = "create_webhook_endpoint",
+    summary = "Register a webhook endpoint",
+    description = "Answers `201` with the endpoint and its signing `secret` (`whsec_…`), shown \
+only here. A URL that is not `http(s)`, carries credentials, or resolves to a loopback, private, \
+link-local or reserved address is `400` (`param: url`). At most 16 endpoints per merchant. Takes \
+no `Idempotency-Key`: the answer holds the secret, which is not kept.",
+    request_body(content = CreateEndpoint, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered; the secret is shown only now.", body = Endpoint)
+    ),
+    security(("bearer" = ["webhooks:write"]))
+)]
 async fn create_endpoint(
     State(state): State<AppState>,
     caller: Caller,
@@ -212,6 +276,16 @@ async fn create_endpoint(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhook_endpoints",
+    tag = "webhooks",
+    operation_id = "list_webhook_endpoints",
+    summary = "List webhook endpoints",
+    description = "All of the merchant's endpoints (at most 16), newest first, without secrets.",
+    responses((status = 200, description = "The endpoints.", body = List<Endpoint>)),
+    security(("bearer" = ["webhooks:read"]))
+)]
 async fn list_endpoints(
     State(state): State<AppState>,
     caller: Caller,
@@ -240,6 +314,19 @@ async fn find_endpoint(
         .ok_or_else(no_such_endpoint)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhook_endpoints/{id}",
+    tag = "webhooks",
+    operation_id = "get_webhook_endpoint",
+    summary = "Get a webhook endpoint",
+    params(("id" = String, Path, description = "The endpoint's id, `we_…`.")),
+    responses(
+        (status = 200, description = "The endpoint (without its secret).", body = Endpoint),
+        (status = 404, description = "No such endpoint (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["webhooks:read"]))
+)]
 async fn retrieve_endpoint(
     State(state): State<AppState>,
     caller: Caller,
@@ -250,25 +337,54 @@ async fn retrieve_endpoint(
     Ok(Json(Endpoint::from_row(row, None)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/webhook_endpoints/{id}",
+    tag = "webhooks",
+    operation_id = "delete_webhook_endpoint",
+    summary = "Delete a webhook endpoint",
+    description = "Deletes it with its delivery log; nothing more is sent to it.",
+    params(("id" = String, Path, description = "The endpoint's id, `we_…`.")),
+    responses(
+        (status = 200, description = "Deleted.", body = DeletedEndpoint),
+        (status = 404, description = "No such endpoint (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["webhooks:write"]))
+)]
 async fn delete_endpoint(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeletedEndpoint>, ApiError> {
     caller.require(Scope::WebhooksWrite)?;
     let uuid = endpoint_id(&id)?;
     if !db::delete_endpoint(&state.pool, caller.merchant_id, uuid).await? {
         return Err(no_such_endpoint());
     }
-    Ok(Json(json!({
-        "id": EndpointId(uuid).to_string(),
-        "object": "webhook_endpoint",
-        "deleted": true,
-    })))
+    Ok(Json(DeletedEndpoint {
+        id: EndpointId(uuid).to_string(),
+        object: "webhook_endpoint",
+        deleted: true,
+    }))
 }
 
 /// A new secret, shown once; the old one keeps signing (both signatures
 /// are sent) for 24 hours, so receivers can switch without losing events.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook_endpoints/{id}/rotate_secret",
+    tag = "webhooks",
+    operation_id = "rotate_webhook_secret",
+    summary = "Rotate an endpoint's signing secret",
+    description = "A new secret, shown only in this answer. The old one keeps signing for 24 \
+hours (both signatures are sent), so receivers can switch without losing events.",
+    params(("id" = String, Path, description = "The endpoint's id, `we_…`.")),
+    responses(
+        (status = 200, description = "The endpoint with its new secret.", body = Endpoint),
+        (status = 404, description = "No such endpoint (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["webhooks:write"]))
+)]
 async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -283,13 +399,32 @@ async fn rotate_secret(
     Ok(Json(Endpoint::from_row(row, Some(secret))))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `GET /v1/events`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct PageQuery {
+pub struct EventListQuery {
+    /// Events on the page, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// An event id (`evt_…`): the page after it.
     starting_after: Option<String>,
+    /// Only events of this type.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     kind: Option<String>,
+}
+
+/// `GET /v1/webhook_endpoints/{id}/deliveries`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptListQuery {
+    /// Attempts on the page, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// An attempt id (`whatt_…`): the page after it.
+    starting_after: Option<String>,
 }
 
 fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
@@ -314,8 +449,8 @@ fn invalid_cursor(what: &str) -> ApiError {
 }
 
 /// One attempt to deliver an event, as `…/deliveries` lists it.
-#[derive(Debug, Serialize)]
-struct AttemptOut {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptOut {
     id: String,
     object: &'static str,
     event_id: String,
@@ -349,20 +484,27 @@ impl AttemptOut {
 }
 
 /// `GET /v1/webhook_endpoints/:id/deliveries`: every attempt, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook_endpoints/{id}/deliveries",
+    tag = "webhooks",
+    operation_id = "list_webhook_deliveries",
+    summary = "List an endpoint's delivery attempts",
+    description = "Every attempt to deliver an event to this endpoint, newest first.",
+    params(("id" = String, Path, description = "The endpoint's id, `we_…`."), AttemptListQuery),
+    responses(
+        (status = 200, description = "A page of attempts.", body = List<AttemptOut>),
+        (status = 404, description = "No such endpoint (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["webhooks:read"]))
+)]
 async fn list_attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<AttemptListQuery>,
 ) -> Result<Json<List<AttemptOut>>, ApiError> {
     caller.require(Scope::WebhooksRead)?;
-    if query.kind.is_some() {
-        return Err(ApiError::invalid(
-            "type",
-            "unknown_parameter",
-            "Unknown parameter `type`.",
-        ));
-    }
     let limit = page_limit(query.limit)?;
     let endpoint = find_endpoint(&state, &caller, &id).await?;
     let before = query
@@ -386,10 +528,21 @@ async fn list_attempts(
 }
 
 /// `GET /v1/events`: newest first, `type` filter, `starting_after` cursor.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "webhooks",
+    operation_id = "list_events",
+    summary = "List events",
+    description = "The merchant's events, newest first, optionally of one `type`.",
+    params(EventListQuery),
+    responses((status = 200, description = "A page of events.", body = List<Event>)),
+    security(("bearer" = ["webhooks:read"]))
+)]
 async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<EventListQuery>,
 ) -> Result<Json<List<Value>>, ApiError> {
     caller.require(Scope::WebhooksRead)?;
     let limit = page_limit(query.limit)?;
@@ -437,6 +590,19 @@ async fn list_events(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    tag = "webhooks",
+    operation_id = "get_event",
+    summary = "Get an event",
+    params(("id" = String, Path, description = "The event's id, `evt_…`.")),
+    responses(
+        (status = 200, description = "The event, as it was sent.", body = Event),
+        (status = 404, description = "No such event (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["webhooks:read"]))
+)]
 async fn retrieve_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -452,6 +618,21 @@ async fn retrieve_event(
 /// `POST /v1/events/:id/redeliver`: a new delivery to every enabled
 /// endpoint that wants the event's type, with a fresh retry schedule; the
 /// `webhook-id` stays the event's id. `202` with the event.
+#[utoipa::path(
+    post,
+    path = "/v1/events/{id}/redeliver",
+    tag = "webhooks",
+    operation_id = "redeliver_event",
+    summary = "Send an event again",
+    description = "A new delivery to every enabled endpoint that wants the event's type, with a \
+fresh retry schedule and the same `webhook-id`.",
+    params(("id" = String, Path, description = "The event's id, `evt_…`.")),
+    responses(
+        (status = 202, description = "Queued for delivery.", body = Event),
+        (status = 404, description = "No such event (of this merchant).", body = ErrorEnvelope)
+    ),
+    security(("bearer" = ["webhooks:write"]))
+)]
 async fn redeliver(
     State(state): State<AppState>,
     caller: Caller,
@@ -496,21 +677,23 @@ pub fn render(row: &EventRow, base_url: &str) -> anyhow::Result<String> {
     }
     let object = if row.kind.starts_with("refund.") {
         let snap: RefundSnapshot = serde_json::from_value(row.snapshot.0.clone())?;
-        serde_json::to_value(Refund::from_row(&snap.refund))?
+        EventObject::Refund(Box::new(Refund::from_row(&snap.refund)))
     } else {
         let snap: PaymentSnapshot = serde_json::from_value(row.snapshot.0.clone())?;
         let payment = Payment::from_row(&snap.payment, base_url).with_refunds(&snap.refunds, false);
-        serde_json::to_value(payment)?
+        EventObject::Payment(Box::new(payment))
     };
-    let event = json!({
-        "id": EventId(row.id).to_string(),
-        "object": "event",
-        "type": row.kind,
-        "created": row.created_at.timestamp(),
-        "data": {"object": object},
-        // The API request behind the change; null for the worker's.
-        "request": {"id": row.request_id, "idempotency_key": row.idempotency_key},
-    });
+    let event = Event {
+        id: EventId(row.id).to_string(),
+        object: "event",
+        kind: row.kind.clone(),
+        created: row.created_at.timestamp(),
+        data: EventData { object },
+        request: EventRequest {
+            id: row.request_id.clone(),
+            idempotency_key: row.idempotency_key.clone(),
+        },
+    };
     Ok(serde_json::to_string(&event)?)
 }
 

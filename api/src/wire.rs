@@ -12,82 +12,130 @@ use common::db::payments::PaymentRow;
 use common::domain::{PaymentId, RefundId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// `POST /v1/payments`. Unknown fields are rejected, so a misspelt optional
 /// field is an error instead of silently ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "amount": 15000,
+    "currency": "USD",
+    "payment_method": {"type": "card", "card": {"token": "tok_visa"}},
+    "order_id": "order_123456",
+    "customer_id": "cust_abc123",
+    "description": "Payment for Order #123456",
+    "capture": true
+}))]
 pub struct CreatePayment {
+    /// In minor units (cents): 1 to 99,999,999.
+    #[schema(minimum = 1, maximum = 99_999_999)]
     pub amount: i64,
+    /// ISO 4217 code of a chargeable currency, any case (answers use upper
+    /// case).
+    #[schema(pattern = "^[A-Za-z]{3}$", example = "USD")]
     pub currency: String,
     pub payment_method: PaymentMethodIn,
     /// Capture at once (default) or only authorise.
     pub capture: Option<bool>,
+    #[schema(min_length = 1, max_length = 255)]
     pub order_id: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub invoice_id: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub customer_id: Option<String>,
     pub customer: Option<CustomerIn>,
+    #[schema(min_length = 1, max_length = 1000)]
     pub description: Option<String>,
+    /// Printable ASCII without `< > \ ' " *`, at least one letter.
+    #[schema(
+        min_length = 1,
+        max_length = 22,
+        pattern = "^[ !#-&()+-;=?-\\[\\]-~]*[A-Za-z][ !#-&()+-;=?-\\[\\]-~]*$"
+    )]
     pub statement_descriptor: Option<String>,
     pub billing_address: Option<Address>,
+    /// Up to 50 keys of 1 to 40 characters, string values of at most 500.
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentMethodIn {
+    /// Only `card`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^card$", example = "card")]
     pub kind: String,
     pub card: CardIn,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardIn {
+    /// A card token from the card vault, `tok_…`.
+    #[schema(pattern = "^tok_", max_length = 255, example = "tok_visa")]
     pub token: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerIn {
+    #[schema(min_length = 3, max_length = 254, example = "jane@example.com")]
     pub email: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
+    #[schema(min_length = 1, max_length = 255)]
     pub line1: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub line2: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub city: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub state: Option<String>,
+    #[schema(min_length = 1, max_length = 20)]
     pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2 (answers use upper case).
+    #[schema(pattern = "^[A-Za-z]{2}$", example = "US")]
     pub country: Option<String>,
 }
 
 /// The payment object of `seeds/001`, plus the processing fields a client of
 /// an asynchronous API needs (`failure_code`, `attempts`, `next_attempt_at`…).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Payment {
+    #[schema(example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")]
     pub id: String,
+    /// Always `payment`.
+    #[schema(example = "payment")]
     pub object: String,
     pub amount: i64,
+    #[schema(example = "USD")]
     pub currency: String,
+    #[schema(schema_with = crate::openapi::payment_status)]
     pub status: String,
     pub captured: bool,
     /// What an authorization still allows to capture (0 once captured,
     /// voided or released).
     pub amount_capturable: i64,
     pub amount_captured: i64,
+    #[schema(format = DateTime)]
     pub captured_at: Option<String>,
     pub capture_details: Option<Value>,
     /// Refunds that are not `failed` (pending ones included), in minor units.
     pub amount_refunded: i64,
     /// `true` once refunds cover everything captured.
     pub refunded: bool,
+    #[schema(format = DateTime)]
     pub cancelled_at: Option<String>,
     pub cancellation_reason: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     pub payment_method: PaymentMethodOut,
     pub order_id: Option<String>,
@@ -106,10 +154,11 @@ pub struct Payment {
     pub failure_message: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
+    #[schema(format = DateTime)]
     pub next_attempt_at: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PaymentMethodOut {
     #[serde(rename = "type")]
     pub kind: String,
@@ -117,7 +166,7 @@ pub struct PaymentMethodOut {
 }
 
 /// Card details; all `null` until the processor has seen the card.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct CardOut {
     pub last4: Option<String>,
     pub brand: Option<String>,
@@ -128,7 +177,7 @@ pub struct CardOut {
     pub funding: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CustomerOut {
     pub id: Option<String>,
     pub email: Option<String>,
@@ -136,7 +185,7 @@ pub struct CustomerOut {
 }
 
 /// The processor's answer; all `null` until there is one.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct ProcessorResponse {
     pub approved: Option<bool>,
     pub authorization_code: Option<String>,
@@ -150,7 +199,7 @@ pub struct ProcessorResponse {
 
 /// The payment's refunds: the latest [`Refunds::EMBEDDED`], or all of them
 /// with `expand[]=refunds`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Refunds {
     pub total_refunded: i64,
     pub has_more: bool,
@@ -162,7 +211,7 @@ impl Refunds {
 }
 
 /// A refund (`ref_…`), as `GET /v1/refunds/:id` shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Refund {
     pub id: String,
     pub object: String,
@@ -170,6 +219,7 @@ pub struct Refund {
     pub currency: String,
     pub payment_id: String,
     /// `pending`, `succeeded` or `failed` (`processing` reads as `pending`).
+    #[schema(schema_with = crate::openapi::refund_status)]
     pub status: String,
     pub reason: Option<String>,
     pub notes: Option<String>,
@@ -178,7 +228,9 @@ pub struct Refund {
     pub failure_message: Option<String>,
     pub processor_refund_id: Option<String>,
     pub last_error: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub processed_at: Option<String>,
 }
 

@@ -24,6 +24,11 @@
 //! charged twice. `--smoke` is a small run for CI that checks the same
 //! invariants and asserts nothing about time.
 //!
+//! The API processes it starts get `RATE_LIMIT_PER_SECOND` and
+//! `RATE_LIMIT_BURST` raised to the highest allowed ([`system::RATE_LIMIT`]):
+//! the load comes from one API key, far above the per-key default, and the
+//! bench measures the service, not the rate limiter.
+//!
 //! ```sh
 //! cargo build --release --bins
 //! cargo run --release -p bench            # full run, writes docs/
@@ -594,7 +599,9 @@ fn notes(plan: &Plan, smoke: bool) -> Vec<String> {
         "Run size: accept path at {} req/s for {} s each; {} payments per end-to-end scenario \
          and per floor run, then {} s at half the scenario's rate; workers {:?}; processor \
          latency {:?} ms. Settings: `WORKER_CONCURRENCY={}`{}, `DATABASE_MAX_CONNECTIONS` {} for \
-         the API and {} per worker{}.",
+         the API and {} per worker{}; `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST` {} (the \
+         bench's one key offers thousands of requests per second, far above the per-key default \
+         of 100/s, burst 200; it measures the service, not the limiter).",
         plan.rates
             .iter()
             .map(|r| format!("{r:.0}"))
@@ -617,7 +624,8 @@ fn notes(plan: &Plan, smoke: bool) -> Vec<String> {
             " (the defaults)"
         } else {
             ""
-        }
+        },
+        crate::system::RATE_LIMIT,
     ));
     notes
 }

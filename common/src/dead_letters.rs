@@ -25,7 +25,9 @@ use uuid::Uuid;
 /// Why a job was dead-lettered: written by the worker in the message's
 /// headers, read back here, and filtered on by operators. The wire form is
 /// the snake_case name (`attempts_exhausted`, …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadLetterReason {
     /// Every attempt failed on errors known not to have charged.
@@ -89,7 +91,7 @@ impl std::str::FromStr for DeadLetterReason {
 }
 
 /// One dead-lettered job, as an operator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// `None` when the body could not be decoded.
     pub payment_id: Option<String>,
@@ -267,7 +269,7 @@ pub async fn list(broker: &Broker, limit: usize) -> anyhow::Result<Vec<DeadLette
 }
 
 /// What a replay did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     /// Payments moved back to `pending` and re-queued.
     pub replayed: Vec<String>,

@@ -10,6 +10,7 @@ pub mod receiver;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +102,11 @@ pub struct Options {
     pub api: bool,
     /// The API's `REQUEST_TIMEOUT`.
     pub request_timeout: Duration,
+    /// The API's `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST`. By default
+    /// the highest allowed, so no test but the rate-limit one is limited
+    /// (several send hundreds of requests at once with one key).
+    pub rate_limit_per_second: NonZeroU32,
+    pub rate_limit_burst: NonZeroU32,
 }
 
 impl Default for Options {
@@ -114,9 +120,18 @@ impl Default for Options {
             worker_amqp_proxy: false,
             api: true,
             request_timeout: Duration::from_secs(40),
+            rate_limit_per_second: NO_RATE_LIMIT,
+            rate_limit_burst: NO_RATE_LIMIT,
         }
     }
 }
+
+/// The highest rate limit the API accepts, a million requests per second
+/// and at once: no test reaches it.
+pub const NO_RATE_LIMIT: NonZeroU32 = match NonZeroU32::new(api::rate_limit::MAX_RATE) {
+    Some(rate) => rate,
+    None => panic!("MAX_RATE is not zero"),
+};
 
 struct Service {
     stop: CancellationToken,
@@ -288,6 +303,8 @@ impl TestApp {
             request_timeout: self.options.request_timeout,
             shutdown_timeout: Duration::from_secs(5),
             webhook_allow_private: self.options.worker.webhook_allow_private,
+            rate_limit_per_second: self.options.rate_limit_per_second,
+            rate_limit_burst: self.options.rate_limit_burst,
         };
         let stop = CancellationToken::new();
         let handle = tokio::spawn(api::serve(
