@@ -220,7 +220,12 @@ link-local or reserved address is `400` (`param: url`). At most 16 endpoints per
 no `Idempotency-Key`: the answer holds the secret, which is not kept.",
     request_body(content = CreateEndpoint, content_type = "application/json"),
     responses(
-        (status = 201, description = "Registered; the secret is shown only now.", body = Endpoint)
+        (status = 201, description = "Registered; the secret is shown only now.", body = Endpoint, links(
+            ("get" = (operation_id = "get_webhook_endpoint", parameters(("id" = "$response.body#/id")))),
+            ("deliveries" = (operation_id = "list_webhook_deliveries", parameters(("id" = "$response.body#/id")))),
+            ("rotate" = (operation_id = "rotate_webhook_secret", parameters(("id" = "$response.body#/id")))),
+            ("delete" = (operation_id = "delete_webhook_endpoint", parameters(("id" = "$response.body#/id"))))
+        ))
     ),
     security(("bearer" = ["webhooks:write"]))
 )]
