@@ -204,7 +204,7 @@ fn card_line(payment: &PaymentRow) -> String {
     let card = payment
         .card
         .as_ref()
-        .and_then(|c| serde_json::from_value::<CardOut>(c.0.clone()).ok())
+        .map(|c| CardOut::from(&c.0))
         .unwrap_or_default();
     let brand = card.brand.as_deref().map_or("Card", brand_name);
     match card.last4 {

@@ -197,6 +197,36 @@ pub struct ProcessorResponse {
     pub decline_code: Option<String>,
 }
 
+impl From<&common::processor::CardDetails> for CardOut {
+    fn from(card: &common::processor::CardDetails) -> Self {
+        Self {
+            last4: Some(card.last4.clone()),
+            brand: Some(card.brand.clone()),
+            exp_month: Some(card.exp_month),
+            exp_year: Some(card.exp_year),
+            fingerprint: Some(card.fingerprint.clone()),
+            country: Some(card.country.clone()),
+            funding: Some(card.funding.clone()),
+        }
+    }
+}
+
+/// Everything we keep but the processor's own charge id.
+impl From<&common::processor::ProcessorResponse> for ProcessorResponse {
+    fn from(kept: &common::processor::ProcessorResponse) -> Self {
+        Self {
+            approved: kept.approved,
+            authorization_code: kept.authorization_code.clone(),
+            avs_result: kept.avs_result.clone(),
+            cvv_result: kept.cvv_result.clone(),
+            network_transaction_id: kept.network_transaction_id.clone(),
+            processor: kept.processor.clone(),
+            risk_score: kept.risk_score,
+            decline_code: kept.decline_code.clone(),
+        }
+    }
+}
+
 /// The payment's refunds: the latest [`Refunds::EMBEDDED`], or all of them
 /// with `expand[]=refunds`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -275,12 +305,12 @@ impl Payment {
         let card = row
             .card
             .as_ref()
-            .and_then(|c| serde_json::from_value::<CardOut>(c.0.clone()).ok())
+            .map(|c| CardOut::from(&c.0))
             .unwrap_or_default();
         let processor_response = row
             .processor_response
             .as_ref()
-            .and_then(|p| serde_json::from_value::<ProcessorResponse>(p.0.clone()).ok())
+            .map(|p| ProcessorResponse::from(&p.0))
             .unwrap_or_default();
         let customer =
             (row.customer_email.is_some() || row.customer_name.is_some()).then(|| CustomerOut {

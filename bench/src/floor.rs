@@ -41,13 +41,13 @@ use common::config::DatabaseArgs;
 use common::db::payments::{self, Audit, NewPayment};
 use common::db::{api_keys, outbox};
 use common::domain::{Amount, CardToken, Currency, PaymentId};
-use common::processor::CardDetails;
+use common::processor::{CardDetails, ProcessorResponse};
 use common::queue::{Broker, Job, Topology};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -490,8 +490,8 @@ struct PgFloor {
 struct PgWork {
     pool: PgPool,
     merchant_id: uuid::Uuid,
-    card: Value,
-    response: Value,
+    card: CardDetails,
+    response: ProcessorResponse,
 }
 
 impl PgFloor {
@@ -517,7 +517,7 @@ impl PgFloor {
         common::db::migrate(&pool).await?;
         let merchant_id = api_keys::ensure_merchant(&pool, api_keys::DEFAULT_MERCHANT).await?;
         // What a worker stores for an approved `tok_visa` charge.
-        let card = serde_json::to_value(CardDetails {
+        let card = CardDetails {
             last4: "4242".into(),
             brand: "visa".into(),
             exp_month: 12,
@@ -525,18 +525,18 @@ impl PgFloor {
             fingerprint: "fp_4242424242424242".into(),
             country: "US".into(),
             funding: "credit".into(),
-        })?;
-        let response = json!({
-            "approved": true,
-            "authorization_code": "A1B2C3",
-            "avs_result": "Y",
-            "cvv_result": "M",
-            "network_transaction_id": "ntx_0123456789abcdef",
-            "processor": "processor-sim",
-            "risk_score": 12,
-            "decline_code": null,
-            "charge_id": "ch_0123456789abcdef0123456789abcdef",
-        });
+        };
+        let response = ProcessorResponse {
+            approved: Some(true),
+            authorization_code: Some("A1B2C3".into()),
+            avs_result: Some("Y".into()),
+            cvv_result: Some("M".into()),
+            network_transaction_id: Some("ntx_0123456789abcdef".into()),
+            processor: Some("processor-sim".into()),
+            risk_score: Some(12),
+            decline_code: None,
+            charge_id: Some("ch_0123456789abcdef0123456789abcdef".into()),
+        };
         Ok(Self {
             name,
             url,
@@ -590,8 +590,8 @@ impl PgFloor {
         clients: usize,
         delete_outbox: bool,
     ) -> anyhow::Result<crate::pgbench::PgbenchRun> {
-        let card = self.work.card.to_string();
-        let response = self.work.response.to_string();
+        let card = serde_json::to_string(&self.work.card)?;
+        let response = serde_json::to_string(&self.work.response)?;
         let bindings = Bindings {
             merchant: self.work.merchant_id,
             card: &card,

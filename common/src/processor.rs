@@ -157,6 +157,54 @@ pub struct ChargeDeclined {
     pub card: CardDetails,
 }
 
+/// What we keep of the processor's answer to a charge
+/// (`payments.processor_response`): written by the worker, read back by the
+/// API (which shows every field but `charge_id`) and by capture, void and
+/// refund (which need `charge_id`). One type on both sides, so writer and
+/// readers cannot drift apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessorResponse {
+    pub approved: Option<bool>,
+    pub authorization_code: Option<String>,
+    pub avs_result: Option<String>,
+    pub cvv_result: Option<String>,
+    pub network_transaction_id: Option<String>,
+    /// Our name for the processor (`PROCESSOR_NAME`).
+    pub processor: Option<String>,
+    pub risk_score: Option<u32>,
+    pub decline_code: Option<String>,
+    /// The processor's charge id, which later operations name.
+    pub charge_id: Option<String>,
+}
+
+impl ProcessorResponse {
+    pub fn approved(charge: &ChargeApproved, processor: &str) -> Self {
+        Self {
+            approved: Some(true),
+            authorization_code: Some(charge.authorization_code.clone()),
+            avs_result: Some(charge.avs_result.clone()),
+            cvv_result: Some(charge.cvv_result.clone()),
+            network_transaction_id: Some(charge.network_transaction_id.clone()),
+            processor: Some(processor.to_owned()),
+            risk_score: Some(charge.risk_score),
+            decline_code: None,
+            charge_id: Some(charge.id.clone()),
+        }
+    }
+
+    pub fn declined(charge: &ChargeDeclined, processor: &str) -> Self {
+        Self {
+            approved: Some(false),
+            network_transaction_id: Some(charge.network_transaction_id.clone()),
+            processor: Some(processor.to_owned()),
+            risk_score: Some(charge.risk_score),
+            decline_code: Some(charge.decline_code.clone()),
+            charge_id: Some(charge.id.clone()),
+            ..Self::default()
+        }
+    }
+}
+
 /// Body of `POST /v1/charges/:id/capture`. The body may also be left empty,
 /// which is the same as `{}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

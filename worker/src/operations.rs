@@ -168,9 +168,7 @@ pub(crate) async fn process(
     let charge_id = payment
         .as_ref()
         .and_then(|p| p.processor_response.as_ref())
-        .and_then(|r| r.0.get("charge_id"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
+        .and_then(|r| r.0.charge_id.clone());
     let Some(charge_id) = charge_id else {
         // An operation is only created on a payment the processor charged;
         // without its charge id nothing can be asked: hold it, loudly.

@@ -14,11 +14,11 @@ use common::domain::{failure_codes, PaymentId};
 use common::queue::{headers, Job, PublishError, Topology};
 use lapin::types::FieldTable;
 use rand::Rng as _;
-use serde_json::{json, Value};
 use tracing::Instrument as _;
 
 use crate::processor::{Charge, Outcome};
 use crate::Context;
+use common::processor::{CardDetails, ProcessorResponse};
 
 /// Why a step could not finish. The message is not acked.
 #[derive(Debug, thiserror::Error)]
@@ -126,18 +126,8 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
 
     match outcome {
         Outcome::Approved(approved) => {
-            let card = serde_json::to_value(&approved.card).unwrap_or(Value::Null);
-            let response = json!({
-                "approved": true,
-                "authorization_code": approved.authorization_code,
-                "avs_result": approved.avs_result,
-                "cvv_result": approved.cvv_result,
-                "network_transaction_id": approved.network_transaction_id,
-                "processor": ctx.settings.processor_name,
-                "risk_score": approved.risk_score,
-                "decline_code": null,
-                "charge_id": approved.id,
-            });
+            let card = &approved.card;
+            let response = ProcessorResponse::approved(&approved, &ctx.settings.processor_name);
             let audit = Audit {
                 actor: &ctx.worker_id,
                 reason: if unknown {
@@ -153,7 +143,7 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
                         id,
                         payment.attempts,
                         approved.captured,
-                        &card,
+                        card,
                         &response,
                         audit,
                     )
@@ -162,25 +152,14 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
             finished(ctx, &payment, row, "succeeded");
         }
         Outcome::Declined(declined) => {
-            let card = serde_json::to_value(&declined.card).unwrap_or(Value::Null);
-            let response = json!({
-                "approved": false,
-                "authorization_code": null,
-                "avs_result": null,
-                "cvv_result": null,
-                "network_transaction_id": declined.network_transaction_id,
-                "processor": ctx.settings.processor_name,
-                "risk_score": declined.risk_score,
-                "decline_code": declined.decline_code,
-                "charge_id": declined.id,
-            });
+            let response = ProcessorResponse::declined(&declined, &ctx.settings.processor_name);
             record_failure(
                 ctx,
                 &payment,
                 Failure {
                     code: &declined.code,
                     message: &declined.message,
-                    card: Some(&card),
+                    card: Some(&declined.card),
                     response: Some(&response),
                     why: "processor declined",
                     outcome: "declined",
@@ -444,8 +423,8 @@ pub(crate) async fn hold<W: Work>(
 struct Failure<'a> {
     code: &'a str,
     message: &'a str,
-    card: Option<&'a Value>,
-    response: Option<&'a Value>,
+    card: Option<&'a CardDetails>,
+    response: Option<&'a ProcessorResponse>,
     /// For the history.
     why: &'a str,
     /// For metrics and logs.

@@ -14,6 +14,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::domain::{Amount, CardToken, Currency, PaymentId};
+use crate::processor::{CardDetails, ProcessorResponse};
 use crate::queue::Job;
 
 /// A payment as stored. Wire and domain forms are built from it explicitly
@@ -43,8 +44,8 @@ pub struct PaymentRow {
     pub billing_address: Option<Json<Value>>,
     pub metadata: Json<Value>,
     pub receipt_number: i64,
-    pub card: Option<Json<Value>>,
-    pub processor_response: Option<Json<Value>>,
+    pub card: Option<Json<CardDetails>>,
+    pub processor_response: Option<Json<ProcessorResponse>>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub attempts: i32,
@@ -372,8 +373,8 @@ pub async fn succeed<'e>(
     id: PaymentId,
     attempt: i32,
     captured: bool,
-    card: &Value,
-    processor_response: &Value,
+    card: &CardDetails,
+    processor_response: &ProcessorResponse,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
     transition!(
@@ -401,8 +402,8 @@ pub async fn fail<'e>(
     db: impl PgExecutor<'e>,
     id: PaymentId,
     attempt: i32,
-    card: Option<&Value>,
-    processor_response: Option<&Value>,
+    card: Option<&CardDetails>,
+    processor_response: Option<&ProcessorResponse>,
     failure_code: &str,
     failure_message: &str,
     audit: Audit<'_>,
