@@ -420,7 +420,7 @@ impl Drop for TestApp {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread)
         );
         let panicking = std::thread::panicking();
-        let failures = teardown::on_drop(services, self.leftovers(), runtime_runs_on && !panicking);
+        let failures = teardown::on_drop(services, self.leftovers(), runtime_runs_on);
         // What `cleanup` asserted, asserted here too; never a panic inside
         // a panic (that aborts the whole test binary).
         if !failures.is_empty() && !panicking {

@@ -42,7 +42,20 @@ impl Service {
             .with_context(|| format!("the {} task panicked", self.name))?
     }
 
-    /// Stops it now, without waiting (the test is unwinding).
+    /// Asks the service to stop and waits up to `timeout`, then aborts it.
+    async fn stop_within(mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.stop.cancel();
+        match tokio::time::timeout(timeout, &mut self.handle).await {
+            Ok(joined) => joined.with_context(|| format!("the {} task panicked", self.name))?,
+            Err(_) => {
+                self.handle.abort();
+                anyhow::bail!("the {} did not stop within {timeout:?}", self.name)
+            }
+        }
+    }
+
+    /// Stops it now, without waiting (no runtime thread is left to run its
+    /// shutdown). Tasks it spawned may run on until the runtime ends.
     pub(crate) fn abort(&self) {
         self.stop.cancel();
         self.handle.abort();
@@ -132,13 +145,15 @@ impl Leftovers {
     }
 }
 
-/// Stops `services` and removes `leftovers` from inside `Drop`.
+/// Stops `services` and removes `leftovers` from inside `Drop`; what went
+/// wrong stopping the services.
 ///
-/// `graceful`: the test did not panic and its runtime has worker threads
-/// that go on running the services' tasks while this thread waits, so each
-/// service is asked to stop and waited for (as `cleanup` does), and a
-/// service that fails to stop cleanly is returned as a failure. Otherwise
-/// the services are aborted and only the removal is waited for.
+/// `graceful`: the test's runtime has worker threads that go on running the
+/// services' tasks while this thread waits, so each service is asked to stop
+/// and waited for (as `cleanup` does) before anything is removed, also when
+/// the test panicked: a service still running (its outbox or event relay
+/// mid-pass) would declare its queues again after they were deleted.
+/// Otherwise the services are aborted and only the removal is waited for.
 pub(crate) fn on_drop(services: Vec<Service>, leftovers: Leftovers, graceful: bool) -> Vec<String> {
     if !graceful {
         for service in &services {
@@ -160,13 +175,8 @@ pub(crate) fn on_drop(services: Vec<Service>, leftovers: Leftovers, graceful: bo
                 if graceful {
                     for service in services {
                         let name = service.name;
-                        match tokio::time::timeout(STOP_TIMEOUT, service.stop()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(err)) => {
-                                failures.push(format!("the {name} did not stop cleanly: {err:#}"))
-                            }
-                            Err(_) => failures
-                                .push(format!("the {name} did not stop within {STOP_TIMEOUT:?}")),
+                        if let Err(err) = service.stop_within(STOP_TIMEOUT).await {
+                            failures.push(format!("the {name} did not stop cleanly: {err:#}"));
                         }
                     }
                 }

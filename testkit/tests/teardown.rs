@@ -87,6 +87,13 @@ async fn assert_removed(made: &Made) {
         Vec::<String>::new(),
         "no queue left"
     );
+    // Nothing of the test's runs on to declare them again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        queues_left(made).await,
+        Vec::<String>::new(),
+        "no queue declared again"
+    );
     let api = reqwest::Client::new()
         .get(format!("{}/healthz", made.api_url))
         .timeout(Duration::from_secs(5))
@@ -135,6 +142,11 @@ fn a_test_body_that_panics_still_removes_its_database_and_queues() {
             let what = made(&app);
             assert_present(&what).await;
             *inside.lock().expect("lock") = Some(what);
+            // Work in flight as the test fails: an event for the API's
+            // relay to publish, a payment for the worker to charge.
+            app.register_webhook("http://127.0.0.1:9/hooks", &["*"])
+                .await;
+            app.create_payment(testkit::cards::VISA).await;
             panic!("a failed assertion");
         })
     }));
