@@ -9,7 +9,7 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use sqlx::Connection as _;
-use testkit::teardown::Leftovers;
+use testkit::teardown::{queues_of, Leftovers};
 use testkit::TestApp;
 
 /// What a test made and where its API listened.
@@ -46,14 +46,7 @@ async fn queues_left(made: &Made) -> Vec<String> {
             .expect("connect to rabbitmq");
     let mut left = Vec::new();
     for topology in &made.leftovers.topologies {
-        let mut queues = vec![topology.process_queue(), topology.dead_queue()];
-        queues.extend(
-            topology
-                .retry_delays()
-                .iter()
-                .map(|d| topology.retry_queue(*d)),
-        );
-        for queue in queues {
+        for queue in queues_of(topology) {
             // A passive declare of a missing queue closes the channel: one
             // channel per question.
             let channel = connection.create_channel().await.expect("channel");
