@@ -5,32 +5,23 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use testkit::cards;
 use testkit::{payment_body, Options, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefer_wait_request_that_loses_the_database_after_the_commit_answers_with_the_payment() {
     let app = TestApp::with(Options {
-        workers: 0,
         api_db_proxy: true,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
-    let request = {
-        let http = app.http.clone();
-        let url = format!("{}/v1/payments", app.api_url);
-        let key = app.key.clone();
-        tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(key)
-                .header("Prefer", "wait=10")
-                .json(&payment_body("tok_visa"))
-                .send()
-                .await
-                .expect("request")
-        })
-    };
+    let request = app
+        .request(Method::POST, "/v1/payments")
+        .header("Prefer", "wait=10")
+        .json(&payment_body(cards::VISA));
+    let request = tokio::spawn(async move { request.send().await.expect("request") });
     // Committed (no worker: it waits), then the connection is cut.
     app.eventually("the payment committed", Duration::from_secs(10), || async {
         (app.payment_count().await == 1).then_some(())
@@ -59,7 +50,6 @@ async fn a_prefer_wait_request_that_loses_the_database_after_the_commit_answers_
         "the answer names the payment that was committed"
     );
     app.db_proxy.as_ref().expect("proxy").restore();
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +58,8 @@ async fn one_key_makes_one_payment_even_when_its_first_request_waits_past_a_minu
     // for 66 s (past the old fixed 60 s key lock), a retry with the same key
     // after 61 s.
     let app = TestApp::with(Options {
-        workers: 0,
         request_timeout: Duration::from_secs(120),
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     let mut blocker = app.pool.begin().await.expect("begin");
@@ -84,18 +73,12 @@ async fn one_key_makes_one_payment_even_when_its_first_request_waits_past_a_minu
         .build()
         .expect("client");
     let send = || {
-        let http = patient.clone();
-        let url = format!("{}/v1/payments", app.api_url);
-        let key = app.key.clone();
-        tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(key)
-                .header("Idempotency-Key", "slow-order")
-                .json(&payment_body("tok_visa"))
-                .send()
-                .await
-                .expect("request")
-        })
+        let request = patient
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&app.key)
+            .header("Idempotency-Key", "slow-order")
+            .json(&payment_body(cards::VISA));
+        tokio::spawn(async move { request.send().await.expect("request") })
     };
     let first = send();
     tokio::time::sleep(Duration::from_secs(61)).await;
@@ -114,13 +97,12 @@ async fn one_key_makes_one_payment_even_when_its_first_request_waits_past_a_minu
     assert_eq!(app.payment_count().await, 1, "one key, one payment");
     let third = app
         .post_payment_with(
-            &payment_body("tok_visa"),
+            &payment_body(cards::VISA),
             &[("Idempotency-Key", "slow-order")],
         )
         .await;
     assert!(third.headers().contains_key("idempotent-replayed"));
     assert_eq!(app.payment_count().await, 1);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,9 +118,8 @@ async fn a_request_timeout_beyond_five_minutes_is_refused_at_start() {
 async fn a_connection_lost_during_the_insert_is_answered_as_an_unknown_outcome_not_as_nothing_written(
 ) {
     let app = TestApp::with(Options {
-        workers: 0,
         api_db_proxy: true,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     // The insert is sent and waits for the table; then the API's connection
@@ -148,31 +129,21 @@ async fn a_connection_lost_during_the_insert_is_answered_as_an_unknown_outcome_n
         .execute(&mut *blocker)
         .await
         .expect("lock");
-    let request = {
-        let http = app.http.clone();
-        let url = format!("{}/v1/payments", app.api_url);
-        let key = app.key.clone();
-        tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(key)
-                .json(&payment_body("tok_visa"))
-                .send()
-                .await
-                .expect("request")
-        })
-    };
+    let request = app
+        .request(Method::POST, "/v1/payments")
+        .json(&payment_body(cards::VISA));
+    let request = tokio::spawn(async move { request.send().await.expect("request") });
     app.eventually(
         "the insert waiting for the lock",
         Duration::from_secs(10),
         || async {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'
-               AND query LIKE '%INSERT INTO payments%'",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .expect("activity");
+            let waiting = app
+                .count_where(
+                    "pg_stat_activity",
+                    "datname = current_database() AND wait_event_type = 'Lock'
+                     AND query LIKE '%INSERT INTO payments%'",
+                )
+                .await;
             (waiting == 1).then_some(())
         },
     )
@@ -188,5 +159,4 @@ async fn a_connection_lost_during_the_insert_is_answered_as_an_unknown_outcome_n
     assert!(!message.contains("nothing was written"), "{message}");
     blocker.rollback().await.expect("release");
     app.db_proxy.as_ref().expect("proxy").restore();
-    app.cleanup().await;
 }

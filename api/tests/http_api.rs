@@ -2,95 +2,53 @@
 //! scopes. Real PostgreSQL and RabbitMQ; no worker runs, so nothing changes a
 //! payment after the API wrote it.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use testkit::{payment_body, Options, TestApp};
+use testkit::cards;
+use testkit::{assert_error, payment_body, with_field, Options, TestApp};
 
-async fn app() -> TestApp {
-    TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await
-}
-
-/// Asserts the response is the documented envelope with this status, type and
-/// param, quoting the response's own `Request-Id`; returns the error object.
-async fn assert_error(
-    response: reqwest::Response,
-    status: u16,
-    kind: &str,
-    param: Option<&str>,
-) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status");
-    let request_id = response
-        .headers()
-        .get("request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .expect("Request-Id header on every response");
-    let body: Value = response.json().await.expect("JSON error body");
-    let error = &body["error"];
-    assert_eq!(error["type"], kind, "{body}");
-    assert_eq!(error["param"].as_str(), param, "{body}");
-    assert!(
-        error["code"].as_str().is_some_and(|c| !c.is_empty()),
-        "{body}"
-    );
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert_eq!(error["request_id"], request_id.as_str(), "{body}");
-    error.clone()
-}
-
+/// Rows in the tables a payment request writes: payments, outbox,
+/// idempotency keys.
 async fn rows_written(app: &TestApp) -> (i64, i64, i64) {
-    let count = |table: &'static str| {
-        let pool = app.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
-                .fetch_one(&pool)
-                .await
-                .expect("count")
-        }
-    };
     (
-        count("payments").await,
-        count("outbox").await,
-        count("idempotency_keys").await,
+        app.count("payments").await,
+        app.count("outbox").await,
+        app.count("idempotency_keys").await,
     )
-}
-
-fn with(mut body: Value, path: &[&str], value: Value) -> Value {
-    let mut target = &mut body;
-    for key in &path[..path.len() - 1] {
-        target = &mut target[*key];
-    }
-    target[path[path.len() - 1]] = value;
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
-    let app = app().await;
-    let base = payment_body("tok_visa");
+    let app = TestApp::api_only().await;
+    let base = payment_body(cards::VISA);
     let many_keys: serde_json::Map<String, Value> =
         (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
     let cases: Vec<(Value, &str)> = vec![
-        (with(base.clone(), &["amount"], json!(0)), "amount"),
-        (with(base.clone(), &["amount"], json!(-100)), "amount"),
+        (with_field(base.clone(), &["amount"], json!(0)), "amount"),
+        (with_field(base.clone(), &["amount"], json!(-100)), "amount"),
         (
-            with(base.clone(), &["amount"], json!(100_000_000)),
+            with_field(base.clone(), &["amount"], json!(100_000_000)),
             "amount",
         ),
-        (with(base.clone(), &["amount"], json!(15.5)), "amount"),
-        (with(base.clone(), &["amount"], json!("15000")), "amount"),
-        (with(base.clone(), &["currency"], json!("US")), "currency"),
-        (with(base.clone(), &["currency"], json!("ABC")), "currency"),
-        (with(base.clone(), &["currency"], json!(840)), "currency"),
+        (with_field(base.clone(), &["amount"], json!(15.5)), "amount"),
         (
-            with(
+            with_field(base.clone(), &["amount"], json!("15000")),
+            "amount",
+        ),
+        (
+            with_field(base.clone(), &["currency"], json!("US")),
+            "currency",
+        ),
+        (
+            with_field(base.clone(), &["currency"], json!("ABC")),
+            "currency",
+        ),
+        (
+            with_field(base.clone(), &["currency"], json!(840)),
+            "currency",
+        ),
+        (
+            with_field(
                 base.clone(),
                 &["payment_method", "type"],
                 json!("bank_transfer"),
@@ -98,7 +56,7 @@ async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
             "payment_method.type",
         ),
         (
-            with(
+            with_field(
                 base.clone(),
                 &["payment_method", "card", "token"],
                 json!("4242424242424242"),
@@ -106,7 +64,7 @@ async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
             "payment_method.card.token",
         ),
         (
-            with(
+            with_field(
                 base.clone(),
                 &["payment_method", "card", "token"],
                 json!("tok_"),
@@ -114,7 +72,7 @@ async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
             "payment_method.card.token",
         ),
         (
-            with(
+            with_field(
                 base.clone(),
                 &["payment_method", "card", "cvc"],
                 json!("123"),
@@ -122,11 +80,11 @@ async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
             "payment_method.card.cvc",
         ),
         (
-            with(base.clone(), &["description"], json!("d".repeat(1001))),
+            with_field(base.clone(), &["description"], json!("d".repeat(1001))),
             "description",
         ),
         (
-            with(
+            with_field(
                 base.clone(),
                 &["statement_descriptor"],
                 json!("S".repeat(23)),
@@ -134,31 +92,31 @@ async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
             "statement_descriptor",
         ),
         (
-            with(base.clone(), &["statement_descriptor"], json!("BAD<CHARS>")),
+            with_field(base.clone(), &["statement_descriptor"], json!("BAD<CHARS>")),
             "statement_descriptor",
         ),
         (
-            with(base.clone(), &["order_id"], json!("o".repeat(256))),
+            with_field(base.clone(), &["order_id"], json!("o".repeat(256))),
             "order_id",
         ),
         (
-            with(base.clone(), &["customer_id"], json!("c".repeat(256))),
+            with_field(base.clone(), &["customer_id"], json!("c".repeat(256))),
             "customer_id",
         ),
         (
-            with(base.clone(), &["invoice_id"], json!("i".repeat(256))),
+            with_field(base.clone(), &["invoice_id"], json!("i".repeat(256))),
             "invoice_id",
         ),
         (
-            with(base.clone(), &["metadata"], Value::Object(many_keys)),
+            with_field(base.clone(), &["metadata"], Value::Object(many_keys)),
             "metadata",
         ),
         (
-            with(base.clone(), &["metadata"], json!({"k".repeat(41): "v"})),
+            with_field(base.clone(), &["metadata"], json!({"k".repeat(41): "v"})),
             "metadata",
         ),
         (
-            with(
+            with_field(
                 base.clone(),
                 &["metadata"],
                 json!({"note": "v".repeat(501)}),
@@ -166,11 +124,11 @@ async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
             "metadata.note",
         ),
         (
-            with(base.clone(), &["metadata"], json!({"count": 3})),
+            with_field(base.clone(), &["metadata"], json!({"count": 3})),
             "metadata.count",
         ),
         (
-            with(
+            with_field(
                 base.clone(),
                 &["customer"],
                 json!({"email": "not-an-address"}),
@@ -178,15 +136,21 @@ async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
             "customer.email",
         ),
         (
-            with(
+            with_field(
                 base.clone(),
                 &["billing_address"],
                 json!({"country": "USA"}),
             ),
             "billing_address.country",
         ),
-        (with(base.clone(), &["surprise"], json!(true)), "surprise"),
-        (with(base.clone(), &["capture"], json!("yes")), "capture"),
+        (
+            with_field(base.clone(), &["surprise"], json!(true)),
+            "surprise",
+        ),
+        (
+            with_field(base.clone(), &["capture"], json!("yes")),
+            "capture",
+        ),
     ];
     let mut missing_amount = base.clone();
     missing_amount
@@ -217,13 +181,12 @@ async fn every_validation_rule_is_a_400_naming_its_param_and_writes_nothing() {
         (0, 0, 0),
         "nothing written by any rejected request"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_in_the_envelope() {
-    let app = app().await;
-    let url = format!("{}/v1/payments", app.api_url);
+    let app = TestApp::api_only().await;
+    let url = app.url("/v1/payments");
     let send = |body: Vec<u8>, content_type: &'static str| {
         app.http
             .post(&url)
@@ -244,12 +207,12 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_in_
         .expect("send");
     assert_error(response, 400, "invalid_request_error", None).await;
 
-    let body = serde_json::to_vec(&payment_body("tok_visa")).expect("json");
+    let body = serde_json::to_vec(&payment_body(cards::VISA)).expect("json");
     let response = send(body.clone(), "text/plain").await.expect("send");
     assert_error(response, 415, "invalid_request_error", None).await;
 
     // A valid JSON document just over 64 KiB.
-    let mut big = payment_body("tok_visa");
+    let mut big = payment_body(cards::VISA);
     big["description"] = json!("x".repeat(65 * 1024));
     let response = send(serde_json::to_vec(&big).expect("json"), "application/json")
         .await
@@ -267,26 +230,20 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_are_rejected_in_
         1,
         "only the valid request wrote a payment"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
-    let app = app().await;
-    let url = format!("{}/v1/payments", app.api_url);
-    let body = payment_body("tok_visa");
+    let app = TestApp::api_only().await;
+    let url = app.url("/v1/payments");
+    let body = payment_body(cards::VISA);
 
     let response = app.http.post(&url).json(&body).send().await.expect("send");
     assert_error(response, 401, "authentication_error", None).await;
 
     let response = app
-        .http
-        .post(&url)
-        .bearer_auth("sk_not_a_real_key")
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+        .post_as("sk_not_a_real_key", "/v1/payments", &body)
+        .await;
     assert_error(response, 401, "authentication_error", None).await;
 
     let response = app
@@ -300,34 +257,15 @@ async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
     assert_error(response, 401, "authentication_error", None).await;
 
     let read_only = app.key_for("default", &["payments:read"]).await;
-    let response = app
-        .http
-        .post(&url)
-        .bearer_auth(&read_only)
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let response = app.post_as(&read_only, "/v1/payments", &body).await;
     assert_error(response, 403, "permission_error", None).await;
 
-    let id = app.create_payment("tok_visa").await;
+    let id = app.create_payment(cards::VISA).await;
     let write_only = app.key_for("default", &["payments:write"]).await;
-    let response = app
-        .http
-        .get(format!("{url}/{id}"))
-        .bearer_auth(&write_only)
-        .send()
-        .await
-        .expect("send");
+    let response = app.get_as(&write_only, &format!("/v1/payments/{id}")).await;
     assert_error(response, 403, "permission_error", None).await;
 
-    let response = app
-        .http
-        .get(format!("{url}/{id}"))
-        .bearer_auth(&read_only)
-        .send()
-        .await
-        .expect("send");
+    let response = app.get_as(&read_only, &format!("/v1/payments/{id}")).await;
     assert_eq!(response.status(), 200, "payments:read may read");
 
     // A revoked key stops working at once.
@@ -340,13 +278,7 @@ async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
     assert!(common::db::api_keys::revoke(&app.pool, key_id)
         .await
         .expect("revoke"));
-    let response = app
-        .http
-        .get(format!("{url}/{id}"))
-        .bearer_auth(&revocable)
-        .send()
-        .await
-        .expect("send");
+    let response = app.get_as(&revocable, &format!("/v1/payments/{id}")).await;
     assert_error(response, 401, "authentication_error", None).await;
 
     assert_eq!(
@@ -354,24 +286,16 @@ async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
         1,
         "rejected requests wrote nothing"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_never_sees_another_merchants_payment() {
-    let app = app().await;
-    let id = app.create_payment("tok_visa").await;
+    let app = TestApp::api_only().await;
+    let id = app.create_payment(cards::VISA).await;
     let other = app
         .key_for("acme", &["payments:read", "payments:write"])
         .await;
-    let url = format!("{}/v1/payments/{id}", app.api_url);
-    let response = app
-        .http
-        .get(&url)
-        .bearer_auth(&other)
-        .send()
-        .await
-        .expect("send");
+    let response = app.get_as(&other, &format!("/v1/payments/{id}")).await;
     let error = assert_error(response, 404, "not_found", None).await;
     assert_eq!(error["code"], "resource_missing");
     // Same answer as for an id that does not exist at all, or a malformed one.
@@ -381,33 +305,26 @@ async fn a_merchant_never_sees_another_merchants_payment() {
         "nope",
     ] {
         let response = app
-            .http
-            .get(format!("{}/v1/payments/{missing}", app.api_url))
-            .bearer_auth(&app.key)
-            .send()
-            .await
-            .expect("send");
+            .get_as(&app.key, &format!("/v1/payments/{missing}"))
+            .await;
         assert_error(response, 404, "not_found", None).await;
     }
     // The owner still sees it.
     assert_eq!(app.payment(&id).await["id"], id.as_str());
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_answer_in_the_envelope_and_health_endpoints_answer() {
-    let app = app().await;
+    let app = TestApp::api_only().await;
     let response = app
         .http
-        .get(format!("{}/v2/nothing", app.api_url))
+        .get(app.url("/v2/nothing"))
         .send()
         .await
         .expect("send");
     assert_error(response, 404, "not_found", None).await;
     let response = app
-        .http
-        .delete(format!("{}/v1/payments", app.api_url))
-        .bearer_auth(&app.key)
+        .request(Method::DELETE, "/v1/payments")
         .send()
         .await
         .expect("send");
@@ -415,31 +332,25 @@ async fn unknown_routes_and_methods_answer_in_the_envelope_and_health_endpoints_
 
     let health = app
         .http
-        .get(format!("{}/healthz", app.api_url))
+        .get(app.url("/healthz"))
         .send()
         .await
         .expect("send");
     assert_eq!(health.status(), 200);
     assert!(health.headers().contains_key("request-id"));
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.api_url))
-        .send()
-        .await
-        .expect("send");
+    let ready = app.http.get(app.url("/readyz")).send().await.expect("send");
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.expect("json");
     assert_eq!(
         ready,
         json!({"status": "ok", "database": "ok", "broker": "ok"})
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_payment_is_202_pending_with_location_and_the_full_object() {
-    let app = app().await;
-    let response = app.post_payment(&payment_body("tok_visa")).await;
+    let app = TestApp::api_only().await;
+    let response = app.post_payment(&payment_body(cards::VISA)).await;
     assert_eq!(response.status(), 202);
     let location = response
         .headers()
@@ -492,26 +403,17 @@ async fn an_accepted_payment_is_202_pending_with_location_and_the_full_object() 
         || async { (rows_written(&app).await.1 == 0).then_some(()) },
     )
     .await;
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_api_answers_requests_in_flight_and_then_refuses_new_ones() {
-    let mut app = app().await;
+    let mut app = TestApp::api_only().await;
     // No worker runs, so this request would wait its full 20 s.
-    let waiting = {
-        let http = app.http.clone();
-        let url = format!("{}/v1/payments", app.api_url);
-        let key = app.key.clone();
-        tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(key)
-                .header("Prefer", "wait=20")
-                .json(&payment_body("tok_visa"))
-                .send()
-                .await
-        })
-    };
+    let waiting = app
+        .request(Method::POST, "/v1/payments")
+        .header("Prefer", "wait=20")
+        .json(&payment_body(cards::VISA));
+    let waiting = tokio::spawn(waiting.send());
     app.eventually(
         "the request to be in flight",
         std::time::Duration::from_secs(10),
@@ -532,16 +434,14 @@ async fn stopping_the_api_answers_requests_in_flight_and_then_refuses_new_ones()
     );
     let refused = app.http.get(format!("{url}/healthz")).send().await;
     assert!(refused.is_err(), "a stopped API accepts no connections");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_trickles_its_body_is_cut_off_with_408_and_nothing_is_written() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let app = TestApp::with(Options {
-        workers: 0,
         request_timeout: std::time::Duration::from_secs(2),
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     let addr = app.api_url.trim_start_matches("http://").to_owned();
@@ -581,5 +481,4 @@ async fn a_client_that_trickles_its_body_is_cut_off_with_408_and_nothing_is_writ
         "{answer}"
     );
     assert_eq!(rows_written(&app).await, (0, 0, 0));
-    app.cleanup().await;
 }

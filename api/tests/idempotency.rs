@@ -2,29 +2,15 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use testkit::{payment_body, Options, TestApp};
-
-async fn app() -> TestApp {
-    TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await
-}
-
-async fn key_rows(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count")
-}
+use testkit::cards;
+use testkit::{payment_body, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_and_request_replays_the_stored_response() {
-    let app = app().await;
-    let body = payment_body("tok_visa");
+    let app = TestApp::api_only().await;
+    let body = payment_body(cards::VISA);
     let first = app
         .post_payment_with(&body, &[("Idempotency-Key", "order-1")])
         .await;
@@ -48,17 +34,16 @@ async fn the_same_key_and_request_replays_the_stored_response() {
     let second: Value = second.json().await.expect("json");
     assert_eq!(first, second, "the stored body, byte for byte in meaning");
     assert_eq!(app.payment_count().await, 1, "one payment for one key");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_with_a_different_request_is_422_and_writes_nothing() {
-    let app = app().await;
+    let app = TestApp::api_only().await;
     let response = app
-        .post_payment_with(&payment_body("tok_visa"), &[("Idempotency-Key", "k")])
+        .post_payment_with(&payment_body(cards::VISA), &[("Idempotency-Key", "k")])
         .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let mut other = payment_body("tok_visa");
+    let mut other = payment_body(cards::VISA);
     other["amount"] = 999.into();
     let response = app
         .post_payment_with(&other, &[("Idempotency-Key", "k")])
@@ -68,12 +53,11 @@ async fn the_same_key_with_a_different_request_is_422_and_writes_nothing() {
     assert_eq!(body["error"]["type"], "idempotency_error");
     assert_eq!(body["error"]["param"], "Idempotency-Key");
     assert_eq!(app.payment_count().await, 1);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_request_while_the_first_is_in_flight_is_409() {
-    let app = app().await;
+    let app = TestApp::api_only().await;
     // Hold the first request inside its transaction: lock the outbox table so
     // its payment insert (which writes an outbox row) waits, with its key
     // already claimed.
@@ -82,26 +66,16 @@ async fn a_second_request_while_the_first_is_in_flight_is_409() {
         .execute(&mut *blocker)
         .await
         .expect("lock");
-    let body = payment_body("tok_visa");
-    let first = {
-        let http = app.http.clone();
-        let url = format!("{}/v1/payments", app.api_url);
-        let key = app.key.clone();
-        let body = body.clone();
-        tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(key)
-                .header("Idempotency-Key", "slow")
-                .json(&body)
-                .send()
-                .await
-                .expect("first request")
-        })
-    };
+    let body = payment_body(cards::VISA);
+    let first = app
+        .request(Method::POST, "/v1/payments")
+        .header("Idempotency-Key", "slow")
+        .json(&body);
+    let first = tokio::spawn(async move { first.send().await.expect("first request") });
     app.eventually(
         "the first request to claim its key",
         Duration::from_secs(10),
-        || async { (key_rows(&app).await == 1).then_some(()) },
+        || async { (app.count("idempotency_keys").await == 1).then_some(()) },
     )
     .await;
     let second = app
@@ -121,13 +95,12 @@ async fn a_second_request_while_the_first_is_in_flight_is_409() {
     assert_eq!(third.status(), StatusCode::ACCEPTED);
     assert!(third.headers().contains_key("idempotent-replayed"));
     assert_eq!(app.payment_count().await, 1);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_concurrent_requests_with_one_key_create_exactly_one_payment() {
-    let app = app().await;
-    let body = payment_body("tok_visa");
+    let app = TestApp::api_only().await;
+    let body = payment_body(cards::VISA);
     let requests = (0..32).map(|_| app.post_payment_with(&body, &[("Idempotency-Key", "burst")]));
     let responses = futures_util::future::join_all(requests).await;
     let mut ids = std::collections::HashSet::new();
@@ -144,16 +117,15 @@ async fn thirty_two_concurrent_requests_with_one_key_create_exactly_one_payment(
     }
     assert_eq!(ids.len(), 1, "every 202 names the same payment");
     assert_eq!(app.payment_count().await, 1);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_scoped_per_merchant_and_validation_failures_are_not_stored() {
-    let app = app().await;
+    let app = TestApp::api_only().await;
     let other_key = app
         .key_for("acme", &["payments:write", "payments:read"])
         .await;
-    let body = payment_body("tok_visa");
+    let body = payment_body(cards::VISA);
 
     let mut invalid = body.clone();
     invalid["amount"] = 0.into();
@@ -162,7 +134,7 @@ async fn keys_are_scoped_per_merchant_and_validation_failures_are_not_stored() {
         .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
-        key_rows(&app).await,
+        app.count("idempotency_keys").await,
         0,
         "a rejected request does not use up the key"
     );
@@ -172,9 +144,7 @@ async fn keys_are_scoped_per_merchant_and_validation_failures_are_not_stored() {
         .await;
     assert_eq!(ours.status(), StatusCode::ACCEPTED);
     let theirs = app
-        .http
-        .post(format!("{}/v1/payments", app.api_url))
-        .bearer_auth(&other_key)
+        .request_as(&other_key, Method::POST, "/v1/payments")
         .header("Idempotency-Key", "shared")
         .json(&body)
         .send()
@@ -197,13 +167,12 @@ async fn keys_are_scoped_per_merchant_and_validation_failures_are_not_stored() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["error"]["param"], "Idempotency-Key");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_older_than_the_retention_are_reaped_and_younger_ones_kept() {
-    let app = app().await;
-    let body = payment_body("tok_visa");
+    let app = TestApp::api_only().await;
+    let body = payment_body(cards::VISA);
     for key in ["old", "new"] {
         let response = app
             .post_payment_with(&body, &[("Idempotency-Key", key)])
@@ -225,5 +194,4 @@ async fn keys_older_than_the_retention_are_reaped_and_younger_ones_kept() {
         .await
         .expect("keys");
     assert_eq!(left, vec!["new".to_owned()]);
-    app.cleanup().await;
 }

@@ -8,46 +8,18 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use testkit::{payment_body, Options, TestApp};
-
-/// An API without workers: nothing changes a payment after it is written.
-async fn api_only() -> TestApp {
-    TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await
-}
+use testkit::cards;
+use testkit::{assert_error, payment_body, TestApp};
 
 /// A payment request of `customer_id`, with the seed's other fields.
 fn body_for(customer_id: &str) -> Value {
-    let mut body = payment_body("tok_visa");
+    let mut body = payment_body(cards::VISA);
     body["customer_id"] = json!(customer_id);
     body
 }
 
-/// Creates a payment with `key`; returns its id.
-async fn create(app: &TestApp, key: &str, body: &Value) -> String {
-    let response = app
-        .http
-        .post(format!("{}/v1/payments", app.api_url))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .expect("POST /v1/payments");
-    assert_eq!(response.status(), 202, "payment accepted");
-    let payment: Value = response.json().await.expect("json");
-    payment["id"].as_str().expect("id").to_owned()
-}
-
 async fn get_list(app: &TestApp, key: &str, query: &str) -> reqwest::Response {
-    app.http
-        .get(format!("{}/v1/payments?{query}", app.api_url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("GET /v1/payments")
+    app.get_as(key, &format!("/v1/payments?{query}")).await
 }
 
 /// One page as the test's default merchant sees it: its ids and `has_more`.
@@ -83,23 +55,23 @@ fn set(ids: &[&String]) -> BTreeSet<String> {
 
 /// Asserts a `400` in the envelope naming `param`.
 async fn assert_invalid(response: reqwest::Response, param: &str) {
-    assert_eq!(response.status(), 400, "status for {param}");
-    let body: Value = response.json().await.expect("JSON envelope");
-    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
-    assert_eq!(body["error"]["param"], param, "{body}");
-    assert!(body["error"]["request_id"].is_string(), "{body}");
+    assert_error(response, 400, "invalid_request_error", Some(param)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_three_payments_paged_by_ten_come_newest_first_with_no_gap_or_repeat_while_more_arrive(
 ) {
-    let app = api_only().await;
+    let app = TestApp::api_only().await;
     // Another customer's payments interleave; the filter keeps them out.
     let mut created = Vec::new();
     for i in 0..23 {
-        created.push(create(&app, &app.key, &body_for("cust_pages")).await);
+        created.push(
+            app.create_payment_as(&app.key, &body_for("cust_pages"))
+                .await,
+        );
         if i % 5 == 0 {
-            create(&app, &app.key, &body_for("cust_other")).await;
+            app.create_payment_as(&app.key, &body_for("cust_other"))
+                .await;
         }
     }
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
@@ -112,8 +84,10 @@ async fn twenty_three_payments_paged_by_ten_come_newest_first_with_no_gap_or_rep
         pages.push((ids.len(), has_more));
         // New payments of the same customer arrive between page fetches:
         // they are newer than every cursor, so they never enter a later page.
-        create(&app, &app.key, &body_for("cust_pages")).await;
-        create(&app, &app.key, &body_for("cust_pages")).await;
+        app.create_payment_as(&app.key, &body_for("cust_pages"))
+            .await;
+        app.create_payment_as(&app.key, &body_for("cust_pages"))
+            .await;
         let last = ids.last().cloned();
         seen.extend(ids);
         match (has_more, last) {
@@ -131,13 +105,12 @@ async fn twenty_three_payments_paged_by_ten_come_newest_first_with_no_gap_or_rep
     assert!(has_more);
     assert!(!newest_first.contains(&ids[0]));
     assert_eq!(ids[6], newest_first[0]);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_before_pages_back_towards_the_newest_and_still_lists_newest_first() {
-    let app = api_only().await;
-    let created = app.submit("tok_visa", 23).await;
+    let app = TestApp::api_only().await;
+    let created = app.submit(cards::VISA, 23).await;
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
 
     let (first, _) = page(&app, "limit=10").await;
@@ -165,13 +138,12 @@ async fn ending_before_pages_back_towards_the_newest_and_still_lists_newest_firs
     let (ids, has_more) = page(&app, "").await;
     assert_eq!(ids, first);
     assert!(has_more);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_items_are_exactly_the_payment_objects_get_returns() {
-    let app = api_only().await;
-    app.submit("tok_visa", 3).await;
+    let app = TestApp::api_only().await;
+    app.submit(cards::VISA, 3).await;
     let list: Value = get_list(&app, &app.key, "limit=3")
         .await
         .json()
@@ -181,7 +153,6 @@ async fn list_items_are_exactly_the_payment_objects_get_returns() {
         let id = item["id"].as_str().expect("id");
         assert_eq!(item, &app.payment(id).await);
     }
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,33 +166,33 @@ async fn every_filter_keeps_exactly_the_matching_payments() {
         body["order_id"] = json!(order);
         body
     };
-    let mut with_invoice = make("tok_visa", 500, "USD", "cust_a", "order_1");
+    let mut with_invoice = make(cards::VISA, 500, "USD", "cust_a", "order_1");
     with_invoice["invoice_id"] = json!("inv_1");
-    let a = create(&app, &app.key, &with_invoice).await;
-    let b = create(
-        &app,
-        &app.key,
-        &make("tok_chargeDeclined", 1_000, "USD", "cust_a", "order_2"),
-    )
-    .await;
-    let c = create(
-        &app,
-        &app.key,
-        &make("tok_visa", 1_500, "JPY", "cust_b", "order_3"),
-    )
-    .await;
-    let d = create(
-        &app,
-        &app.key,
-        &make("tok_visa", 2_000, "eur", "cust_b", "order_3"),
-    )
-    .await;
-    let mut no_ids = payment_body("tok_chargeDeclinedInsufficientFunds");
+    let a = app.create_payment_as(&app.key, &with_invoice).await;
+    let b = app
+        .create_payment_as(
+            &app.key,
+            &make(cards::DECLINED, 1_000, "USD", "cust_a", "order_2"),
+        )
+        .await;
+    let c = app
+        .create_payment_as(
+            &app.key,
+            &make(cards::VISA, 1_500, "JPY", "cust_b", "order_3"),
+        )
+        .await;
+    let d = app
+        .create_payment_as(
+            &app.key,
+            &make(cards::VISA, 2_000, "eur", "cust_b", "order_3"),
+        )
+        .await;
+    let mut no_ids = payment_body(cards::INSUFFICIENT_FUNDS);
     for field in ["customer_id", "order_id"] {
         no_ids.as_object_mut().expect("object").remove(field);
     }
     no_ids["amount"] = json!(2_500);
-    let e = create(&app, &app.key, &no_ids).await;
+    let e = app.create_payment_as(&app.key, &no_ids).await;
     app.wait_all_terminal(5, Duration::from_secs(30)).await;
 
     // Creation times set apart, so the created[...] bounds have something to
@@ -285,20 +256,22 @@ async fn every_filter_keeps_exactly_the_matching_payments() {
     // The cursor need not match the filter: it is a position in the list.
     let (ids, _) = page(&app, &format!("status=succeeded&starting_after={e}")).await;
     assert_eq!(ids, [d.clone(), c.clone(), a.clone()]);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_merchants_payments_never_appear() {
-    let app = api_only().await;
+    let app = TestApp::api_only().await;
     let other = app
         .key_for("another merchant", &["payments:read", "payments:write"])
         .await;
-    let mine = app.submit("tok_visa", 3).await;
+    let mine = app.submit(cards::VISA, 3).await;
     let mut theirs = Vec::new();
     for _ in 0..4 {
         // The same customer and order ids as the default merchant's.
-        theirs.push(create(&app, &other, &payment_body("tok_visa")).await);
+        theirs.push(
+            app.create_payment_as(&other, &payment_body(cards::VISA))
+                .await,
+        );
     }
 
     let (ids, has_more) = page(&app, "limit=100").await;
@@ -323,13 +296,12 @@ async fn another_merchants_payments_never_appear() {
         )
         .await;
     }
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_list_parameters_are_400s_naming_the_param_and_reading_needs_the_read_scope() {
-    let app = api_only().await;
-    let id = app.create_payment("tok_visa").await;
+    let app = TestApp::api_only().await;
+    let id = app.create_payment(cards::VISA).await;
     for (query, param) in [
         ("limit=101".to_owned(), "limit"),
         ("limit=0".to_owned(), "limit"),
@@ -358,21 +330,18 @@ async fn bad_list_parameters_are_400s_naming_the_param_and_reading_needs_the_rea
     assert_eq!(response.status(), 403);
     let response = app
         .http
-        .get(format!("{}/v1/payments", app.api_url))
+        .get(app.url("/v1/payments"))
         .send()
         .await
         .expect("GET without a key");
     assert_eq!(response.status(), 401);
     // Listing and creating share a path; each method still works.
     let response = app
-        .http
-        .delete(format!("{}/v1/payments", app.api_url))
-        .bearer_auth(&app.key)
+        .request(reqwest::Method::DELETE, "/v1/payments")
         .send()
         .await
         .expect("DELETE");
     assert_eq!(response.status(), 405);
-    app.cleanup().await;
 }
 
 /// The receipt at the payment's `receipt_url`, fetched without any key:
@@ -383,7 +352,7 @@ async fn fetch_receipt(
 ) -> (u16, reqwest::header::HeaderMap, String) {
     let payment = app.payment(payment_id).await;
     let url = payment["receipt_url"].as_str().expect("receipt_url");
-    assert_eq!(url, format!("{}/receipts/{payment_id}", app.api_url));
+    assert_eq!(url, app.url(&format!("/receipts/{payment_id}")));
     let response = app.http.get(url).send().await.expect("GET receipt");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
@@ -395,14 +364,14 @@ async fn a_receipt_is_an_html_page_with_the_card_and_the_amount_in_major_units()
     let app = TestApp::spawn().await;
     let mut usd = payment_body("tok_receiptsecret4242");
     usd["customer"] = json!({"email": "jane@example.com", "name": "Jane Customer"});
-    let usd = create(&app, &app.key, &usd).await;
-    let mut jpy = payment_body("tok_visa");
+    let usd = app.create_payment_as(&app.key, &usd).await;
+    let mut jpy = payment_body(cards::VISA);
     jpy["currency"] = json!("JPY");
-    let jpy = create(&app, &app.key, &jpy).await;
-    let mut kwd = payment_body("tok_mastercard");
+    let jpy = app.create_payment_as(&app.key, &jpy).await;
+    let mut kwd = payment_body(cards::MASTERCARD);
     kwd["currency"] = json!("KWD");
     kwd["amount"] = json!(1_500);
-    let kwd = create(&app, &app.key, &kwd).await;
+    let kwd = app.create_payment_as(&app.key, &kwd).await;
     app.wait_all_terminal(3, Duration::from_secs(30)).await;
 
     let (status, headers, page) = fetch_receipt(&app, &usd).await;
@@ -443,21 +412,20 @@ async fn a_receipt_is_an_html_page_with_the_card_and_the_amount_in_major_units()
     let (_, _, page) = fetch_receipt(&app, &kwd).await;
     assert!(page.contains("1.500 KWD"), "{page}");
     assert!(page.contains("Mastercard •••• 4444"), "{page}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_name_with_markup_is_escaped_on_the_receipt() {
-    let app = api_only().await;
+    let app = TestApp::api_only().await;
     let name = "<script>alert('owned')</script> & \"Sons\"";
     let key = app
         .key_for(name, &["payments:read", "payments:write"])
         .await;
-    let mut body = payment_body("tok_visa");
+    let mut body = payment_body(cards::VISA);
     body["description"] = json!("<img src=x onerror=alert(1)>");
-    let id = create(&app, &key, &body).await;
+    let id = app.create_payment_as(&key, &body).await;
 
-    let url = format!("{}/receipts/{id}", app.api_url);
+    let url = app.url(&format!("/receipts/{id}"));
     let response = app.http.get(&url).send().await.expect("GET receipt");
     assert_eq!(response.status(), 200);
     let page = response.text().await.expect("text");
@@ -473,13 +441,12 @@ async fn a_merchant_name_with_markup_is_escaped_on_the_receipt() {
     );
     // Not processed yet: the page says so, and shows no card.
     assert!(page.contains("Processing"), "{page}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_or_malformed_receipt_id_is_a_404() {
-    let app = api_only().await;
-    let id = app.create_payment("tok_visa").await;
+    let app = TestApp::api_only().await;
+    let id = app.create_payment(cards::VISA).await;
     let unknown = common::domain::PaymentId::new().to_string();
     for path in [
         unknown,
@@ -490,7 +457,7 @@ async fn an_unknown_or_malformed_receipt_id_is_a_404() {
     ] {
         let response = app
             .http
-            .get(format!("{}/receipts/{path}", app.api_url))
+            .get(app.url(&format!("/receipts/{path}")))
             .send()
             .await
             .expect("GET receipt");
@@ -498,5 +465,4 @@ async fn an_unknown_or_malformed_receipt_id_is_a_404() {
         let body: Value = response.json().await.expect("JSON envelope");
         assert_eq!(body["error"]["type"], "not_found", "{body}");
     }
-    app.cleanup().await;
 }

@@ -82,5 +82,4 @@ async fn the_spec_is_served_without_a_key_and_every_documented_operation_is_rout
             }
         }
     }
-    app.cleanup().await;
 }

@@ -3,10 +3,9 @@
 //! its scopes, never reaches the dead-letter queue nor another merchant's
 //! payments. Also the `api` binary's start-up checks of its durations.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use sqlx::migrate::Migrate as _;
+use testkit::cards;
 use testkit::{Options, TestApp};
 
 const API_BIN: &str = env!("CARGO_BIN_EXE_api");
@@ -26,28 +25,10 @@ async fn api_cli(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::pro
     command.output().await.expect("run the api binary")
 }
 
-fn no_service() -> Options {
-    Options {
-        api: false,
-        workers: 0,
-        ..Options::default()
-    }
-}
-
-async fn admin_key_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE 'admin' = ANY (scopes)")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count keys")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asking_for_admin_on_a_merchant_key_is_a_cli_error_pointing_to_the_operator_command() {
-    let app = TestApp::with(no_service()).await;
-    let keys_before: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count keys");
+    let app = TestApp::with(Options::no_services()).await;
+    let keys_before = app.count("api_keys").await;
 
     for scopes in ["admin", "payments:read,admin"] {
         let output = api_cli(
@@ -83,10 +64,7 @@ async fn asking_for_admin_on_a_merchant_key_is_a_cli_error_pointing_to_the_opera
             .is_err(),
         "the library refuses it too"
     );
-    let keys_after: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count keys");
+    let keys_after = app.count("api_keys").await;
     assert_eq!(keys_after, keys_before, "no key was created");
 
     // Merchant scopes still work as documented.
@@ -134,12 +112,11 @@ async fn asking_for_admin_on_a_merchant_key_is_a_cli_error_pointing_to_the_opera
             .any(|l| l.contains("oncall") && l.contains("(operator)")),
         "{listed}"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_a_merchant_key_with_admin_and_an_operator_key_without_it() {
-    let app = TestApp::with(no_service()).await;
+    let app = TestApp::with(Options::no_services()).await;
     let merchant = common::db::api_keys::ensure_merchant(&app.pool, "acme")
         .await
         .expect("merchant");
@@ -172,13 +149,15 @@ async fn the_database_refuses_a_merchant_key_with_admin_and_an_operator_key_with
         Some("api_keys_principal_check"),
         "{err}"
     );
-    assert_eq!(admin_key_count(&app).await, 0);
-    app.cleanup().await;
+    assert_eq!(
+        app.count_where("api_keys", "'admin' = ANY (scopes)").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merchant_keys_that_carried_admin_before_the_upgrade_lose_it() {
-    let app = TestApp::with(no_service()).await;
+    let app = TestApp::with(Options::no_services()).await;
     // Back to the schema before operator keys existed.
     sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
         .execute(&app.pool)
@@ -222,70 +201,30 @@ async fn merchant_keys_that_carried_admin_before_the_upgrade_lose_it() {
         ],
         "admin is gone from every merchant key; a key left with nothing is revoked"
     );
-    app.cleanup().await;
-}
-
-/// Dead-letters one payment of the default merchant through a processor
-/// outage with a single attempt allowed.
-async fn one_dead_letter() -> (TestApp, String) {
-    let mut settings = testkit::fast_worker_settings();
-    settings.max_attempts = 1;
-    let app = TestApp::with(Options {
-        worker: settings,
-        ..Options::default()
-    })
-    .await;
-    app.set_faults(json!({"outage": true})).await;
-    let id = app.create_payment("tok_visa").await;
-    app.wait_all_terminal(1, Duration::from_secs(60)).await;
-    app.eventually("the dead letter", Duration::from_secs(10), || async {
-        (app.queue_depth("dead").await == 1).then_some(())
-    })
-    .await;
-    app.set_faults(json!({"outage": false})).await;
-    (app, id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_key_with_every_scope_reaches_neither_the_dead_letters_nor_another_merchants_payment(
 ) {
-    let (app, id) = one_dead_letter().await;
+    let app = TestApp::with(Options::one_attempt()).await;
+    let id = app.dead_letter(1).await.remove(0);
     let every_scope: Vec<&str> = common::domain::Scope::ALL
         .iter()
         .map(|s| s.as_str())
         .collect();
     let acme = app.key_for("acme", &every_scope).await;
-    let list = format!("{}/v1/admin/dead-letters", app.api_url);
+    let list = "/v1/admin/dead-letters";
     let replay = format!("{list}/replay");
 
-    let response = app
-        .http
-        .get(&list)
-        .bearer_auth(&acme)
-        .send()
-        .await
-        .expect("send");
+    let response = app.get_as(&acme, list).await;
     assert_eq!(response.status(), 403, "{:?}", response.text().await);
     for body in [json!({"all": true}), json!({"payment_ids": [id]})] {
-        let response = app
-            .http
-            .post(&replay)
-            .bearer_auth(&acme)
-            .json(&body)
-            .send()
-            .await
-            .expect("send");
+        let response = app.post_as(&acme, &replay, &body).await;
         assert_eq!(response.status(), 403, "{:?}", response.text().await);
         let error: Value = response.json().await.expect("envelope");
         assert_eq!(error["error"]["type"], "permission_error");
     }
-    let response = app
-        .http
-        .get(format!("{}/v1/payments/{id}", app.api_url))
-        .bearer_auth(&acme)
-        .send()
-        .await
-        .expect("send");
+    let response = app.get_as(&acme, &format!("/v1/payments/{id}")).await;
     assert_eq!(response.status(), 404, "another merchant's payment");
 
     assert_eq!(
@@ -298,61 +237,40 @@ async fn a_merchant_key_with_every_scope_reaches_neither_the_dead_letters_nor_an
     // The operator sees it.
     let operator = app.operator_key().await;
     let listed: Value = app
-        .http
-        .get(&list)
-        .bearer_auth(&operator)
-        .send()
+        .get_as(&operator, list)
         .await
-        .expect("send")
         .json()
         .await
         .expect("json");
     assert_eq!(listed["data"][0]["payment_id"], id.as_str(), "{listed}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_key_belongs_to_no_merchant_and_cannot_touch_payments() {
-    let app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
-    let id = app.create_payment("tok_visa").await;
+    let app = TestApp::api_only().await;
+    let id = app.create_payment(cards::VISA).await;
     let operator = app.operator_key().await;
-    let merchantless: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE merchant_id IS NULL")
-            .fetch_one(&app.pool)
-            .await
-            .expect("count");
+    let merchantless = app.count_where("api_keys", "merchant_id IS NULL").await;
     assert_eq!(merchantless, 1, "the operator key has no merchant");
 
-    let response = app
-        .http
-        .get(format!("{}/v1/payments/{id}", app.api_url))
-        .bearer_auth(&operator)
-        .send()
-        .await
-        .expect("send");
+    let response = app.get_as(&operator, &format!("/v1/payments/{id}")).await;
     assert_eq!(response.status(), 403);
     let response = app
-        .http
-        .post(format!("{}/v1/payments", app.api_url))
-        .bearer_auth(&operator)
-        .json(&testkit::payment_body("tok_visa"))
-        .send()
-        .await
-        .expect("send");
+        .post_as(
+            &operator,
+            "/v1/payments",
+            &testkit::payment_body(cards::VISA),
+        )
+        .await;
     assert_eq!(response.status(), 403);
     let error: Value = response.json().await.expect("envelope");
     assert_eq!(error["error"]["type"], "permission_error", "{error}");
     assert_eq!(app.payment_count().await, 1, "nothing written");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_ttl_that_would_overflow_is_refused_at_start_naming_the_setting() {
-    let app = TestApp::with(no_service()).await;
+    let app = TestApp::with(Options::no_services()).await;
     for hours in ["5124095576030432", "87601"] {
         let output = api_cli(&app, &["migrate"], &[("IDEMPOTENCY_KEY_TTL_HOURS", hours)]).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -372,5 +290,4 @@ async fn an_idempotency_key_ttl_that_would_overflow_is_refused_at_start_naming_t
     )
     .await;
     assert!(output.status.success(), "ten years is allowed: {output:?}");
-    app.cleanup().await;
 }

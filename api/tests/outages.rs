@@ -4,16 +4,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use testkit::cards;
 use testkit::{payment_body, Options, Proxy, TestApp};
 
 const API_BIN: &str = env!("CARGO_BIN_EXE_api");
-
-async fn count(app: &TestApp, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&app.pool)
-        .await
-        .expect("count")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_submitted_while_the_broker_is_unreachable_are_accepted_and_processed_after() {
@@ -24,18 +18,15 @@ async fn payments_submitted_while_the_broker_is_unreachable_are_accepted_and_pro
     .await;
     let proxy = app.amqp_proxy.as_ref().expect("proxy");
     proxy.cut();
-    let mut ids = Vec::new();
-    for _ in 0..20 {
-        ids.push(app.create_payment("tok_visa").await);
-    }
+    app.submit(cards::VISA, 20).await;
     assert_eq!(
-        count(&app, "outbox").await,
+        app.count("outbox").await,
         20,
         "the outbox holds every message"
     );
     let ready = app
         .http
-        .get(format!("{}/readyz", app.api_url))
+        .get(app.url("/readyz"))
         .send()
         .await
         .expect("readyz");
@@ -45,13 +36,12 @@ async fn payments_submitted_while_the_broker_is_unreachable_are_accepted_and_pro
     let counts = app.wait_all_terminal(20, Duration::from_secs(60)).await;
     assert_eq!(counts.get("succeeded"), Some(&20), "{counts:?}");
     assert_eq!(
-        count(&app, "outbox").await,
+        app.count("outbox").await,
         0,
         "the relay published and cleared the outbox"
     );
     let stats = app.sim_stats().await;
     assert_eq!((stats.charges, stats.duplicate_charges), (20, 0));
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,13 +51,13 @@ async fn a_database_outage_is_a_503_in_the_envelope_that_writes_nothing_and_the_
         ..Options::default()
     })
     .await;
-    let before = app.create_payment("tok_visa").await;
+    let before = app.create_payment(cards::VISA).await;
     let proxy = app.db_proxy.as_ref().expect("proxy");
     proxy.cut();
 
     let response = app
         .post_payment_with(
-            &payment_body("tok_visa"),
+            &payment_body(cards::VISA),
             &[("Idempotency-Key", "during-outage")],
         )
         .await;
@@ -84,16 +74,12 @@ async fn a_database_outage_is_a_503_in_the_envelope_that_writes_nothing_and_the_
     );
 
     let response = app
-        .http
-        .get(format!("{}/v1/payments/{before}", app.api_url))
-        .bearer_auth(&app.key)
-        .send()
-        .await
-        .expect("send");
+        .get_as(&app.key, &format!("/v1/payments/{before}"))
+        .await;
     assert_eq!(response.status(), 503);
     let ready = app
         .http
-        .get(format!("{}/readyz", app.api_url))
+        .get(app.url("/readyz"))
         .send()
         .await
         .expect("readyz");
@@ -101,12 +87,12 @@ async fn a_database_outage_is_a_503_in_the_envelope_that_writes_nothing_and_the_
 
     proxy.restore();
     assert_eq!(
-        count(&app, "payments").await,
+        app.count("payments").await,
         1,
         "nothing partial was written"
     );
     assert_eq!(
-        count(&app, "idempotency_keys").await,
+        app.count("idempotency_keys").await,
         0,
         "not even the idempotency key"
     );
@@ -114,7 +100,7 @@ async fn a_database_outage_is_a_503_in_the_envelope_that_writes_nothing_and_the_
     app.eventually("the API to recover", Duration::from_secs(20), || async {
         let response = app
             .post_payment_with(
-                &payment_body("tok_visa"),
+                &payment_body(cards::VISA),
                 &[("Idempotency-Key", "during-outage")],
             )
             .await;
@@ -124,7 +110,6 @@ async fn a_database_outage_is_a_503_in_the_envelope_that_writes_nothing_and_the_
     .await;
     let counts = app.wait_all_terminal(2, Duration::from_secs(30)).await;
     assert_eq!(counts.get("succeeded"), Some(&2));
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,18 +121,11 @@ async fn a_crash_after_commit_before_publish_is_covered_by_the_relay_of_another_
     .await;
     // A real API process whose broker is unreachable, so what it accepts
     // stays in the outbox; then it is killed.
-    let broker_proxy = Proxy::start(app_amqp_addr()).await.expect("proxy");
+    let broker_proxy = Proxy::start(testkit::amqp_addr()).await.expect("proxy");
     broker_proxy.cut();
     let port = testkit::free_port();
-    let mut api = tokio::process::Command::new(API_BIN)
-        .env_clear()
-        .env("DATABASE_URL", &app.database_url)
-        .env("AMQP_URL", app.amqp_url_via(Some(&broker_proxy)))
-        .env("QUEUE_PREFIX", &app.prefix)
-        .env("API_BIND", format!("127.0.0.1:{port}"))
-        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
+    let mut api = app
+        .api_command(API_BIN, &app.amqp_url_via(Some(&broker_proxy)), port)
         .spawn()
         .expect("spawn api");
     app.api_url = format!("http://127.0.0.1:{port}");
@@ -155,22 +133,18 @@ async fn a_crash_after_commit_before_publish_is_covered_by_the_relay_of_another_
         "the API process to listen",
         Duration::from_secs(30),
         || async {
-            let health = app
-                .http
-                .get(format!("{}/healthz", app.api_url))
-                .send()
-                .await;
+            let health = app.http.get(app.url("/healthz")).send().await;
             health.ok().filter(|r| r.status() == 200)
         },
     )
     .await;
     for _ in 0..5 {
-        app.create_payment("tok_visa").await;
+        app.create_payment(cards::VISA).await;
     }
     testkit::sigkill(&api);
     api.wait().await.expect("reaped");
     assert_eq!(
-        count(&app, "outbox").await,
+        app.count("outbox").await,
         5,
         "accepted payments wait in the outbox"
     );
@@ -181,9 +155,4 @@ async fn a_crash_after_commit_before_publish_is_covered_by_the_relay_of_another_
     assert_eq!(counts.get("succeeded"), Some(&5), "{counts:?}");
     let stats = app.sim_stats().await;
     assert_eq!((stats.charges, stats.duplicate_charges), (5, 0));
-    app.cleanup().await;
-}
-
-fn app_amqp_addr() -> std::net::SocketAddr {
-    "127.0.0.1:5672".parse().expect("addr")
 }

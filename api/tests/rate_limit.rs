@@ -155,5 +155,4 @@ async fn a_key_over_its_limit_is_refused_without_writing_and_recovers_after_retr
             response.status()
         );
     }
-    app.cleanup().await;
 }

@@ -6,36 +6,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use testkit::cards;
 use testkit::receiver::Receiver;
 use testkit::{payment_body, Options, TestApp};
 
 const API_BIN: &str = env!("CARGO_BIN_EXE_api");
-
-async fn call(
-    app: &TestApp,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = app
-        .http
-        .request(method, format!("{}{path}", app.api_url))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn count(app: &TestApp, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&app.pool)
-        .await
-        .expect("count")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urls_that_reach_inside_the_network_or_are_not_http_are_refused() {
@@ -43,8 +18,7 @@ async fn urls_that_reach_inside_the_network_or_are_not_http_are_refused() {
     worker.webhook_allow_private = false;
     let app = TestApp::with(Options {
         worker,
-        workers: 0,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     for url in [
@@ -58,14 +32,15 @@ async fn urls_that_reach_inside_the_network_or_are_not_http_are_refused() {
         "garbage",
         "https://user:password@example.com/hooks",
     ] {
-        let (status, error) = call(
-            &app,
-            &app.key,
-            reqwest::Method::POST,
-            "/v1/webhook_endpoints",
-            Some(json!({"url": url, "events": ["*"]})),
-        )
-        .await;
+        let (status, error) = app
+            .call(
+                &app.key,
+                reqwest::Method::POST,
+                "/v1/webhook_endpoints",
+                Some(json!({"url": url, "events": ["*"]})),
+                &[],
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {error}");
         assert_eq!(error["error"]["param"], "url", "{url}: {error}");
     }
@@ -84,74 +59,74 @@ async fn urls_that_reach_inside_the_network_or_are_not_http_are_refused() {
             "extra",
         ),
     ] {
-        let (status, error) = call(
-            &app,
-            &app.key,
-            reqwest::Method::POST,
-            "/v1/webhook_endpoints",
-            Some(body.clone()),
-        )
-        .await;
+        let (status, error) = app
+            .call(
+                &app.key,
+                reqwest::Method::POST,
+                "/v1/webhook_endpoints",
+                Some(body.clone()),
+                &[],
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
         assert_eq!(error["error"]["param"], param, "{body}: {error}");
     }
-    assert_eq!(count(&app, "webhook_endpoints").await, 0, "nothing written");
-    app.cleanup().await;
+    assert_eq!(app.count("webhook_endpoints").await, 0, "nothing written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scopes_guard_endpoints_and_merchants_never_see_each_others() {
-    let app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::api_only().await;
     let receiver = Receiver::start().await;
     let (endpoint, _) = app.register_webhook(&receiver.url(), &["*"]).await;
     let payments_only = app
         .key_for("default", &["payments:read", "payments:write"])
         .await;
-    let (status, error) = call(
-        &app,
-        &payments_only,
-        reqwest::Method::POST,
-        "/v1/webhook_endpoints",
-        Some(json!({"url": receiver.url(), "events": ["*"]})),
-    )
-    .await;
+    let (status, error) = app
+        .call(
+            &payments_only,
+            reqwest::Method::POST,
+            "/v1/webhook_endpoints",
+            Some(json!({"url": receiver.url(), "events": ["*"]})),
+            &[],
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
-    let (status, _) = call(
-        &app,
-        &payments_only,
-        reqwest::Method::GET,
-        "/v1/events",
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            &payments_only,
+            reqwest::Method::GET,
+            "/v1/events",
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let reader = app.key_for("default", &["webhooks:read"]).await;
-    let (status, _) = call(
-        &app,
-        &reader,
-        reqwest::Method::DELETE,
-        &format!("/v1/webhook_endpoints/{endpoint}"),
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            &reader,
+            reqwest::Method::DELETE,
+            &format!("/v1/webhook_endpoints/{endpoint}"),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "reading is not writing");
-    let (status, list) = call(
-        &app,
-        &reader,
-        reqwest::Method::GET,
-        "/v1/webhook_endpoints",
-        None,
-    )
-    .await;
+    let (status, list) = app
+        .call(
+            &reader,
+            reqwest::Method::GET,
+            "/v1/webhook_endpoints",
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["data"].as_array().expect("data").len(), 1);
     assert!(list["data"][0].get("secret").is_none(), "shown only once");
 
-    app.create_payment("tok_visa").await;
+    app.create_payment(cards::VISA).await;
     let event: String = sqlx::query_scalar("SELECT 'evt_' || id::text FROM events LIMIT 1")
         .fetch_one(&app.pool)
         .await
@@ -190,37 +165,40 @@ async fn scopes_guard_endpoints_and_merchants_never_see_each_others() {
             format!("/v1/events/{event}/redeliver"),
         ),
     ] {
-        let (status, body) = call(&app, &other, method.clone(), &path, None).await;
+        let (status, body) = app.call(&other, method.clone(), &path, None, &[]).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
     }
-    let (_, theirs) = call(&app, &other, reqwest::Method::GET, "/v1/events", None).await;
+    let (_, theirs) = app
+        .call(&other, reqwest::Method::GET, "/v1/events", None, &[])
+        .await;
     assert_eq!(
         theirs["data"],
         json!([]),
         "another merchant's events are unseen"
     );
-    let (_, endpoints) = call(
-        &app,
-        &other,
-        reqwest::Method::GET,
-        "/v1/webhook_endpoints",
-        None,
-    )
-    .await;
+    let (_, endpoints) = app
+        .call(
+            &other,
+            reqwest::Method::GET,
+            "/v1/webhook_endpoints",
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(endpoints["data"], json!([]));
 
-    let (status, deleted) = call(
-        &app,
-        &app.key,
-        reqwest::Method::DELETE,
-        &format!("/v1/webhook_endpoints/{endpoint}"),
-        None,
-    )
-    .await;
+    let (status, deleted) = app
+        .call(
+            &app.key,
+            reqwest::Method::DELETE,
+            &format!("/v1/webhook_endpoints/{endpoint}"),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{deleted}");
     assert_eq!(deleted["deleted"], true);
-    assert_eq!(count(&app, "webhook_endpoints").await, 0);
-    app.cleanup().await;
+    assert_eq!(app.count("webhook_endpoints").await, 0);
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_killed_after_its_commit_still_gets_the_event_out() {
@@ -230,15 +208,8 @@ async fn the_api_killed_after_its_commit_still_gets_the_event_out() {
         .await;
     app.stop_api().await;
     let port = testkit::free_port();
-    let mut api = tokio::process::Command::new(API_BIN)
-        .env_clear()
-        .env("DATABASE_URL", &app.database_url)
-        .env("AMQP_URL", testkit::amqp_url())
-        .env("QUEUE_PREFIX", &app.prefix)
-        .env("API_BIND", format!("127.0.0.1:{port}"))
-        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
+    let mut api = app
+        .api_command(API_BIN, &testkit::amqp_url(), port)
         .spawn()
         .expect("spawn api");
     let url = format!("http://127.0.0.1:{port}");
@@ -255,7 +226,7 @@ async fn the_api_killed_after_its_commit_still_gets_the_event_out() {
         .http
         .post(format!("{url}/v1/payments"))
         .bearer_auth(&app.key)
-        .json(&payment_body("tok_visa"))
+        .json(&payment_body(cards::VISA))
         .send()
         .await
         .expect("post");
@@ -273,5 +244,4 @@ async fn the_api_killed_after_its_commit_still_gets_the_event_out() {
         })
         .await;
     assert!(got.len() >= 2);
-    app.cleanup().await;
 }

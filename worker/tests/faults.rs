@@ -7,18 +7,10 @@ use std::time::Duration;
 
 use common::queue::{headers, Topology};
 use serde_json::json;
+use testkit::cards;
 use testkit::{Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
-
-async fn assert_charged_once_each(app: &TestApp, n: u64) {
-    let stats = app.sim_stats().await;
-    assert_eq!(
-        stats.duplicate_charges, 0,
-        "no payment charged twice: {stats:?}"
-    );
-    assert_eq!(stats.charges, n, "one charge per payment: {stats:?}");
-}
 
 async fn total_attempts(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT COALESCE(sum(attempts), 0)::bigint FROM payments")
@@ -41,10 +33,10 @@ async fn errors_and_timeouts_from_the_processor_are_retried_until_every_payment_
     .await;
     app.set_faults(json!({"error_rate": 0.4, "timeout_rate": 0.1}))
         .await;
-    app.submit("tok_visa", 100).await;
+    app.submit(cards::VISA, 100).await;
     let counts = app.wait_all_terminal(100, Duration::from_secs(180)).await;
     assert_eq!(counts.get("succeeded"), Some(&100), "{counts:?}");
-    assert_charged_once_each(&app, 100).await;
+    app.assert_charged_once_each(100).await;
     let stats = app.sim_stats().await;
     assert!(
         stats.lookups > 0,
@@ -54,7 +46,6 @@ async fn errors_and_timeouts_from_the_processor_are_retried_until_every_payment_
         total_attempts(&app).await > 100,
         "faults caused retries through the delay queues"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,15 +53,14 @@ async fn a_worker_killed_mid_call_loses_nothing_and_charges_nothing_twice() {
     let mut worker = testkit::fast_worker_settings();
     worker.concurrency = 32;
     let app = TestApp::with(Options {
-        workers: 0,
         worker,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     app.set_faults(json!({"latency_ms": 400})).await;
     // A backlog first, so the worker holds a full window of calls at once
     // however fast this machine submits.
-    app.submit("tok_visa", 120).await;
+    app.submit(cards::VISA, 120).await;
     let mut first = app
         .worker_command(WORKER_BIN)
         .spawn()
@@ -89,18 +79,14 @@ async fn a_worker_killed_mid_call_loses_nothing_and_charges_nothing_twice() {
         .expect("spawn replacement");
     let counts = app.wait_all_terminal(120, Duration::from_secs(120)).await;
     assert_eq!(counts.get("succeeded"), Some(&120), "{counts:?}");
-    assert_charged_once_each(&app, 120).await;
-    let reclaimed: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE attempts > 1")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    app.assert_charged_once_each(120).await;
+    let reclaimed = app.count_where("payments", "attempts > 1").await;
     assert!(
         reclaimed > 0,
         "payments held by the killed worker were claimed again after their lease"
     );
     testkit::sigterm(&second);
     assert!(second.wait().await.expect("exit").success());
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +100,7 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
     })
     .await;
     app.set_faults(json!({"outage": true})).await;
-    let ids = app.submit("tok_visa", 20).await;
+    let ids = app.submit(cards::VISA, 20).await;
     let counts = app.wait_all_terminal(20, Duration::from_secs(60)).await;
     assert_eq!(counts.get("failed"), Some(&20), "{counts:?}");
     let payment = app.payment(&ids[0]).await;
@@ -129,10 +115,7 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
             .is_some_and(|e| e.contains("503")),
         "{payment}"
     );
-    app.eventually("20 dead letters", Duration::from_secs(10), || async {
-        (app.queue_depth("dead").await == 20).then_some(())
-    })
-    .await;
+    app.wait_queue_depth("dead", 20).await;
     let broker = app.broker().await;
     let letters = common::dead_letters::list(&broker, 100)
         .await
@@ -158,7 +141,7 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
         0,
         "the dead-letter queue is empty"
     );
-    assert_charged_once_each(&app, 20).await;
+    app.assert_charged_once_each(20).await;
     let history = common::db::payments::history(&app.pool, ids[0].parse().expect("id"))
         .await
         .expect("history");
@@ -200,9 +183,8 @@ async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_
     .expect("replay");
     assert_eq!((report.replayed.len(), report.dropped.len()), (0, 1));
     assert_eq!(app.payment(&ids[0]).await["status"], "succeeded");
-    assert_charged_once_each(&app, 20).await;
+    app.assert_charged_once_each(20).await;
     broker.close().await;
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,24 +220,15 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_the_worker_keep
         )
         .await
         .expect("publish unknown payment");
-    app.submit("tok_visa", 5).await;
+    app.submit(cards::VISA, 5).await;
     let counts = app.wait_all_terminal(5, Duration::from_secs(30)).await;
     assert_eq!(counts.get("succeeded"), Some(&5));
-    app.eventually("3 dead letters", Duration::from_secs(10), || async {
-        (app.queue_depth("dead").await == 3).then_some(())
-    })
-    .await;
-    let mut reasons: Vec<String> = common::dead_letters::list(&broker, 10)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|l| l.reason.to_string())
-        .collect();
+    app.wait_queue_depth("dead", 3).await;
+    let mut reasons = app.dead_reasons().await;
     reasons.sort();
     assert_eq!(reasons, ["undecodable", "undecodable", "unknown_payment"]);
     assert_eq!(app.queue_depth("process").await, 0);
     broker.close().await;
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +242,7 @@ async fn workers_stop_consuming_while_the_database_is_down_and_resume_after() {
     app.set_faults(json!({"latency_ms": 100})).await;
     let proxy = app.worker_db_proxy.as_ref().expect("proxy");
     proxy.cut();
-    app.submit("tok_visa", 30).await;
+    app.submit(cards::VISA, 30).await;
     // While cut, the worker holds what it took and finishes nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = app.status_counts().await;
@@ -281,8 +254,7 @@ async fn workers_stop_consuming_while_the_database_is_down_and_resume_after() {
     proxy.restore();
     let counts = app.wait_all_terminal(30, Duration::from_secs(60)).await;
     assert_eq!(counts.get("succeeded"), Some(&30), "{counts:?}");
-    assert_charged_once_each(&app, 30).await;
-    app.cleanup().await;
+    app.assert_charged_once_each(30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +266,7 @@ async fn a_worker_that_loses_the_broker_after_committing_is_redelivered_harmless
     })
     .await;
     app.set_faults(json!({"latency_ms": 500})).await;
-    app.submit("tok_visa", 20).await;
+    app.submit(cards::VISA, 20).await;
     app.eventually("calls in flight", Duration::from_secs(30), || async {
         (app.count_status("processing").await >= 4).then_some(())
     })
@@ -307,7 +279,7 @@ async fn a_worker_that_loses_the_broker_after_committing_is_redelivered_harmless
     proxy.restore();
     let counts = app.wait_all_terminal(20, Duration::from_secs(60)).await;
     assert_eq!(counts.get("succeeded"), Some(&20), "{counts:?}");
-    assert_charged_once_each(&app, 20).await;
+    app.assert_charged_once_each(20).await;
     let doubled: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT payment_id FROM payment_status_history WHERE to_status = 'succeeded'
          GROUP BY payment_id HAVING count(*) > 1) d",
@@ -319,21 +291,19 @@ async fn a_worker_that_loses_the_broker_after_committing_is_redelivered_harmless
         doubled, 0,
         "a redelivered message found the payment terminal and did nothing"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_whose_message_was_lost_is_rescued() {
     let app = TestApp::with(Options {
-        workers: 0,
         api_amqp_proxy: true,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     // Accepted while the broker is cut, so its message exists only in the
     // outbox; then the outbox row is lost too.
     app.amqp_proxy.as_ref().expect("proxy").cut();
-    let id = app.create_payment("tok_visa").await;
+    let id = app.create_payment(cards::VISA).await;
     sqlx::query("DELETE FROM outbox")
         .execute(&app.pool)
         .await
@@ -347,8 +317,7 @@ async fn a_payment_whose_message_was_lost_is_rescued() {
         "the rescuer re-enqueued it: {counts:?}"
     );
     assert_eq!(app.payment(&id).await["status"], "succeeded");
-    assert_charged_once_each(&app, 1).await;
-    app.cleanup().await;
+    app.assert_charged_once_each(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,7 +331,7 @@ async fn a_payment_waiting_for_a_retry_shows_its_attempts_last_error_and_next_at
     })
     .await;
     app.set_faults(json!({"error_rate": 1.0})).await;
-    let id = app.create_payment("tok_visa").await;
+    let id = app.create_payment(cards::VISA).await;
     let waiting = app
         .eventually(
             "the payment pending a retry",
@@ -392,6 +361,5 @@ async fn a_payment_waiting_for_a_retry_shows_its_attempts_last_error_and_next_at
     let done = app.payment(&id).await;
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["next_attempt_at"], serde_json::Value::Null);
-    assert_charged_once_each(&app, 1).await;
-    app.cleanup().await;
+    app.assert_charged_once_each(1).await;
 }

@@ -6,81 +6,38 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use testkit::{payment_body, Options, TestApp};
+use testkit::cards;
+use testkit::{payment_of, Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
 
-async fn post(
-    app: &TestApp,
-    path: &str,
-    body: Value,
-    headers: &[(&str, &str)],
-) -> (StatusCode, Value) {
-    let mut request = app
-        .http
-        .post(format!("{}{path}", app.api_url))
-        .bearer_auth(&app.key)
-        .json(&body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status();
-    (status, response.json().await.expect("json"))
-}
-
-async fn get(app: &TestApp, path: &str) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .get(format!("{}{path}", app.api_url))
-        .bearer_auth(&app.key)
-        .send()
-        .await
-        .expect("send");
-    let status = response.status();
-    (status, response.json().await.expect("json"))
-}
-
 /// A payment that succeeded, captured or only authorized.
 async fn succeeded(app: &TestApp, token: &str, amount: i64, capture: bool) -> String {
-    let mut body = payment_body(token);
-    body["amount"] = json!(amount);
-    body["capture"] = json!(capture);
-    let (status, payment) = post(app, "/v1/payments", body, &[("Prefer", "wait=20")]).await;
+    let body = payment_of(token, amount, capture);
+    let (status, payment) = app
+        .post_with("/v1/payments", body, &[("Prefer", "wait=20")])
+        .await;
     assert_eq!(status, StatusCode::OK, "{payment}");
     assert_eq!(payment["status"], "succeeded", "{payment}");
     payment["id"].as_str().expect("id").to_owned()
 }
 
-async fn wait_payment(
-    app: &TestApp,
-    id: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    app.eventually(what, Duration::from_secs(30), || async {
-        let payment = app.payment(id).await;
-        check(&payment).then_some(payment)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authorization_is_captured_in_part_and_the_rest_released() {
     let app = TestApp::spawn().await;
-    let id = succeeded(&app, "tok_visa", 10_000, false).await;
+    let id = succeeded(&app, cards::VISA, 10_000, false).await;
     let authorized = app.payment(&id).await;
     assert_eq!(authorized["captured"], false);
     assert_eq!(authorized["amount_capturable"], 10_000);
     assert_eq!(authorized["amount_captured"], 0);
 
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{id}/capture"),
-        json!({"amount": 6_000}),
-        &[("Prefer", "wait=20")],
-    )
-    .await;
+    let (status, body) = app
+        .post_with(
+            &format!("/v1/payments/{id}/capture"),
+            json!({"amount": 6_000}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["captured"], true, "{body}");
     assert_eq!(body["amount_captured"], 6_000);
@@ -91,65 +48,50 @@ async fn an_authorization_is_captured_in_part_and_the_rest_released() {
         .as_str()
         .is_some_and(|c| c.starts_with("cap_")));
 
-    let (status, again) = post(&app, &format!("/v1/payments/{id}/capture"), json!({}), &[]).await;
+    let (status, again) = app
+        .post(&format!("/v1/payments/{id}/capture"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{again}");
     assert_eq!(again["error"]["code"], "payment_not_capturable");
 
-    let auto = succeeded(&app, "tok_visa", 5_000, true).await;
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{auto}/capture"),
-        json!({}),
-        &[],
-    )
-    .await;
+    let auto = succeeded(&app, cards::VISA, 5_000, true).await;
+    let (status, body) = app
+        .post(&format!("/v1/payments/{auto}/capture"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "payment_not_capturable");
 
-    let other = succeeded(&app, "tok_visa", 5_000, false).await;
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{other}/capture"),
-        json!({"amount": 5_001}),
-        &[],
-    )
-    .await;
+    let other = succeeded(&app, cards::VISA, 5_000, false).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/payments/{other}/capture"),
+            json!({"amount": 5_001}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["param"], "amount");
     let stats = app.sim_stats().await;
     assert_eq!(stats.captures, 1, "{stats:?}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_cancelled_before_processing_is_never_charged_though_its_job_was_queued() {
-    let mut app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
-    let id = app.create_payment("tok_visa").await;
-    app.eventually("its job queued", Duration::from_secs(10), || async {
-        (app.queue_depth("process").await == 1).then_some(())
-    })
-    .await;
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{id}/cancel"),
-        json!({"reason": "abandoned"}),
-        &[],
-    )
-    .await;
+    let mut app = TestApp::api_only().await;
+    let id = app.create_payment(cards::VISA).await;
+    app.wait_queue_depth("process", 1).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/payments/{id}/cancel"),
+            json!({"reason": "abandoned"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "cancelled");
     assert_eq!(body["cancellation_reason"], "abandoned");
     assert!(body["cancelled_at"].as_str().is_some());
 
     app.start_worker().await;
-    app.eventually("the job consumed", Duration::from_secs(10), || async {
-        (app.queue_depth("process").await == 0).then_some(())
-    })
-    .await;
+    app.wait_queue_depth("process", 0).await;
     // Give the worker time to act on it, then check it did nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.payment(&id).await["status"], "cancelled");
@@ -158,78 +100,76 @@ async fn a_payment_cancelled_before_processing_is_never_charged_though_its_job_w
         0,
         "never sent to the processor"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authorization_is_voided_and_captured_failed_and_busy_payments_are_refused() {
     let app = TestApp::spawn().await;
-    let id = succeeded(&app, "tok_visa", 7_000, false).await;
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{id}/cancel"),
-        json!({"reason": "requested_by_customer"}),
-        &[("Prefer", "wait=20")],
-    )
-    .await;
+    let id = succeeded(&app, cards::VISA, 7_000, false).await;
+    let (status, body) = app
+        .post_with(
+            &format!("/v1/payments/{id}/cancel"),
+            json!({"reason": "requested_by_customer"}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let voided = wait_payment(&app, &id, "cancelled", |p| p["status"] == "cancelled").await;
+    let voided = app
+        .wait_payment(&id, "cancelled", |p| p["status"] == "cancelled")
+        .await;
     assert_eq!(voided["amount_capturable"], 0);
     assert_eq!(voided["cancellation_reason"], "requested_by_customer");
     assert_eq!(app.sim_stats().await.voids, 1);
 
-    let captured = succeeded(&app, "tok_visa", 1_000, true).await;
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{captured}/cancel"),
-        json!({}),
-        &[],
-    )
-    .await;
+    let captured = succeeded(&app, cards::VISA, 1_000, true).await;
+    let (status, body) = app
+        .post(&format!("/v1/payments/{captured}/cancel"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "payment_not_cancellable");
 
-    let (status, body) = post(&app, &format!("/v1/payments/{id}/cancel"), json!({}), &[]).await;
+    let (status, body) = app
+        .post(&format!("/v1/payments/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,
         "a cancelled payment: {body}"
     );
 
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{captured}/cancel"),
-        json!({"reason": "bored"}),
-        &[],
-    )
-    .await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/payments/{captured}/cancel"),
+            json!({"reason": "bored"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["param"], "reason");
 
     app.set_faults(json!({"latency_ms": 3000})).await;
-    let busy = app.create_payment("tok_visa").await;
+    let busy = app.create_payment(cards::VISA).await;
     app.eventually("processing", Duration::from_secs(10), || async {
         (app.payment(&busy).await["status"] == "processing").then_some(())
     })
     .await;
-    let (status, body) = post(&app, &format!("/v1/payments/{busy}/cancel"), json!({}), &[]).await;
+    let (status, body) = app
+        .post(&format!("/v1/payments/{busy}/cancel"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "payment_processing");
     app.set_faults(json!({"latency_ms": 0})).await;
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed() {
     let app = TestApp::spawn().await;
-    let id = succeeded(&app, "tok_visa", 10_000, true).await;
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"amount": 1_000}),
-        &[],
-    )
-    .await;
+    let id = succeeded(&app, cards::VISA, 10_000, true).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"amount": 1_000}),
+        )
+        .await;
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,
@@ -237,12 +177,8 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
     );
     assert_eq!(body["error"]["param"], "reason");
 
-    let (status, first) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"amount": 3_000, "reason": "requested_by_customer", "notes": "size", "metadata": {"ticket": "42"}}),
-        &[],
-    )
+    let (status, first) = app.post(&format!("/v1/payments/{id}/refund"),
+        json!({"amount": 3_000, "reason": "requested_by_customer", "notes": "size", "metadata": {"ticket": "42"}}))
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{first}");
     assert_eq!(first["object"], "refund");
@@ -252,7 +188,7 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
     assert!(refund_id.starts_with("ref_"));
     let done = app
         .eventually("the refund succeeded", Duration::from_secs(20), || async {
-            let (_, refund) = get(&app, &format!("/v1/refunds/{refund_id}")).await;
+            let (_, refund) = app.get(&format!("/v1/refunds/{refund_id}")).await;
             (refund["status"] == "succeeded").then_some(refund)
         })
         .await;
@@ -263,13 +199,13 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
     assert_eq!(done["metadata"]["ticket"], "42");
 
     // The rest, waited for; then nothing is left.
-    let (status, rest) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"reason": "other"}),
-        &[("Prefer", "wait=20")],
-    )
-    .await;
+    let (status, rest) = app
+        .post_with(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"reason": "other"}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{rest}");
     assert_eq!(rest["amount"], 7_000);
     assert_eq!(rest["status"], "succeeded");
@@ -277,42 +213,43 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
     assert_eq!(payment["amount_refunded"], 10_000);
     assert_eq!(payment["refunded"], true);
     assert_eq!(payment["refunds"]["data"].as_array().map(Vec::len), Some(2));
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"amount": 1, "reason": "other"}),
-        &[],
-    )
-    .await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"amount": 1, "reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "amount_exceeds_refundable");
 
-    let (status, list) = get(&app, &format!("/v1/refunds?payment_id={id}&limit=1")).await;
+    let (status, list) = app
+        .get(&format!("/v1/refunds?payment_id={id}&limit=1"))
+        .await;
     assert_eq!(status, StatusCode::OK, "{list}");
     assert_eq!(list["has_more"], true);
     assert_eq!(list["data"][0]["amount"], 7_000, "newest first");
-    let (_, next) = get(
-        &app,
-        &format!(
+    let (_, next) = app
+        .get(&format!(
             "/v1/refunds?payment_id={id}&limit=1&starting_after={}",
             list["data"][0]["id"].as_str().unwrap_or_default()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(next["data"][0]["id"], refund_id);
     assert_eq!(next["has_more"], false);
 
-    let (status, expanded) = get(
-        &app,
-        &format!("/v1/payments/{id}?expand[]=refunds&expand[]=customer"),
-    )
-    .await;
+    let (status, expanded) = app
+        .get(&format!(
+            "/v1/payments/{id}?expand[]=refunds&expand[]=customer"
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK, "{expanded}");
     assert_eq!(
         expanded["refunds"]["data"].as_array().map(Vec::len),
         Some(2)
     );
-    let (status, bad) = get(&app, &format!("/v1/payments/{id}?expand[]=merchant")).await;
+    let (status, bad) = app
+        .get(&format!("/v1/payments/{id}?expand[]=merchant"))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     assert_eq!(bad["error"]["param"], "expand[]");
 
@@ -330,14 +267,13 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
         "the receipt shows the refunds: {receipt}"
     );
 
-    let uncaptured = succeeded(&app, "tok_visa", 1_000, false).await;
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{uncaptured}/refund"),
-        json!({"reason": "other"}),
-        &[],
-    )
-    .await;
+    let uncaptured = succeeded(&app, cards::VISA, 1_000, false).await;
+    let (status, body) = app
+        .post(
+            &format!("/v1/payments/{uncaptured}/refund"),
+            json!({"reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "payment_not_refundable");
 
@@ -345,13 +281,12 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
     assert_eq!(stats.refunds, 2, "{stats:?}");
     assert_eq!(stats.over_refunds, 0);
     assert_eq!(stats.duplicate_refunds, 0);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_concurrent_refunds_never_refund_more_than_was_captured() {
     let app = TestApp::spawn().await;
-    let id = succeeded(&app, "tok_visa", 10_000, true).await;
+    let id = succeeded(&app, cards::VISA, 10_000, true).await;
     let requests = (0..12).map(|_| {
         let http = app.http.clone();
         let url = format!("{}/v1/payments/{id}/refund", app.api_url);
@@ -390,27 +325,25 @@ async fn twelve_concurrent_refunds_never_refund_more_than_was_captured() {
     let stats = app.sim_stats().await;
     assert_eq!(stats.over_refunds, 0, "{stats:?}");
     assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_refund_fails_and_frees_its_amount() {
     let app = TestApp::spawn().await;
-    let id = succeeded(&app, "tok_refundFails", 5_000, true).await;
-    let (status, refund) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"reason": "defective"}),
-        &[("Prefer", "wait=20")],
-    )
-    .await;
+    let id = succeeded(&app, cards::REFUND_FAILS, 5_000, true).await;
+    let (status, refund) = app
+        .post_with(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"reason": "defective"}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{refund}");
     assert_eq!(refund["status"], "failed", "{refund}");
     assert!(refund["failure_code"].as_str().is_some());
     let payment = app.payment(&id).await;
     assert_eq!(payment["amount_refunded"], 0, "the amount is free again");
     assert_eq!(payment["refunded"], false);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,20 +355,19 @@ async fn a_refund_under_processor_errors_and_timeouts_happens_once() {
         ..Options::default()
     })
     .await;
-    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    let id = succeeded(&app, cards::VISA, 5_000, true).await;
     app.set_faults(json!({"error_rate": 0.5, "timeout_rate": 0.3}))
         .await;
-    let (status, refund) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"reason": "other"}),
-        &[],
-    )
-    .await;
+    let (status, refund) = app
+        .post(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
     let refund_id = refund["id"].as_str().expect("id").to_owned();
     app.eventually("the refund succeeded", Duration::from_secs(60), || async {
-        let (_, refund) = get(&app, &format!("/v1/refunds/{refund_id}")).await;
+        let (_, refund) = app.get(&format!("/v1/refunds/{refund_id}")).await;
         (refund["status"] == "succeeded").then_some(())
     })
     .await;
@@ -444,7 +376,6 @@ async fn a_refund_under_processor_errors_and_timeouts_happens_once() {
     assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
     app.set_faults(json!({"error_rate": 0.0, "timeout_rate": 0.0}))
         .await;
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,47 +385,38 @@ async fn a_worker_killed_mid_capture_and_mid_refund_does_each_exactly_once() {
     worker.processor_timeout = Duration::from_secs(4);
     worker.lease = Duration::from_secs(20);
     let app = TestApp::with(Options {
-        workers: 0,
         worker,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     let mut first = app.worker_command(WORKER_BIN).spawn().expect("spawn");
-    let authorized = succeeded(&app, "tok_visa", 8_000, false).await;
-    let captured = succeeded(&app, "tok_visa", 9_000, true).await;
+    let authorized = succeeded(&app, cards::VISA, 8_000, false).await;
+    let captured = succeeded(&app, cards::VISA, 9_000, true).await;
     app.set_faults(json!({"latency_ms": 1500})).await;
-    let (status, _) = post(
-        &app,
-        &format!("/v1/payments/{authorized}/capture"),
-        json!({}),
-        &[],
-    )
-    .await;
+    let (status, _) = app
+        .post(&format!("/v1/payments/{authorized}/capture"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, refund) = post(
-        &app,
-        &format!("/v1/payments/{captured}/refund"),
-        json!({"reason": "other"}),
-        &[],
-    )
-    .await;
+    let (status, refund) = app
+        .post(
+            &format!("/v1/payments/{captured}/refund"),
+            json!({"reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     app.eventually("both calls in flight", Duration::from_secs(10), || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM operations WHERE status = 'processing'")
-                .fetch_one(&app.pool)
-                .await
-                .expect("count");
+        let n = app.count_where("operations", "status = 'processing'").await;
         (n == 2).then_some(())
     })
     .await;
     testkit::sigkill(&first);
     first.wait().await.expect("reaped");
     let mut second = app.worker_command(WORKER_BIN).spawn().expect("spawn");
-    wait_payment(&app, &authorized, "captured", |p| p["captured"] == true).await;
+    app.wait_payment(&authorized, "captured", |p| p["captured"] == true)
+        .await;
     let refund_id = refund["id"].as_str().expect("id").to_owned();
     app.eventually("the refund succeeded", Duration::from_secs(30), || async {
-        let (_, refund) = get(&app, &format!("/v1/refunds/{refund_id}")).await;
+        let (_, refund) = app.get(&format!("/v1/refunds/{refund_id}")).await;
         (refund["status"] == "succeeded").then_some(())
     })
     .await;
@@ -504,42 +426,40 @@ async fn a_worker_killed_mid_capture_and_mid_refund_does_each_exactly_once() {
     assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
     testkit::sigterm(&second);
     assert!(second.wait().await.expect("exit").success());
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authorization_left_uncaptured_past_its_ttl_is_voided_by_the_system() {
     let app = TestApp::spawn().await;
-    let id = succeeded(&app, "tok_visa", 4_000, false).await;
+    let id = succeeded(&app, cards::VISA, 4_000, false).await;
     // 169 hours ago, past the default 168.
     sqlx::query("UPDATE payments SET finished_at = now() - interval '169 hours'")
         .execute(&app.pool)
         .await
         .expect("age it");
-    let voided = wait_payment(&app, &id, "voided", |p| p["status"] == "cancelled").await;
+    let voided = app
+        .wait_payment(&id, "voided", |p| p["status"] == "cancelled")
+        .await;
     assert_eq!(voided["cancellation_reason"], "automatic");
     assert_eq!(app.sim_stats().await.voids, 1);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_refund_with_one_idempotency_key_refunds_once() {
     let app = TestApp::spawn().await;
-    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    let id = succeeded(&app, cards::VISA, 5_000, true).await;
     let path = format!("/v1/payments/{id}/refund");
     let body = json!({"amount": 1_000, "reason": "other"});
-    let (first_status, first) =
-        post(&app, &path, body.clone(), &[("Idempotency-Key", "r-1")]).await;
-    let (second_status, second) = post(&app, &path, body, &[("Idempotency-Key", "r-1")]).await;
+    let (first_status, first) = app
+        .post_with(&path, body.clone(), &[("Idempotency-Key", "r-1")])
+        .await;
+    let (second_status, second) = app
+        .post_with(&path, body, &[("Idempotency-Key", "r-1")])
+        .await;
     assert_eq!(first_status, StatusCode::ACCEPTED);
     assert_eq!(second_status, StatusCode::ACCEPTED);
     assert_eq!(first["id"], second["id"], "the same refund");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM operations")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-    assert_eq!(n, 1);
-    app.cleanup().await;
+    assert_eq!(app.count("operations").await, 1);
 }
 
 // ---- Operations under faults: poison messages, holds and replays, lost
@@ -621,13 +541,6 @@ async fn kill_holders_until_poison(app: &TestApp) {
     broker.close().await;
 }
 
-async fn dead_reasons(app: &TestApp) -> Vec<String> {
-    let broker = app.broker().await;
-    let letters = common::dead_letters::list(&broker, 10).await.expect("list");
-    broker.close().await;
-    letters.into_iter().map(|l| l.reason.to_string()).collect()
-}
-
 /// `worker dlq replay --all`, the real binary; its summary line.
 async fn replay_with_the_cli(app: &TestApp) -> String {
     let output = app
@@ -646,7 +559,7 @@ async fn wait_refund(app: &TestApp, id: &str, status: &str) -> Value {
         &format!("the refund {status}"),
         Duration::from_secs(30),
         || async {
-            let (_, refund) = get(app, &format!("/v1/refunds/{id}")).await;
+            let (_, refund) = app.get(&format!("/v1/refunds/{id}")).await;
             (refund["status"] == status).then_some(refund)
         },
     )
@@ -657,23 +570,17 @@ async fn wait_refund(app: &TestApp, id: &str, status: &str) -> Value {
 async fn a_poison_refund_never_sent_fails_as_not_processed_frees_its_amount_and_a_replay_pays_it_once(
 ) {
     let mut app = TestApp::spawn().await;
-    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    let id = succeeded(&app, cards::VISA, 5_000, true).await;
     app.stop_workers().await;
-    let (status, refund) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"amount": 2_000, "reason": "other"}),
-        &[],
-    )
-    .await;
+    let (status, refund) = app
+        .post(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"amount": 2_000, "reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
     let refund_id = refund["id"].as_str().expect("id").to_owned();
-    app.eventually(
-        "the refund's job queued",
-        Duration::from_secs(10),
-        || async { (app.queue_depth("process").await == 1).then_some(()) },
-    )
-    .await;
+    app.wait_queue_depth("process", 1).await;
     kill_holders_until_poison(&app).await;
 
     app.start_worker().await;
@@ -684,7 +591,7 @@ async fn a_poison_refund_never_sent_fails_as_not_processed_frees_its_amount_and_
         0,
         "known never sent: its amount is free again"
     );
-    assert_eq!(dead_reasons(&app).await, ["redelivered_too_often"]);
+    assert_eq!(app.dead_reasons().await, ["redelivered_too_often"]);
     let stats = app.sim_stats().await;
     assert_eq!((stats.refunds, stats.lookups), (0, 0), "{stats:?}");
 
@@ -700,7 +607,6 @@ async fn a_poison_refund_never_sent_fails_as_not_processed_frees_its_amount_and_
     assert_eq!(stats.refunds, 1, "{stats:?}");
     assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
     assert_eq!(stats.over_refunds, 0, "{stats:?}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -709,21 +615,19 @@ async fn a_poison_refund_whose_worker_died_mid_call_is_held_not_failed_and_a_rep
     worker.processor_timeout = Duration::from_secs(4);
     worker.lease = Duration::from_secs(20);
     let mut app = TestApp::with(Options {
-        workers: 0,
         worker,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     let mut first = app.worker_command(WORKER_BIN).spawn().expect("spawn");
-    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    let id = succeeded(&app, cards::VISA, 5_000, true).await;
     app.set_faults(json!({"latency_ms": 1500})).await;
-    let (status, refund) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"amount": 3_000, "reason": "other"}),
-        &[],
-    )
-    .await;
+    let (status, refund) = app
+        .post(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"amount": 3_000, "reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
     let refund_id = refund["id"].as_str().expect("id").to_owned();
     app.eventually(
@@ -771,14 +675,14 @@ async fn a_poison_refund_whose_worker_died_mid_call_is_held_not_failed_and_a_rep
             .is_some_and(|e| e.starts_with("held for an operator")),
         "{held:?}"
     );
-    let (_, shown) = get(&app, &format!("/v1/refunds/{refund_id}")).await;
+    let (_, shown) = app.get(&format!("/v1/refunds/{refund_id}")).await;
     assert_eq!(shown["status"], "pending", "never failed: {shown}");
     assert_eq!(
         app.payment(&id).await["amount_refunded"],
         3_000,
         "it may have been paid: its amount stays reserved"
     );
-    assert_eq!(dead_reasons(&app).await, ["redelivered_too_often"]);
+    assert_eq!(app.dead_reasons().await, ["redelivered_too_often"]);
     // Held operations are not re-sent by the rescuer behind the operator's back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(operation(&app, &refund_id).await.held, "still held");
@@ -799,15 +703,14 @@ async fn a_poison_refund_whose_worker_died_mid_call_is_held_not_failed_and_a_rep
     assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
     assert_eq!(stats.over_refunds, 0, "{stats:?}");
     assert!(stats.lookups >= 1, "asked before refunding: {stats:?}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_and_a_capture_held_by_a_wrong_processor_url_are_replayed_by_the_cli_and_done_once(
 ) {
     let mut app = TestApp::spawn().await;
-    let captured = succeeded(&app, "tok_visa", 6_000, true).await;
-    let authorized = succeeded(&app, "tok_visa", 4_000, false).await;
+    let captured = succeeded(&app, cards::VISA, 6_000, true).await;
+    let authorized = succeeded(&app, cards::VISA, 4_000, false).await;
     app.stop_workers().await;
     // A wrong path on the right host: the processor answers 404.
     let right_url = app.sim_url.clone();
@@ -815,29 +718,20 @@ async fn a_refund_and_a_capture_held_by_a_wrong_processor_url_are_replayed_by_th
     app.start_worker().await;
     app.sim_url = right_url;
 
-    let (status, refund) = post(
-        &app,
-        &format!("/v1/payments/{captured}/refund"),
-        json!({"reason": "other"}),
-        &[],
-    )
-    .await;
+    let (status, refund) = app
+        .post(
+            &format!("/v1/payments/{captured}/refund"),
+            json!({"reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
     let refund_id = refund["id"].as_str().expect("id").to_owned();
-    let (status, body) = post(
-        &app,
-        &format!("/v1/payments/{authorized}/capture"),
-        json!({}),
-        &[],
-    )
-    .await;
+    let (status, body) = app
+        .post(&format!("/v1/payments/{authorized}/capture"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     app.eventually("both held", Duration::from_secs(20), || async {
-        let held: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM operations WHERE held_at IS NOT NULL")
-                .fetch_one(&app.pool)
-                .await
-                .expect("count");
+        let held = app.count_where("operations", "held_at IS NOT NULL").await;
         (held == 2).then_some(())
     })
     .await;
@@ -854,7 +748,7 @@ async fn a_refund_and_a_capture_held_by_a_wrong_processor_url_are_replayed_by_th
     assert_eq!(app.payment(&captured).await["amount_refunded"], 6_000);
     assert_eq!(app.payment(&authorized).await["captured"], false);
     assert_eq!(
-        dead_reasons(&app).await,
+        app.dead_reasons().await,
         ["processor_rejected", "processor_rejected"]
     );
     let stats = app.sim_stats().await;
@@ -869,7 +763,8 @@ async fn a_refund_and_a_capture_held_by_a_wrong_processor_url_are_replayed_by_th
         "{summary}"
     );
     wait_refund(&app, &refund_id, "succeeded").await;
-    wait_payment(&app, &authorized, "captured", |p| p["captured"] == true).await;
+    app.wait_payment(&authorized, "captured", |p| p["captured"] == true)
+        .await;
     assert_eq!(app.payment(&captured).await["refunded"], true);
 
     // A second replay finds nothing to do.
@@ -883,7 +778,6 @@ async fn a_refund_and_a_capture_held_by_a_wrong_processor_url_are_replayed_by_th
     assert_eq!(stats.refunds, 1, "{stats:?}");
     assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
     assert_eq!(stats.over_refunds, 0, "{stats:?}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -894,10 +788,9 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
     worker.processor_timeout = Duration::from_secs(2);
     worker.lease = Duration::from_secs(8);
     let mut app = TestApp::with(Options {
-        workers: 0,
         worker,
         worker_db_proxy: true,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     // The first worker reaches PostgreSQL through a proxy the test cuts;
@@ -908,15 +801,14 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
         app.database_url_via(app.worker_db_proxy.as_ref())
     );
     app.start_worker_on(proxied).await;
-    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    let id = succeeded(&app, cards::VISA, 5_000, true).await;
     app.set_faults(json!({"latency_ms": 1000})).await;
-    let (status, refund) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"amount": 3_000, "reason": "other"}),
-        &[],
-    )
-    .await;
+    let (status, refund) = app
+        .post(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"amount": 3_000, "reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
     let refund_id = refund["id"].as_str().expect("id").to_owned();
     app.eventually(
@@ -936,17 +828,13 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
         (app.sim_stats().await.refunds == 1).then_some(())
     })
     .await;
-    let waiting = "SELECT count(*) FROM pg_stat_activity
-                   WHERE datname = current_database() AND wait_event_type = 'Lock'
-                     AND query LIKE '%processor_id = $5%'";
+    let waiting = "datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%processor_id = $5%'";
     app.eventually(
         "the worker's record waiting",
         Duration::from_secs(10),
         || async {
-            let n: i64 = sqlx::query_scalar(waiting)
-                .fetch_one(&app.pool)
-                .await
-                .expect("activity");
+            let n = app.count_where("pg_stat_activity", waiting).await;
             (n == 1).then_some(())
         },
     )
@@ -954,10 +842,7 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
     // Cut the worker's database connections: its commit is lost.
     app.worker_db_proxy.as_ref().expect("proxy").cut();
     app.eventually("the record abandoned", Duration::from_secs(10), || async {
-        let n: i64 = sqlx::query_scalar(waiting)
-            .fetch_one(&app.pool)
-            .await
-            .expect("activity");
+        let n = app.count_where("pg_stat_activity", waiting).await;
         (n == 0).then_some(())
     })
     .await;
@@ -994,7 +879,6 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
     assert_eq!(operation(&app, &refund_id).await.status, "succeeded");
     assert_eq!(app.payment(&id).await["amount_refunded"], 3_000);
     assert_eq!(app.sim_stats().await.refunds, 1);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1007,15 +891,14 @@ async fn a_refund_through_a_long_outage_fails_as_not_processed_frees_its_amount_
         ..Options::default()
     })
     .await;
-    let id = succeeded(&app, "tok_visa", 5_000, true).await;
+    let id = succeeded(&app, cards::VISA, 5_000, true).await;
     app.set_faults(json!({"outage": true})).await;
-    let (status, refund) = post(
-        &app,
-        &format!("/v1/payments/{id}/refund"),
-        json!({"amount": 4_000, "reason": "other"}),
-        &[],
-    )
-    .await;
+    let (status, refund) = app
+        .post(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"amount": 4_000, "reason": "other"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
     let refund_id = refund["id"].as_str().expect("id").to_owned();
     let failed = wait_refund(&app, &refund_id, "failed").await;
@@ -1027,11 +910,8 @@ async fn a_refund_through_a_long_outage_fails_as_not_processed_frees_its_amount_
         "{failed}"
     );
     assert_eq!(app.payment(&id).await["amount_refunded"], 0, "freed");
-    app.eventually("the dead letter", Duration::from_secs(10), || async {
-        (app.queue_depth("dead").await == 1).then_some(())
-    })
-    .await;
-    assert_eq!(dead_reasons(&app).await, ["attempts_exhausted"]);
+    app.wait_queue_depth("dead", 1).await;
+    assert_eq!(app.dead_reasons().await, ["attempts_exhausted"]);
 
     app.set_faults(json!({"outage": false})).await;
     let summary = replay_with_the_cli(&app).await;
@@ -1049,5 +929,4 @@ async fn a_refund_through_a_long_outage_fails_as_not_processed_frees_its_amount_
     assert_eq!(stats.refunds, 1, "{stats:?}");
     assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
     assert_eq!(stats.over_refunds, 0, "{stats:?}");
-    app.cleanup().await;
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{json, Value};
+use testkit::cards;
 use testkit::{Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
@@ -24,9 +26,8 @@ async fn three_worker_processes_share_three_hundred_payments_without_coordinatio
     let mut settings = testkit::fast_worker_settings();
     settings.concurrency = 4;
     let app = TestApp::with(Options {
-        workers: 0,
         worker: settings,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     // A little latency so no single process can drain the queue alone.
@@ -38,7 +39,7 @@ async fn three_worker_processes_share_three_hundred_payments_without_coordinatio
                 .expect("spawn worker")
         })
         .collect();
-    app.submit("tok_visa", 300).await;
+    app.submit(cards::VISA, 300).await;
     let counts = app.wait_all_terminal(300, Duration::from_secs(180)).await;
     assert_eq!(counts.get("succeeded"), Some(&300), "{counts:?}");
     let shares = per_worker(&app).await;
@@ -55,7 +56,6 @@ async fn three_worker_processes_share_three_hundred_payments_without_coordinatio
         testkit::sigterm(worker);
         assert!(worker.wait().await.expect("exit").success());
     }
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,9 +66,8 @@ async fn sigterm_lets_a_worker_finish_its_in_flight_payments_and_exit_zero() {
     settings.lease = Duration::from_secs(20);
     settings.shutdown_timeout = Duration::from_secs(20);
     let app = TestApp::with(Options {
-        workers: 0,
         worker: settings,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     app.set_faults(json!({"latency_ms": 2000})).await;
@@ -76,7 +75,7 @@ async fn sigterm_lets_a_worker_finish_its_in_flight_payments_and_exit_zero() {
         .worker_command(WORKER_BIN)
         .spawn()
         .expect("spawn worker");
-    app.submit("tok_visa", 10).await;
+    app.submit(cards::VISA, 10).await;
     app.eventually("10 payments in flight", Duration::from_secs(30), || async {
         (app.count_status("processing").await == 10).then_some(())
     })
@@ -97,7 +96,6 @@ async fn sigterm_lets_a_worker_finish_its_in_flight_payments_and_exit_zero() {
     assert_eq!(max_attempts, 1, "no payment needed a second claim");
     assert_eq!(per_worker(&app).await.len(), 1);
     assert_eq!(app.queue_depth("process").await, 0);
-    app.cleanup().await;
 }
 
 async fn scrape(app: &TestApp, url: &str) -> String {
@@ -121,9 +119,8 @@ async fn metrics_of_the_api_and_the_worker_move_with_the_work() {
     let mut settings = testkit::fast_worker_settings();
     settings.max_attempts = 2;
     let app = TestApp::with(Options {
-        workers: 0,
         worker: settings,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     let port = testkit::free_port();
@@ -149,11 +146,11 @@ async fn metrics_of_the_api_and_the_worker_move_with_the_work() {
     let before = scrape(&app, &worker_metrics).await;
     assert_eq!(metric(&before, "payments_worker_in_flight"), Some(0.0));
 
-    app.submit("tok_visa", 5).await;
-    app.submit("tok_chargeDeclined", 1).await;
+    app.submit(cards::VISA, 5).await;
+    app.submit(cards::DECLINED, 1).await;
     app.wait_all_terminal(6, Duration::from_secs(30)).await;
     app.set_faults(json!({"outage": true})).await;
-    app.submit("tok_visa", 1).await;
+    app.submit(cards::VISA, 1).await;
     app.wait_all_terminal(7, Duration::from_secs(30)).await;
 
     let text = scrape(&app, &worker_metrics).await;
@@ -228,68 +225,24 @@ async fn metrics_of_the_api_and_the_worker_move_with_the_work() {
     assert_eq!(ready.status(), 200);
     testkit::sigterm(&worker);
     assert!(worker.wait().await.expect("exit").success());
-    app.cleanup().await;
-}
-
-/// Dead-letters `n` payments by running them through a processor outage.
-async fn dead_letter(app: &TestApp, n: usize) -> Vec<String> {
-    app.set_faults(json!({"outage": true})).await;
-    let ids = app.submit("tok_visa", n).await;
-    app.wait_all_terminal(n as i64, Duration::from_secs(60))
-        .await;
-    app.eventually("the dead letters", Duration::from_secs(10), || async {
-        (app.queue_depth("dead").await as usize == n).then_some(())
-    })
-    .await;
-    app.set_faults(json!({"outage": false})).await;
-    ids
-}
-
-fn one_attempt() -> Options {
-    let mut settings = testkit::fast_worker_settings();
-    settings.max_attempts = 1;
-    Options {
-        worker: settings,
-        ..Options::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_list_and_replay_dead_letters_over_http_and_other_keys_get_403() {
-    let app = TestApp::with(one_attempt()).await;
-    let ids = dead_letter(&app, 3).await;
+    let app = TestApp::with(Options::one_attempt()).await;
+    let ids = app.dead_letter(3).await;
     let admin = app.operator_key().await;
-    let list_url = format!("{}/v1/admin/dead-letters", app.api_url);
-    let replay_url = format!("{list_url}/replay");
+    let list_url = "/v1/admin/dead-letters";
+    let replay_url = "/v1/admin/dead-letters/replay";
 
-    let response = app
-        .http
-        .get(&list_url)
-        .bearer_auth(&app.key)
-        .send()
-        .await
-        .expect("send");
+    let response = app.get_as(&app.key, list_url).await;
     assert_eq!(response.status(), 403, "payments keys are not operators");
     let response = app
-        .http
-        .post(&replay_url)
-        .bearer_auth(&app.key)
-        .json(&json!({"all": true}))
-        .send()
-        .await
-        .expect("send");
+        .post_as(&app.key, replay_url, &json!({"all": true}))
+        .await;
     assert_eq!(response.status(), 403);
 
-    let listed: Value = app
-        .http
-        .get(&list_url)
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, listed) = app.call(&admin, Method::GET, list_url, None, &[]).await;
     let data = listed["data"].as_array().expect("data");
     assert_eq!(data.len(), 3, "{listed}");
     assert!(data.iter().all(|l| l["reason"] == "attempts_exhausted"
@@ -299,50 +252,44 @@ async fn admins_list_and_replay_dead_letters_over_http_and_other_keys_get_403() 
         && l["merchant_id"].is_string()));
 
     let bad = app
-        .http
-        .post(&replay_url)
-        .bearer_auth(&admin)
-        .json(&json!({"all": true, "payment_ids": [ids[0]]}))
-        .send()
-        .await
-        .expect("send");
+        .post_as(
+            &admin,
+            replay_url,
+            &json!({"all": true, "payment_ids": [ids[0]]}),
+        )
+        .await;
     assert_eq!(bad.status(), 400, "all and ids together are ambiguous");
 
-    let one: Value = app
-        .http
-        .post(&replay_url)
-        .bearer_auth(&admin)
-        .json(&json!({"payment_ids": [ids[0]]}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, one) = app
+        .call(
+            &admin,
+            Method::POST,
+            replay_url,
+            Some(json!({"payment_ids": [ids[0]]})),
+            &[],
+        )
+        .await;
     assert_eq!(one["replayed"], json!([ids[0]]), "{one}");
     assert_eq!(one["kept"], 2);
-    let rest: Value = app
-        .http
-        .post(&replay_url)
-        .bearer_auth(&admin)
-        .json(&json!({"all": true}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, rest) = app
+        .call(
+            &admin,
+            Method::POST,
+            replay_url,
+            Some(json!({"all": true})),
+            &[],
+        )
+        .await;
     assert_eq!(rest["replayed"].as_array().map(Vec::len), Some(2), "{rest}");
     let counts = app.wait_all_terminal(3, Duration::from_secs(30)).await;
     assert_eq!(counts.get("succeeded"), Some(&3), "{counts:?}");
     assert_eq!(app.queue_depth("dead").await, 0);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dlq_cli_lists_as_json_filters_replays_and_purges_with_history() {
-    let app = TestApp::with(one_attempt()).await;
-    let ids = dead_letter(&app, 3).await;
+    let app = TestApp::with(Options::one_attempt()).await;
+    let ids = app.dead_letter(3).await;
     let run = |args: &[&str]| {
         let mut command = app.worker_command(WORKER_BIN);
         command.args(args);
@@ -398,5 +345,4 @@ async fn the_dlq_cli_lists_as_json_filters_replays_and_purges_with_history() {
             && h.reason.as_deref().is_some_and(|r| r.contains("purged"))),
         "the purge is in the payment's history: {history:?}"
     );
-    app.cleanup().await;
 }

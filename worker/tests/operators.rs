@@ -1,30 +1,14 @@
 //! The durations an operator types into the `worker` binary are checked: a
 //! clear error instead of a panic or a number that wraps around.
 
-use std::time::Duration;
-
-use serde_json::json;
 use testkit::{Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_than_past_ten_years_is_a_clear_cli_error_and_replays_nothing() {
-    let mut settings = testkit::fast_worker_settings();
-    settings.max_attempts = 1;
-    let app = TestApp::with(Options {
-        worker: settings,
-        ..Options::default()
-    })
-    .await;
-    app.set_faults(json!({"outage": true})).await;
-    let id = app.create_payment("tok_visa").await;
-    app.wait_all_terminal(1, Duration::from_secs(60)).await;
-    app.eventually("the dead letter", Duration::from_secs(10), || async {
-        (app.queue_depth("dead").await == 1).then_some(())
-    })
-    .await;
-    app.set_faults(json!({"outage": false})).await;
+    let app = TestApp::with(Options::one_attempt()).await;
+    let id = app.dead_letter(1).await.remove(0);
     let run = |args: &[&str]| {
         let mut command = app.worker_command(WORKER_BIN);
         command.args(args);
@@ -60,5 +44,4 @@ async fn an_older_than_past_ten_years_is_a_clear_cli_error_and_replays_nothing()
         "the letter is younger than ten years: {stdout}"
     );
     assert_eq!(app.payment(&id).await["status"], "failed");
-    app.cleanup().await;
 }

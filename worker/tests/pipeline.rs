@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use testkit::{payment_body, Options, TestApp};
+use testkit::cards;
+use testkit::{payment_body, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
 
@@ -111,51 +112,21 @@ async fn the_seed_request_round_trips_with_every_field_of_seed_001() {
     assert_eq!(path, ["pending", "processing", "succeeded"]);
     let stats = app.sim_stats().await;
     assert_eq!((stats.charges, stats.duplicate_charges), (1, 0));
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approved_tokens_succeed_with_their_cards_and_each_decline_fails_with_its_code() {
     let app = TestApp::spawn().await;
-    let approved = [
-        ("tok_visa", "4242", "visa", "credit"),
-        ("tok_visa_debit", "5556", "visa", "debit"),
-        ("tok_mastercard", "4444", "mastercard", "credit"),
-        ("tok_amex", "0005", "amex", "credit"),
-    ];
-    let declined = [
-        ("tok_chargeDeclined", "card_declined", "generic_decline"),
-        (
-            "tok_chargeDeclinedInsufficientFunds",
-            "card_declined",
-            "insufficient_funds",
-        ),
-        (
-            "tok_chargeDeclinedIncorrectCvc",
-            "incorrect_cvc",
-            "incorrect_cvc",
-        ),
-        (
-            "tok_chargeDeclinedExpiredCard",
-            "expired_card",
-            "expired_card",
-        ),
-        (
-            "tok_chargeDeclinedProcessingError",
-            "processing_error",
-            "processing_error",
-        ),
-    ];
     let mut ids = Vec::new();
-    for (token, ..) in &approved {
-        ids.push(app.create_payment(token).await);
+    for card in &cards::APPROVED {
+        ids.push(app.create_payment(card.token).await);
     }
-    for (token, ..) in &declined {
-        ids.push(app.create_payment(token).await);
+    for card in &cards::DECLINES {
+        ids.push(app.create_payment(card.token).await);
     }
     app.wait_all_terminal(9, Duration::from_secs(30)).await;
 
-    for ((_, last4, brand, funding), id) in approved.iter().zip(&ids) {
+    for (expected, id) in cards::APPROVED.iter().zip(&ids) {
         let payment = app.payment(id).await;
         assert_eq!(payment["status"], "succeeded", "{payment}");
         let card = &payment["payment_method"]["card"];
@@ -165,17 +136,22 @@ async fn approved_tokens_succeed_with_their_cards_and_each_decline_fails_with_it
                 card["brand"].as_str(),
                 card["funding"].as_str()
             ),
-            (Some(*last4), Some(*brand), Some(*funding))
+            (
+                Some(expected.last4),
+                Some(expected.brand),
+                Some(expected.funding)
+            )
         );
         assert_eq!(card["country"], "US");
         assert!(payment["processor_response"]["authorization_code"].is_string());
     }
-    for ((token, code, decline_code), id) in declined.iter().zip(&ids[approved.len()..]) {
+    for (expected, id) in cards::DECLINES.iter().zip(&ids[cards::APPROVED.len()..]) {
+        let token = expected.token;
         let payment = app.payment(id).await;
         assert_eq!(payment["status"], "failed", "{token}: {payment}");
-        assert_eq!(payment["failure_code"], *code, "{token}");
+        assert_eq!(payment["failure_code"], expected.code, "{token}");
         assert_eq!(
-            payment["processor_response"]["decline_code"], *decline_code,
+            payment["processor_response"]["decline_code"], expected.decline_code,
             "{token}"
         );
         assert_eq!(payment["processor_response"]["approved"], false);
@@ -187,7 +163,6 @@ async fn approved_tokens_succeed_with_their_cards_and_each_decline_fails_with_it
         (stats.charges, stats.declines, stats.duplicate_charges),
         (4, 5, 0)
     );
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,13 +171,13 @@ async fn prefer_wait_returns_the_terminal_payment_and_without_it_the_answer_is_2
     // Slow enough that a plain POST cannot see the outcome.
     app.set_faults(json!({"latency_ms": 300})).await;
 
-    let plain = app.post_payment(&payment_body("tok_visa")).await;
+    let plain = app.post_payment(&payment_body(cards::VISA)).await;
     assert_eq!(plain.status(), 202);
     let plain: Value = plain.json().await.expect("json");
     assert_eq!(plain["status"], "pending");
 
     let waited = app
-        .post_payment_with(&payment_body("tok_mastercard"), &[("Prefer", "wait=10")])
+        .post_payment_with(&payment_body(cards::MASTERCARD), &[("Prefer", "wait=10")])
         .await;
     assert_eq!(waited.status(), 200, "terminal within the wait");
     assert_eq!(
@@ -218,27 +193,19 @@ async fn prefer_wait_returns_the_terminal_payment_and_without_it_the_answer_is_2
     assert_eq!(waited["payment_method"]["card"]["last4"], "4444");
 
     let declined = app
-        .post_payment_with(
-            &payment_body("tok_chargeDeclined"),
-            &[("Prefer", "wait=10")],
-        )
+        .post_payment_with(&payment_body(cards::DECLINED), &[("Prefer", "wait=10")])
         .await;
     assert_eq!(declined.status(), 200);
     let declined: Value = declined.json().await.expect("json");
     assert_eq!(declined["status"], "failed");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefer_wait_answers_202_with_the_current_state_when_the_time_runs_out() {
-    let app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::api_only().await;
     let started = std::time::Instant::now();
     let response = app
-        .post_payment_with(&payment_body("tok_visa"), &[("Prefer", "wait=1")])
+        .post_payment_with(&payment_body(cards::VISA), &[("Prefer", "wait=1")])
         .await;
     assert_eq!(response.status(), 202);
     assert!(
@@ -247,16 +214,11 @@ async fn prefer_wait_answers_202_with_the_current_state_when_the_time_runs_out()
     );
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["status"], "pending");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_payments_through_two_worker_processes_all_succeed_exactly_once() {
-    let app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::api_only().await;
     let mut workers: Vec<_> = (0..2)
         .map(|_| {
             app.worker_command(WORKER_BIN)
@@ -264,7 +226,7 @@ async fn two_hundred_payments_through_two_worker_processes_all_succeed_exactly_o
                 .expect("spawn worker")
         })
         .collect();
-    let body = payment_body("tok_visa");
+    let body = payment_body(cards::VISA);
     let posts = (0..200).map(|_| app.post_payment(&body));
     for response in futures_util::future::join_all(posts).await {
         let status = response.status();
@@ -293,5 +255,4 @@ async fn two_hundred_payments_through_two_worker_processes_all_succeed_exactly_o
         let status = worker.wait().await.expect("worker exits");
         assert!(status.success(), "graceful exit on SIGTERM: {status}");
     }
-    app.cleanup().await;
 }

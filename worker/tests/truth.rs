@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use testkit::cards;
 use testkit::{Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
@@ -34,7 +35,7 @@ async fn a_charge_whose_answer_was_lost_is_never_failed_and_succeeds_once_the_pr
     // The processor charges, then holds its answer past the worker's
     // timeout: the outcome is unknown.
     app.set_faults(json!({"timeout_rate": 1.0})).await;
-    let id = app.create_payment("tok_visa").await;
+    let id = app.create_payment(cards::VISA).await;
     let waiting = app
         .eventually(
             "the outcome marked unknown",
@@ -90,7 +91,6 @@ async fn a_charge_whose_answer_was_lost_is_never_failed_and_succeeds_once_the_pr
     assert_eq!(stats.charges, 1, "{stats:?}");
     assert_eq!(stats.duplicate_charges, 0, "{stats:?}");
     assert!(stats.lookups >= 1, "the worker asked: {stats:?}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,13 +103,12 @@ async fn an_outage_before_any_charge_is_failed_as_not_processed_because_that_is_
     })
     .await;
     app.set_faults(json!({"outage": true})).await;
-    let id = app.create_payment("tok_visa").await;
+    let id = app.create_payment(cards::VISA).await;
     app.wait_all_terminal(1, Duration::from_secs(30)).await;
     let payment = app.payment(&id).await;
     assert_eq!(payment["status"], "failed", "{payment}");
     assert_eq!(payment["failure_code"], "processor_unavailable");
     assert_eq!(app.sim_stats().await.charges, 0);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,13 +119,12 @@ async fn a_dead_workers_payments_are_terminal_within_seconds_and_charged_once() 
         worker::Settings::clone(&<worker::Config as clap::Parser>::parse_from(["worker"]).settings);
     worker.concurrency = 100;
     let app = TestApp::with(Options {
-        workers: 0,
         worker,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     app.set_faults(json!({"latency_ms": 400})).await;
-    app.submit("tok_visa", 150).await;
+    app.submit(cards::VISA, 150).await;
     // The doomed worker takes a full window of calls; the second starts
     // beside it, and the first dies holding them.
     let mut doomed = app.worker_command(WORKER_BIN).spawn().expect("spawn");
@@ -167,7 +165,6 @@ async fn a_dead_workers_payments_are_terminal_within_seconds_and_charged_once() 
     assert_eq!(stats.duplicate_charges, 0, "{stats:?}");
     testkit::sigterm(&survivor);
     assert!(survivor.wait().await.expect("exit").success());
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,9 +172,8 @@ async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_char
     let mut worker = testkit::fast_worker_settings();
     worker.max_attempts = 2;
     let mut app = TestApp::with(Options {
-        workers: 0,
         worker,
-        ..Options::default()
+        ..Options::api_only()
     })
     .await;
     let right_url = app.sim_url.clone();
@@ -185,7 +181,7 @@ async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_char
     app.sim_url = format!("{right_url}/wrong-prefix");
     app.start_worker().await;
     app.sim_url = right_url;
-    let id = app.create_payment("tok_visa").await;
+    let id = app.create_payment(cards::VISA).await;
     let held = app
         .eventually("the payment held", Duration::from_secs(20), || async {
             let payment = app.payment(&id).await;
@@ -203,14 +199,8 @@ async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_char
             .contains("404"),
         "{held}"
     );
-    app.eventually("the dead letter", Duration::from_secs(10), || async {
-        (app.queue_depth("dead").await == 1).then_some(())
-    })
-    .await;
-    let letters = common::dead_letters::list(&app.broker().await, 10)
-        .await
-        .expect("list");
-    assert_eq!(letters[0].reason.as_str(), "processor_rejected");
+    app.wait_queue_depth("dead", 1).await;
+    assert_eq!(app.dead_reasons().await[0], "processor_rejected");
     // Held payments are not re-sent by the rescuer behind the operator's back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app.payment(&id).await["status"], "pending");
@@ -230,17 +220,12 @@ async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_char
     assert_eq!(times_failed(&app, &id).await, 0);
     let stats = app.sim_stats().await;
     assert_eq!(stats.charges, 1, "{stats:?}");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_timeout_is_waited_out_and_never_makes_a_dead_letter() {
-    let mut app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
-    let id = app.create_payment("tok_visa").await;
+    let mut app = TestApp::api_only().await;
+    let id = app.create_payment(cards::VISA).await;
     // Hold the payments table; the worker's statements give up after 100 ms.
     let mut holder = app.pool.begin().await.expect("begin");
     sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
@@ -257,67 +242,36 @@ async fn a_lock_timeout_is_waited_out_and_never_makes_a_dead_letter() {
     assert_eq!(times_failed(&app, &id).await, 0);
     assert_eq!(app.queue_depth("dead").await, 0, "no dead letter");
     assert_eq!(app.sim_stats().await.charges, 1);
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rescuer_pass_leaves_a_backlog_alone_and_rescues_messages_that_were_really_lost() {
-    let app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
-    app.submit("tok_visa", 3).await;
+    let app = TestApp::api_only().await;
+    app.submit(cards::VISA, 3).await;
     // Their messages wait in the queue (a backlog), and they look long
     // overdue.
-    app.eventually("the backlog queued", Duration::from_secs(10), || async {
-        (app.queue_depth("process").await == 3).then_some(())
-    })
-    .await;
+    app.wait_queue_depth("process", 3).await;
     sqlx::query("UPDATE payments SET due_at = now() - interval '1 hour'")
         .execute(&app.pool)
         .await
         .expect("age them");
-    let broker = std::sync::Arc::new(app.broker().await);
-    let ctx = worker::Context::new(
-        app.pool.clone(),
-        broker.clone(),
-        app.worker_settings(),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .expect("context");
+    let ctx = app.worker_context().await;
     let rescued = worker::rescuer::rescue_once(&ctx).await.expect("pass");
     assert_eq!(rescued, 0, "payments waiting in a backlog are not re-sent");
     assert_eq!(app.queue_depth("process").await, 3, "no duplicates queued");
 
     // Now the messages are really lost.
-    let channel = broker.open_channel().await.expect("channel");
-    channel
-        .queue_purge(
-            &broker.topology().process_queue(),
-            lapin::options::QueuePurgeOptions::default(),
-        )
-        .await
-        .expect("purge");
+    app.purge("process").await;
     let rescued = worker::rescuer::rescue_once(&ctx).await.expect("pass");
     assert_eq!(rescued, 3, "lost messages are re-sent");
-    app.eventually("the rescued messages", Duration::from_secs(10), || async {
-        (app.queue_depth("process").await == 3).then_some(())
-    })
-    .await;
-    let _ = channel.close(200, "done").await;
-    broker.close().await;
-    app.cleanup().await;
+    app.wait_queue_depth("process", 3).await;
+    ctx.broker.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_job_whose_worker_died_mid_call_is_held_not_failed() {
-    let mut app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
-    let id = app.create_payment("tok_visa").await;
+    let mut app = TestApp::api_only().await;
+    let id = app.create_payment(cards::VISA).await;
     // A worker died mid-call: the payment is `processing` under a claim
     // whose lease ended and whose worker is gone. Its job kept killing
     // workers: the broker counted many deliveries.
@@ -328,15 +282,8 @@ async fn a_poison_job_whose_worker_died_mid_call_is_held_not_failed() {
     .execute(&app.pool)
     .await
     .expect("simulate the dead claim");
+    app.purge("process").await;
     let broker = app.broker().await;
-    let channel = broker.open_channel().await.expect("channel");
-    channel
-        .queue_purge(
-            &broker.topology().process_queue(),
-            lapin::options::QueuePurgeOptions::default(),
-        )
-        .await
-        .expect("purge the first message");
     let merchant: uuid::Uuid = sqlx::query_scalar("SELECT merchant_id FROM payments")
         .fetch_one(&app.pool)
         .await
@@ -369,9 +316,7 @@ async fn a_poison_job_whose_worker_died_mid_call_is_held_not_failed() {
             .await
             .expect("flag");
     assert!(unknown, "the outcome is marked unknown");
-    let letters = common::dead_letters::list(&broker, 10).await.expect("list");
-    assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].reason.as_str(), "redelivered_too_often");
+    assert_eq!(app.dead_reasons().await, ["redelivered_too_often"]);
 
     // The operator replays: the worker asks the processor first (nothing
     // there), then charges once.
@@ -383,18 +328,12 @@ async fn a_poison_job_whose_worker_died_mid_call_is_held_not_failed() {
     let stats = app.sim_stats().await;
     assert_eq!(stats.charges, 1, "{stats:?}");
     assert!(stats.lookups >= 1, "asked before charging: {stats:?}");
-    let _ = channel.close(200, "done").await;
     broker.close().await;
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_row_printed_with_debug_never_shows_its_card_token() {
-    let app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::api_only().await;
     let id = app.create_payment("tok_secret_4242").await;
     let row = common::db::payments::find(&app.pool, id.parse().expect("id"))
         .await
@@ -404,5 +343,4 @@ async fn a_payment_row_printed_with_debug_never_shows_its_card_token() {
     let printed = format!("{row:?}");
     assert!(!printed.contains("tok_secret"), "{printed}");
     assert!(printed.contains("CardToken(<redacted>)"), "{printed}");
-    app.cleanup().await;
 }

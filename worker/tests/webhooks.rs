@@ -6,30 +6,23 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use reqwest::StatusCode;
 use serde_json::{json, Value};
+use testkit::cards;
 use testkit::receiver::{header, Receiver};
-use testkit::{payment_body, Options, TestApp};
+use testkit::{payment_of, Options, TestApp};
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
 
+/// Any request with the test's key and `Prefer: wait=20`.
 async fn send(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = app
-        .http
-        .request(method, format!("{}{path}", app.api_url))
-        .bearer_auth(&app.key)
-        .header("Prefer", "wait=20");
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.call(&app.key, method, path, body, &[("Prefer", "wait=20")])
+        .await
 }
 
 /// Registers an endpoint; its id and secret.
@@ -41,15 +34,12 @@ async fn register(app: &TestApp, url: &str, events: &[&str]) -> (String, String)
 
 /// A payment with `token`, waited for; its id and final status.
 async fn pay(app: &TestApp, token: &str, amount: i64, capture: bool) -> (String, String) {
-    let mut body = payment_body(token);
-    body["amount"] = json!(amount);
-    body["capture"] = json!(capture);
+    let body = payment_of(token, amount, capture);
     let (_, payment) = send(app, reqwest::Method::POST, "/v1/payments", Some(body)).await;
     let id = payment["id"].as_str().expect("id").to_owned();
     let payment = app
-        .eventually("the payment to finish", Duration::from_secs(30), || async {
-            let p = app.payment(&id).await;
-            matches!(p["status"].as_str(), Some("succeeded" | "failed")).then_some(p)
+        .wait_payment(&id, "the payment to finish", |p| {
+            matches!(p["status"].as_str(), Some("succeeded" | "failed"))
         })
         .await;
     (id, payment["status"].as_str().expect("status").to_owned())
@@ -73,11 +63,11 @@ async fn every_status_change_of_every_kind_of_payment_arrives_signed_with_its_ob
     let receiver = Receiver::start().await;
     let (_, secret) = register(&app, &receiver.url(), &["*"]).await;
 
-    let (plain, status) = pay(&app, "tok_visa", 1000, true).await;
+    let (plain, status) = pay(&app, cards::VISA, 1000, true).await;
     assert_eq!(status, "succeeded");
-    let (declined, status) = pay(&app, "tok_chargeDeclined", 1100, true).await;
+    let (declined, status) = pay(&app, cards::DECLINED, 1100, true).await;
     assert_eq!(status, "failed");
-    let (captured, _) = pay(&app, "tok_visa", 2000, false).await;
+    let (captured, _) = pay(&app, cards::VISA, 2000, false).await;
     let (code, _) = send(
         &app,
         reqwest::Method::POST,
@@ -86,7 +76,7 @@ async fn every_status_change_of_every_kind_of_payment_arrives_signed_with_its_ob
     )
     .await;
     assert!(code.is_success(), "capture: {code}");
-    let (cancelled, _) = pay(&app, "tok_visa", 3000, false).await;
+    let (cancelled, _) = pay(&app, cards::VISA, 3000, false).await;
     let (code, _) = send(
         &app,
         reqwest::Method::POST,
@@ -95,7 +85,7 @@ async fn every_status_change_of_every_kind_of_payment_arrives_signed_with_its_ob
     )
     .await;
     assert!(code.is_success(), "cancel: {code}");
-    let (refunded, _) = pay(&app, "tok_visa", 4000, true).await;
+    let (refunded, _) = pay(&app, cards::VISA, 4000, true).await;
     let (code, refund) = send(
         &app,
         reqwest::Method::POST,
@@ -202,7 +192,6 @@ async fn every_status_change_of_every_kind_of_payment_arrives_signed_with_its_ob
     let failed = failed["data"].as_array().expect("data");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["data"]["object"]["id"], declined.as_str());
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +200,7 @@ async fn a_receiver_failing_twice_gets_the_event_three_times_with_one_id() {
     let receiver = Receiver::start().await;
     receiver.answer(&[500, 500]);
     let (endpoint, secret) = register(&app, &receiver.url(), &["payment.succeeded"]).await;
-    let (payment, _) = pay(&app, "tok_visa", 1000, true).await;
+    let (payment, _) = pay(&app, cards::VISA, 1000, true).await;
     let got = receiver
         .wait_for(&app, "three requests", |got| got.len() >= 3)
         .await;
@@ -243,7 +232,6 @@ async fn a_receiver_failing_twice_gets_the_event_three_times_with_one_id() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.got().len(), 3, "nothing more once delivered");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,14 +240,12 @@ async fn a_receiver_down_past_the_schedule_is_dead_lettered_and_redelivered_when
     let port = testkit::free_port();
     let url = format!("http://127.0.0.1:{port}/hooks");
     let (endpoint, secret) = register(&app, &url, &["payment.succeeded"]).await;
-    let (payment, _) = pay(&app, "tok_visa", 1000, true).await;
+    let (payment, _) = pay(&app, cards::VISA, 1000, true).await;
     // Two retry delays: three attempts, then the dead letter.
     app.eventually("the delivery to die", Duration::from_secs(30), || async {
-        let dead: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'dead'")
-                .fetch_one(&app.pool)
-                .await
-                .expect("count");
+        let dead = app
+            .count_where("webhook_deliveries", "status = 'dead'")
+            .await;
         (dead == 1).then_some(())
     })
     .await;
@@ -292,7 +278,6 @@ async fn a_receiver_down_past_the_schedule_is_dead_lettered_and_redelivered_when
     assert_eq!(got[0].id(), event);
     assert_eq!(got[0].object_id(), payment);
     assert!(got[0].verifies_with(&secret));
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,7 +286,7 @@ async fn gone_disables_the_endpoint() {
     let receiver = Receiver::start().await;
     receiver.answer(&[410]);
     let (endpoint, _) = register(&app, &receiver.url(), &["payment.succeeded"]).await;
-    pay(&app, "tok_visa", 1000, true).await;
+    pay(&app, cards::VISA, 1000, true).await;
     let (_, disabled) = app
         .eventually(
             "the endpoint to be disabled",
@@ -320,7 +305,7 @@ async fn gone_disables_the_endpoint() {
         .await;
     assert!(disabled["disabled_reason"].is_string(), "{disabled}");
     assert!(disabled.get("secret").is_none(), "the secret is shown once");
-    pay(&app, "tok_visa", 1000, true).await;
+    pay(&app, cards::VISA, 1000, true).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         receiver.got().len(),
@@ -330,7 +315,6 @@ async fn gone_disables_the_endpoint() {
     let log = attempts(&app, &endpoint).await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["outcome"], "gone");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +333,7 @@ async fn a_rotated_secret_signs_beside_the_old_one_until_the_old_one_expires() {
     let new = rotated["secret"].as_str().expect("new secret").to_owned();
     assert_ne!(new, old);
 
-    pay(&app, "tok_visa", 1000, true).await;
+    pay(&app, cards::VISA, 1000, true).await;
     let got = receiver.wait_for(&app, "one event", |g| g.len() == 1).await;
     let signatures = header(&got[0].headers, "webhook-signature");
     assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
@@ -363,22 +347,17 @@ async fn a_rotated_secret_signs_beside_the_old_one_until_the_old_one_expires() {
     .execute(&app.pool)
     .await
     .expect("expire the old secret");
-    pay(&app, "tok_visa", 1000, true).await;
+    pay(&app, cards::VISA, 1000, true).await;
     let got = receiver
         .wait_for(&app, "two events", |g| g.len() == 2)
         .await;
     assert!(got[1].verifies_with(&new));
     assert!(!got[1].verifies_with(&old), "the old secret is rejected");
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_delivery_loses_no_event() {
-    let app = TestApp::with(Options {
-        workers: 0,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::api_only().await;
     let receiver = Receiver::start().await;
     *receiver.state.hang.lock().expect("lock") = Some(Duration::from_secs(30));
     let (_, secret) = register(&app, &receiver.url(), &["payment.succeeded"]).await;
@@ -386,16 +365,14 @@ async fn a_worker_killed_mid_delivery_loses_no_event() {
         .worker_command(WORKER_BIN)
         .spawn()
         .expect("spawn worker");
-    let mut body = payment_body("tok_visa");
-    body["amount"] = json!(1000);
-    let first = app.post_payment(&body).await;
+    let first = app.post_payment(&payment_of(cards::VISA, 1000, true)).await;
     assert_eq!(first.status(), 202);
     receiver
         .wait_for(&app, "the first request, left hanging", |g| g.len() == 1)
         .await;
     testkit::sigkill(&worker);
     let _ = worker.wait().await;
-    let ids = app.submit("tok_visa", 5).await;
+    let ids = app.submit(cards::VISA, 5).await;
     let mut worker = app
         .worker_command(WORKER_BIN)
         .spawn()
@@ -413,7 +390,6 @@ async fn a_worker_killed_mid_delivery_loses_no_event() {
     assert!(got.iter().all(|r| r.verifies_with(&secret)));
     testkit::sigterm(&worker);
     let _ = worker.wait().await;
-    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,19 +420,15 @@ async fn delivery_refuses_a_name_that_now_resolves_to_loopback() {
     .execute(&app.pool)
     .await
     .expect("endpoint");
-    pay(&app, "tok_visa", 1000, true).await;
+    pay(&app, cards::VISA, 1000, true).await;
     let blocked = app
         .eventually("blocked attempts", Duration::from_secs(20), || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM webhook_attempts WHERE outcome = 'blocked'",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .expect("count");
+            let n = app
+                .count_where("webhook_attempts", "outcome = 'blocked'")
+                .await;
             (n >= 2).then_some(n)
         })
         .await;
     assert!(blocked >= 2);
     assert!(receiver.got().is_empty(), "nothing reached loopback");
-    app.cleanup().await;
 }
