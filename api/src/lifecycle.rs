@@ -805,8 +805,7 @@ async fn list_refunds(
         limit + 1,
     )
     .await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let has_more = crate::list::take_page(&mut rows, limit);
     let data: Vec<Refund> = rows.iter().map(Refund::from_row).collect();
     Ok(Json(RefundList {
         object: "list",

@@ -31,6 +31,15 @@ use crate::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// Cuts `rows`, fetched with `limit + 1`, to one page; whether there is
+/// more after it.
+pub(crate) fn take_page<T>(rows: &mut Vec<T>, limit: i64) -> bool {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    has_more
+}
+
 /// Payments on a page when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 10;
 /// The list's own path, as its `url` field shows it.

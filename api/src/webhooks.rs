@@ -44,6 +44,11 @@ use crate::validate;
 use crate::wire::{timestamp, Payment, Refund};
 use crate::AppState;
 
+/// The largest event body sent. A payment's own bounds (metadata, strings,
+/// ten embedded refunds) keep a body far below this; one above it is a bug,
+/// logged and never sent.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
 /// Events the relay renders per transaction.
 const RELAY_BATCH: i64 = 100;
 /// How often the relay looks for new events.
@@ -522,8 +527,7 @@ async fn list_attempts(
         })
         .transpose()?;
     let mut rows = db::list_attempts(&state.pool, endpoint.id, before, limit + 1).await?;
-    let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let has_more = crate::list::take_page(&mut rows, limit);
     Ok(Json(List {
         object: "list",
         url: format!("/v1/webhook_endpoints/{id}/deliveries"),
@@ -580,8 +584,7 @@ async fn list_events(
         limit + 1,
     )
     .await?;
-    let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let has_more = crate::list::take_page(&mut rows, limit);
     let base = &state.settings.public_base_url;
     let data = rows
         .iter()
@@ -699,7 +702,13 @@ pub fn render(row: &EventRow, base_url: &str) -> anyhow::Result<String> {
             idempotency_key: row.idempotency_key.clone(),
         },
     };
-    Ok(serde_json::to_string(&event)?)
+    let body = serde_json::to_string(&event)?;
+    anyhow::ensure!(
+        body.len() <= MAX_EVENT_BYTES,
+        "the event body is {} bytes, above {MAX_EVENT_BYTES}",
+        body.len()
+    );
+    Ok(body)
 }
 
 /// Publishes deliveries to the webhook queue. A failed publish is only

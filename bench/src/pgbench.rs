@@ -93,7 +93,11 @@ SELECT * FROM updated;
 WITH old AS (SELECT id, status FROM payments WHERE id = :payment_id FOR UPDATE),
 updated AS (
     UPDATE payments p SET status = 'succeeded', captured = :captured, card = :card,
-        processor_response = :response, last_error = NULL, next_attempt_at = NULL,
+        processor_response = :response,
+        amount_captured = CASE WHEN :captured THEN p.amount ELSE 0 END,
+        amount_capturable = CASE WHEN :captured THEN 0 ELSE p.amount END,
+        captured_at = CASE WHEN :captured THEN now() END,
+        last_error = NULL, next_attempt_at = NULL,
         lease_expires_at = NULL, due_at = NULL, outcome_unknown_since = NULL,
         finished_at = now(), updated_at = now()
     FROM old
@@ -319,7 +323,7 @@ impl Report {
 /// still there.
 pub async fn check_same_writes(pool: &PgPool, rust_id: Uuid) -> anyhow::Result<()> {
     const VOLATILE: &str =
-        "ARRAY['id', 'receipt_number', 'created_at', 'updated_at', 'finished_at']";
+        "ARRAY['id', 'receipt_number', 'created_at', 'updated_at', 'finished_at', 'captured_at']";
     let script_id: Uuid = sqlx::query_scalar(
         "SELECT p.id FROM payments p JOIN outbox o ON o.payment_id = p.id
          WHERE p.id <> $1 ORDER BY p.created_at DESC LIMIT 1",
