@@ -77,10 +77,11 @@ pub fn fast_worker_settings() -> worker::Settings {
         processor_name: "processor-sim".into(),
         concurrency: worker::DEFAULT_CONCURRENCY,
         max_attempts: 4,
-        retry_delays: worker::DelayList(vec![
+        retry_delays: common::queue::RetryTiers::new(vec![
             Duration::from_millis(200),
             Duration::from_millis(400),
-        ]),
+        ])
+        .expect("retry tiers"),
         processor_timeout: Duration::from_millis(1000),
         lease: Duration::from_secs(5),
         dead_after: Duration::from_secs(2),
@@ -89,10 +90,11 @@ pub fn fast_worker_settings() -> worker::Settings {
         rescue_after: Duration::from_secs(2),
         shutdown_timeout: Duration::from_secs(10),
         webhook_concurrency: 16,
-        webhook_retry_delays: worker::DelayList(vec![
+        webhook_retry_delays: common::queue::RetryTiers::new(vec![
             Duration::from_millis(300),
             Duration::from_millis(600),
-        ]),
+        ])
+        .expect("webhook retry tiers"),
         webhook_timeout: Duration::from_millis(2000),
         // Test receivers listen on loopback.
         webhook_allow_private: true,

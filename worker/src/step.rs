@@ -11,9 +11,8 @@ use std::time::Duration;
 use common::db::payments::{self, Audit, Knowledge, PaymentRow};
 use common::dead_letters::DeadLetterReason;
 use common::domain::{failure_codes, PaymentId};
-use common::queue::{headers, Job, PublishError, Topology};
+use common::queue::{headers, Job, PublishError, RetryTiers, Topology};
 use lapin::types::FieldTable;
-use rand::Rng as _;
 use tracing::Instrument as _;
 
 use crate::processor::{Charge, Outcome};
@@ -194,11 +193,11 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
 /// finds the payment terminal; if its worker is dead the claim turns void
 /// within `WORKER_DEAD_AFTER` and the next delivery takes it over.
 pub(crate) async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
-    let tier = ctx.settings.retry_delays[0];
+    let tier = ctx.settings.retry_delays.tier(1);
     tracing::debug!(payment_id = %job.payment_id(), delay_ms = tier.as_millis() as u64, "claimed by a live worker; deferring the message");
     ctx.broker
         .publish(
-            &Topology::retry_key(tier),
+            &RetryTiers::routing_key(tier),
             &job.to_bytes(),
             FieldTable::default(),
             Some(tier),
@@ -523,11 +522,9 @@ pub(crate) async fn retry_or_give_up<W: Work>(
         }
         Knowledge::NotProcessed => error.to_owned(),
     };
-    let tier = ctx.settings.retry_delays.tier(attempts);
-    // Jitter inside the tier: the message expires between 80 % and 100 % of
-    // the tier's delay (the queue's TTL is the upper bound), so retries after
-    // an outage do not arrive in one burst.
-    let delay = tier.mul_f64(rand::thread_rng().gen_range(0.8..=1.0));
+    // Jittered inside the tier (the queue's TTL is the upper bound), so
+    // retries after an outage do not arrive in one burst.
+    let (tier, delay) = ctx.settings.retry_delays.jittered(attempts);
     let audit = Audit {
         actor: &ctx.worker_id,
         reason: match knowledge {
@@ -546,7 +543,7 @@ pub(crate) async fn retry_or_give_up<W: Work>(
     let published = ctx
         .broker
         .publish(
-            &Topology::retry_key(tier),
+            &RetryTiers::routing_key(tier),
             &job.to_bytes(),
             headers::build(&[(headers::ATTEMPT, headers::int(i64::from(attempts)))]),
             Some(delay),

@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 
 use common::db::webhooks::{self as db, Attempt, Claim, DeliveryWork, Next};
 use common::domain::EventId;
-use common::queue::{Broker, Topology};
+use common::queue::{Broker, RetryTiers, Topology};
 use common::webhooks::{self as hooks, DeliveryJob};
 use lapin::types::FieldTable;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::step::StepError;
-use crate::{Context, DelayList};
+use crate::Context;
 
 /// Bytes of a receiver's answer read (and thrown away) at most.
 pub const MAX_ANSWER_BYTES: usize = 4096;
@@ -46,14 +46,14 @@ pub struct Deliverer {
     client: reqwest::Client,
     allow_private: bool,
     timeout: Duration,
-    delays: DelayList,
+    delays: RetryTiers,
 }
 
 impl Deliverer {
     pub fn new(
         broker: Arc<Broker>,
         timeout: Duration,
-        delays: DelayList,
+        delays: RetryTiers,
         allow_private: bool,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
@@ -214,7 +214,7 @@ pub async fn handle(ctx: &Context, data: &[u8]) -> Result<(), StepError> {
             // runs out.
             let tier = hooks.delays.tier(1);
             hooks
-                .publish(&Topology::retry_key(tier), &job, Some(tier))
+                .publish(&RetryTiers::routing_key(tier), &job, Some(tier))
                 .await;
             return Ok(());
         }
@@ -261,7 +261,7 @@ pub async fn handle(ctx: &Context, data: &[u8]) -> Result<(), StepError> {
         Next::Retry(delay) => {
             let tier = hooks.delays.tier(work.attempt);
             hooks
-                .publish(&Topology::retry_key(tier), &job, Some(delay))
+                .publish(&RetryTiers::routing_key(tier), &job, Some(delay))
                 .await;
         }
         Next::Dead => {

@@ -323,7 +323,8 @@ async fn a_payment_whose_message_was_lost_is_rescued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_waiting_for_a_retry_shows_its_attempts_last_error_and_next_attempt() {
     let mut worker = testkit::fast_worker_settings();
-    worker.retry_delays = ::worker::DelayList(vec![Duration::from_secs(1)]);
+    worker.retry_delays =
+        common::queue::RetryTiers::new(vec![Duration::from_secs(1)]).expect("one tier");
     worker.max_attempts = 20;
     let app = TestApp::with(Options {
         worker,

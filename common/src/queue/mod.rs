@@ -3,8 +3,10 @@
 
 mod broker;
 mod message;
+mod tiers;
 mod topology;
 
 pub use broker::{Broker, BrokerTimeout, PublishError};
 pub use message::{headers, Job};
+pub use tiers::RetryTiers;
 pub use topology::{Topology, DELIVERY_LIMIT};

@@ -1,0 +1,124 @@
+//! What every in-flight step shares: the pools, the brokers, the processor
+//! and webhook clients, the settings and metrics, and the one way a step
+//! talks to the database ([`Context::db`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::queue::{Broker, Topology};
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::processor::ProcessorClient;
+use crate::step::StepError;
+use crate::{webhooks, Settings};
+
+/// What a step needs; shared by all in-flight steps.
+pub struct Context {
+    /// Short statements of every step (claim, record), never held across
+    /// a processor call.
+    pub pool: PgPool,
+    /// One connection of its own for the heartbeat (and `/readyz`), so that
+    /// proving the worker alive never queues behind hundreds of payments
+    /// waiting for `pool`: a late heartbeat would let other workers void our
+    /// claims, a slow `/readyz` would call a busy worker unready.
+    pub heartbeat_pool: PgPool,
+    pub broker: Arc<Broker>,
+    pub processor: ProcessorClient,
+    pub settings: Settings,
+    /// Webhook deliveries: their broker handle and HTTP client.
+    pub webhooks: webhooks::Deliverer,
+    pub worker_id: String,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+    /// Turns at the database: as many as `pool` has connections. Hundreds
+    /// of steps may want a statement at once; they wait here, in order and
+    /// without a deadline, so the pool's short acquire timeout keeps meaning
+    /// "the database is unavailable" and never "busy, wait your turn" (which
+    /// would send a step into the outage backoff while connections idle).
+    db_turns: Semaphore,
+}
+
+impl Context {
+    pub fn new(
+        pool: PgPool,
+        broker: Arc<Broker>,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let pool_turns = usize::try_from(pool.options().get_max_connections())
+            .unwrap_or(1)
+            .max(1);
+        let processor = ProcessorClient::new(&settings.processor_url, settings.processor_timeout)?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let webhook_topology = Topology::webhooks(broker.topology().prefix())
+            .with_retry_delays(&settings.webhook_retry_delays);
+        let webhooks = webhooks::Deliverer::new(
+            Arc::new(broker.sibling(webhook_topology)),
+            settings.webhook_timeout,
+            settings.webhook_retry_delays.clone(),
+            settings.webhook_allow_private,
+        )?;
+        Ok(Self {
+            webhooks,
+            heartbeat_pool: common::db::dedicated_connection(&pool),
+            pool,
+            broker,
+            processor,
+            settings,
+            worker_id: format!(
+                "worker:{host}:{}:{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            metrics: Metrics::default(),
+            shutdown,
+            db_turns: Semaphore::new(pool_turns),
+        })
+    }
+
+    /// Runs a database operation, waiting out an unavailable database (with
+    /// backoff) instead of failing the message: while the database is down
+    /// every slot ends up waiting here, so the worker stops taking messages,
+    /// and resumes where it was when the database is back. Each try waits
+    /// for its turn at the database first (one per pooled connection).
+    pub async fn db<T, F, Fut>(&self, mut op: F) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = sqlx::Result<T>>,
+    {
+        let mut delays = common::retry::reconnect_delays();
+        let mut warned = false;
+        loop {
+            let result = {
+                // Never closed, so never an error; without a turn the
+                // statement would merely queue in the pool.
+                let _turn = self.db_turns.acquire().await.ok();
+                op().await
+            };
+            match result {
+                Ok(value) => return Ok(value),
+                // Unreachable, or up but unable right now (a lock or
+                // statement timeout, a deadlock): wait with growing delays,
+                // never requeue, so the message's delivery count (the
+                // poison check) does not grow with the database's trouble.
+                Err(err) if common::db::is_transient(&err) => {
+                    if !warned {
+                        tracing::warn!(error = %err, "database unavailable or busy; holding the message until it answers");
+                        warned = true;
+                    }
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return Err(StepError::Interrupted),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(err) => return Err(StepError::Database(err)),
+            }
+        }
+    }
+}
