@@ -1,10 +1,13 @@
 //! Shared core of the payment processor: domain types, database access, queue
-//! messages and topology, the card processor's protocol, configuration and
-//! telemetry.
+//! messages and topology, the card processor's protocol, webhooks, dead
+//! letters, configuration and telemetry.
 //!
-//! Error policy: functions whose callers branch on the failure return a
-//! `thiserror` enum ([`domain::DomainError`], [`db::DbError`]); plumbing returns
-//! `anyhow::Result` with `.context(..)` so the chain says what was being done.
+//! Error policy: domain checks return [`domain::DomainError`]; database
+//! functions return `sqlx::Error`, which callers classify with
+//! [`db::is_unavailable`], [`db::is_transient`] and [`db::violated_constraint`]
+//! (the API answers 503, the worker waits, a named constraint becomes a
+//! precise 4xx); plumbing returns `anyhow::Result` with `.context(..)` so the
+//! chain says what was being done.
 
 pub mod config;
 pub mod db;

@@ -28,26 +28,6 @@ use crate::config::DatabaseArgs;
 /// burst of 200 payments on a loaded 2-core machine).
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Errors callers branch on: an unavailable database is retried or answered
-/// with 503; anything else is a bug or a constraint the caller maps.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    #[error(transparent)]
-    Other(sqlx::Error),
-}
-
-impl From<sqlx::Error> for DbError {
-    fn from(err: sqlx::Error) -> Self {
-        if is_unavailable(&err) {
-            Self::Unavailable(err)
-        } else {
-            Self::Other(err)
-        }
-    }
-}
-
 /// Whether an error means "the database cannot be reached right now" (as
 /// opposed to a bad query or a constraint violation).
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
