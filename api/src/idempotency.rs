@@ -7,7 +7,8 @@
 //! succeeds only while this request still owns the key; on an error before
 //! the commit, [`Claim::abandon`] frees the key for the client's retry. The
 //! key's lock outlives the request holding it (`REQUEST_TIMEOUT` + a
-//! margin), so one key makes one object whatever the timing.
+//! margin), so one key makes one object whatever the timing. Keys older than
+//! `IDEMPOTENCY_KEY_TTL_HOURS` are deleted by [`reaper`].
 
 use std::time::Duration;
 
@@ -18,10 +19,30 @@ use common::db;
 use common::domain::IdempotencyKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::AppState;
+
+/// How often expired keys are deleted.
+const REAP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Deletes keys older than `ttl` now and every [`REAP_INTERVAL`], until
+/// `shutdown`. Every API process runs it; the deletes do not conflict.
+pub async fn reaper(pool: sqlx::PgPool, ttl: Duration, shutdown: CancellationToken) {
+    loop {
+        match db::idempotency::reap(&pool, ttl).await {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "reaped expired idempotency keys"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "reaping idempotency keys failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(REAP_INTERVAL) => {}
+        }
+    }
+}
 
 /// How much longer than `REQUEST_TIMEOUT` a key stays locked by its request.
 /// A request is cut at `REQUEST_TIMEOUT`, so no live request ever loses its

@@ -222,11 +222,15 @@ pub async fn serve(
         pool.clone(),
         broker.clone(),
         settings.relay_interval,
+        background.clone(),
+    );
+    let reaper = tokio::spawn(idempotency::reaper(
+        pool.clone(),
         // Bounded by the parser; saturating for callers that build `ServeArgs`
         // themselves, so a huge value keeps keys longer instead of wrapping.
         Duration::from_secs(settings.idempotency_ttl_hours.saturating_mul(3600)),
         background.clone(),
-    );
+    ));
     let webhook_broker = Arc::new(broker.sibling(Topology::webhooks(broker.topology().prefix())));
     let event_relay = tokio::spawn(webhooks::relay(
         pool.clone(),
@@ -272,6 +276,7 @@ pub async fn serve(
     }
     let _ = listen.await;
     let _ = event_relay.await;
+    let _ = reaper.await;
     let _ = sweeper.await;
     broker.close().await;
     webhook_broker.close().await;

@@ -35,7 +35,6 @@ impl Outbox {
         pool: PgPool,
         broker: Arc<Broker>,
         relay_interval: Duration,
-        idempotency_ttl: Duration,
         shutdown: CancellationToken,
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let (confirmed, rx) = mpsc::unbounded_channel();
@@ -45,7 +44,6 @@ impl Outbox {
             pool,
             broker,
             relay_interval,
-            idempotency_ttl,
             relay_wake.clone(),
             shutdown,
         ));
@@ -93,11 +91,9 @@ async fn relay(
     pool: PgPool,
     broker: Arc<Broker>,
     interval: Duration,
-    idempotency_ttl: Duration,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut last_reap = tokio::time::Instant::now() - Duration::from_secs(3600);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -114,14 +110,6 @@ async fn relay(
                 error = format!("{err:#}"),
                 "outbox relay failed; will retry"
             ),
-        }
-        if last_reap.elapsed() >= Duration::from_secs(600) {
-            last_reap = tokio::time::Instant::now();
-            match db::idempotency::reap(&pool, idempotency_ttl).await {
-                Ok(n) if n > 0 => tracing::info!(deleted = n, "reaped expired idempotency keys"),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "reaping idempotency keys failed"),
-            }
         }
     }
 }

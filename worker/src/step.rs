@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 
 use crate::processor::{Charge, Outcome};
 use crate::Context;
-use common::processor::{CardDetails, ProcessorResponse};
+use common::processor::ProcessorResponse;
 
 /// Why a step could not finish. The message is not acked.
 #[derive(Debug, thiserror::Error)]
@@ -156,10 +156,12 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
                 ctx,
                 &payment,
                 Failure {
-                    code: &declined.code,
-                    message: &declined.message,
-                    card: Some(&declined.card),
-                    response: Some(&response),
+                    recorded: payments::Failure {
+                        code: &declined.code,
+                        message: &declined.message,
+                        card: Some(&declined.card),
+                        processor_response: Some(&response),
+                    },
                     why: "processor declined",
                     outcome: "declined",
                 },
@@ -306,10 +308,12 @@ impl Work for PaymentRow {
         audit: Audit<'_>,
     ) -> Result<(), StepError> {
         let failure = Failure {
-            code,
-            message,
-            card: None,
-            response: None,
+            recorded: payments::Failure {
+                code,
+                message,
+                card: None,
+                processor_response: None,
+            },
             why: audit.reason,
             outcome: "dead_lettered",
         };
@@ -420,10 +424,7 @@ pub(crate) async fn hold<W: Work>(
 
 /// A terminal failure of a claimed payment.
 struct Failure<'a> {
-    code: &'a str,
-    message: &'a str,
-    card: Option<&'a CardDetails>,
-    response: Option<&'a ProcessorResponse>,
+    recorded: payments::Failure<'a>,
     /// For the history.
     why: &'a str,
     /// For metrics and logs.
@@ -446,10 +447,7 @@ async fn record_failure(
                 &ctx.pool,
                 PaymentId(payment.id),
                 payment.attempts,
-                failure.card,
-                failure.response,
-                failure.code,
-                failure.message,
+                &failure.recorded,
                 audit,
             )
         })

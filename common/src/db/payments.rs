@@ -395,17 +395,23 @@ pub async fn succeed<'e>(
     )
 }
 
+/// Why a claimed payment failed, and what the processor said if it
+/// answered (a decline): `failure_code` and `failure_message` on the row.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+    pub card: Option<&'a CardDetails>,
+    pub processor_response: Option<&'a ProcessorResponse>,
+}
+
 /// `processing` → `failed`: the processor declined (terminal, not retried)
-/// or the job was given up (`failure_code` says which).
-#[allow(clippy::too_many_arguments)]
+/// or the job was given up (`failure.code` says which).
 pub async fn fail<'e>(
     db: impl PgExecutor<'e>,
     id: PaymentId,
     attempt: i32,
-    card: Option<&CardDetails>,
-    processor_response: Option<&ProcessorResponse>,
-    failure_code: &str,
-    failure_message: &str,
+    failure: &Failure<'_>,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
     transition!(
@@ -418,10 +424,10 @@ pub async fn fail<'e>(
          failure_code = $7, failure_message = $8, outcome_unknown_since = NULL,
          next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
         attempt,
-        card.map(Json),
-        processor_response.map(Json),
-        failure_code,
-        failure_message,
+        failure.card.map(Json),
+        failure.processor_response.map(Json),
+        failure.code,
+        failure.message,
     )
 }
 
