@@ -137,7 +137,7 @@ $$;
 
 -- The payment and its latest refunds (one more than `GET` embeds, so the
 -- rendering knows whether there are more), the card token left out.
-CREATE FUNCTION payment_snapshot(payment uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE FUNCTION payment_snapshot(p payments) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'payment', to_jsonb(p) - 'card_token',
         'refunds', COALESCE((
@@ -145,13 +145,12 @@ CREATE FUNCTION payment_snapshot(payment uuid) RETURNS jsonb LANGUAGE sql STABLE
             FROM (SELECT * FROM operations
                   WHERE payment_id = p.id AND kind = 'refund'
                   ORDER BY created_at DESC, id DESC LIMIT 11) o), '[]'::jsonb))
-    FROM payments p WHERE p.id = payment
 $$;
 
 CREATE FUNCTION payment_history_event() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     kind text;
-    merchant uuid;
+    pay payments%ROWTYPE;
 BEGIN
     kind := CASE
         WHEN NEW.from_status IS NULL AND NEW.to_status = 'pending' THEN 'payment.created'
@@ -163,8 +162,9 @@ BEGIN
             END
     END;
     IF kind IS NOT NULL THEN
-        SELECT merchant_id INTO merchant FROM payments WHERE id = NEW.payment_id;
-        PERFORM write_event(kind, merchant, NEW.payment_id, NULL, payment_snapshot(NEW.payment_id),
+        -- One read of the row: its merchant and its snapshot.
+        SELECT * INTO pay FROM payments WHERE id = NEW.payment_id;
+        PERFORM write_event(kind, pay.merchant_id, pay.id, NULL, payment_snapshot(pay),
                             NEW.request_id, NEW.idempotency_key);
     END IF;
     RETURN NULL;
@@ -178,7 +178,7 @@ CREATE TRIGGER payment_status_history_event
 -- A capture keeps the status `succeeded`: the flag is the change.
 CREATE FUNCTION payment_captured_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM write_event('payment.captured', NEW.merchant_id, NEW.id, NULL, payment_snapshot(NEW.id),
+    PERFORM write_event('payment.captured', NEW.merchant_id, NEW.id, NULL, payment_snapshot(NEW),
                         NULL, NULL);
     RETURN NULL;
 END
@@ -195,10 +195,6 @@ DECLARE
     kind text;
     op operations%ROWTYPE;
 BEGIN
-    SELECT * INTO op FROM operations WHERE id = NEW.operation_id;
-    IF op.kind <> 'refund' THEN
-        RETURN NULL;
-    END IF;
     kind := CASE
         WHEN NEW.from_status IS NULL THEN 'refund.created'
         WHEN NEW.from_status IS DISTINCT FROM NEW.to_status THEN
@@ -207,7 +203,13 @@ BEGIN
                 WHEN 'failed' THEN 'refund.failed'
             END
     END;
-    IF kind IS NOT NULL THEN
+    -- Claims, retries and holds report nothing: the row is read only for
+    -- the changes that are events, and only refunds have events of their own.
+    IF kind IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO op FROM operations WHERE id = NEW.operation_id;
+    IF op.kind = 'refund' THEN
         PERFORM write_event(kind, op.merchant_id, op.payment_id, op.id,
                              jsonb_build_object('refund', to_jsonb(op)),
                              NEW.request_id, NEW.idempotency_key);
