@@ -19,7 +19,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::payments::{
-    claimable, take_overdue_sql, transition_sql, Audit, Knowledge, Table, CLAIM_SET,
+    claimable, take_overdue_from, transition_sql, Audit, Knowledge, Table, CLAIM_SET,
     FAIL_UNCLAIMED_SET, GUARD_KNOWN_UNPROCESSED, GUARD_OWN_CLAIM, HOLD_SET, HOLD_UNCLAIMED_SET,
     RETRY_SET,
 };
@@ -558,14 +558,16 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    let sql = take_overdue_sql(OPERATIONS, "id, payment_id, merchant_id");
-    sqlx::query_as(&sql)
-        .bind(grace.as_secs_f64())
-        .bind(limit)
-        .bind(backlog)
-        .bind(dead_after.as_secs_f64())
-        .fetch_all(db)
-        .await
+    take_overdue_from(
+        db,
+        OPERATIONS,
+        "id, payment_id, merchant_id",
+        grace,
+        dead_after,
+        backlog,
+        limit,
+    )
+    .await
 }
 
 /// Authorizations approved more than `ttl` ago and still uncaptured, with no

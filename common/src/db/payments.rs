@@ -622,7 +622,33 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    let sql = take_overdue_sql(PAYMENTS, "id, merchant_id, status");
+    take_overdue_from(
+        db,
+        PAYMENTS,
+        "id, merchant_id, status",
+        grace,
+        dead_after,
+        backlog,
+        limit,
+    )
+    .await
+}
+
+/// [`take_overdue_sql`] over `table`, rows read as `T` (payments and
+/// operations share it).
+pub(crate) async fn take_overdue_from<'e, T>(
+    db: impl PgExecutor<'e>,
+    table: Table,
+    returning: &str,
+    grace: Duration,
+    dead_after: Duration,
+    backlog: bool,
+    limit: i64,
+) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let sql = take_overdue_sql(table, returning);
     sqlx::query_as(&sql)
         .bind(grace.as_secs_f64())
         .bind(limit)
