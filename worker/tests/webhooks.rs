@@ -195,6 +195,49 @@ async fn every_status_change_of_every_kind_of_payment_arrives_signed_with_its_ob
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_slower_than_the_timeout_is_retried_and_never_holds_payments() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    // Longer than the workers' WEBHOOK_TIMEOUT_MS (2 s in tests), once.
+    *receiver.state.hang.lock().expect("lock") = Some(Duration::from_secs(6));
+    let (endpoint, secret) = register(&app, &receiver.url(), &["payment.succeeded"]).await;
+    let (first, _) = pay(&app, cards::VISA, 1000, true).await;
+    receiver
+        .wait_for(&app, "the first request, left hanging", |g| g.len() == 1)
+        .await;
+    // While the receiver hangs, payments are still processed.
+    let (second, status) = pay(&app, cards::VISA, 1000, true).await;
+    assert_eq!(status, "succeeded");
+    let got = receiver
+        .wait_for(&app, "both events, the first one again", |got| {
+            got.iter().filter(|r| r.object_id() == first).count() == 2
+                && got.iter().any(|r| r.object_id() == second)
+        })
+        .await;
+    assert!(got.iter().all(|r| r.verifies_with(&secret)));
+    let outcomes = app
+        .eventually(
+            "both deliveries logged",
+            Duration::from_secs(10),
+            || async {
+                let outcomes: Vec<String> = attempts(&app, &endpoint)
+                    .await
+                    .iter()
+                    .map(|a| a["outcome"].as_str().expect("outcome").to_owned())
+                    .collect();
+                (outcomes.len() >= 3).then_some(outcomes)
+            },
+        )
+        .await;
+    assert!(outcomes.contains(&"timeout".to_owned()), "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "delivered").count(),
+        2,
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_failing_twice_gets_the_event_three_times_with_one_id() {
     let app = TestApp::spawn().await;
     let receiver = Receiver::start().await;
