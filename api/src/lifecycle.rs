@@ -290,7 +290,7 @@ async fn create_operation(
     };
     let created = async {
         let mut tx = state.pool.begin().await?;
-        let created = match operations::create(&mut *tx, &new, state.settings.relay_after).await {
+        let created = match operations::create(&mut tx, &new, state.settings.relay_after).await {
             Ok(Some(created)) => created,
             Ok(None) => return Err(not_allowed(state, caller, &new).await),
             Err(err) if common::db::violated_constraint(&err).is_some() => {
@@ -394,7 +394,7 @@ async fn not_allowed(state: &AppState, caller: &Caller, new: &NewOperation) -> A
         Ok(row) => row,
         Err(err) => return err,
     };
-    let succeeded = row.status == "succeeded";
+    let succeeded = row.status == common::domain::PaymentStatus::Succeeded;
     match new.kind {
         Kind::Capture if succeeded && !row.captured && row.amount_capturable > 0 => {
             ApiError::invalid(

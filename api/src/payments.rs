@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::db::{self, payments::PaymentRow};
-use common::domain::{PaymentId, PaymentStatus, Scope};
+use common::domain::{PaymentId, Scope};
 use common::queue::Job;
 
 use crate::auth::Caller;
@@ -148,7 +148,7 @@ async fn insert(
     new: &db::payments::NewPayment,
 ) -> Result<db::payments::Inserted, ApiError> {
     let mut conn = state.pool.acquire().await?;
-    db::payments::insert(&mut *conn, new, state.settings.relay_after)
+    db::payments::insert(&mut conn, new, state.settings.relay_after)
         .await
         .map_err(outcome_unknown)
 }
@@ -161,7 +161,7 @@ async fn insert_with_key(
     claim: &Claim,
 ) -> Result<db::payments::Inserted, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let inserted = db::payments::insert(&mut *tx, new, state.settings.relay_after).await?;
+    let inserted = db::payments::insert(&mut tx, new, state.settings.relay_after).await?;
     let body = serde_json::to_value(Payment::from_row(
         &inserted.payment,
         &state.settings.public_base_url,
@@ -234,9 +234,7 @@ pub(crate) fn no_such_payment() -> ApiError {
 }
 
 fn is_terminal(row: &PaymentRow) -> bool {
-    row.status
-        .parse::<PaymentStatus>()
-        .is_ok_and(PaymentStatus::is_terminal)
+    row.status.is_terminal()
 }
 
 /// Holds the request until the payment is terminal or `wait` passes.

@@ -98,7 +98,7 @@ async fn receipt(
     // A malformed id names no payment: 404 like any unknown id.
     let id: PaymentId = id.parse().map_err(|_| no_such_receipt())?;
     tracing::Span::current().record("payment_id", tracing::field::display(id));
-    let row = db::receipts::find(&state.pool, id)
+    let row = db::receipts::find(&mut *state.pool.acquire().await?, id)
         .await?
         .ok_or_else(no_such_receipt)?;
     let mut response = render(&row).into_string().into_response();
@@ -135,7 +135,7 @@ fn no_such_receipt() -> ApiError {
 
 fn render(row: &ReceiptRow) -> Markup {
     let payment = &row.payment;
-    let amount = format_amount(payment.amount, &payment.currency);
+    let amount = format_amount(payment.amount, payment.currency.as_str());
     html! {
         (DOCTYPE)
         html lang="en" {

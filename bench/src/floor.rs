@@ -645,7 +645,8 @@ impl PgWork {
     /// stays).
     async fn one(&self, deleter: Option<&mpsc::UnboundedSender<i64>>) -> anyhow::Result<PaymentId> {
         let new = self.new_payment()?;
-        let inserted = payments::insert(&self.pool, &new, RELAY_AFTER).await?;
+        let inserted =
+            payments::insert(&mut *self.pool.acquire().await?, &new, RELAY_AFTER).await?;
         // The API hands confirmed rows to a batching deleter in the same way.
         if let Some(deleter) = deleter {
             let _ = deleter.send(inserted.outbox_id);

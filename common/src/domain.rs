@@ -103,6 +103,15 @@ impl Serialize for Currency {
     }
 }
 
+/// Read back only where we wrote it (a row's snapshot in an event), so it
+/// is as strict as [`Currency::parse`].
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A processor card token (`tok_…`). Its `Debug` form hides the value so a
 /// token can never reach a log line by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -316,6 +325,12 @@ impl PaymentStatus {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

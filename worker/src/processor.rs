@@ -113,7 +113,7 @@ impl Charge {
             key: id.to_string(),
             request: ChargeRequest {
                 amount: payment.amount,
-                currency: payment.currency.clone(),
+                currency: payment.currency.to_string(),
                 token: payment.card_token.expose().to_owned(),
                 capture: payment.capture,
                 description: payment.description.clone(),

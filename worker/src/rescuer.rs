@@ -123,9 +123,12 @@ async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
             metadata: serde_json::json!({}),
             origin: Default::default(),
         };
+        let Ok(mut conn) = ctx.pool.acquire().await else {
+            continue;
+        };
         // `None` or a unique violation: a capture or void started meanwhile.
         let Ok(Some(created)) =
-            operations::create(&ctx.pool, &new, ctx.settings.rescue_after).await
+            operations::create(&mut conn, &new, ctx.settings.rescue_after).await
         else {
             continue;
         };

@@ -106,7 +106,9 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
                 )
                 .await?;
             }
-            Some(row) if row.status == "processing" => defer(ctx, job).await?,
+            Some(row) if row.status == common::domain::PaymentStatus::Processing => {
+                defer(ctx, job).await?
+            }
             Some(row) => {
                 // Terminal, or held for an operator (whose replay sends a new
                 // message): this message has nothing left to do.

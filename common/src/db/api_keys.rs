@@ -18,7 +18,7 @@ pub const DEFAULT_MERCHANT: &str = "default";
 pub const PRINCIPAL_CONSTRAINT: &str = "api_keys_principal_check";
 
 /// A live key, as the API needs it to authenticate a request.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ApiKeyRow {
     pub id: Uuid,
     /// `None`: an operator key.
@@ -28,13 +28,13 @@ pub struct ApiKeyRow {
 
 /// The merchant's id, creating the merchant if the name is new.
 pub async fn ensure_merchant<'e>(db: impl PgExecutor<'e>, name: &str) -> sqlx::Result<Uuid> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO merchants (id, name) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
          RETURNING id",
+        Uuid::now_v7(),
+        name,
     )
-    .bind(Uuid::now_v7())
-    .bind(name)
     .fetch_one(db)
     .await
 }
@@ -49,17 +49,17 @@ pub async fn insert<'e>(
     secret_hash: &[u8],
     scopes: &[String],
 ) -> sqlx::Result<Uuid> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO api_keys (id, merchant_id, name, prefix, secret_hash, scopes)
          VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING id",
+        Uuid::now_v7(),
+        merchant_id,
+        name,
+        prefix,
+        secret_hash,
+        scopes,
     )
-    .bind(Uuid::now_v7())
-    .bind(merchant_id)
-    .bind(name)
-    .bind(prefix)
-    .bind(secret_hash)
-    .bind(scopes)
     .fetch_one(db)
     .await
 }
@@ -71,16 +71,16 @@ pub async fn insert_operator<'e>(
     prefix: &str,
     secret_hash: &[u8],
 ) -> sqlx::Result<Uuid> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO api_keys (id, merchant_id, name, prefix, secret_hash, scopes)
          VALUES ($1, NULL, $2, $3, $4, ARRAY[$5])
          RETURNING id",
+        Uuid::now_v7(),
+        name,
+        prefix,
+        secret_hash,
+        crate::domain::OPERATOR_SCOPE,
     )
-    .bind(Uuid::now_v7())
-    .bind(name)
-    .bind(prefix)
-    .bind(secret_hash)
-    .bind(crate::domain::OPERATOR_SCOPE)
     .fetch_one(db)
     .await
 }
@@ -90,27 +90,29 @@ pub async fn find_by_hash<'e>(
     db: impl PgExecutor<'e>,
     secret_hash: &[u8],
 ) -> sqlx::Result<Option<ApiKeyRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ApiKeyRow,
         "SELECT id, merchant_id, scopes FROM api_keys
          WHERE secret_hash = $1 AND revoked_at IS NULL",
+        secret_hash,
     )
-    .bind(secret_hash)
     .fetch_optional(db)
     .await
 }
 
 /// Revokes a key by id; `false` if there was no such live key.
 pub async fn revoke<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<bool> {
-    let result =
-        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .execute(db)
-            .await?;
+    let result = sqlx::query!(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        id,
+    )
+    .execute(db)
+    .await?;
     Ok(result.rows_affected() == 1)
 }
 
 /// A key as an operator lists it (never the secret).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ApiKeyListing {
     pub id: Uuid,
     /// `None`: an operator key.
@@ -123,10 +125,12 @@ pub struct ApiKeyListing {
 }
 
 pub async fn list<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Vec<ApiKeyListing>> {
-    sqlx::query_as(
-        "SELECT k.id, m.name AS merchant, k.name, k.prefix, k.scopes, k.created_at, k.revoked_at
-         FROM api_keys k LEFT JOIN merchants m ON m.id = k.merchant_id
-         ORDER BY k.created_at",
+    sqlx::query_as!(
+        ApiKeyListing,
+        r#"SELECT k.id, m.name AS "merchant?", k.name, k.prefix, k.scopes, k.created_at,
+                  k.revoked_at
+           FROM api_keys k LEFT JOIN merchants m ON m.id = k.merchant_id
+           ORDER BY k.created_at"#,
     )
     .fetch_all(db)
     .await

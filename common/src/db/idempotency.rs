@@ -31,7 +31,6 @@ pub enum Begin {
     Mismatch,
 }
 
-#[derive(sqlx::FromRow)]
 struct KeyRow {
     request_hash: Vec<u8>,
     state: String,
@@ -50,34 +49,36 @@ pub async fn begin<'e, E>(
 where
     E: PgExecutor<'e> + Copy,
 {
-    let started: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, state, locked_until, owner)
-         VALUES ($1, $2, $3, 'in_flight', now() + make_interval(secs => $4), $5)
-         ON CONFLICT (merchant_id, key) DO UPDATE
-             SET request_hash = EXCLUDED.request_hash,
-                 locked_until = EXCLUDED.locked_until,
-                 owner = EXCLUDED.owner,
-                 created_at = now()
-             WHERE idempotency_keys.state = 'in_flight'
-               AND idempotency_keys.locked_until < now()
-         RETURNING true",
+    let started = sqlx::query_scalar!(
+        r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, state, locked_until, owner)
+           VALUES ($1, $2, $3, 'in_flight', now() + make_interval(secs => $4), $5)
+           ON CONFLICT (merchant_id, key) DO UPDATE
+               SET request_hash = EXCLUDED.request_hash,
+                   locked_until = EXCLUDED.locked_until,
+                   owner = EXCLUDED.owner,
+                   created_at = now()
+               WHERE idempotency_keys.state = 'in_flight'
+                 AND idempotency_keys.locked_until < now()
+           RETURNING true AS "started!""#,
+        merchant_id,
+        key,
+        request_hash,
+        lock_for.as_secs_f64(),
+        owner,
     )
-    .bind(merchant_id)
-    .bind(key)
-    .bind(request_hash)
-    .bind(lock_for.as_secs_f64())
-    .bind(owner)
     .fetch_optional(db)
     .await?;
     if started.is_some() {
         return Ok(Begin::Started);
     }
-    let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT request_hash, state, response_status, response_body
-         FROM idempotency_keys WHERE merchant_id = $1 AND key = $2",
+    let row = sqlx::query_as!(
+        KeyRow,
+        r#"SELECT request_hash, state, response_status,
+                  response_body AS "response_body: Json<Value>"
+           FROM idempotency_keys WHERE merchant_id = $1 AND key = $2"#,
+        merchant_id,
+        key,
     )
-    .bind(merchant_id)
-    .bind(key)
     .fetch_optional(db)
     .await?;
     let Some(row) = row else {
@@ -112,17 +113,17 @@ pub async fn complete<'e>(
     body: &Value,
     payment_id: Uuid,
 ) -> sqlx::Result<bool> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "UPDATE idempotency_keys
          SET state = 'completed', response_status = $4, response_body = $5, payment_id = $6
          WHERE merchant_id = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'",
+        merchant_id,
+        key,
+        owner,
+        i16::try_from(status).unwrap_or(500),
+        body,
+        payment_id,
     )
-    .bind(merchant_id)
-    .bind(key)
-    .bind(owner)
-    .bind(i16::try_from(status).unwrap_or(500))
-    .bind(Json(body))
-    .bind(payment_id)
     .execute(db)
     .await?;
     Ok(result.rows_affected() == 1)
@@ -136,13 +137,13 @@ pub async fn abandon<'e>(
     key: &str,
     owner: Uuid,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM idempotency_keys
          WHERE merchant_id = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'",
+        merchant_id,
+        key,
+        owner,
     )
-    .bind(merchant_id)
-    .bind(key)
-    .bind(owner)
     .execute(db)
     .await?;
     Ok(())
@@ -150,10 +151,10 @@ pub async fn abandon<'e>(
 
 /// Deletes keys older than `ttl`; returns how many.
 pub async fn reap<'e>(db: impl PgExecutor<'e>, ttl: Duration) -> sqlx::Result<u64> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+        ttl.as_secs_f64(),
     )
-    .bind(ttl.as_secs_f64())
     .execute(db)
     .await?;
     Ok(result.rows_affected())

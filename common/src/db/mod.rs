@@ -1,6 +1,20 @@
 //! PostgreSQL access: the pool, migrations, and one module of plain SQL per
 //! table. Functions take an executor (pool, connection or transaction) so the
 //! caller decides the transaction boundaries.
+//!
+//! Every statement with a fixed text is checked against the schema at build
+//! time (`sqlx::query!` and friends, through the macros of [`sql`]): offline
+//! from the committed `.sqlx/` (`SQLX_OFFLINE=true`, set in
+//! `.cargo/config.toml`), and `cargo sqlx prepare --check` in CI proves that
+//! directory matches the code and the migrations. Checked only when they
+//! run: the payment list's filter (`payment_list`, a `QueryBuilder` whose
+//! every value is a bind, built from the filters present; its tests run it),
+//! and this module's bootstrap (`CREATE DATABASE` on the `postgres`
+//! database, before any schema exists).
+
+#[macro_use]
+mod sql;
+mod types;
 
 pub mod api_keys;
 pub mod idempotency;
@@ -152,5 +166,8 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Whether the database answers (for `/readyz`).
 pub async fn is_ready(pool: &PgPool) -> bool {
-    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+    sqlx::query!("SELECT 1 AS one")
+        .fetch_one(pool)
+        .await
+        .is_ok()
 }

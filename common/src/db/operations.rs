@@ -15,24 +15,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::PgExecutor;
+use sqlx::{Acquire as _, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::payments::{
-    claimable, take_overdue_from, transition_sql, Audit, Knowledge, Table, CLAIM_SET,
-    FAIL_UNCLAIMED_SET, GUARD_KNOWN_UNPROCESSED, GUARD_OWN_CLAIM, HOLD_SET, HOLD_UNCLAIMED_SET,
-    RETRY_SET,
-};
+use super::outbox;
+use super::payments::{Audit, Knowledge};
+use crate::domain::Currency;
 use crate::queue::Job;
 
-const OPERATIONS: Table = Table {
-    name: "operations",
-    history: "operation_status_history",
-    key: "operation_id",
-};
-
 /// What an operation does at the processor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Capture,
     Void,
@@ -62,16 +55,15 @@ impl std::str::FromStr for Kind {
 }
 
 /// An operation as stored (also read back from an event's snapshot).
-#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct OperationRow {
     pub id: Uuid,
     pub payment_id: Uuid,
     pub merchant_id: Uuid,
-    #[sqlx(try_from = "String")]
-    pub kind: KindColumn,
+    pub kind: Kind,
     pub status: String,
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub requested_by: String,
     pub reason: Option<String>,
     pub notes: Option<String>,
@@ -94,21 +86,9 @@ pub struct OperationRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// [`Kind`] as read from its column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub struct KindColumn(pub Kind);
-
-impl TryFrom<String> for KindColumn {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
-        value.parse().map(Self)
-    }
-}
-
 impl OperationRow {
     pub fn kind(&self) -> Kind {
-        self.kind.0
+        self.kind
     }
 
     pub fn attempts_this_round(&self) -> i32 {
@@ -137,99 +117,123 @@ pub struct NewOperation {
     pub origin: super::payments::Origin,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+/// An operation just written, and the outbox row of its job.
+#[derive(Debug)]
 pub struct Created {
-    #[sqlx(flatten)]
     pub operation: OperationRow,
     pub outbox_id: i64,
 }
 
-/// The payment's guard and money change per kind, reading the locked row
-/// `old` (`$3` is the requested amount or NULL). The amount is what the
-/// guard allowed, computed once in `amt`.
-fn create_sql(kind: Kind) -> &'static str {
-    match kind {
+/// The statement that creates an operation: `guard` reads the locked
+/// payment `old` (`$3` is the requested amount or NULL) and defines `amt`,
+/// the amount the guard allowed (no row: not allowed), and `pay`, its
+/// change to the payment's money.
+macro_rules! create_operation {
+    ($guard:literal, $new:expr) => {
+        operation_row!(
+            [
+                "WITH old AS (SELECT *, $3::bigint AS requested FROM payments
+                              WHERE id = $1 AND merchant_id = $2 FOR UPDATE), "
+                + $guard + ",
+                 o AS (
+                     INSERT INTO operations (id, payment_id, merchant_id, kind, status, amount,
+                         currency, requested_by, reason, notes, statement_descriptor, metadata,
+                         due_at)
+                     SELECT $4, old.id, old.merchant_id, $5, 'pending', amt.amount, old.currency,
+                         $6, $7, $8, $9, $10, now()
+                     FROM old, amt, pay
+                     RETURNING *
+                 ), h AS (
+                     INSERT INTO operation_status_history (operation_id, from_status, to_status,
+                         actor, reason, request_id, idempotency_key)
+                     SELECT id, NULL, 'pending', requested_by, 'requested', $11, $12 FROM o
+                 ) " +
+            ],
+            "FROM o",
+            $new.payment_id,
+            $new.merchant_id,
+            $new.amount,
+            $new.id,
+            $new.kind as _,
+            &$new.requested_by,
+            $new.reason.as_deref(),
+            $new.notes.as_deref(),
+            $new.statement_descriptor.as_deref(),
+            &$new.metadata,
+            $new.origin.request_id.as_deref(),
+            $new.origin.idempotency_key.as_deref(),
+        )
+    };
+}
+
+/// Creates the operation if the payment (of this merchant) allows it now,
+/// with its history, and its job's outbox row ([`outbox::insert`]), in one
+/// transaction (a savepoint when `conn` is already in one). `None`: the
+/// payment does not allow it (the caller reads the payment to say why). A
+/// second open capture or void violates `operations_one_open_capture_or_void`.
+pub async fn create(
+    conn: &mut PgConnection,
+    new: &NewOperation,
+    relay_after: Duration,
+) -> sqlx::Result<Option<Created>> {
+    let mut tx = conn.begin().await?;
+    let operation = match new.kind {
         // Only an authorized, uncaptured payment; at most what it allows.
         Kind::Capture => {
-            "amt AS (SELECT COALESCE($3, amount_capturable) AS amount FROM old
+            create_operation!(
+                "amt AS (SELECT COALESCE($3, amount_capturable) AS amount FROM old
                      WHERE status = 'succeeded' AND NOT captured AND amount_capturable > 0
                        AND COALESCE($3, amount_capturable) BETWEEN 1 AND amount_capturable),
-             pay AS (UPDATE payments p SET updated_at = now() FROM amt WHERE p.id = $1 RETURNING p.id)"
+             pay AS (UPDATE payments p SET updated_at = now() FROM amt WHERE p.id = $1
+                     RETURNING p.id)",
+                new
+            )
+            .fetch_optional(&mut *tx)
+            .await?
         }
         Kind::Void => {
-            "amt AS (SELECT amount_capturable AS amount FROM old
+            create_operation!(
+                "amt AS (SELECT amount_capturable AS amount FROM old
                      WHERE status = 'succeeded' AND NOT captured AND amount_capturable > 0),
-             pay AS (UPDATE payments p SET updated_at = now() FROM amt WHERE p.id = $1 RETURNING p.id)"
+             pay AS (UPDATE payments p SET updated_at = now() FROM amt WHERE p.id = $1
+                     RETURNING p.id)",
+                new
+            )
+            .fetch_optional(&mut *tx)
+            .await?
         }
         // Reserve the refund's amount in the same statement: the check
         // `payments_refunds_within_capture` and this guard make an
         // over-refund impossible however many requests race.
         Kind::Refund => {
-            "amt AS (SELECT COALESCE($3, amount_captured - amount_refunded) AS amount FROM old
+            create_operation!(
+                "amt AS (SELECT COALESCE($3, amount_captured - amount_refunded) AS amount FROM old
                      WHERE status = 'succeeded' AND captured
                        AND COALESCE($3, amount_captured - amount_refunded) BETWEEN 1
                            AND amount_captured - amount_refunded),
              pay AS (UPDATE payments p SET amount_refunded = p.amount_refunded + amt.amount,
                          updated_at = now()
-                     FROM amt WHERE p.id = $1 RETURNING p.id)"
+                     FROM amt WHERE p.id = $1 RETURNING p.id)",
+                new
+            )
+            .fetch_optional(&mut *tx)
+            .await?
         }
-    }
-}
-
-/// Creates the operation if the payment (of this merchant) allows it now,
-/// with its history and outbox row, in one statement. `None`: the payment
-/// does not allow it (the caller reads the payment to say why). A second
-/// open capture or void violates `operations_one_open_capture_or_void`.
-pub async fn create<'e>(
-    db: impl PgExecutor<'e>,
-    new: &NewOperation,
-    relay_after: Duration,
-) -> sqlx::Result<Option<Created>> {
+    };
+    let Some(operation) = operation else {
+        return Ok(None);
+    };
     let job = Job::operation(new.id, new.payment_id, new.merchant_id);
-    let sql = format!(
-        "WITH old AS (SELECT * FROM payments WHERE id = $1 AND merchant_id = $2 FOR UPDATE),
-         {guard},
-         o AS (
-             INSERT INTO operations (id, payment_id, merchant_id, kind, status, amount, currency,
-                 requested_by, reason, notes, statement_descriptor, metadata, due_at)
-             SELECT $4, old.id, old.merchant_id, $5, 'pending', amt.amount, old.currency,
-                 $6, $7, $8, $9, $10, now()
-             FROM old, amt, pay
-             RETURNING *
-         ), h AS (
-             INSERT INTO operation_status_history (operation_id, from_status, to_status, actor, reason,
-                 request_id, idempotency_key)
-             SELECT id, NULL, 'pending', requested_by, 'requested', $13, $14 FROM o
-         ), x AS (
-             INSERT INTO outbox (payment_id, message, available_at)
-             SELECT payment_id, $11, now() + make_interval(secs => $12) FROM o
-             RETURNING id
-         )
-         SELECT o.*, x.id AS outbox_id FROM o, x",
-        guard = create_sql(new.kind)
-    );
-    sqlx::query_as(&sql)
-        .bind(new.payment_id)
-        .bind(new.merchant_id)
-        .bind(new.amount)
-        .bind(new.id)
-        .bind(new.kind.as_str())
-        .bind(&new.requested_by)
-        .bind(&new.reason)
-        .bind(&new.notes)
-        .bind(&new.statement_descriptor)
-        .bind(Json(&new.metadata))
-        .bind(Json(&job))
-        .bind(relay_after.as_secs_f64())
-        .bind(&new.origin.request_id)
-        .bind(&new.origin.idempotency_key)
-        .fetch_optional(db)
-        .await
+    let outbox_id = outbox::insert(&mut *tx, new.payment_id, &job, relay_after).await?;
+    tx.commit().await?;
+    Ok(Some(Created {
+        operation,
+        outbox_id,
+    }))
 }
 
 pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<Option<OperationRow>> {
-    sqlx::query_as("SELECT * FROM operations WHERE id = $1")
-        .bind(id)
+    operation_row!([], "FROM operations WHERE id = $1", id)
         .fetch_optional(db)
         .await
 }
@@ -240,12 +244,15 @@ pub async fn find_for_merchant<'e>(
     id: Uuid,
     kind: Kind,
 ) -> sqlx::Result<Option<OperationRow>> {
-    sqlx::query_as("SELECT * FROM operations WHERE id = $1 AND merchant_id = $2 AND kind = $3")
-        .bind(id)
-        .bind(merchant_id)
-        .bind(kind.as_str())
-        .fetch_optional(db)
-        .await
+    operation_row!(
+        [],
+        "FROM operations WHERE id = $1 AND merchant_id = $2 AND kind = $3",
+        id,
+        merchant_id,
+        kind.as_str(),
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// The payment's operations of `kind`, newest first, at most `limit`,
@@ -257,18 +264,19 @@ pub async fn list_for_payment<'e>(
     starting_after: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<OperationRow>> {
-    sqlx::query_as(
-        "SELECT * FROM operations o
+    operation_row!(
+        [],
+        "FROM operations o
          WHERE payment_id = $1 AND kind = $2
            AND ($3::uuid IS NULL OR (created_at, id) < (
                 SELECT created_at, id FROM operations WHERE id = $3 AND payment_id = $1))
          ORDER BY created_at DESC, id DESC
          LIMIT $4",
+        payment_id,
+        kind.as_str(),
+        starting_after,
+        limit,
     )
-    .bind(payment_id)
-    .bind(kind.as_str())
-    .bind(starting_after)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -280,8 +288,9 @@ pub async fn latest_refunds<'e>(
     payment_ids: &[Uuid],
     per_payment: i64,
 ) -> sqlx::Result<Vec<OperationRow>> {
-    sqlx::query_as(
-        "SELECT * FROM (
+    operation_row!(
+        [],
+        "FROM (
              SELECT o.*, row_number() OVER (
                  PARTITION BY payment_id ORDER BY created_at DESC, id DESC) AS n
              FROM operations o
@@ -289,24 +298,11 @@ pub async fn latest_refunds<'e>(
          ) ranked
          WHERE n <= $2
          ORDER BY payment_id, created_at DESC, id DESC",
+        payment_ids,
+        per_payment,
     )
-    .bind(payment_ids)
-    .bind(per_payment)
     .fetch_all(db)
     .await
-}
-
-macro_rules! transition {
-    ($db:expr, $id:expr, $audit:expr, $guard:expr, $set:expr, $also:expr $(, $bind:expr)* $(,)?) => {{
-        let sql = transition_sql(OPERATIONS, $guard, $set, $also);
-        sqlx::query_as::<_, OperationRow>(&sql)
-            .bind($id)
-            .bind($audit.actor)
-            .bind($audit.reason)
-            $(.bind($bind))*
-            .fetch_optional($db)
-            .await
-    }};
 }
 
 /// `pending` (not held), or `processing` under a void claim, → `processing`
@@ -318,23 +314,48 @@ pub async fn claim<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    transition!(
+    operation_transition!(
         db,
         id,
         audit,
-        &claimable("$5"),
-        CLAIM_SET,
-        "",
-        lease.as_secs_f64(),
-        dead_after.as_secs_f64(),
+        guard: claimable,
+        set: claim,
+        also: "",
+        binds: [
+            lease.as_secs_f64(),
+            dead_after.as_secs_f64(),
+        ],
     )
 }
 
-/// What the processor's success does to the payment, in the same statement.
-fn effect_of_success(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Capture => {
-            ", pay AS (
+/// `processing` → `succeeded` under this claim, with its effect on the
+/// payment in the same statement (`also`).
+macro_rules! succeed_with {
+    ($db:expr, $op:expr, $processor_id:expr, $audit:expr, also: $also:literal) => {
+        operation_transition!(
+            $db,
+            $op.id,
+            $audit,
+            guard: own_claim,
+            set: "status = 'succeeded', processor_id = $5, last_error = NULL,
+                next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL,
+                outcome_unknown_since = NULL, finished_at = now()",
+            also: $also,
+            binds: [$op.attempts, $processor_id],
+        )
+    };
+}
+
+/// `processing` → `succeeded` under this claim, applying the effect on the
+/// payment (captured, cancelled) in the same statement.
+pub async fn succeed<'e>(
+    db: impl PgExecutor<'e>,
+    op: &OperationRow,
+    processor_id: &str,
+    audit: Audit<'_>,
+) -> sqlx::Result<Option<OperationRow>> {
+    match op.kind {
+        Kind::Capture => succeed_with!(db, op, processor_id, audit, also: ", pay AS (
                  UPDATE payments SET captured = true, amount_captured = u.amount,
                      amount_capturable = 0, captured_at = now(),
                      capture_details = jsonb_build_object(
@@ -347,10 +368,8 @@ fn effect_of_success(kind: Kind) -> &'static str {
              ), pay_history AS (
                  INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
                  SELECT id, status, status, $2, 'captured' FROM pay
-             )"
-        }
-        Kind::Void => {
-            ", pay AS (
+             )"),
+        Kind::Void => succeed_with!(db, op, processor_id, audit, also: ", pay AS (
                  UPDATE payments SET status = 'cancelled', amount_capturable = 0,
                      cancelled_at = now(),
                      cancellation_reason = COALESCE(u.reason, 'requested_by_customer'),
@@ -360,31 +379,9 @@ fn effect_of_success(kind: Kind) -> &'static str {
              ), pay_history AS (
                  INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
                  SELECT id, 'succeeded', 'cancelled', $2, 'authorization voided' FROM pay
-             )"
-        }
-        Kind::Refund => "",
+             )"),
+        Kind::Refund => succeed_with!(db, op, processor_id, audit, also: ""),
     }
-}
-
-/// `processing` → `succeeded` under this claim, applying the effect on the
-/// payment (captured, cancelled) in the same statement.
-pub async fn succeed<'e>(
-    db: impl PgExecutor<'e>,
-    op: &OperationRow,
-    processor_id: &str,
-    audit: Audit<'_>,
-) -> sqlx::Result<Option<OperationRow>> {
-    transition!(
-        db,
-        op.id,
-        audit,
-        GUARD_OWN_CLAIM,
-        "status = 'succeeded', processor_id = $5, last_error = NULL, next_attempt_at = NULL,
-         lease_expires_at = NULL, due_at = NULL, outcome_unknown_since = NULL, finished_at = now()",
-        effect_of_success(op.kind()),
-        op.attempts,
-        processor_id,
-    )
 }
 
 /// `processing` → `failed` under this claim. A failed refund releases its
@@ -396,27 +393,21 @@ pub async fn fail<'e>(
     failure_message: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    transition!(
+    operation_transition!(
         db,
         op.id,
         audit,
-        GUARD_OWN_CLAIM,
-        "status = 'failed', failure_code = $5, failure_message = $6, outcome_unknown_since = NULL,
+        guard: own_claim,
+        set: "status = 'failed', failure_code = $5, failure_message = $6, outcome_unknown_since = NULL,
          next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
-        RELEASE_REFUND,
-        op.attempts,
-        failure_code,
-        failure_message,
+        also: release_refund,
+        binds: [
+            op.attempts,
+            failure_code,
+            failure_message,
+        ],
     )
 }
-
-/// A failed refund gives back the amount it reserved, in the statement that
-/// fails it (a capture or void reserves nothing).
-const RELEASE_REFUND: &str = ", pay AS (
-         UPDATE payments SET amount_refunded = amount_refunded - u.amount, updated_at = now()
-         FROM updated u WHERE payments.id = u.payment_id AND u.kind = 'refund'
-         RETURNING payments.id
-     )";
 
 /// `pending` → `failed` for a job given up before any claim (a message that
 /// kept killing workers), as [`super::payments::fail_unclaimed`]: only an
@@ -429,15 +420,17 @@ pub async fn fail_unclaimed<'e>(
     failure_message: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    transition!(
+    operation_transition!(
         db,
         id,
         audit,
-        GUARD_KNOWN_UNPROCESSED,
-        FAIL_UNCLAIMED_SET,
-        RELEASE_REFUND,
-        failure_code,
-        failure_message,
+        guard: known_unprocessed,
+        set: fail_unclaimed,
+        also: release_refund,
+        binds: [
+            failure_code,
+            failure_message,
+        ],
     )
 }
 
@@ -453,15 +446,17 @@ pub async fn hold_unclaimed<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    transition!(
+    operation_transition!(
         db,
         id,
         audit,
-        &claimable("$5"),
-        HOLD_UNCLAIMED_SET,
-        "",
-        last_error,
-        dead_after.as_secs_f64(),
+        guard: claimable,
+        set: hold_unclaimed,
+        also: "",
+        binds: [
+            last_error,
+            dead_after.as_secs_f64(),
+        ],
     )
 }
 
@@ -477,18 +472,20 @@ pub async fn schedule_retry<'e>(
     knowledge: Knowledge,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    transition!(
+    operation_transition!(
         db,
         op.id,
         audit,
-        GUARD_OWN_CLAIM,
-        RETRY_SET,
-        "",
-        op.attempts,
-        last_error,
-        delay.as_secs_f64(),
-        tier.max(delay).as_secs_f64(),
-        knowledge == Knowledge::Unknown,
+        guard: own_claim,
+        set: retry,
+        also: "",
+        binds: [
+            op.attempts,
+            last_error,
+            delay.as_secs_f64(),
+            tier.max(delay).as_secs_f64(),
+            knowledge == Knowledge::Unknown,
+        ],
     )
 }
 
@@ -500,15 +497,17 @@ pub async fn hold<'e>(
     last_error: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    transition!(
+    operation_transition!(
         db,
         op.id,
         audit,
-        GUARD_OWN_CLAIM,
-        HOLD_SET,
-        "",
-        op.attempts,
-        last_error,
+        guard: own_claim,
+        set: hold,
+        also: "",
+        binds: [
+            op.attempts,
+            last_error,
+        ],
     )
 }
 
@@ -521,30 +520,32 @@ pub async fn replay<'e>(
     codes: &[&str],
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    transition!(
+    operation_transition!(
         db,
         id,
         audit,
-        "((old.status = 'failed' AND p.failure_code = ANY($4)
+        guard: "((old.status = 'failed' AND p.failure_code = ANY($4)
            AND (p.kind <> 'refund' OR EXISTS (
                SELECT 1 FROM payments pay WHERE pay.id = p.payment_id
                  AND pay.amount_refunded + p.amount <= pay.amount_captured)))
           OR (old.status = 'pending' AND p.held_at IS NOT NULL))",
-        "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
+        set: "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
          replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
          held_at = NULL, finished_at = NULL",
-        ", pay AS (
+        also: ", pay AS (
              UPDATE payments SET amount_refunded = amount_refunded + u.amount, updated_at = now()
              FROM updated u
              WHERE payments.id = u.payment_id AND u.kind = 'refund' AND u.from_status = 'failed'
              RETURNING payments.id
          )",
-        codes,
+        binds: [
+            codes as _,
+        ],
     )
 }
 
 /// Operations whose message is late, as [`super::payments::take_overdue`].
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Overdue {
     pub id: Uuid,
     pub payment_id: Uuid,
@@ -558,15 +559,16 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    take_overdue_from(
-        db,
-        OPERATIONS,
+    take_overdue!(
+        Overdue,
+        "operations",
         "id, payment_id, merchant_id",
         grace,
         dead_after,
         backlog,
-        limit,
+        limit
     )
+    .fetch_all(db)
     .await
 }
 
@@ -577,7 +579,7 @@ pub async fn expired_authorizations<'e>(
     ttl: Duration,
     limit: i64,
 ) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT p.id, p.merchant_id FROM payments p
          WHERE p.status = 'succeeded' AND NOT p.captured AND p.amount_capturable > 0
            AND p.finished_at < now() - make_interval(secs => $1)
@@ -586,9 +588,10 @@ pub async fn expired_authorizations<'e>(
                              AND o.status IN ('pending', 'processing'))
          ORDER BY p.finished_at
          LIMIT $2",
+        ttl.as_secs_f64(),
+        limit,
     )
-    .bind(ttl.as_secs_f64())
-    .bind(limit)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.merchant_id)).collect())
 }

@@ -76,11 +76,14 @@ pub async fn position<'e>(
     merchant_id: Uuid,
     id: PaymentId,
 ) -> sqlx::Result<Option<Position>> {
-    sqlx::query_as("SELECT created_at, id FROM payments WHERE id = $1 AND merchant_id = $2")
-        .bind(id.0)
-        .bind(merchant_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        Position,
+        "SELECT created_at, id FROM payments WHERE id = $1 AND merchant_id = $2",
+        id.0,
+        merchant_id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Up to `limit` (1 to [`MAX_LIMIT`]) of the merchant's payments matching

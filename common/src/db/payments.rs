@@ -10,10 +10,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::PgExecutor;
+use sqlx::{Acquire as _, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::domain::{Amount, CardToken, Currency, PaymentId};
+use super::outbox;
+use crate::domain::{Amount, CardToken, Currency, PaymentId, PaymentStatus};
 use crate::processor::{CardDetails, ProcessorResponse};
 use crate::queue::Job;
 
@@ -25,13 +26,12 @@ use crate::queue::Job;
 pub struct PaymentRow {
     pub id: Uuid,
     pub merchant_id: Uuid,
-    pub status: String,
+    pub status: PaymentStatus,
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub capture: bool,
     pub captured: bool,
     /// Redacting in `Debug`: a row printed anywhere never shows the token.
-    #[sqlx(try_from = "String")]
     #[serde(skip, default = "CardToken::withheld")]
     pub card_token: CardToken,
     pub order_id: Option<String>,
@@ -120,63 +120,66 @@ pub struct NewPayment {
     pub origin: Origin,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+/// A payment just written, and the outbox row of its job.
+#[derive(Debug)]
 pub struct Inserted {
-    #[sqlx(flatten)]
     pub payment: PaymentRow,
     pub outbox_id: i64,
 }
 
-/// Writes the payment (`pending`), its first history row and its outbox row
-/// in one statement, so they exist together or not at all. The outbox row
-/// becomes due for the relay after `relay_after`: until then the fast path
-/// is expected to publish it.
-pub async fn insert<'e>(
-    db: impl PgExecutor<'e>,
+/// Writes the payment (`pending`) with its first history row, and its job's
+/// outbox row ([`outbox::insert`]), in one transaction (a savepoint when
+/// `conn` is already in one), so they exist together or not at all. The
+/// outbox row becomes due for the relay after `relay_after`: until then the
+/// fast path is expected to publish it.
+pub async fn insert(
+    conn: &mut PgConnection,
     new: &NewPayment,
     relay_after: Duration,
 ) -> sqlx::Result<Inserted> {
-    let job = Job::process_payment(new.id, new.merchant_id);
-    sqlx::query_as(
-        "WITH p AS (
-             INSERT INTO payments (id, merchant_id, status, amount, currency, capture, card_token,
-                 order_id, invoice_id, customer_id, customer_email, customer_name, description,
-                 statement_descriptor, billing_address, metadata, notify_on_finish, due_at)
-             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18, now())
-             RETURNING *
-         ), h AS (
-             INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason,
-                 request_id, idempotency_key)
-             SELECT id, NULL, 'pending', 'api', 'accepted', $19, $20 FROM p
-         ), o AS (
-             INSERT INTO outbox (payment_id, message, available_at)
-             SELECT id, $16, now() + make_interval(secs => $17) FROM p
-             RETURNING id
-         )
-         SELECT p.*, o.id AS outbox_id FROM p, o",
+    let mut tx = conn.begin().await?;
+    let payment = payment_row!(
+        [
+            "WITH p AS (
+                 INSERT INTO payments (id, merchant_id, status, amount, currency, capture,
+                     card_token, order_id, invoice_id, customer_id, customer_email, customer_name,
+                     description, statement_descriptor, billing_address, metadata,
+                     notify_on_finish, due_at)
+                 VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                     $15, $16, now())
+                 RETURNING *
+             ), h AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,
+                     reason, request_id, idempotency_key)
+                 SELECT id, NULL, 'pending', 'api', 'accepted', $17, $18 FROM p
+             ) " +
+        ],
+        "FROM p",
+        new.id.0,
+        new.merchant_id,
+        new.amount.get(),
+        new.currency.as_str(),
+        new.capture,
+        new.card_token.expose(),
+        new.order_id.as_deref(),
+        new.invoice_id.as_deref(),
+        new.customer_id.as_deref(),
+        new.customer_email.as_deref(),
+        new.customer_name.as_deref(),
+        new.description.as_deref(),
+        new.statement_descriptor.as_deref(),
+        new.billing_address.as_ref(),
+        &new.metadata,
+        new.notify_on_finish,
+        new.origin.request_id.as_deref(),
+        new.origin.idempotency_key.as_deref(),
     )
-    .bind(new.id.0)
-    .bind(new.merchant_id)
-    .bind(new.amount.get())
-    .bind(new.currency.as_str())
-    .bind(new.capture)
-    .bind(new.card_token.expose())
-    .bind(&new.order_id)
-    .bind(&new.invoice_id)
-    .bind(&new.customer_id)
-    .bind(&new.customer_email)
-    .bind(&new.customer_name)
-    .bind(&new.description)
-    .bind(&new.statement_descriptor)
-    .bind(new.billing_address.as_ref().map(Json))
-    .bind(Json(&new.metadata))
-    .bind(Json(&job))
-    .bind(relay_after.as_secs_f64())
-    .bind(new.notify_on_finish)
-    .bind(&new.origin.request_id)
-    .bind(&new.origin.idempotency_key)
-    .fetch_one(db)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    let job = Job::process_payment(new.id, new.merchant_id);
+    let outbox_id = outbox::insert(&mut *tx, payment.id, &job, relay_after).await?;
+    tx.commit().await?;
+    Ok(Inserted { payment, outbox_id })
 }
 
 /// The payment if it belongs to this merchant.
@@ -185,17 +188,19 @@ pub async fn find_for_merchant<'e>(
     merchant_id: Uuid,
     id: PaymentId,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    sqlx::query_as("SELECT * FROM payments WHERE id = $1 AND merchant_id = $2")
-        .bind(id.0)
-        .bind(merchant_id)
-        .fetch_optional(db)
-        .await
+    payment_row!(
+        [],
+        "FROM payments WHERE id = $1 AND merchant_id = $2",
+        id.0,
+        merchant_id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// The payment, whoever owns it (workers and operators).
 pub async fn find<'e>(db: impl PgExecutor<'e>, id: PaymentId) -> sqlx::Result<Option<PaymentRow>> {
-    sqlx::query_as("SELECT * FROM payments WHERE id = $1")
-        .bind(id.0)
+    payment_row!([], "FROM payments WHERE id = $1", id.0)
         .fetch_optional(db)
         .await
 }
@@ -205,143 +210,6 @@ pub async fn find<'e>(db: impl PgExecutor<'e>, id: PaymentId) -> sqlx::Result<Op
 pub struct Audit<'a> {
     pub actor: &'a str,
     pub reason: &'a str,
-}
-
-/// A table whose rows move through guarded transitions, with its history
-/// table and that table's key column.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Table {
-    pub(crate) name: &'static str,
-    pub(crate) history: &'static str,
-    pub(crate) key: &'static str,
-}
-
-pub(crate) const PAYMENTS: Table = Table {
-    name: "payments",
-    history: "payment_status_history",
-    key: "payment_id",
-};
-
-/// The statement shape of every transition: lock the row, check the guard,
-/// update, write history; `$1` is the id, `$2` the actor, `$3` the reason.
-/// `also` adds CTEs that run in the same statement (`, name AS (…)`), reading
-/// `updated`: effects on other rows that must happen together or not at all.
-pub(crate) fn transition_sql(table: Table, guard: &str, set: &str, also: &str) -> String {
-    let Table { name, history, key } = table;
-    format!(
-        "WITH old AS (SELECT id, status FROM {name} WHERE id = $1 FOR UPDATE),
-         updated AS (
-             UPDATE {name} p SET {set}, updated_at = now()
-             FROM old
-             WHERE p.id = old.id AND {guard}
-             RETURNING p.*, old.status AS from_status
-         ), history AS (
-             INSERT INTO {history} ({key}, from_status, to_status, actor, reason)
-             SELECT id, from_status, status, $2, $3 FROM updated
-         ){also}
-         SELECT * FROM updated"
-    )
-}
-
-/// The guard of a worker's outcome: still processing under *this* claim.
-/// `attempts` is the fencing token: a worker whose lease expired and whose
-/// payment was claimed again cannot overwrite the newer claim's result.
-pub(crate) const GUARD_OWN_CLAIM: &str = "old.status = 'processing' AND p.attempts = $4";
-
-macro_rules! transition {
-    ($db:expr, $id:expr, $audit:expr, $guard:expr, $set:expr $(, $bind:expr)* $(,)?) => {{
-        let sql = transition_sql(PAYMENTS, $guard, $set, "");
-        sqlx::query_as::<_, PaymentRow>(&sql)
-            .bind($id.0)
-            .bind($audit.actor)
-            .bind($audit.reason)
-            $(.bind($bind))*
-            .fetch_optional($db)
-            .await
-    }};
-}
-
-/// The claim of a `processing` payment is void: its lease ended, or its
-/// worker stopped proving it is alive (no heartbeat within `dead_after`
-/// seconds, the statement's parameter named here, or no row at all: it
-/// stopped).
-pub(crate) fn claim_is_void(dead_after: &str) -> String {
-    format!(
-        "(p.lease_expires_at < now() OR NOT EXISTS (
-             SELECT 1 FROM workers w
-             WHERE w.id = p.claimed_by
-               AND w.heartbeat_at > now() - make_interval(secs => {dead_after})))"
-    )
-}
-
-/// The guard of a claim: `pending` and not held, or `processing` under a
-/// void claim (`dead_after` names the statement's parameter).
-pub(crate) fn claimable(dead_after: &str) -> String {
-    format!(
-        "((old.status = 'pending' AND p.held_at IS NULL)
-          OR (old.status = 'processing' AND {}))",
-        claim_is_void(dead_after)
-    )
-}
-
-/// What a claim sets (`$2` the worker, `$4` the lease in seconds). Taking
-/// over a void claim marks the outcome unknown.
-pub(crate) const CLAIM_SET: &str =
-    "status = 'processing', attempts = p.attempts + 1, claimed_by = $2,
-     outcome_unknown_since = CASE WHEN old.status = 'processing'
-         THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
-     lease_expires_at = now() + make_interval(secs => $4),
-     due_at = now() + make_interval(secs => $4), next_attempt_at = NULL";
-
-/// What scheduling a retry sets (`$5` last error, `$6` delay, `$7` the
-/// tier, `$8` whether the outcome is unknown).
-pub(crate) const RETRY_SET: &str = "status = 'pending', last_error = $5,
-     next_attempt_at = now() + make_interval(secs => $6),
-     due_at = now() + make_interval(secs => $7), lease_expires_at = NULL,
-     outcome_unknown_since = CASE WHEN $8 THEN COALESCE(p.outcome_unknown_since, now()) END";
-
-/// What holding for an operator sets (`$5` last error).
-pub(crate) const HOLD_SET: &str = "status = 'pending', held_at = now(), last_error = $5,
-     next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL";
-
-/// The guard of giving a job up before any claim as not processed:
-/// `pending`, not held, and no unknown outcome, so the processor certainly
-/// never acted on it.
-pub(crate) const GUARD_KNOWN_UNPROCESSED: &str =
-    "old.status = 'pending' AND p.held_at IS NULL AND p.outcome_unknown_since IS NULL";
-
-/// What failing a job given up before any claim sets (`$4` failure code,
-/// `$5` failure message).
-pub(crate) const FAIL_UNCLAIMED_SET: &str =
-    "status = 'failed', failure_code = $4, failure_message = $5,
-     next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()";
-
-/// What holding a job given up before any claim sets (`$4` last error):
-/// taking over a void claim marks the outcome unknown, as a claim would.
-pub(crate) const HOLD_UNCLAIMED_SET: &str = "status = 'pending', held_at = now(), last_error = $4,
-     outcome_unknown_since = CASE WHEN old.status = 'processing'
-         THEN COALESCE(p.outcome_unknown_since, now()) ELSE p.outcome_unknown_since END,
-     next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL";
-
-/// The rescuer's statement over `table` (see [`take_overdue`]); binds
-/// `$1` grace, `$2` limit, `$3` backlog, `$4` dead_after.
-pub(crate) fn take_overdue_sql(table: Table, returning: &str) -> String {
-    format!(
-        "UPDATE {name} SET due_at = now() + make_interval(secs => $1)
-         WHERE id IN (
-             SELECT id FROM {name} p
-             WHERE p.due_at < now() - make_interval(secs => $1)
-               AND ((p.status = 'processing' AND {void})
-                    OR (p.status = 'pending' AND p.next_attempt_at IS NOT NULL)
-                    OR (p.status = 'pending' AND NOT $3))
-             ORDER BY p.due_at
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED
-         )
-         RETURNING {returning}",
-        name = table.name,
-        void = claim_is_void("$4")
-    )
 }
 
 /// `pending` (not held), or `processing` under a void claim, → `processing`
@@ -356,14 +224,16 @@ pub async fn claim<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        &claimable("$5"),
-        CLAIM_SET,
-        lease.as_secs_f64(),
-        dead_after.as_secs_f64(),
+        guard: claimable,
+        set: claim,
+        binds: [
+            lease.as_secs_f64(),
+            dead_after.as_secs_f64(),
+        ],
     )
 }
 
@@ -377,21 +247,23 @@ pub async fn succeed<'e>(
     processor_response: &ProcessorResponse,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        GUARD_OWN_CLAIM,
-        "status = 'succeeded', captured = $5, card = $6, processor_response = $7,
+        guard: own_claim,
+        set: "status = 'succeeded', captured = $5, card = $6, processor_response = $7,
          amount_captured = CASE WHEN $5 THEN p.amount ELSE 0 END,
          amount_capturable = CASE WHEN $5 THEN 0 ELSE p.amount END,
          captured_at = CASE WHEN $5 THEN now() END,
          last_error = NULL, next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL,
          outcome_unknown_since = NULL, finished_at = now()",
-        attempt,
-        captured,
-        Json(card),
-        Json(processor_response),
+        binds: [
+            attempt,
+            captured,
+            Json(card) as _,
+            Json(processor_response) as _,
+        ],
     )
 }
 
@@ -414,20 +286,22 @@ pub async fn fail<'e>(
     failure: &Failure<'_>,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        GUARD_OWN_CLAIM,
-        "status = 'failed', card = COALESCE($5, p.card),
+        guard: own_claim,
+        set: "status = 'failed', card = COALESCE($5, p.card),
          processor_response = COALESCE($6, p.processor_response),
          failure_code = $7, failure_message = $8, outcome_unknown_since = NULL,
          next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
-        attempt,
-        failure.card.map(Json),
-        failure.processor_response.map(Json),
-        failure.code,
-        failure.message,
+        binds: [
+            attempt,
+            failure.card.map(Json) as _,
+            failure.processor_response.map(Json) as _,
+            failure.code,
+            failure.message,
+        ],
     )
 }
 
@@ -441,14 +315,16 @@ pub async fn fail_unclaimed<'e>(
     failure_message: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        GUARD_KNOWN_UNPROCESSED,
-        FAIL_UNCLAIMED_SET,
-        failure_code,
-        failure_message,
+        guard: known_unprocessed,
+        set: fail_unclaimed,
+        binds: [
+            failure_code,
+            failure_message,
+        ],
     )
 }
 
@@ -461,14 +337,16 @@ pub async fn cancel_unprocessed<'e>(
     reason: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        "old.status = 'pending' AND p.outcome_unknown_since IS NULL",
-        "status = 'cancelled', cancelled_at = now(), cancellation_reason = $4, held_at = NULL,
+        guard: "old.status = 'pending' AND p.outcome_unknown_since IS NULL",
+        set: "status = 'cancelled', cancelled_at = now(), cancellation_reason = $4, held_at = NULL,
          next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
-        reason,
+        binds: [
+            reason,
+        ],
     )
 }
 
@@ -483,14 +361,16 @@ pub async fn hold<'e>(
     last_error: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        GUARD_OWN_CLAIM,
-        HOLD_SET,
-        attempt,
-        last_error,
+        guard: own_claim,
+        set: hold,
+        binds: [
+            attempt,
+            last_error,
+        ],
     )
 }
 
@@ -504,14 +384,16 @@ pub async fn hold_unclaimed<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        &claimable("$5"),
-        HOLD_UNCLAIMED_SET,
-        last_error,
-        dead_after.as_secs_f64(),
+        guard: claimable,
+        set: hold_unclaimed,
+        binds: [
+            last_error,
+            dead_after.as_secs_f64(),
+        ],
     )
 }
 
@@ -541,17 +423,19 @@ pub async fn schedule_retry<'e>(
     knowledge: Knowledge,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        GUARD_OWN_CLAIM,
-        RETRY_SET,
-        attempt,
-        last_error,
-        delay.as_secs_f64(),
-        tier.max(delay).as_secs_f64(),
-        knowledge == Knowledge::Unknown,
+        guard: own_claim,
+        set: retry,
+        binds: [
+            attempt,
+            last_error,
+            delay.as_secs_f64(),
+            tier.max(delay).as_secs_f64(),
+            knowledge == Knowledge::Unknown,
+        ],
     )
 }
 
@@ -564,16 +448,18 @@ pub async fn replay<'e>(
     codes: &[&str],
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    transition!(
+    payment_transition!(
         db,
         id,
         audit,
-        "((old.status = 'failed' AND p.failure_code = ANY($4))
+        guard: "((old.status = 'failed' AND p.failure_code = ANY($4))
           OR (old.status = 'pending' AND p.held_at IS NOT NULL))",
-        "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
+        set: "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
          replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
          held_at = NULL, finished_at = NULL",
-        codes,
+        binds: [
+            codes as _,
+        ],
     )
 }
 
@@ -584,37 +470,40 @@ pub async fn record_event<'e>(
     ids: &[Uuid],
     audit: Audit<'_>,
 ) -> sqlx::Result<u64> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
          SELECT id, status, status, $2, $3 FROM payments WHERE id = ANY($1)",
+        ids,
+        audit.actor,
+        audit.reason,
     )
-    .bind(ids)
-    .bind(audit.actor)
-    .bind(audit.reason)
     .execute(db)
     .await?;
     Ok(result.rows_affected())
 }
 
 /// A payment the rescuer re-enqueues.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Overdue {
     pub id: Uuid,
     pub merchant_id: Uuid,
-    pub status: String,
+    pub status: PaymentStatus,
 }
 
 /// Takes up to `limit` payments whose message is late by more than `grace`
 /// and marks them due again in `grace`, so each is re-enqueued at most once
 /// per grace period:
-/// - `processing` under a void claim (its worker died or its lease ended)
-///   whose message the broker did not bring back;
+/// - `processing` under a void claim (its worker died or its lease ended,
+///   `dead_after` as in the `claimable` guard) whose message the broker did
+///   not bring back;
 /// - `pending` with a retry whose tier (the jitter's upper bound) passed;
 /// - `pending` waiting for its first (or replayed) delivery, only when
 ///   `backlog` is false: while the queue holds ready messages, a payment
 ///   waiting its turn is not late.
 ///
 /// Held payments (`due_at` NULL) wait for an operator and are never taken.
+/// Operations have the same statement over their table
+/// ([`super::operations::take_overdue`]).
 pub async fn take_overdue<'e>(
     db: impl PgExecutor<'e>,
     grace: Duration,
@@ -622,56 +511,35 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    take_overdue_from(
-        db,
-        PAYMENTS,
-        "id, merchant_id, status",
+    take_overdue!(
+        Overdue,
+        "payments",
+        r#"id, merchant_id, status AS "status: PaymentStatus""#,
         grace,
         dead_after,
         backlog,
-        limit,
+        limit
     )
+    .fetch_all(db)
     .await
-}
-
-/// [`take_overdue_sql`] over `table`, rows read as `T` (payments and
-/// operations share it).
-pub(crate) async fn take_overdue_from<'e, T>(
-    db: impl PgExecutor<'e>,
-    table: Table,
-    returning: &str,
-    grace: Duration,
-    dead_after: Duration,
-    backlog: bool,
-    limit: i64,
-) -> sqlx::Result<Vec<T>>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-{
-    let sql = take_overdue_sql(table, returning);
-    sqlx::query_as(&sql)
-        .bind(grace.as_secs_f64())
-        .bind(limit)
-        .bind(backlog)
-        .bind(dead_after.as_secs_f64())
-        .fetch_all(db)
-        .await
 }
 
 /// Payments whose outcome is unknown, and the age of the oldest, in seconds.
 pub async fn unknown_outcomes<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<(i64, f64)> {
-    sqlx::query_as(
-        "SELECT count(*),
-                COALESCE(EXTRACT(EPOCH FROM now() - min(outcome_unknown_since))::float8, 0)
-         FROM payments
-         WHERE outcome_unknown_since IS NOT NULL AND status IN ('pending', 'processing')",
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "count!",
+                  COALESCE(EXTRACT(EPOCH FROM now() - min(outcome_unknown_since))::float8, 0)
+                      AS "oldest!"
+           FROM payments
+           WHERE outcome_unknown_since IS NOT NULL AND status IN ('pending', 'processing')"#,
     )
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((row.count, row.oldest))
 }
 
 /// One status change.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct HistoryRow {
     pub from_status: Option<String>,
     pub to_status: String,
@@ -681,11 +549,12 @@ pub struct HistoryRow {
 }
 
 pub async fn history<'e>(db: impl PgExecutor<'e>, id: PaymentId) -> sqlx::Result<Vec<HistoryRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        HistoryRow,
         "SELECT from_status, to_status, actor, reason, created_at
          FROM payment_status_history WHERE payment_id = $1 ORDER BY id",
+        id.0,
     )
-    .bind(id.0)
     .fetch_all(db)
     .await
 }

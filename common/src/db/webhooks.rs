@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::webhooks::{MAX_ENDPOINTS, PREVIOUS_SECRET_HOURS};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EndpointRow {
     pub id: Uuid,
     pub merchant_id: Uuid,
@@ -37,8 +37,19 @@ pub struct NewEndpoint<'a> {
     pub secret: &'a str,
 }
 
-const ENDPOINT_COLUMNS: &str =
-    "id, merchant_id, url, events, description, status, disabled_reason, created_at, updated_at";
+/// `query_as!` into an [`EndpointRow`]: `before` (ending in `RETURNING` or
+/// `SELECT`), then every column, then `after`.
+macro_rules! endpoint_row {
+    ([$($before:tt)*], $after:literal $($binds:tt)*) => {
+        sqlx::query_as!(
+            EndpointRow,
+            $($before)*
+            " id, merchant_id, url, events, description, status, disabled_reason, created_at,
+              updated_at " + $after
+            $($binds)*
+        )
+    };
+}
 
 /// Creates the endpoint unless the merchant already has [`MAX_ENDPOINTS`]
 /// (`None`).
@@ -46,19 +57,22 @@ pub async fn create_endpoint<'e>(
     db: impl PgExecutor<'e>,
     new: &NewEndpoint<'_>,
 ) -> sqlx::Result<Option<EndpointRow>> {
-    sqlx::query_as(&format!(
-        "INSERT INTO webhook_endpoints (id, merchant_id, url, events, description, secret)
-         SELECT $1, $2, $3, $4, $5, $6
-         WHERE (SELECT count(*) FROM webhook_endpoints WHERE merchant_id = $2) < $7
-         RETURNING {ENDPOINT_COLUMNS}"
-    ))
-    .bind(new.id)
-    .bind(new.merchant_id)
-    .bind(new.url)
-    .bind(new.events)
-    .bind(new.description)
-    .bind(new.secret)
-    .bind(MAX_ENDPOINTS)
+    endpoint_row!(
+        [
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, events, description, secret)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE (SELECT count(*) FROM webhook_endpoints WHERE merchant_id = $2) < $7
+             RETURNING" +
+        ],
+        "",
+        new.id,
+        new.merchant_id,
+        new.url,
+        new.events,
+        new.description,
+        new.secret,
+        MAX_ENDPOINTS,
+    )
     .fetch_optional(db)
     .await
 }
@@ -68,11 +82,11 @@ pub async fn list_endpoints<'e>(
     db: impl PgExecutor<'e>,
     merchant_id: Uuid,
 ) -> sqlx::Result<Vec<EndpointRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1
-         ORDER BY created_at DESC, id DESC"
-    ))
-    .bind(merchant_id)
+    endpoint_row!(
+        ["SELECT" +],
+        "FROM webhook_endpoints WHERE merchant_id = $1 ORDER BY created_at DESC, id DESC",
+        merchant_id,
+    )
     .fetch_all(db)
     .await
 }
@@ -82,11 +96,12 @@ pub async fn find_endpoint<'e>(
     merchant_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<EndpointRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2"
-    ))
-    .bind(id)
-    .bind(merchant_id)
+    endpoint_row!(
+        ["SELECT" +],
+        "FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2",
+        id,
+        merchant_id,
+    )
     .fetch_optional(db)
     .await
 }
@@ -97,11 +112,13 @@ pub async fn delete_endpoint<'e>(
     merchant_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2")
-        .bind(id)
-        .bind(merchant_id)
-        .execute(db)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2",
+        id,
+        merchant_id,
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -113,27 +130,30 @@ pub async fn rotate_secret<'e>(
     id: Uuid,
     secret: &str,
 ) -> sqlx::Result<Option<EndpointRow>> {
-    sqlx::query_as(&format!(
-        "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3,
-             previous_secret_expires_at = now() + make_interval(hours => $4::int),
-             updated_at = now()
-         WHERE id = $1 AND merchant_id = $2
-         RETURNING {ENDPOINT_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(merchant_id)
-    .bind(secret)
-    .bind(i32::try_from(PREVIOUS_SECRET_HOURS).unwrap_or(24))
+    endpoint_row!(
+        [
+            "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3,
+                 previous_secret_expires_at = now() + make_interval(hours => $4::int),
+                 updated_at = now()
+             WHERE id = $1 AND merchant_id = $2
+             RETURNING" +
+        ],
+        "",
+        id,
+        merchant_id,
+        secret,
+        i32::try_from(PREVIOUS_SECRET_HOURS).unwrap_or(24),
+    )
     .fetch_optional(db)
     .await
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: Uuid,
     pub seq: i64,
     pub merchant_id: Uuid,
-    #[sqlx(rename = "type")]
+    /// The event's `type`.
     pub kind: String,
     pub payment_id: Option<Uuid>,
     pub operation_id: Option<Uuid>,
@@ -144,8 +164,19 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
 }
 
-const EVENT_COLUMNS: &str = "id, seq, merchant_id, type, payment_id, operation_id, snapshot,
-     request_id, idempotency_key, body, created_at";
+/// `query_as!` into an [`EventRow`]: every column, then `after`.
+macro_rules! event_row {
+    ($after:literal $($binds:tt)*) => {
+        sqlx::query_as!(
+            EventRow,
+            r#"SELECT id, seq, merchant_id, type AS kind, payment_id, operation_id,
+                   snapshot AS "snapshot: Json<Value>", request_id, idempotency_key, body,
+                   created_at
+               FROM events "# + $after
+            $($binds)*
+        )
+    };
+}
 
 /// The merchant's events newest first, optionally of one type, after the
 /// cursor (`seq` of the last event of the previous page).
@@ -156,16 +187,15 @@ pub async fn list_events<'e>(
     before_seq: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events
-         WHERE merchant_id = $1 AND ($2::text IS NULL OR type = $2)
+    event_row!(
+        "WHERE merchant_id = $1 AND ($2::text IS NULL OR type = $2)
            AND ($3::bigint IS NULL OR seq < $3)
-         ORDER BY seq DESC LIMIT $4"
-    ))
-    .bind(merchant_id)
-    .bind(kind)
-    .bind(before_seq)
-    .bind(limit)
+         ORDER BY seq DESC LIMIT $4",
+        merchant_id,
+        kind,
+        before_seq,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -175,23 +205,18 @@ pub async fn find_event<'e>(
     merchant_id: Uuid,
     id: Uuid,
 ) -> sqlx::Result<Option<EventRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND merchant_id = $2"
-    ))
-    .bind(id)
-    .bind(merchant_id)
-    .fetch_optional(db)
-    .await
+    event_row!("WHERE id = $1 AND merchant_id = $2", id, merchant_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// Events waiting for the relay, oldest first, locked so that several API
 /// processes share the work.
 pub async fn lock_undispatched(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE dispatched_at IS NULL
-         ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(limit)
+    event_row!(
+        "WHERE dispatched_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
     .fetch_all(tx)
     .await
 }
@@ -204,16 +229,16 @@ pub async fn dispatch<'e>(
     event_id: Uuid,
     body: &str,
 ) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "WITH e AS (
              UPDATE events SET body = COALESCE(body, $2), dispatched_at = now()
              WHERE id = $1 RETURNING id
          )
          SELECT d.id FROM webhook_deliveries d, e
          WHERE d.event_id = e.id AND d.status = 'pending'",
+        event_id,
+        body,
     )
-    .bind(event_id)
-    .bind(body)
     .fetch_all(db)
     .await
 }
@@ -225,7 +250,7 @@ pub async fn redeliver<'e>(
     event: &EventRow,
     body: &str,
 ) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "WITH e AS (
              UPDATE events SET body = COALESCE(body, $3), dispatched_at = COALESCE(dispatched_at, now())
              WHERE id = $1 RETURNING id
@@ -236,17 +261,17 @@ pub async fn redeliver<'e>(
          WHERE w.merchant_id = $2 AND w.status = 'enabled'
            AND ($4 = ANY (w.events) OR '*' = ANY (w.events))
          RETURNING id",
+        event.id,
+        event.merchant_id,
+        body,
+        &event.kind,
     )
-    .bind(event.id)
-    .bind(event.merchant_id)
-    .bind(body)
-    .bind(&event.kind)
     .fetch_all(db)
     .await
 }
 
 /// A delivery taken by a worker: what to send, where, and signed with what.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct DeliveryWork {
     pub id: Uuid,
     pub attempt: i32,
@@ -281,8 +306,9 @@ pub async fn claim_delivery(
     hold: Duration,
     grace: Duration,
 ) -> sqlx::Result<Claim> {
-    let taken: Option<DeliveryWork> = sqlx::query_as(
-        "UPDATE webhook_deliveries d
+    let taken = sqlx::query_as!(
+        DeliveryWork,
+        r#"UPDATE webhook_deliveries d
          SET attempts = d.attempts + 1,
              claimed_until = now() + make_interval(secs => $2),
              due_at = now() + make_interval(secs => $2 + $3),
@@ -292,24 +318,25 @@ pub async fn claim_delivery(
            AND (d.claimed_until IS NULL OR d.claimed_until < now())
            AND w.id = d.endpoint_id AND e.id = d.event_id AND e.body IS NOT NULL
          RETURNING d.id, d.attempts AS attempt, w.id AS endpoint_id,
-             w.status = 'enabled' AS endpoint_enabled, w.url, w.secret,
+             w.status = 'enabled' AS "endpoint_enabled!", w.url, w.secret,
              CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END
                  AS previous_secret,
-             e.id AS event_id, e.body, e.created_at AS event_created_at",
+             e.id AS event_id, e.body AS "body!", e.created_at AS event_created_at"#,
+        id,
+        hold.as_secs_f64(),
+        grace.as_secs_f64(),
     )
-    .bind(id)
-    .bind(hold.as_secs_f64())
-    .bind(grace.as_secs_f64())
     .fetch_optional(db)
     .await?;
     if let Some(work) = taken {
         return Ok(Claim::Taken(Box::new(work)));
     }
-    let busy: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
-                        WHERE id = $1 AND status = 'pending' AND claimed_until >= now())",
+    let busy = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+                          WHERE id = $1 AND status = 'pending' AND claimed_until >= now())
+               AS "busy!""#,
+        id,
     )
-    .bind(id)
     .fetch_one(db)
     .await?;
     Ok(if busy { Claim::Busy } else { Claim::Nothing })
@@ -356,11 +383,11 @@ pub async fn record_attempt<'e>(
         Next::Dead => ("dead", None),
         Next::Disable | Next::Drop => ("failed", None),
     };
-    let recorded: Option<Uuid> = sqlx::query_scalar(
+    let recorded = sqlx::query_scalar!(
         "WITH d AS (
              UPDATE webhook_deliveries SET status = $3, claimed_until = NULL,
                  due_at = CASE WHEN $3 = 'pending'
-                     THEN now() + make_interval(secs => $4 + $10) END,
+                     THEN now() + make_interval(secs => $4::float8 + $10::float8) END,
                  finished_at = CASE WHEN $3 <> 'pending' THEN now() END,
                  updated_at = now()
              WHERE id = $1 AND attempts = $2 AND status = 'pending'
@@ -372,20 +399,20 @@ pub async fn record_attempt<'e>(
          ), w AS (
              UPDATE webhook_endpoints SET status = 'disabled', updated_at = now(),
                  disabled_reason = 'The endpoint answered 410 Gone.'
-             WHERE $9 AND id = (SELECT endpoint_id FROM d)
+             WHERE $9::bool AND id = (SELECT endpoint_id FROM d)
          )
          SELECT id FROM d",
+        work.id,
+        work.attempt,
+        status,
+        delay,
+        attempt.outcome,
+        attempt.status_code.map(i32::from),
+        attempt.error,
+        i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX),
+        next == Next::Disable,
+        grace.as_secs_f64(),
     )
-    .bind(work.id)
-    .bind(work.attempt)
-    .bind(status)
-    .bind(delay)
-    .bind(attempt.outcome)
-    .bind(attempt.status_code.map(i32::from))
-    .bind(attempt.error)
-    .bind(i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX))
-    .bind(next == Next::Disable)
-    .bind(grace.as_secs_f64())
     .fetch_optional(db)
     .await?;
     Ok(recorded.is_some())
@@ -399,7 +426,7 @@ pub async fn take_overdue<'e>(
     grace: Duration,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "UPDATE webhook_deliveries SET due_at = now() + make_interval(secs => $2)
          WHERE id IN (
              SELECT d.id FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
@@ -409,14 +436,14 @@ pub async fn take_overdue<'e>(
              FOR UPDATE OF d SKIP LOCKED
          )
          RETURNING id",
+        limit,
+        grace.as_secs_f64(),
     )
-    .bind(limit)
-    .bind(grace.as_secs_f64())
     .fetch_all(db)
     .await
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AttemptRow {
     pub id: i64,
     pub delivery_id: Uuid,
@@ -437,16 +464,17 @@ pub async fn list_attempts<'e>(
     before_id: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<AttemptRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AttemptRow,
         "SELECT a.id, a.delivery_id, a.event_id, e.type AS event_type, a.attempt, a.outcome,
                 a.status_code, a.error, a.duration_ms, a.created_at
          FROM webhook_attempts a JOIN events e ON e.id = a.event_id
          WHERE a.endpoint_id = $1 AND ($2::bigint IS NULL OR a.id < $2)
          ORDER BY a.id DESC LIMIT $3",
+        endpoint_id,
+        before_id,
+        limit,
     )
-    .bind(endpoint_id)
-    .bind(before_id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }

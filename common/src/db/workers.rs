@@ -8,11 +8,11 @@ use sqlx::PgExecutor;
 
 /// Records that `worker_id` is alive now (registering it on first call).
 pub async fn heartbeat<'e>(db: impl PgExecutor<'e>, worker_id: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO workers (id) VALUES ($1)
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+        worker_id,
     )
-    .bind(worker_id)
     .execute(db)
     .await?;
     Ok(())
@@ -21,8 +21,7 @@ pub async fn heartbeat<'e>(db: impl PgExecutor<'e>, worker_id: &str) -> sqlx::Re
 /// Removes the worker's row when it stops: any claim it still holds is void
 /// at once, and the table does not grow with every restart.
 pub async fn retire<'e>(db: impl PgExecutor<'e>, worker_id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM workers WHERE id = $1")
-        .bind(worker_id)
+    sqlx::query!("DELETE FROM workers WHERE id = $1", worker_id)
         .execute(db)
         .await?;
     Ok(())
@@ -30,7 +29,7 @@ pub async fn retire<'e>(db: impl PgExecutor<'e>, worker_id: &str) -> sqlx::Resul
 
 /// Forgets workers silent for a day (killed ones never retire themselves).
 pub async fn forget_dead<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<u64> {
-    let result = sqlx::query("DELETE FROM workers WHERE heartbeat_at < now() - interval '1 day'")
+    let result = sqlx::query!("DELETE FROM workers WHERE heartbeat_at < now() - interval '1 day'")
         .execute(db)
         .await?;
     Ok(result.rows_affected())
