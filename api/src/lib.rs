@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 mod health;
 pub mod idempotency;
+pub mod keys;
 mod lifecycle;
 mod list;
 pub mod metrics;
