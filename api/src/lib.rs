@@ -22,6 +22,7 @@ pub mod outbox;
 mod payments;
 pub mod rate_limit;
 mod receipts;
+pub mod request;
 pub mod request_id;
 mod validate;
 mod waiters;

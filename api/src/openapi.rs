@@ -357,8 +357,8 @@ fn require_every_field(doc: &mut OpenApi) {
     }
 }
 
-// Parameters that several operations share. They describe what the handlers
-// read by hand (`crate::idempotency`, `crate::payments::prefer_wait`,
+// Parameters that several operations share. They describe what is read by
+// hand (the headers by `crate::request::Submitted`, `expand[]` by
 // `crate::lifecycle::Expand`), so they are never built.
 
 /// `Idempotency-Key` (DESIGN.md §5).
