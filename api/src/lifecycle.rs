@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope, ResultExt as _};
 use crate::idempotency::{self, Begun, Claim};
-use crate::openapi::{IdempotencyKeyHeader, PreferHeader};
+use crate::openapi::PaymentOperationParams;
 use crate::payments::{no_such_payment, outcome_unknown, wait_until};
 use crate::request::{JsonRequest, Sent, Submission, Submitted};
 use crate::validate;
@@ -480,11 +480,7 @@ fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError>
     description = "Captures all of an authorized, uncaptured payment's `amount_capturable`, or \
 `amount` of it (the rest is released). Answers `202` with the payment at once; with \
 `Prefer: wait=N`, `200` once the capture is done.",
-    params(
-        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
-        IdempotencyKeyHeader,
-        PreferHeader
-    ),
+    params(PaymentOperationParams),
     request_body(content = Option<CaptureRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
     responses(
         (status = 202, description = "Capture under way.", body = Payment),
@@ -525,11 +521,7 @@ async fn capture(
 (`200`); an authorized, uncaptured one is voided at the processor (`202`, or `200` with \
 `Prefer: wait=N` once done). A payment being processed is `409`; a captured, failed or \
 cancelled one `400` (`payment_not_cancellable`).",
-    params(
-        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
-        IdempotencyKeyHeader,
-        PreferHeader
-    ),
+    params(PaymentOperationParams),
     request_body(content = Option<CancelRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
     responses(
         (status = 200, description = "Cancelled.", body = Payment),
@@ -628,11 +620,7 @@ async fn cancel_unprocessed(
 payment. Answers `202` with the refund (`pending`); with `Prefer: wait=N`, `200` once it \
 `succeeded` or `failed`. Asking for more than is refundable is `400` \
 (`amount_exceeds_refundable`), also under concurrent requests.",
-    params(
-        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
-        IdempotencyKeyHeader,
-        PreferHeader
-    ),
+    params(PaymentOperationParams),
     request_body(content = RefundRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Refund under way.", body = Refund, links(
