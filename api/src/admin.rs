@@ -8,18 +8,16 @@
 
 use std::collections::HashSet;
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use common::dead_letters::{self, Age, DeadLetter, Filter, ReplayReport};
 use common::domain::PaymentId;
 use serde::Deserialize;
 
 use crate::auth::Operator;
-use crate::error::ApiError;
+use crate::error::{ApiError, DomainResultExt as _};
 use crate::extract::Query;
-use crate::validate;
+use crate::request::{JsonBody, JsonRequest};
 use crate::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -102,6 +100,8 @@ pub struct ReplayRequest {
     older_than_secs: Option<u64>,
 }
 
+impl JsonRequest for ReplayRequest {}
+
 #[utoipa::path(
     post,
     path = "/v1/admin/dead-letters/replay",
@@ -119,20 +119,15 @@ back to `pending`. Send either `\"all\": true` or `payment_ids`.",
 async fn replay(
     State(state): State<AppState>,
     operator: Operator,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody { value: request, .. }: JsonBody<ReplayRequest>,
 ) -> Result<Json<ReplayReport>, ApiError> {
-    let bytes = validate::read_json_body(&headers, body).await?;
-    let request: ReplayRequest = validate::parse_json(&bytes)?;
     let ids = match (request.all.unwrap_or(false), request.payment_ids) {
         (true, None) => None,
         (false, Some(ids)) if !ids.is_empty() && ids.len() <= MAX_LIST => Some(
             ids.iter()
                 .map(|id| id.parse::<PaymentId>())
                 .collect::<Result<HashSet<_>, _>>()
-                .map_err(|e| {
-                    ApiError::invalid("payment_ids", "invalid_payment_id", e.to_string())
-                })?,
+                .invalid("payment_ids", "invalid_payment_id")?,
         ),
         _ => {
             return Err(ApiError::invalid(

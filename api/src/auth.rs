@@ -2,7 +2,7 @@
 //!
 //! `Authorization: Bearer sk_…`. The secret is hashed (SHA-256) and looked up
 //! by hash; the plain secret exists only in the request and in the output of
-//! `api keys create` / `api keys create-operator`.
+//! `api keys create` / `api keys create-operator` (made in [`crate::keys`]).
 //!
 //! - A **merchant key** ([`Caller`]) belongs to one merchant and carries
 //!   merchant scopes ([`Scope`]); a handler asks for the one it needs with
@@ -20,18 +20,13 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use base64::Engine as _;
 use common::db::api_keys::ApiKeyRow;
 use common::domain::Scope;
-use rand::RngCore as _;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::keys::hash_secret;
 use crate::AppState;
-
-/// Prefix of every secret, so a leaked one is recognisable (secret scanners).
-pub const SECRET_PREFIX: &str = "sk_";
 
 /// The authenticated merchant and what its key may do.
 #[derive(Debug, Clone)]
@@ -58,21 +53,6 @@ impl Caller {
 #[derive(Debug, Clone)]
 pub struct Operator {
     pub key_id: Uuid,
-}
-
-/// SHA-256 of a secret: what the database stores.
-pub fn hash_secret(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// A new secret with 256 bits of entropy.
-pub fn generate_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "{SECRET_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
 }
 
 /// A key already authenticated for this request (by the rate limiter, which
@@ -160,20 +140,5 @@ impl FromRequestParts<AppState> for Operator {
             ));
         }
         Ok(Operator { key_id: key.id })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_prefixed_unique_and_hash_deterministically() {
-        let a = generate_secret();
-        let b = generate_secret();
-        assert!(a.starts_with(SECRET_PREFIX));
-        assert_ne!(a, b);
-        assert_eq!(hash_secret(&a), hash_secret(&a));
-        assert_ne!(hash_secret(&a), hash_secret(&b));
     }
 }

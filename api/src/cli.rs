@@ -1,17 +1,17 @@
 //! The `api` binary's subcommands: `serve` (default), `migrate`, `keys`,
 //! `openapi`.
 //!
-//! Keys are of two kinds (see [`crate::auth`]): `keys create` makes a
-//! merchant's key with merchant scopes, and refuses `admin`; `keys
-//! create-operator` makes an operator's key, bound to no merchant, for the
-//! dead-letter endpoints.
+//! Keys are of two kinds (see [`crate::auth`]; made by [`crate::keys`]):
+//! `keys create` makes a merchant's key with merchant scopes, and refuses
+//! `admin`; `keys create-operator` makes an operator's key, bound to no
+//! merchant, for the dead-letter endpoints.
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use common::db::api_keys;
-use common::domain::{DomainError, Scope};
+use common::domain::Scope;
 
-use crate::auth::{generate_secret, hash_secret};
+use crate::keys::{create_key, create_operator_key, parse_name, parse_scope};
 use crate::Config;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -103,25 +103,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// A key or merchant name: 1 to 255 characters, no control characters (they
-/// would reach `keys list`, logs and terminals).
-fn parse_name(value: &str) -> Result<String, String> {
-    let len = value.chars().count();
-    if !(1..=255).contains(&len) {
-        return Err("a name is 1 to 255 characters".into());
-    }
-    if value.chars().any(char::is_control) {
-        return Err("a name may not contain control characters".into());
-    }
-    Ok(value.to_owned())
-}
-
-/// A merchant scope for clap; `admin` gets an error naming the operator
-/// command.
-fn parse_scope(value: &str) -> Result<Scope, String> {
-    value.trim().parse().map_err(|e: DomainError| e.0)
-}
-
 async fn keys(pool: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create {
@@ -173,65 +154,4 @@ async fn keys(pool: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Creates a key for the named merchant; returns its id and secret.
-/// Only merchant scopes are accepted: asking for `admin` is an error that
-/// points to [`create_operator_key`].
-pub async fn create_key(
-    pool: &sqlx::PgPool,
-    merchant: &str,
-    name: &str,
-    scopes: &[String],
-) -> anyhow::Result<(uuid::Uuid, String)> {
-    let scopes = scopes
-        .iter()
-        .map(|s| parse_scope(s).map(|s| s.as_str().to_owned()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
-    parse_name(merchant).map_err(|e| anyhow::anyhow!("--merchant: {e}"))?;
-    parse_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-    let merchant_id = api_keys::ensure_merchant(pool, merchant).await?;
-    let secret = generate_secret();
-    let id = api_keys::insert(
-        pool,
-        merchant_id,
-        name,
-        &secret_prefix(&secret),
-        &hash_secret(&secret),
-        &scopes,
-    )
-    .await?;
-    Ok((id, secret))
-}
-
-/// Creates an operator key (no merchant); returns its id and secret.
-pub async fn create_operator_key(
-    pool: &sqlx::PgPool,
-    name: &str,
-) -> anyhow::Result<(uuid::Uuid, String)> {
-    parse_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-    let secret = generate_secret();
-    let id = api_keys::insert_operator(pool, name, &secret_prefix(&secret), &hash_secret(&secret))
-        .await?;
-    Ok((id, secret))
-}
-
-/// The first characters of a secret, kept so operators can tell keys apart.
-fn secret_prefix(secret: &str) -> String {
-    secret.chars().take(8).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_bounded_and_free_of_control_characters() {
-        assert!(parse_name("acme").is_ok());
-        assert!(parse_name("").is_err());
-        assert!(parse_name(&"n".repeat(256)).is_err());
-        assert!(parse_name("ac\u{1b}[2Jme").is_err());
-        assert!(parse_name("line\nbreak").is_err());
-    }
 }

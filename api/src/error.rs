@@ -5,12 +5,25 @@
 //! here, once, with their chain, and never sent: the client gets a generic
 //! message and the request id to quote.
 //!
-//! Policy: handlers return `Result<_, ApiError>`; domain and database errors
-//! convert with `From`, plumbing failures wrap an `anyhow::Error` in
-//! [`ApiError::internal`].
+//! Policy, and where each kind of failure becomes an `ApiError`:
+//! - Handlers and extractors return `Result<_, ApiError>`.
+//! - A request that does not fit is rejected at the edge, naming its
+//!   `param`: the body by [`crate::request`] and [`crate::validate`], the
+//!   query string by [`crate::extract`]. A domain constructor's
+//!   [`DomainError`] says what is wrong but not where, so it becomes a `400`
+//!   through [`DomainResultExt::invalid`], which adds the parameter and code.
+//! - Database errors convert with `From<sqlx::Error>`: `503` when the
+//!   database is unreachable or busy (nothing was written), `500` otherwise.
+//!   A violation of a named constraint that a client can cause becomes its
+//!   precise answer through [`ResultExt::on_constraint`], and only there.
+//! - Plumbing that fails only through a bug (serialising our own types)
+//!   converts with `From<serde_json::Error>`; other plumbing wraps an
+//!   `anyhow::Error` in [`ApiError::internal`]. Both are `500`s whose cause
+//!   is logged here, never sent.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use common::domain::DomainError;
 use serde::{Deserialize, Serialize};
 
 use crate::request_id::current_request_id;
@@ -270,6 +283,45 @@ impl From<sqlx::Error> for ApiError {
         } else {
             Self::internal(err.into())
         }
+    }
+}
+
+/// Our own values that do not serialise: a bug.
+impl From<serde_json::Error> for ApiError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::internal(err.into())
+    }
+}
+
+/// Named constraints to precise answers, in one place (as realworld-axum-sqlx
+/// does): `db_call().await.on_constraint("operations_one_open_capture_or_void",
+/// operation_in_progress)?`. Any other error converts with `From`.
+pub trait ResultExt<T> {
+    /// `map()` when the error is a violation of the constraint `name`.
+    fn on_constraint(self, name: &str, map: impl FnOnce() -> ApiError) -> Result<T, ApiError>;
+}
+
+impl<T> ResultExt<T> for Result<T, sqlx::Error> {
+    fn on_constraint(self, name: &str, map: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
+        self.map_err(|err| {
+            if common::db::violated_constraint(&err) == Some(name) {
+                map()
+            } else {
+                err.into()
+            }
+        })
+    }
+}
+
+/// A domain value that could not be built from a request parameter: a `400`
+/// naming the parameter, with the domain's own explanation.
+pub trait DomainResultExt<T> {
+    fn invalid(self, param: &str, code: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T> DomainResultExt<T> for Result<T, DomainError> {
+    fn invalid(self, param: &str, code: &'static str) -> Result<T, ApiError> {
+        self.map_err(|err| ApiError::invalid(param, code, err.0))
     }
 }
 

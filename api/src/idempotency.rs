@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, DomainResultExt as _};
 use crate::AppState;
 
 /// How often expired keys are deleted.
@@ -104,17 +104,18 @@ impl Claim {
     }
 }
 
-/// Claims the request's `Idempotency-Key`, if it has one. `route` names the
-/// operation (`POST /v1/payments`), so one key cannot stand for two
-/// different operations.
+/// Claims the request's `Idempotency-Key`, if it has one (parsed at the
+/// edge: [`crate::request::Sent::begin`]). `route` names the operation
+/// (`POST /v1/payments`), so one key cannot stand for two different
+/// operations.
 pub async fn begin(
     state: &AppState,
     merchant_id: Uuid,
-    headers: &HeaderMap,
+    key: Option<&IdempotencyKey>,
     route: &str,
     body: &[u8],
 ) -> Result<Begun, ApiError> {
-    let Some(key) = parse_header(headers)? else {
+    let Some(key) = key.cloned() else {
         return Ok(Begun::Unkeyed);
     };
     let owner = Uuid::new_v4();
@@ -138,6 +139,22 @@ pub async fn begin(
             Ok(Begun::Replay(replay(state, status, body)))
         }
     }
+}
+
+/// `result` as it is, after freeing the key when it is an error: the write
+/// the key was claimed for did not commit, so the client's retry may take
+/// the key again.
+pub async fn abandon_on_error<T>(
+    state: &AppState,
+    claim: Option<&Claim>,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if result.is_err() {
+        if let Some(claim) = claim {
+            claim.abandon(state).await;
+        }
+    }
+    result
 }
 
 pub fn key_in_use() -> ApiError {
@@ -164,19 +181,8 @@ fn replay(state: &AppState, status: u16, body: Value) -> Response {
     response
 }
 
-/// The request behind a change, for its event: this request's id and its
-/// `Idempotency-Key` (only a well-formed one, as [`begin`] accepts).
-pub fn origin(headers: &HeaderMap) -> common::db::payments::Origin {
-    common::db::payments::Origin {
-        request_id: crate::request_id::current_request_id(),
-        idempotency_key: parse_header(headers)
-            .ok()
-            .flatten()
-            .map(|key| key.as_str().to_owned()),
-    }
-}
-
-fn parse_header(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+/// The `Idempotency-Key` header, if sent: `400` when it is not a key.
+pub(crate) fn parse_header(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -189,7 +195,7 @@ fn parse_header(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError>
     })?;
     IdempotencyKey::parse(text)
         .map(Some)
-        .map_err(|e| ApiError::invalid("Idempotency-Key", "invalid_idempotency_key", e.to_string()))
+        .invalid("Idempotency-Key", "invalid_idempotency_key")
 }
 
 /// Hash identifying a request for idempotency: the route and the body in

@@ -11,25 +11,24 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::db::operations::{self, Kind, NewOperation, OperationRow};
 use common::db::payments::{self, Audit, PaymentRow};
 use common::domain::{PaymentId, RefundId, Scope, MAX_AMOUNT};
 use common::queue::Job;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::idempotency::{self, Begun};
-use crate::openapi::{IdempotencyKeyHeader, PreferHeader};
-use crate::payments::{no_such_payment, outcome_unknown, prefer_wait, wait_until};
+use crate::error::{ApiError, ErrorEnvelope, ResultExt as _};
+use crate::idempotency::{self, Begun, Claim};
+use crate::openapi::PaymentOperationParams;
+use crate::payments::{no_such_payment, outcome_unknown, wait_until};
+use crate::request::{JsonRequest, Sent, Submission, Submitted};
 use crate::validate;
 use crate::wire::{Payment, Refund};
 use crate::AppState;
@@ -148,23 +147,30 @@ const REFUND_REASONS: [&str; 5] = [
 ];
 const MAX_NOTES: usize = 500;
 
-/// The body of a `POST` whose fields are all optional: none at all is `{}`.
-async fn read_optional<T: DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(Bytes, T), ApiError> {
-    let empty = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == "0")
-        || (!headers.contains_key(header::CONTENT_TYPE)
-            && !headers.contains_key(header::TRANSFER_ENCODING));
-    if empty {
-        return Ok((Bytes::from_static(b"{}"), T::default()));
+impl JsonRequest for CaptureRequest {
+    fn when_absent() -> Option<Self> {
+        Some(Self::default())
     }
-    let bytes = validate::read_json_body(headers, body).await?;
-    let request = validate::parse_json(&bytes)?;
-    Ok((bytes, request))
+}
+
+impl Submission for CaptureRequest {
+    const SCOPE: Scope = Scope::PaymentsWrite;
+}
+
+impl JsonRequest for CancelRequest {
+    fn when_absent() -> Option<Self> {
+        Some(Self::default())
+    }
+}
+
+impl Submission for CancelRequest {
+    const SCOPE: Scope = Scope::PaymentsWrite;
+}
+
+impl JsonRequest for RefundRequest {}
+
+impl Submission for RefundRequest {
+    const SCOPE: Scope = Scope::PaymentsWrite;
 }
 
 fn check_amount(amount: Option<i64>) -> Result<(), ApiError> {
@@ -273,30 +279,62 @@ impl Expand {
     }
 }
 
+/// An operation the API asks for on payment `id`, with every optional field
+/// empty: the handlers fill in what their request has.
+fn new_operation(id: PaymentId, kind: Kind, sent: &Sent) -> NewOperation {
+    NewOperation {
+        id: Uuid::now_v7(),
+        payment_id: id.0,
+        merchant_id: sent.caller.merchant_id,
+        kind,
+        amount: None,
+        requested_by: "api".into(),
+        reason: None,
+        notes: None,
+        statement_descriptor: None,
+        metadata: json!({}),
+        origin: sent.origin.clone(),
+    }
+}
+
+/// The idempotency route of an operation on payment `id`.
+fn route(id: PaymentId, action: &str) -> String {
+    format!("POST /v1/payments/{id}/{action}")
+}
+
+/// Claims the request's idempotency key for `route`: `Err` with the stored
+/// answer for a replay.
+async fn claim(
+    state: &AppState,
+    sent: &Sent,
+    route: &str,
+) -> Result<Result<Option<Claim>, Response>, ApiError> {
+    Ok(match sent.begin(state, route).await? {
+        Begun::Replay(response) => Err(response),
+        Begun::Unkeyed => Ok(None),
+        Begun::Claimed(claim) => Ok(Some(claim)),
+    })
+}
+
 /// Creates the operation under the request's idempotency key and answers
 /// with `render(operation, payment)`.
 async fn create_operation(
     state: &AppState,
-    caller: &Caller,
-    headers: &HeaderMap,
+    sent: &Sent,
     route: &str,
-    bytes: &[u8],
     new: NewOperation,
 ) -> Result<Response, ApiError> {
-    let claim = match idempotency::begin(state, caller.merchant_id, headers, route, bytes).await? {
-        Begun::Replay(response) => return Ok(response),
-        Begun::Unkeyed => None,
-        Begun::Claimed(claim) => Some(claim),
+    let claim = match claim(state, sent, route).await? {
+        Ok(claim) => claim,
+        Err(replay) => return Ok(replay),
     };
     let created = async {
         let mut tx = state.pool.begin().await?;
-        let created = match operations::create(&mut tx, &new, state.settings.relay_after).await {
-            Ok(Some(created)) => created,
-            Ok(None) => return Err(not_allowed(state, caller, &new).await),
-            Err(err) if common::db::violated_constraint(&err).is_some() => {
-                return Err(operation_in_progress())
-            }
-            Err(err) => return Err(err.into()),
+        let created = operations::create(&mut tx, &new, state.settings.relay_after)
+            .await
+            .on_constraint("operations_one_open_capture_or_void", operation_in_progress)?;
+        let Some(created) = created else {
+            return Err(not_allowed(state, &sent.caller, &new).await);
         };
         let row = payments::find(&mut *tx, PaymentId(new.payment_id))
             .await?
@@ -311,22 +349,18 @@ async fn create_operation(
         Ok::<_, ApiError>((created, body))
     }
     .await;
-    let (created, body) = match created {
-        Ok(created) => created,
-        Err(err) => {
-            if let Some(claim) = &claim {
-                claim.abandon(state).await;
-            }
-            return Err(err);
-        }
-    };
-    let job = Job::operation(created.operation.id, new.payment_id, caller.merchant_id);
+    let (created, body) = idempotency::abandon_on_error(state, claim.as_ref(), created).await?;
+    let job = Job::operation(
+        created.operation.id,
+        new.payment_id,
+        sent.caller.merchant_id,
+    );
     state
         .outbox
         .publish_now(&state.broker, &job, created.outbox_id)
         .await;
 
-    let Some(wait) = prefer_wait(headers) else {
+    let Some(wait) = sent.wait else {
         return Ok(answer(StatusCode::ACCEPTED, body, None));
     };
     // Committed: from here every answer identifies what was committed.
@@ -366,16 +400,12 @@ async fn render(state: &AppState, op: &OperationRow, row: &PaymentRow) -> Result
             serde_json::to_value(view(state, row, &Expand::default()).await?)
         }
     };
-    value.map_err(|e| ApiError::internal(e.into()))
+    Ok(value?)
 }
 
 fn answer(status: StatusCode, body: Value, wait: Option<Duration>) -> Response {
     let mut response = (status, Json(body)).into_response();
-    if let Some(wait) = wait {
-        if let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
-            response.headers_mut().insert("preference-applied", value);
-        }
-    }
+    crate::request::preference_applied(&mut response, wait);
     response
 }
 
@@ -450,11 +480,7 @@ fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError>
     description = "Captures all of an authorized, uncaptured payment's `amount_capturable`, or \
 `amount` of it (the rest is released). Answers `202` with the payment at once; with \
 `Prefer: wait=N`, `200` once the capture is done.",
-    params(
-        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
-        IdempotencyKeyHeader,
-        PreferHeader
-    ),
+    params(PaymentOperationParams),
     request_body(content = Option<CaptureRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
     responses(
         (status = 202, description = "Capture under way.", body = Payment),
@@ -467,33 +493,21 @@ fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError>
 )]
 async fn capture(
     State(state): State<AppState>,
-    caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    Submitted { body, sent }: Submitted<CaptureRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PaymentsWrite)?;
     let id = parse_payment_id(&id)?;
-    let (bytes, request): (_, CaptureRequest) = read_optional(&headers, body).await?;
-    check_amount(request.amount)?;
-    validate::check_descriptor(&request.statement_descriptor)?;
-    let metadata = metadata(request.metadata.as_ref())?;
-    find_payment(&state, &caller, id).await?;
+    check_amount(body.amount)?;
+    validate::check_descriptor(&body.statement_descriptor)?;
+    let metadata = metadata(body.metadata.as_ref())?;
+    find_payment(&state, &sent.caller, id).await?;
     let new = NewOperation {
-        id: Uuid::now_v7(),
-        payment_id: id.0,
-        merchant_id: caller.merchant_id,
-        kind: Kind::Capture,
-        amount: request.amount,
-        requested_by: "api".into(),
-        reason: None,
-        notes: None,
-        statement_descriptor: request.statement_descriptor,
+        amount: body.amount,
+        statement_descriptor: body.statement_descriptor,
         metadata,
-        origin: idempotency::origin(&headers),
+        ..new_operation(id, Kind::Capture, &sent)
     };
-    let route = format!("POST /v1/payments/{id}/capture");
-    create_operation(&state, &caller, &headers, &route, &bytes, new).await
+    create_operation(&state, &sent, &route(id, "capture"), new).await
 }
 
 /// Cancels a payment, voiding its authorization if it has one.
@@ -507,11 +521,7 @@ async fn capture(
 (`200`); an authorized, uncaptured one is voided at the processor (`202`, or `200` with \
 `Prefer: wait=N` once done). A payment being processed is `409`; a captured, failed or \
 cancelled one `400` (`payment_not_cancellable`).",
-    params(
-        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
-        IdempotencyKeyHeader,
-        PreferHeader
-    ),
+    params(PaymentOperationParams),
     request_body(content = Option<CancelRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
     responses(
         (status = 200, description = "Cancelled.", body = Payment),
@@ -524,68 +534,54 @@ cancelled one `400` (`payment_not_cancellable`).",
 )]
 async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    Submitted { body, sent }: Submitted<CancelRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PaymentsWrite)?;
     let id = parse_payment_id(&id)?;
-    let (bytes, request): (_, CancelRequest) = read_optional(&headers, body).await?;
-    if let Some(reason) = &request.reason {
+    if let Some(reason) = &body.reason {
         check_choice("reason", reason, &CANCELLATION_REASONS)?;
     }
-    let reason = request
+    let reason = body
         .reason
         .unwrap_or_else(|| "requested_by_customer".into());
-    let row = find_payment(&state, &caller, id).await?;
+    let row = find_payment(&state, &sent.caller, id).await?;
     match row.status.as_str() {
         // Nobody has claimed it: cancelled at once, never charged. Its
         // queued job finds a cancelled payment and does nothing.
         "pending" if row.outcome_unknown_since.is_none() => {
-            cancel_unprocessed(&state, &caller, &headers, &bytes, &row, &reason).await
+            cancel_unprocessed(&state, &sent, &row, &reason).await
         }
         // Being processed, or its outcome is being confirmed: no answer
         // about the card yet.
-        "pending" | "processing" => Err(ApiError::bad_request(
-            StatusCode::CONFLICT,
-            "payment_processing",
-            "The payment is being processed. Retry once it is no longer pending or processing.",
-        )),
+        "pending" | "processing" => Err(payment_processing()),
         "succeeded" if !row.captured => {
             let new = NewOperation {
-                id: Uuid::now_v7(),
-                payment_id: id.0,
-                merchant_id: caller.merchant_id,
-                kind: Kind::Void,
-                amount: None,
-                requested_by: "api".into(),
                 reason: Some(reason),
-                notes: None,
-                statement_descriptor: None,
-                metadata: json!({}),
-                origin: idempotency::origin(&headers),
+                ..new_operation(id, Kind::Void, &sent)
             };
-            let route = format!("POST /v1/payments/{id}/cancel");
-            create_operation(&state, &caller, &headers, &route, &bytes, new).await
+            create_operation(&state, &sent, &route(id, "cancel"), new).await
         }
         _ => Err(not_cancellable()),
     }
 }
 
+fn payment_processing() -> ApiError {
+    ApiError::bad_request(
+        StatusCode::CONFLICT,
+        "payment_processing",
+        "The payment is being processed. Retry once it is no longer pending or processing.",
+    )
+}
+
 async fn cancel_unprocessed(
     state: &AppState,
-    caller: &Caller,
-    headers: &HeaderMap,
-    bytes: &[u8],
+    sent: &Sent,
     row: &PaymentRow,
     reason: &str,
 ) -> Result<Response, ApiError> {
-    let route = format!("POST /v1/payments/{}/cancel", row.payment_id());
-    let claim = match idempotency::begin(state, caller.merchant_id, headers, &route, bytes).await? {
-        Begun::Replay(response) => return Ok(response),
-        Begun::Unkeyed => None,
-        Begun::Claimed(claim) => Some(claim),
+    let claim = match claim(state, sent, &route(row.payment_id(), "cancel")).await? {
+        Ok(claim) => claim,
+        Err(replay) => return Ok(replay),
     };
     let done = async {
         let mut tx = state.pool.begin().await?;
@@ -597,14 +593,9 @@ async fn cancel_unprocessed(
             payments::cancel_unprocessed(&mut *tx, row.payment_id(), reason, audit).await?
         else {
             // A worker claimed it meanwhile.
-            return Err(ApiError::bad_request(
-                StatusCode::CONFLICT,
-                "payment_processing",
-                "The payment is being processed. Retry once it is no longer pending or processing.",
-            ));
+            return Err(payment_processing());
         };
-        let body = serde_json::to_value(view(state, &cancelled, &Expand::default()).await?)
-            .map_err(|e| ApiError::internal(e.into()))?;
+        let body = serde_json::to_value(view(state, &cancelled, &Expand::default()).await?)?;
         if let Some(claim) = &claim {
             claim
                 .complete(&mut *tx, StatusCode::OK, &body, row.id)
@@ -614,15 +605,8 @@ async fn cancel_unprocessed(
         Ok::<_, ApiError>(body)
     }
     .await;
-    match done {
-        Ok(body) => Ok(answer(StatusCode::OK, body, None)),
-        Err(err) => {
-            if let Some(claim) = &claim {
-                claim.abandon(state).await;
-            }
-            Err(err)
-        }
-    }
+    let body = idempotency::abandon_on_error(state, claim.as_ref(), done).await?;
+    Ok(answer(StatusCode::OK, body, None))
 }
 
 /// Refunds all or part of a captured payment.
@@ -636,11 +620,7 @@ async fn cancel_unprocessed(
 payment. Answers `202` with the refund (`pending`); with `Prefer: wait=N`, `200` once it \
 `succeeded` or `failed`. Asking for more than is refundable is `400` \
 (`amount_exceeds_refundable`), also under concurrent requests.",
-    params(
-        ("id" = String, Path, description = "The payment's id, `pay_…`.", example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a"),
-        IdempotencyKeyHeader,
-        PreferHeader
-    ),
+    params(PaymentOperationParams),
     request_body(content = RefundRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Refund under way.", body = Refund, links(
@@ -657,17 +637,12 @@ payment. Answers `202` with the refund (`pending`); with `Prefer: wait=N`, `200`
 )]
 async fn refund(
     State(state): State<AppState>,
-    caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    Submitted { body, sent }: Submitted<RefundRequest>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PaymentsWrite)?;
     let id = parse_payment_id(&id)?;
-    let bytes = validate::read_json_body(&headers, body).await?;
-    let request: RefundRequest = validate::parse_json(&bytes)?;
-    check_amount(request.amount)?;
-    let Some(reason) = request.reason else {
+    check_amount(body.amount)?;
+    let Some(reason) = body.reason else {
         return Err(ApiError::invalid(
             "reason",
             "parameter_missing",
@@ -678,24 +653,17 @@ async fn refund(
         ));
     };
     check_choice("reason", &reason, &REFUND_REASONS)?;
-    validate::check_len("notes", &request.notes, 1, MAX_NOTES)?;
-    let metadata = metadata(request.metadata.as_ref())?;
-    find_payment(&state, &caller, id).await?;
+    validate::check_len("notes", &body.notes, 1, MAX_NOTES)?;
+    let metadata = metadata(body.metadata.as_ref())?;
+    find_payment(&state, &sent.caller, id).await?;
     let new = NewOperation {
-        id: Uuid::now_v7(),
-        payment_id: id.0,
-        merchant_id: caller.merchant_id,
-        kind: Kind::Refund,
-        amount: request.amount,
-        requested_by: "api".into(),
+        amount: body.amount,
         reason: Some(reason),
-        notes: request.notes,
-        statement_descriptor: None,
+        notes: body.notes,
         metadata,
-        origin: idempotency::origin(&headers),
+        ..new_operation(id, Kind::Refund, &sent)
     };
-    let route = format!("POST /v1/payments/{id}/refund");
-    create_operation(&state, &caller, &headers, &route, &bytes, new).await
+    create_operation(&state, &sent, &route(id, "refund"), new).await
 }
 
 fn no_such_refund() -> ApiError {

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, DomainResultExt as _};
 use crate::extract::Query;
 use crate::wire::Payment;
 use crate::AppState;
@@ -275,10 +275,7 @@ impl ListRequest {
             .transpose()?;
         let currency = query
             .currency
-            .map(|c| {
-                Currency::parse(&c)
-                    .map_err(|e| ApiError::invalid("currency", "invalid_parameter", e.0))
-            })
+            .map(|c| Currency::parse(&c).invalid("currency", "invalid_parameter"))
             .transpose()?;
         let filter = Filter {
             status,

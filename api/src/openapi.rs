@@ -357,8 +357,8 @@ fn require_every_field(doc: &mut OpenApi) {
     }
 }
 
-// Parameters that several operations share. They describe what the handlers
-// read by hand (`crate::idempotency`, `crate::payments::prefer_wait`,
+// Parameters that several operations share. They describe what is read by
+// hand (the headers by `crate::request::Submitted`, `expand[]` by
 // `crate::lifecycle::Expand`), so they are never built.
 
 /// `Idempotency-Key` (DESIGN.md §5).
@@ -380,6 +380,31 @@ pub struct IdempotencyKeyHeader {
         example = "order-123456-attempt-1"
     )]
     idempotency_key: Option<String>,
+}
+
+/// The payment a capture, cancel or refund is about, in the path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct PaymentIdPath {
+    /// The payment's id, `pay_…`.
+    #[param(example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")]
+    id: String,
+}
+
+/// What every `POST /v1/payments/{id}/…` takes besides its body: the
+/// payment's id, [`IdempotencyKeyHeader`] and [`PreferHeader`].
+pub struct PaymentOperationParams;
+
+impl utoipa::IntoParams for PaymentOperationParams {
+    fn into_params(
+        parameter_in: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        let mut params = PaymentIdPath::into_params(&parameter_in);
+        params.extend(IdempotencyKeyHeader::into_params(&parameter_in));
+        params.extend(PreferHeader::into_params(&parameter_in));
+        params
+    }
 }
 
 /// `Prefer: wait=N` (RFC 7240).

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::db::{self, payments::PaymentRow};
@@ -15,15 +14,12 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::idempotency::{self, Begun, Claim};
 use crate::openapi::{ExpandQuery, IdempotencyKeyHeader, PreferHeader};
+use crate::request::{JsonRequest, Submission, Submitted};
 use crate::validate;
 use crate::wire::{CreatePayment, Payment};
 use crate::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// Longest `Prefer: wait=N` honoured; larger values are capped (RFC 7240
-/// lets a server apply a preference partly) and `Preference-Applied` says so.
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
@@ -71,49 +67,33 @@ pub fn routes() -> OpenApiRouter<AppState> {
 )]
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Body,
+    Submitted { body, sent }: Submitted<CreatePayment>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::PaymentsWrite)?;
-    let bytes = validate::read_json_body(&headers, body).await?;
-    let request = validate::parse(&bytes)?;
-    let wait = prefer_wait(&headers);
-    let mut new = validate::validate(request, caller.merchant_id)?;
-    new.notify_on_finish = wait.is_some();
-    new.origin = idempotency::origin(&headers);
+    let merchant_id = sent.caller.merchant_id;
+    let mut new = validate::validate(body, merchant_id)?;
+    new.notify_on_finish = sent.wait.is_some();
+    new.origin = sent.origin.clone();
 
-    let inserted = match idempotency::begin(
-        &state,
-        caller.merchant_id,
-        &headers,
-        "POST /v1/payments",
-        &bytes,
-    )
-    .await?
-    {
+    let inserted = match sent.begin(&state, "POST /v1/payments").await? {
         Begun::Replay(response) => return Ok(response),
         Begun::Unkeyed => insert(&state, &new).await?,
-        Begun::Claimed(claim) => match insert_with_key(&state, &new, &claim).await {
-            Ok(inserted) => inserted,
-            Err(err) => {
-                claim.abandon(&state).await;
-                return Err(err);
-            }
-        },
+        Begun::Claimed(claim) => {
+            let inserted = insert_with_key(&state, &new, &claim).await;
+            idempotency::abandon_on_error(&state, Some(&claim), inserted).await?
+        }
     };
 
     let payment_id = inserted.payment.payment_id();
     tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
     tracing::info!("payment accepted");
     state.metrics.accepted.inc();
-    let job = Job::process_payment(payment_id, caller.merchant_id);
+    let job = Job::process_payment(payment_id, merchant_id);
     state
         .outbox
         .publish_now(&state.broker, &job, inserted.outbox_id)
         .await;
 
-    let Some(wait) = wait else {
+    let Some(wait) = sent.wait else {
         return Ok(respond(
             &state,
             StatusCode::ACCEPTED,
@@ -165,8 +145,7 @@ async fn insert_with_key(
     let body = serde_json::to_value(Payment::from_row(
         &inserted.payment,
         &state.settings.public_base_url,
-    ))
-    .map_err(|e| ApiError::internal(e.into()))?;
+    ))?;
     // Another request took the key over: dropping `tx` rolls this payment
     // back, so the key makes one payment, theirs.
     claim
@@ -227,6 +206,12 @@ async fn retrieve(
         .await?
         .ok_or_else(no_such_payment)?;
     Ok(Json(crate::lifecycle::view(&state, &row, &expand).await?))
+}
+
+impl JsonRequest for CreatePayment {}
+
+impl Submission for CreatePayment {
+    const SCOPE: Scope = Scope::PaymentsWrite;
 }
 
 pub(crate) fn no_such_payment() -> ApiError {
@@ -299,11 +284,7 @@ fn respond(
     if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    if let Some(wait) = wait {
-        if let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
-            response.headers_mut().insert("preference-applied", value);
-        }
-    }
+    crate::request::preference_applied(&mut response, wait);
     response
 }
 
@@ -313,40 +294,4 @@ pub(crate) fn location(state: &AppState, id: &str) -> Option<HeaderValue> {
         state.settings.public_base_url.trim_end_matches('/')
     ))
     .ok()
-}
-
-/// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT`]. Other preferences
-/// are ignored, as the RFC allows.
-pub(crate) fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([',', ';']))
-        .filter_map(|pref| {
-            let (name, value) = pref.trim().split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case("wait")
-                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
-                .flatten()
-        })
-        .next()
-        .map(|secs| Duration::from_secs(secs).min(MAX_WAIT))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefer_wait_is_parsed_and_capped() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(prefer_wait(&headers), None);
-        headers.insert("prefer", HeaderValue::from_static("respond-async, wait=10"));
-        assert_eq!(prefer_wait(&headers), Some(Duration::from_secs(10)));
-        headers.insert("prefer", HeaderValue::from_static("wait=600"));
-        assert_eq!(prefer_wait(&headers), Some(MAX_WAIT));
-        headers.insert("prefer", HeaderValue::from_static("wait=soon"));
-        assert_eq!(prefer_wait(&headers), None);
-    }
 }

@@ -18,9 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use common::db::operations::OperationRow;
 use common::db::payments::PaymentRow;
@@ -38,9 +37,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::error::{ApiError, DomainResultExt as _, ErrorEnvelope};
 use crate::extract::Query;
-use crate::validate;
+use crate::request::{JsonRequest, Submission, Submitted};
 use crate::wire::{timestamp, Payment, Refund};
 use crate::AppState;
 
@@ -81,6 +80,14 @@ pub struct CreateEndpoint {
     /// At most 1000 characters.
     #[schema(max_length = 1000)]
     description: Option<String>,
+}
+
+impl JsonRequest for CreateEndpoint {}
+
+/// No `Idempotency-Key`: see the module's doc.
+impl Submission for CreateEndpoint {
+    const SCOPE: Scope = Scope::WebhooksWrite;
+    const IDEMPOTENT: bool = false;
 }
 
 /// `we_…` as the API shows it; `secret` only in the answers that make one.
@@ -236,15 +243,12 @@ no `Idempotency-Key`: the answer holds the secret, which is not kept.",
 )]
 async fn create_endpoint(
     State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Body,
+    Submitted {
+        body: request,
+        sent,
+    }: Submitted<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
-    caller.require(Scope::WebhooksWrite)?;
-    let bytes = validate::read_json_body(&headers, body).await?;
-    let request: CreateEndpoint = validate::parse_json(&bytes)?;
-    let url = hooks::parse_url(&request.url)
-        .map_err(|err| ApiError::invalid("url", "invalid_url", err.0))?;
+    let url = hooks::parse_url(&request.url).invalid("url", "invalid_url")?;
     check_event_types(&request.events)?;
     if request
         .description
@@ -259,13 +263,13 @@ async fn create_endpoint(
     }
     hooks::check_addresses(&url, state.settings.webhook_allow_private)
         .await
-        .map_err(|err| ApiError::invalid("url", "invalid_url", err.0))?;
+        .invalid("url", "invalid_url")?;
     let secret = hooks::new_secret();
     let row = db::create_endpoint(
         &state.pool,
         &NewEndpoint {
             id: Uuid::now_v7(),
-            merchant_id: caller.merchant_id,
+            merchant_id: sent.caller.merchant_id,
             url: url.as_str(),
             events: &request.events,
             description: request.description.as_deref(),
@@ -650,25 +654,24 @@ async fn redeliver(
     let row = db::find_event(&state.pool, caller.merchant_id, event_id(&id)?)
         .await?
         .ok_or_else(no_such_event)?;
-    let body = match &row.body {
-        Some(body) => body.clone(),
-        None => render(&row, &state.settings.public_base_url).map_err(ApiError::internal)?,
-    };
+    let body = event_body(&row, &state.settings.public_base_url)?;
     let deliveries = db::redeliver(&state.pool, &row, &body).await?;
     publish(&state.webhook_broker, &deliveries).await;
-    let value =
-        serde_json::from_str(&body).map_err(|err| ApiError::internal(anyhow::Error::new(err)))?;
-    Ok((StatusCode::ACCEPTED, Json(value)))
+    Ok((StatusCode::ACCEPTED, Json(serde_json::from_str(&body)?)))
 }
 
 /// The event as sent (its stored body) or, for one never sent, rendered now
 /// from its snapshot: the same JSON either way.
+fn event_body(row: &EventRow, base_url: &str) -> Result<String, ApiError> {
+    match &row.body {
+        Some(body) => Ok(body.clone()),
+        None => render(row, base_url).map_err(ApiError::internal),
+    }
+}
+
+/// [`event_body`], decoded.
 fn event_json(row: &EventRow, base_url: &str) -> Result<Value, ApiError> {
-    let body = match &row.body {
-        Some(body) => body.clone(),
-        None => render(row, base_url).map_err(ApiError::internal)?,
-    };
-    serde_json::from_str(&body).map_err(|err| ApiError::internal(anyhow::Error::new(err)))
+    Ok(serde_json::from_str(&event_body(row, base_url)?)?)
 }
 
 /// The event's body: `{id, object, type, created, data: {object}, request}`,

@@ -59,7 +59,7 @@ async fn asking_for_admin_on_a_merchant_key_is_a_cli_error_pointing_to_the_opera
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     assert!(
-        api::cli::create_key(&app.pool, "acme", "ops", &["admin".into()])
+        api::keys::create_key(&app.pool, "acme", "ops", &["admin".into()])
             .await
             .is_err(),
         "the library refuses it too"

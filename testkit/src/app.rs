@@ -97,7 +97,7 @@ impl TestApp {
             None
         };
 
-        let (_, key) = api::cli::create_key(
+        let (_, key) = api::keys::create_key(
             &pool,
             common::db::api_keys::DEFAULT_MERCHANT,
             "test",

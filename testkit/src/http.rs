@@ -148,7 +148,7 @@ impl TestApp {
     /// Creates a key with `scopes` for `merchant`.
     pub async fn key_for(&self, merchant: &str, scopes: &[&str]) -> String {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-        api::cli::create_key(&self.pool, merchant, "test", &scopes)
+        api::keys::create_key(&self.pool, merchant, "test", &scopes)
             .await
             .expect("create key")
             .1
@@ -157,7 +157,7 @@ impl TestApp {
     /// Creates an operator key (bound to no merchant; the `/v1/admin`
     /// endpoints only).
     pub async fn operator_key(&self) -> String {
-        api::cli::create_operator_key(&self.pool, "test-operator")
+        api::keys::create_operator_key(&self.pool, "test-operator")
             .await
             .expect("create operator key")
             .1
