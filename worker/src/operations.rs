@@ -11,7 +11,7 @@
 //! for an operator otherwise.
 
 use common::db::operations::{self, Kind, OperationRow};
-use common::db::payments::{self, Audit, Knowledge};
+use common::db::payments::{self, Audit, Knowledge, Retry};
 use common::dead_letters::DeadLetterReason;
 use common::domain::failure_codes;
 use common::processor::{CaptureRequest, RefundRequest, VoidRequest};
@@ -21,7 +21,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::processor::{Capture, Operation, Outcome, Refund, Void};
-use crate::step::{self, StepError, Work};
+use crate::step::{self, Change, StepError, Work};
 use crate::Context;
 
 /// What the processor said, reduced to what the operation records.
@@ -217,7 +217,7 @@ pub(crate) async fn process(
             let row = ctx
                 .db(|| operations::succeed(&ctx.pool, &op, &processor_id, audit))
                 .await?;
-            finished(&op, row.is_some(), "succeeded");
+            op.finished(ctx, row.is_some(), "succeeded");
         }
         Settled::Failed { code, message } => {
             let audit = Audit {
@@ -227,7 +227,7 @@ pub(crate) async fn process(
             let row = ctx
                 .db(|| operations::fail(&ctx.pool, &op, &code, &message, audit))
                 .await?;
-            finished(&op, row.is_some(), "failed");
+            op.finished(ctx, row.is_some(), "failed");
         }
         Settled::Rejected(reason) => step::hold(ctx, job, &op, &reason).await?,
         Settled::Transient { reason, knowledge } => {
@@ -235,14 +235,6 @@ pub(crate) async fn process(
         }
     }
     Ok(())
-}
-
-fn finished(op: &OperationRow, recorded: bool, outcome: &'static str) {
-    if recorded {
-        tracing::info!(operation_id = %op.id, kind = op.kind().as_str(), outcome, "operation finished");
-    } else {
-        tracing::warn!(operation_id = %op.id, "lost the claim before recording; its result stands");
-    }
 }
 
 impl Work for OperationRow {
@@ -256,87 +248,48 @@ impl Work for OperationRow {
         OperationRow::attempts_this_round(self)
     }
 
-    async fn schedule_retry(
+    async fn apply(
         &self,
-        ctx: &Context,
-        last_error: &str,
-        delay: Duration,
-        tier: Duration,
-        knowledge: Knowledge,
+        pool: &sqlx::PgPool,
+        change: &Change<'_>,
+        dead_after: Duration,
         audit: Audit<'_>,
-    ) -> Result<bool, StepError> {
-        let row = ctx
-            .db(|| {
-                operations::schedule_retry(
-                    &ctx.pool, self, last_error, delay, tier, knowledge, audit,
-                )
-            })
-            .await?;
-        Ok(row.is_some())
-    }
-
-    async fn fail_not_processed(
-        &self,
-        ctx: &Context,
-        code: &str,
-        message: &str,
-        audit: Audit<'_>,
-    ) -> Result<(), StepError> {
-        let row = ctx
-            .db(|| operations::fail(&ctx.pool, self, code, message, audit))
-            .await?;
-        finished(self, row.is_some(), "dead_lettered");
-        Ok(())
-    }
-
-    async fn hold(
-        &self,
-        ctx: &Context,
-        last_error: &str,
-        audit: Audit<'_>,
-    ) -> Result<(), StepError> {
-        ctx.db(|| operations::hold(&ctx.pool, self, last_error, audit))
-            .await?;
-        Ok(())
-    }
-
-    async fn fail_unclaimed(
-        &self,
-        ctx: &Context,
-        message: &str,
-        audit: Audit<'_>,
-    ) -> Result<bool, StepError> {
-        let row = ctx
-            .db(|| {
-                operations::fail_unclaimed(
-                    &ctx.pool,
-                    self.id,
-                    failure_codes::NOT_PROCESSED,
-                    message,
-                    audit,
-                )
-            })
-            .await?;
-        Ok(row.is_some())
-    }
-
-    async fn hold_unclaimed(
-        &self,
-        ctx: &Context,
-        last_error: &str,
-        audit: Audit<'_>,
-    ) -> Result<bool, StepError> {
-        let row = ctx
-            .db(|| {
-                operations::hold_unclaimed(
-                    &ctx.pool,
-                    self.id,
+    ) -> sqlx::Result<bool> {
+        let row = match *change {
+            Change::Retry {
+                last_error,
+                delay,
+                tier,
+                knowledge,
+            } => {
+                let retry = Retry {
                     last_error,
-                    ctx.settings.dead_after,
-                    audit,
-                )
-            })
-            .await?;
+                    delay,
+                    tier,
+                    knowledge,
+                };
+                operations::schedule_retry(pool, self, &retry, audit).await?
+            }
+            Change::FailNotProcessed { code, message } => {
+                operations::fail(pool, self, code, message, audit).await?
+            }
+            Change::Hold { last_error } => operations::hold(pool, self, last_error, audit).await?,
+            Change::FailUnclaimed { message } => {
+                let code = failure_codes::NOT_PROCESSED;
+                operations::fail_unclaimed(pool, self.id, code, message, audit).await?
+            }
+            Change::HoldUnclaimed { last_error } => {
+                operations::hold_unclaimed(pool, self.id, last_error, dead_after, audit).await?
+            }
+        };
         Ok(row.is_some())
+    }
+
+    fn finished(&self, _: &Context, recorded: bool, outcome: &'static str) {
+        if recorded {
+            tracing::info!(operation_id = %self.id, kind = self.kind().as_str(), outcome, "operation finished");
+        } else {
+            tracing::warn!(operation_id = %self.id, "lost the claim before recording; its result stands");
+        }
     }
 }

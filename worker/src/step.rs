@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::db::payments::{self, Audit, Knowledge, PaymentRow};
 use common::dead_letters::DeadLetterReason;
-use common::domain::{failure_codes, PaymentId};
+use common::domain::failure_codes;
 use common::queue::{headers, Job, PublishError, RetryTiers, Topology};
 use lapin::types::FieldTable;
 use tracing::Instrument as _;
@@ -150,7 +150,7 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
                     )
                 })
                 .await?;
-            finished(ctx, &payment, row, "succeeded");
+            payment.finished(ctx, row.is_some(), "succeeded");
         }
         Outcome::Declined(declined) => {
             let response = ProcessorResponse::declined(&declined, &ctx.settings.processor_name);
@@ -213,56 +213,58 @@ pub(crate) async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
 
 /// What a job message drives: a payment (its charge) or an operation
 /// (capture, void, refund). Retrying, holding and giving up are one logic
-/// for both, in this module; each brings its guarded statements and its
-/// words.
-pub(crate) trait Work {
+/// for both, in this module; each brings its words and its guarded
+/// statements, one per [`Change`].
+pub(crate) trait Work: Sync {
     /// What the job is about, in messages: `payment`, `capture`, `refund`…
     fn noun(&self) -> &'static str;
     /// What the processor is asked to do: `charge`, `capture`, `refund`…
     fn call(&self) -> &'static str;
     fn attempts_this_round(&self) -> i32;
-
-    /// `processing` → `pending`, retried after `delay`; `false`: the claim
-    /// was lost meanwhile.
-    async fn schedule_retry(
+    /// Makes `change` with its guarded statement; `false`: the guard failed
+    /// (the claim was lost meanwhile, or the row is no longer as read).
+    async fn apply(
         &self,
-        ctx: &Context,
-        last_error: &str,
+        pool: &sqlx::PgPool,
+        change: &Change<'_>,
+        dead_after: Duration,
+        audit: Audit<'_>,
+    ) -> sqlx::Result<bool>;
+    /// Logs (and counts) that the job finished with `outcome`, or that its
+    /// result could not be recorded because the claim was lost.
+    fn finished(&self, ctx: &Context, recorded: bool, outcome: &'static str);
+}
+
+/// A change of a job's row that the generic logic below decides on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    /// Under this claim: `processing` → `pending`, retried after `delay`
+    /// (jittered within `tier`).
+    Retry {
+        last_error: &'a str,
         delay: Duration,
         tier: Duration,
         knowledge: Knowledge,
-        audit: Audit<'_>,
-    ) -> Result<bool, StepError>;
-    /// `processing` → `failed` as not processed (`code`), under this claim;
-    /// logs and counts the finish.
-    async fn fail_not_processed(
-        &self,
-        ctx: &Context,
-        code: &str,
-        message: &str,
-        audit: Audit<'_>,
-    ) -> Result<(), StepError>;
-    /// `processing` → `pending`, held for an operator, under this claim.
-    async fn hold(
-        &self,
-        ctx: &Context,
-        last_error: &str,
-        audit: Audit<'_>,
-    ) -> Result<(), StepError>;
+    },
+    /// Under this claim: `processing` → `failed` as not processed (`code`).
+    FailNotProcessed { code: &'a str, message: &'a str },
+    /// Under this claim: `processing` → `pending`, held for an operator.
+    Hold { last_error: &'a str },
     /// Given up before any claim, known never sent: `pending` → `failed`.
-    async fn fail_unclaimed(
-        &self,
-        ctx: &Context,
-        message: &str,
-        audit: Audit<'_>,
-    ) -> Result<bool, StepError>;
+    FailUnclaimed { message: &'a str },
     /// Given up before any claim, maybe sent: held, outcome marked unknown.
-    async fn hold_unclaimed(
-        &self,
-        ctx: &Context,
-        last_error: &str,
-        audit: Audit<'_>,
-    ) -> Result<bool, StepError>;
+    HoldUnclaimed { last_error: &'a str },
+}
+
+/// [`Work::apply`] through the database wait of [`Context::db`].
+async fn apply<W: Work>(
+    ctx: &Context,
+    work: &W,
+    change: Change<'_>,
+    audit: Audit<'_>,
+) -> Result<bool, StepError> {
+    ctx.db(|| work.apply(&ctx.pool, &change, ctx.settings.dead_after, audit))
+        .await
 }
 
 impl Work for PaymentRow {
@@ -276,109 +278,62 @@ impl Work for PaymentRow {
         PaymentRow::attempts_this_round(self)
     }
 
-    async fn schedule_retry(
+    async fn apply(
         &self,
-        ctx: &Context,
-        last_error: &str,
-        delay: Duration,
-        tier: Duration,
-        knowledge: Knowledge,
+        pool: &sqlx::PgPool,
+        change: &Change<'_>,
+        dead_after: Duration,
         audit: Audit<'_>,
-    ) -> Result<bool, StepError> {
-        let row = ctx
-            .db(|| {
-                payments::schedule_retry(
-                    &ctx.pool,
-                    self.payment_id(),
-                    self.attempts,
+    ) -> sqlx::Result<bool> {
+        let (id, attempt) = (self.payment_id(), self.attempts);
+        let row = match *change {
+            Change::Retry {
+                last_error,
+                delay,
+                tier,
+                knowledge,
+            } => {
+                let retry = payments::Retry {
                     last_error,
                     delay,
                     tier,
                     knowledge,
-                    audit,
-                )
-            })
-            .await?;
-        Ok(row.is_some())
-    }
-
-    async fn fail_not_processed(
-        &self,
-        ctx: &Context,
-        code: &str,
-        message: &str,
-        audit: Audit<'_>,
-    ) -> Result<(), StepError> {
-        let failure = Failure {
-            recorded: payments::Failure {
-                code,
-                message,
-                card: None,
-                processor_response: None,
-            },
-            why: audit.reason,
-            outcome: "dead_lettered",
-        };
-        record_failure(ctx, self, failure).await
-    }
-
-    async fn hold(
-        &self,
-        ctx: &Context,
-        last_error: &str,
-        audit: Audit<'_>,
-    ) -> Result<(), StepError> {
-        ctx.db(|| {
-            payments::hold(
-                &ctx.pool,
-                self.payment_id(),
-                self.attempts,
-                last_error,
-                audit,
-            )
-        })
-        .await?;
-        Ok(())
-    }
-
-    async fn fail_unclaimed(
-        &self,
-        ctx: &Context,
-        message: &str,
-        audit: Audit<'_>,
-    ) -> Result<bool, StepError> {
-        let row = ctx
-            .db(|| {
-                payments::fail_unclaimed(
-                    &ctx.pool,
-                    self.payment_id(),
-                    failure_codes::NOT_PROCESSED,
+                };
+                payments::schedule_retry(pool, id, attempt, &retry, audit).await?
+            }
+            Change::FailNotProcessed { code, message } => {
+                let failure = payments::Failure {
+                    code,
                     message,
-                    audit,
-                )
-            })
-            .await?;
+                    card: None,
+                    processor_response: None,
+                };
+                payments::fail(pool, id, attempt, &failure, audit).await?
+            }
+            Change::Hold { last_error } => {
+                payments::hold(pool, id, attempt, last_error, audit).await?
+            }
+            Change::FailUnclaimed { message } => {
+                let code = failure_codes::NOT_PROCESSED;
+                payments::fail_unclaimed(pool, id, code, message, audit).await?
+            }
+            Change::HoldUnclaimed { last_error } => {
+                payments::hold_unclaimed(pool, id, last_error, dead_after, audit).await?
+            }
+        };
         Ok(row.is_some())
     }
 
-    async fn hold_unclaimed(
-        &self,
-        ctx: &Context,
-        last_error: &str,
-        audit: Audit<'_>,
-    ) -> Result<bool, StepError> {
-        let row = ctx
-            .db(|| {
-                payments::hold_unclaimed(
-                    &ctx.pool,
-                    self.payment_id(),
-                    last_error,
-                    ctx.settings.dead_after,
-                    audit,
-                )
-            })
-            .await?;
-        Ok(row.is_some())
+    fn finished(&self, ctx: &Context, recorded: bool, outcome: &'static str) {
+        if recorded {
+            tracing::info!(payment_id = %self.payment_id(), outcome, attempts = self.attempts, "payment finished");
+            ctx.metrics.finished(outcome, self.created_at);
+        } else {
+            tracing::warn!(
+                payment_id = %self.payment_id(),
+                "lost the claim before recording (lease expired and another worker took over); its result stands"
+            );
+        }
     }
 }
 
@@ -419,7 +374,15 @@ pub(crate) async fn hold<W: Work>(
         actor: &ctx.worker_id,
         reason: "processor rejected the request; held and dead-lettered",
     };
-    work.hold(ctx, &message, audit).await?;
+    apply(
+        ctx,
+        work,
+        Change::Hold {
+            last_error: &message,
+        },
+        audit,
+    )
+    .await?;
     ctx.metrics.held();
     Ok(())
 }
@@ -447,28 +410,15 @@ async fn record_failure(
         .db(|| {
             payments::fail(
                 &ctx.pool,
-                PaymentId(payment.id),
+                payment.payment_id(),
                 payment.attempts,
                 &failure.recorded,
                 audit,
             )
         })
         .await?;
-    finished(ctx, payment, row, failure.outcome);
+    payment.finished(ctx, row.is_some(), failure.outcome);
     Ok(())
-}
-
-fn finished(ctx: &Context, claimed: &PaymentRow, row: Option<PaymentRow>, outcome: &'static str) {
-    match row {
-        Some(row) => {
-            tracing::info!(payment_id = %PaymentId(row.id), outcome, attempts = row.attempts, "payment finished");
-            ctx.metrics.finished(outcome, row.created_at);
-        }
-        None => tracing::warn!(
-            payment_id = %PaymentId(claimed.id),
-            "lost the claim before recording (lease expired and another worker took over); its result stands"
-        ),
-    }
 }
 
 /// A transient failure: schedule the next attempt through a delay queue.
@@ -509,8 +459,12 @@ pub(crate) async fn retry_or_give_up<W: Work>(
             actor: &ctx.worker_id,
             reason: "attempts exhausted; dead-lettered",
         };
-        work.fail_not_processed(ctx, failure_codes::PROCESSOR_UNAVAILABLE, &message, audit)
-            .await?;
+        let change = Change::FailNotProcessed {
+            code: failure_codes::PROCESSOR_UNAVAILABLE,
+            message: &message,
+        };
+        let recorded = apply(ctx, work, change, audit).await?;
+        work.finished(ctx, recorded, "dead_lettered");
         return Ok(());
     }
     let last_error = match knowledge {
@@ -532,10 +486,13 @@ pub(crate) async fn retry_or_give_up<W: Work>(
             Knowledge::NotProcessed => "transient processor error; retry scheduled",
         },
     };
-    if !work
-        .schedule_retry(ctx, &last_error, delay, tier, knowledge, audit)
-        .await?
-    {
+    let change = Change::Retry {
+        last_error: &last_error,
+        delay,
+        tier,
+        knowledge,
+    };
+    if !apply(ctx, work, change, audit).await? {
         return Ok(());
     }
     ctx.metrics.retried();
@@ -590,7 +547,14 @@ pub(crate) async fn give_up_unclaimed<W: Work>(
         actor: &ctx.worker_id,
         reason: "poison message; dead-lettered",
     };
-    if work.fail_unclaimed(ctx, &message, audit).await? {
+    if apply(
+        ctx,
+        work,
+        Change::FailUnclaimed { message: &message },
+        audit,
+    )
+    .await?
+    {
         return Ok(());
     }
     let message = format!(
@@ -602,7 +566,10 @@ pub(crate) async fn give_up_unclaimed<W: Work>(
         actor: &ctx.worker_id,
         reason: "poison message with an unknown outcome; held and dead-lettered",
     };
-    if work.hold_unclaimed(ctx, &message, audit).await? {
+    let change = Change::HoldUnclaimed {
+        last_error: &message,
+    };
+    if apply(ctx, work, change, audit).await? {
         ctx.metrics.held();
     }
     Ok(())

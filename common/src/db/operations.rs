@@ -19,7 +19,7 @@ use sqlx::{Acquire as _, PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::outbox;
-use super::payments::{Audit, Knowledge};
+use super::payments::{Audit, Knowledge, Retry};
 use crate::domain::Currency;
 use crate::queue::Job;
 
@@ -460,16 +460,12 @@ pub async fn hold_unclaimed<'e>(
     )
 }
 
-/// `processing` → `pending`, retried after `delay` (jittered within `tier`),
-/// as [`super::payments::schedule_retry`].
-#[allow(clippy::too_many_arguments)]
+/// `processing` → `pending`, retried as `retry` says, as
+/// [`super::payments::schedule_retry`].
 pub async fn schedule_retry<'e>(
     db: impl PgExecutor<'e>,
     op: &OperationRow,
-    last_error: &str,
-    delay: Duration,
-    tier: Duration,
-    knowledge: Knowledge,
+    retry: &Retry<'_>,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
     operation_transition!(
@@ -481,10 +477,10 @@ pub async fn schedule_retry<'e>(
         also: "",
         binds: [
             op.attempts,
-            last_error,
-            delay.as_secs_f64(),
-            tier.max(delay).as_secs_f64(),
-            knowledge == Knowledge::Unknown,
+            retry.last_error,
+            retry.delay.as_secs_f64(),
+            retry.tier.max(retry.delay).as_secs_f64(),
+            retry.knowledge == Knowledge::Unknown,
         ],
     )
 }

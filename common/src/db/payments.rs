@@ -408,19 +408,25 @@ pub enum Knowledge {
     NotProcessed,
 }
 
-/// `processing` → `pending` after a transient error, to be retried after
-/// `delay` (jittered within the retry tier `tier`). The rescuer looks again
-/// only after the tier's full delay, the upper bound of the jitter, so a
-/// retry waiting in its tier never looks overdue.
-#[allow(clippy::too_many_arguments)]
+/// A retry to schedule after a transient error: in `delay` (jittered
+/// within the retry tier `tier`). The rescuer looks again only after the
+/// tier's full delay, the upper bound of the jitter, so a retry waiting in
+/// its tier never looks overdue.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry<'a> {
+    pub last_error: &'a str,
+    pub delay: Duration,
+    pub tier: Duration,
+    pub knowledge: Knowledge,
+}
+
+/// `processing` → `pending` after a transient error, to be retried as
+/// `retry` says.
 pub async fn schedule_retry<'e>(
     db: impl PgExecutor<'e>,
     id: PaymentId,
     attempt: i32,
-    last_error: &str,
-    delay: Duration,
-    tier: Duration,
-    knowledge: Knowledge,
+    retry: &Retry<'_>,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
     payment_transition!(
@@ -431,10 +437,10 @@ pub async fn schedule_retry<'e>(
         set: retry,
         binds: [
             attempt,
-            last_error,
-            delay.as_secs_f64(),
-            tier.max(delay).as_secs_f64(),
-            knowledge == Knowledge::Unknown,
+            retry.last_error,
+            retry.delay.as_secs_f64(),
+            retry.tier.max(retry.delay).as_secs_f64(),
+            retry.knowledge == Knowledge::Unknown,
         ],
     )
 }
