@@ -46,7 +46,7 @@ use common::queue::{Broker, Job, Topology};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -65,7 +65,7 @@ const LEASE: Duration = Duration::from_secs(60);
 const DELETE_BATCH: usize = 500;
 
 /// One timed floor run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloorPhase {
     pub seconds: f64,
     pub payments_per_s: f64,
@@ -73,7 +73,7 @@ pub struct FloorPhase {
 }
 
 /// Throughput of each service alone at one concurrency.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub in_flight: usize,
     pub postgres_per_s: f64,
@@ -83,7 +83,7 @@ pub struct SweepPoint {
 }
 
 /// The pgbench line of the floor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PgbenchFloor {
     /// `pgbench --version`, or why it was not measured.
     pub version: Option<String>,
@@ -94,7 +94,7 @@ pub struct PgbenchFloor {
     pub best_payments_per_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloorResult {
     pub payments: u64,
     pub pool_size: u32,

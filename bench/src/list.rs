@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::scenarios::{ms, Check};
@@ -39,7 +39,7 @@ const OTHERS: u64 = 3;
 const OTHER_SHARE: u64 = 10;
 
 /// One page of 10 listed again and again.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListCase {
     pub name: String,
     /// The query string (cursor ids shortened to `pay_…`).
@@ -50,7 +50,7 @@ pub struct ListCase {
     pub errors: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListResult {
     /// Payments of the merchant whose list is read.
     pub payments: u64,

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::procstat::ClockTicks;
 use crate::scenarios::{E2eSpec, Harness};
@@ -147,6 +147,12 @@ struct Args {
     #[arg(long)]
     list_only: bool,
 
+    /// Measure nothing: read a `benchmarks.json` a run wrote and write the
+    /// report (benchmarks.json, benchmarks.md, accept-latency.svg) from it
+    /// to --out-dir.
+    #[arg(long, value_name = "JSON")]
+    report_from: Option<PathBuf>,
+
     /// WORKER_CONCURRENCY of every worker (also its prefetch, and the floor
     /// consumers' prefetch) [default: the worker's own default].
     #[arg(long)]
@@ -197,7 +203,7 @@ struct Args {
 }
 
 /// What a run measures, with the defaults resolved.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub rates: Vec<f64>,
     pub step_secs: f64,
@@ -365,6 +371,31 @@ fn command_line() -> String {
 async fn run(args: Args) -> anyhow::Result<bool> {
     let plan = Plan::from_args(&args)?;
     let workspace = workspace_dir();
+    if let Some(json) = &args.report_from {
+        let text =
+            std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+        let mut report: report::Report =
+            serde_json::from_str(&text).with_context(|| format!("decoding {}", json.display()))?;
+        // The targets and notes follow from the measurements.
+        report.targets = report::judge_targets(&report.floor, &report.accept, &report.end_to_end);
+        report.notes = notes(&report.plan, report.mode == "smoke");
+        report.notes.extend(report::disturbances(
+            &report.floor,
+            &report.accept,
+            &report.end_to_end,
+        ));
+        let out_dir = args
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| workspace.join("docs"));
+        report.write(&out_dir)?;
+        println!(
+            "report of {} written to {}",
+            json.display(),
+            out_dir.display()
+        );
+        return Ok(report.passed());
+    }
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let env = Env {
         bin_dir: args
@@ -539,7 +570,7 @@ async fn measure(
     notes.extend(report::disturbances(&floor, &accept, &e2e));
     Ok(report::Report {
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        mode: if smoke { "smoke" } else { "full" },
+        mode: if smoke { "smoke" } else { "full" }.into(),
         command: command_line(),
         duration_s: 0.0,
         plan: plan.clone(),

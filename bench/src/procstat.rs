@@ -14,12 +14,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Clock ticks per second of the `/proc` counters, and whether it was
 /// assumed (100, the Linux value on every common architecture) because
 /// `getconf CLK_TCK` could not be run.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ClockTicks {
     pub per_second: u64,
     pub assumed: bool,
@@ -277,7 +277,7 @@ impl CpuSnapshot {
 }
 
 /// CPU seconds used during one measured window, by part.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CpuUsage {
     pub wall_s: f64,
     /// `api`, `workers` (all worker processes together), `processor-sim`.

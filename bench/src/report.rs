@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chart::TARGET_P99_MS;
 use crate::floor::{best_rate, FloorPhase, FloorResult};
@@ -30,10 +30,10 @@ pub const GOAL_SLOW_PROCESSOR: f64 = 0.90;
 /// machine was not steady; the page says so.
 pub const SPREAD_WARNING: f64 = 0.25;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub generated_at: String,
-    pub mode: &'static str,
+    pub mode: String,
     /// The command that reproduces this run.
     pub command: String,
     pub duration_s: f64,
@@ -50,7 +50,7 @@ pub struct Report {
 }
 
 /// One of the targets, judged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetResult {
     pub target: String,
     pub measured: String,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use common::processor::SimStats;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::load::{self, Target};
@@ -32,7 +32,7 @@ pub struct Harness<'a> {
 }
 
 /// A pass/fail fact about the run's correctness (never about speed).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub scenario: String,
     pub what: String,
@@ -49,7 +49,7 @@ fn check(scenario: &str, what: &str, passed: bool, detail: String) -> Check {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AcceptStep {
     pub offered_per_s: f64,
     pub duration_s: f64,
@@ -68,7 +68,7 @@ pub struct AcceptStep {
     pub cpu: CpuUsage,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AcceptResult {
     pub workers: usize,
     pub warmup_requests: u64,
@@ -177,7 +177,7 @@ pub async fn accept_path(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct E2eResult {
     pub workers: usize,
     pub processor_latency_ms: u64,
@@ -216,7 +216,7 @@ pub struct E2eResult {
 
 /// Payments offered at a fixed rate the system keeps up with, after the
 /// burst: accept→terminal latency without a backlog in front.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SteadyResult {
     pub offered_per_s: f64,
     pub duration_s: f64,

@@ -11,10 +11,10 @@
 //! The percentile is the nearest-rank one: the smallest sample with at least
 //! `q × n` samples at or below it, so p99.9 of 1,000 samples is the slowest.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Order statistics of one set of latencies, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: usize,
     pub p50_ms: f64,
