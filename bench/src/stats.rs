@@ -40,6 +40,25 @@ impl Percentiles {
     }
 }
 
+/// A latency for humans: `3.21 ms`, or `-` when there is none.
+pub fn ms(value: Option<f64>) -> String {
+    match value {
+        None => "-".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0} ms"),
+        Some(v) if v >= 10.0 => format!("{v:.1} ms"),
+        Some(v) => format!("{v:.2} ms"),
+    }
+}
+
+/// CPU seconds per 1,000 of `n` (0 when there are none).
+pub fn per_1000(cpu_s: f64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        cpu_s * 1000.0 / n as f64
+    }
+}
+
 /// `sorted` must be sorted and not empty.
 fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
     let n = sorted.len();
