@@ -293,18 +293,10 @@ impl ListResult {
             self.fill_s,
             self.requests
         );
-        let head = [
-            "case",
-            "query",
-            "payments on the page",
-            "p50",
-            "p99",
-            "max",
-            "errors",
-        ];
+        let head = "case | query | payments on the page | p50 | p99 | max | errors";
         table(
             out,
-            &head,
+            head,
             self.cases.iter().map(|c| {
                 let l = c.latency;
                 row![

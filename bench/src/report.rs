@@ -53,7 +53,8 @@ macro_rules! row {
 pub(crate) use row;
 
 /// A Markdown table and the blank line after it.
-pub fn table(out: &mut String, head: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+pub fn table(out: &mut String, head: &str, rows: impl IntoIterator<Item = Vec<String>>) {
+    let head: Vec<&str> = head.split(" | ").collect();
     let line = |cells: &mut dyn Iterator<Item = &str>| {
         cells.fold("|".to_owned(), |l, c| match c {
             "" => l + " |",
@@ -172,7 +173,7 @@ impl Report {
         };
         table(
             out,
-            &["", ""],
+            " | ",
             [
                 row!["CPU", format!("{} × {}", m.logical_cpus, m.cpu_model)],
                 row!["Memory", format!("{:.1} GiB", m.memory_gib)],
@@ -219,7 +220,7 @@ impl Report {
         let targets = self.targets.iter();
         table(
             out,
-            &["target", "measured", "result"],
+            "target | measured | result",
             targets.map(|t| row![t.target, t.measured, verdict(t.met)]),
         );
         for t in &self.targets {
@@ -243,7 +244,7 @@ impl Report {
         );
         table(
             out,
-            &["scenario", "check", "result", "detail"],
+            "scenario | check | result | detail",
             self.checks.iter().map(|c| {
                 let result = if c.passed { "passed" } else { "**FAILED**" };
                 row![c.scenario, c.what, result, c.detail.replace('|', "\\|")]
@@ -265,22 +266,12 @@ impl Report {
             self.plan.step_secs,
             a.warmup_requests
         );
-        let head = [
-            "offered req/s",
-            "achieved req/s",
-            "achieved ÷ offered",
-            "p50",
-            "p99",
-            "p99.9",
-            "max",
-            "errors",
-            "api CPU s / 1,000",
-            "generator lag mean / max",
-            "where the CPU went (cores)",
-        ];
+        let head = "offered req/s | achieved req/s | achieved ÷ offered | p50 | p99 | p99.9 | max \
+             | errors | api CPU s / 1,000 | generator lag mean / max | where the CPU went \
+             (cores)";
         table(
             out,
-            &head,
+            head,
             a.steps.iter().map(|s| {
                 let errors = match s.error_count {
                     0 => "0".to_owned(),
@@ -328,21 +319,9 @@ impl Report {
             plan.api_db_connections,
             runs.first().map_or(0, |e| e.warmup)
         );
-        let head = [
-            "workers",
-            "processor latency",
-            "all terminal after",
-            "payments/s",
-            "÷ instant",
-            "÷ floor",
-            "÷ lower separate floor",
-            "÷ concurrency limit",
-            "burst accept→terminal p50",
-            "p99",
-            "p99.9",
-            "per worker",
-            "submit phase",
-        ];
+        let head = "workers | processor latency | all terminal after | payments/s | ÷ instant | ÷ \
+             floor | ÷ lower separate floor | ÷ concurrency limit | burst accept→terminal \
+             p50 | p99 | p99.9 | per worker | submit phase";
         let instant = |w: usize| {
             find(runs, w, 0)
                 .map(|i| i.payments_per_s)
@@ -353,7 +332,7 @@ impl Report {
         };
         table(
             out,
-            &head,
+            head,
             runs.iter().map(|e| {
                 let zero = e.processor_latency_ms == 0;
                 let floor = |f: f64| ratio(e, zero.then_some(f));
@@ -403,26 +382,15 @@ impl Report {
             plan.steady_fraction * 100.0,
             plan.steady_secs
         );
-        let head = [
-            "workers",
-            "processor latency",
-            "offered payments/s",
-            "accepted",
-            "accept→terminal p50",
-            "p99",
-            "p99.9",
-            "max",
-            "last terminal after the last request",
-            "workers CPU s / 1,000",
-            "per worker",
-            "where the CPU went (cores)",
-        ];
+        let head = "workers | processor latency | offered payments/s | accepted | accept→terminal \
+             p50 | p99 | p99.9 | max | last terminal after the last request | workers CPU s \
+             / 1,000 | per worker | where the CPU went (cores)";
         let steady = runs
             .iter()
             .filter_map(|e| e.steady.as_ref().map(|st| (e, st)));
         table(
             out,
-            &head,
+            head,
             steady.map(|(e, st)| {
                 let mut r = row![
                     e.workers,
@@ -451,17 +419,9 @@ impl Report {
              scenario (burst and steady phase), for the API and each worker. A worker's peak with \
              a slow processor is what `WORKER_CONCURRENCY` payments in flight cost it.\n"
         );
-        let head = [
-            "scenario",
-            "api CPU s / 1,000",
-            "workers CPU s / 1,000",
-            "postgres CPU s / 1,000",
-            "rabbitmq CPU s / 1,000",
-            "processor-sim CPU s / 1,000",
-            "api peak RSS",
-            "worker peak RSS (each)",
-            "where the CPU went (cores)",
-        ];
+        let head = "scenario | api CPU s / 1,000 | workers CPU s / 1,000 | postgres CPU s / 1,000 \
+             | rabbitmq CPU s / 1,000 | processor-sim CPU s / 1,000 | api peak RSS | worker \
+             peak RSS (each) | where the CPU went (cores)";
         let rows = self.end_to_end.iter().map(|e| {
             let per_1000 = |s: f64| format!("{:.3}", crate::stats::per_1000(s, e.accepted));
             let peaks: Vec<String> = e
@@ -492,7 +452,7 @@ impl Report {
             "-",
             "see above"
         ];
-        table(out, &head, rows.chain([accept]));
+        table(out, head, rows.chain([accept]));
     }
 }
 
@@ -537,15 +497,11 @@ fn floor_section(out: &mut String, f: &FloorResult) {
             format!("{v:.0}")
         }
     };
-    let head = [
-        "in flight",
-        "PostgreSQL payments/s (common::db)",
-        "PostgreSQL payments/s (pgbench)",
-        "RabbitMQ messages/s",
-    ];
+    let head = "in flight | PostgreSQL payments/s (common::db) | PostgreSQL payments/s \
+         (pgbench) | RabbitMQ messages/s";
     table(
         out,
-        &head,
+        head,
         f.sweep.iter().map(|p| {
             row![
                 p.in_flight,
@@ -586,7 +542,7 @@ fn floor_section(out: &mut String, f: &FloorResult) {
     });
     table(
         out,
-        &["run", "seconds", "payments/s", "where the CPU went (cores)"],
+        "run | seconds | payments/s | where the CPU went (cores)",
         rows,
     );
     let (relation, verb) = if f.lower_of_separate_payments_per_s >= f.floor_payments_per_s {
