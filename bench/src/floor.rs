@@ -46,7 +46,7 @@ use common::queue::{Broker, Job, Topology};
 use futures_util::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -65,7 +65,7 @@ const LEASE: Duration = Duration::from_secs(60);
 const DELETE_BATCH: usize = 500;
 
 /// One timed floor run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloorPhase {
     pub seconds: f64,
     pub payments_per_s: f64,
@@ -73,7 +73,7 @@ pub struct FloorPhase {
 }
 
 /// Throughput of each service alone at one concurrency.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub in_flight: usize,
     pub postgres_per_s: f64,
@@ -83,7 +83,7 @@ pub struct SweepPoint {
 }
 
 /// The pgbench line of the floor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PgbenchFloor {
     /// `pgbench --version`, or why it was not measured.
     pub version: Option<String>,
@@ -94,7 +94,7 @@ pub struct PgbenchFloor {
     pub best_payments_per_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloorResult {
     pub payments: u64,
     pub pool_size: u32,
@@ -120,27 +120,40 @@ pub struct FloorResult {
 }
 
 impl FloorResult {
+    /// Every timed phase: its name in the report's table, in its warnings,
+    /// and its runs.
+    pub fn phases(&self) -> [(&'static str, &'static str, &[FloorPhase]); 4] {
+        [
+            ("PostgreSQL alone", "PostgreSQL alone", &self.postgres_alone),
+            (
+                "PostgreSQL alone, pgbench",
+                "pgbench alone",
+                &self.pgbench.runs,
+            ),
+            ("RabbitMQ alone", "RabbitMQ alone", &self.rabbitmq_alone),
+            ("both at once (the floor)", "both at once", &self.together),
+        ]
+    }
+
     /// Largest relative difference between runs of the same phase: a
     /// measure of how steady the machine was.
     pub fn spread(&self) -> f64 {
-        [
-            &self.postgres_alone,
-            &self.rabbitmq_alone,
-            &self.together,
-            &self.pgbench.runs,
-        ]
-        .iter()
-        .map(|runs| {
-            let rates = runs.iter().map(|r| r.payments_per_s);
-            let max = rates.clone().fold(0.0, f64::max);
-            let min = rates.fold(f64::INFINITY, f64::min);
+        let spread = |runs: &[FloorPhase]| {
+            let max = best_rate(runs);
+            let min = runs
+                .iter()
+                .map(|r| r.payments_per_s)
+                .fold(f64::INFINITY, f64::min);
             if max > 0.0 {
                 1.0 - min / max
             } else {
                 0.0
             }
-        })
-        .fold(0.0, f64::max)
+        };
+        self.phases()
+            .iter()
+            .map(|(_, _, runs)| spread(runs))
+            .fold(0.0, f64::max)
     }
 }
 
@@ -247,32 +260,35 @@ pub async fn run(
     let mut rabbitmq_alone = Vec::with_capacity(REPEATS);
     let mut together = Vec::with_capacity(REPEATS);
     for (round, (pg, pg_both)) in pg_alone_dbs.iter().zip(&pg_both_dbs).enumerate() {
-        let round = round + 1;
+        let log = |what: String, run: Timed, runs: &mut Vec<FloorPhase>| {
+            let rate = run.rate(payments);
+            eprintln!("[floor] round {}/{REPEATS}: {what} {rate:.0}/s", round + 1);
+            runs.push(run.phase(payments));
+        };
         let run = timed(clk, pg.run(payments, pg_in_flight)).await?;
-        eprintln!(
-            "[floor] round {round}/{REPEATS}: PostgreSQL alone ({pg_in_flight} in flight) {:.0} payments/s",
-            run.rate(payments)
+        log(
+            format!("PostgreSQL alone ({pg_in_flight} in flight)"),
+            run,
+            &mut postgres_alone,
         );
-        postgres_alone.push(run.phase(payments));
         let run = timed(clk, mq.run(payments, mq_in_flight, consumers)).await?;
-        eprintln!(
-            "[floor] round {round}/{REPEATS}: RabbitMQ alone ({mq_in_flight} in flight) {:.0} messages/s",
-            run.rate(payments)
+        log(
+            format!("RabbitMQ alone ({mq_in_flight} in flight)"),
+            run,
+            &mut rabbitmq_alone,
         );
-        rabbitmq_alone.push(run.phase(payments));
-        let run = timed(clk, async {
+        let both = async {
             let (a, b) = tokio::join!(
                 pg_both.run(payments, pg_in_flight),
                 mq.run(payments, mq_in_flight, consumers)
             );
             a.and(b)
-        })
-        .await?;
-        eprintln!(
-            "[floor] round {round}/{REPEATS}: both at once {:.0} payments/s",
-            run.rate(payments)
+        };
+        log(
+            "both at once".into(),
+            timed(clk, both).await?,
+            &mut together,
         );
-        together.push(run.phase(payments));
     }
 
     for db in pg_alone_dbs.into_iter().chain(pg_both_dbs) {

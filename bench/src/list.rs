@@ -18,15 +18,15 @@
 //! (`status`, `customer_id`) and the unindexed `currency` filter on a
 //! currency that 1 % of the payments use.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::scenarios::{ms, Check};
-use crate::stats::Percentiles;
+use crate::report::{row, table, w};
+use crate::scenarios::{check, Check};
+use crate::stats::{ms, Percentiles};
 use crate::system::{Cleanup, Env, System};
 
 /// Untimed requests per case before the timed ones.
@@ -39,7 +39,7 @@ const OTHERS: u64 = 3;
 const OTHER_SHARE: u64 = 10;
 
 /// One page of 10 listed again and again.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListCase {
     pub name: String,
     /// The query string (cursor ids shortened to `pay_…`).
@@ -50,7 +50,7 @@ pub struct ListCase {
     pub errors: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListResult {
     /// Payments of the merchant whose list is read.
     pub payments: u64,
@@ -130,24 +130,23 @@ pub async fn run(
     }
 
     let errors: u64 = results.iter().map(|c| c.errors).sum();
-    checks.push(Check {
-        scenario: "list".into(),
-        what: "every list request answered 200".into(),
-        passed: errors == 0,
-        detail: format!("{errors} errors in {} requests", results.len() * requests),
-    });
-    let full = results.iter().take(3).all(|c| c.items == 10);
-    checks.push(Check {
-        scenario: "list".into(),
-        what: "first page and both deep cursors hold 10 payments".into(),
-        passed: full,
-        detail: results
-            .iter()
-            .take(3)
-            .map(|c| format!("{}: {}", c.name, c.items))
-            .collect::<Vec<_>>()
-            .join("; "),
-    });
+    checks.push(check(
+        "list",
+        "every list request answered 200",
+        errors == 0,
+        format!("{errors} errors in {} requests", results.len() * requests),
+    ));
+    let full: Vec<String> = results
+        .iter()
+        .take(3)
+        .map(|c| format!("{}: {}", c.name, c.items))
+        .collect();
+    checks.push(check(
+        "list",
+        "first page and both deep cursors hold 10 payments",
+        results.iter().take(3).all(|c| c.items == 10),
+        full.join("; "),
+    ));
     sys.stop(env, cleanup).await?;
     Ok(ListResult {
         payments,
@@ -279,9 +278,9 @@ async fn deep_cursor(pool: &PgPool, payments: u64) -> anyhow::Result<String> {
 
 impl ListResult {
     /// The report's section.
-    pub fn write_markdown(&self, out: &mut String) -> std::fmt::Result {
-        writeln!(out, "## Listing payments\n")?;
-        writeln!(
+    pub fn write_markdown(&self, out: &mut String) {
+        w!(out, "## Listing payments\n");
+        w!(
             out,
             "`GET /v1/payments`, a page of 10, with {} payments of the listed merchant and {} of \
              three others in the same table (filled in {:.0} s by `INSERT … SELECT \
@@ -289,34 +288,35 @@ impl ListResult {
              timed requests per case after {WARMUP} untimed ones, against the API with no \
              worker running. Latency is the client's, from sending the request to the end of \
              the answer's body.\n",
-            self.payments, self.other_payments, self.fill_s, self.requests
-        )?;
-        writeln!(
+            self.payments,
+            self.other_payments,
+            self.fill_s,
+            self.requests
+        );
+        let head = "case | query | payments on the page | p50 | p99 | max | errors";
+        table(
             out,
-            "| case | query | payments on the page | p50 | p99 | max | errors |\n\
-             |---|---|---|---|---|---|---|"
-        )?;
-        for c in &self.cases {
-            writeln!(
-                out,
-                "| {} | `{}` | {} | {} | {} | {} | {} |",
-                c.name,
-                c.query,
-                c.items,
-                ms(c.latency.map(|l| l.p50_ms)),
-                ms(c.latency.map(|l| l.p99_ms)),
-                ms(c.latency.map(|l| l.max_ms)),
-                c.errors
-            )?;
-        }
-        writeln!(
+            head,
+            self.cases.iter().map(|c| {
+                let l = c.latency;
+                row![
+                    c.name,
+                    format!("`{}`", c.query),
+                    c.items,
+                    ms(l.map(|l| l.p50_ms)),
+                    ms(l.map(|l| l.p99_ms)),
+                    ms(l.map(|l| l.max_ms)),
+                    c.errors
+                ]
+            }),
+        );
+        w!(
             out,
-            "\nEvery case is one range scan of an index that leads with `merchant_id` and ends \
+            "Every case is one range scan of an index that leads with `merchant_id` and ends \
              with `created_at DESC, id DESC` (migration `payment_list`), so the deep cursor \
              costs what the first page costs. `currency` has no index of its own: it reads the \
              merchant's payments in list order until a page is full, so its cost grows as the \
              currency gets rarer.\n"
-        )?;
-        Ok(())
+        );
     }
 }

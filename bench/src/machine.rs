@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Connection as _;
 
 use crate::procstat::ClockTicks;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu_model: String,
     /// Logical CPUs listed in `/proc/cpuinfo`.

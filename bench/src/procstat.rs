@@ -14,12 +14,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Clock ticks per second of the `/proc` counters, and whether it was
 /// assumed (100, the Linux value on every common architecture) because
 /// `getconf CLK_TCK` could not be run.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ClockTicks {
     pub per_second: u64,
     pub assumed: bool,
@@ -34,15 +34,9 @@ impl ClockTicks {
             .filter(|out| out.status.success())
             .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
             .filter(|ticks: &u64| *ticks > 0);
-        match asked {
-            Some(per_second) => Self {
-                per_second,
-                assumed: false,
-            },
-            None => Self {
-                per_second: 100,
-                assumed: true,
-            },
+        Self {
+            per_second: asked.unwrap_or(100),
+            assumed: asked.is_none(),
         }
     }
 
@@ -66,12 +60,17 @@ fn field(fields: &[&str], n: usize) -> u64 {
     fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// `utime + stime` of one process, in ticks.
-pub fn process_ticks(pid: u32) -> anyhow::Result<u64> {
+/// The sum of fields `from..=to` of `/proc/<pid>/stat`.
+fn stat_sum(pid: u32, from: usize, to: usize) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let (_, fields) = stat_fields(&stat).with_context(|| format!("parsing /proc/{pid}/stat"))?;
-    Ok(field(&fields, 14) + field(&fields, 15))
+    Ok((from..=to).map(|n| field(&fields, n)).sum())
+}
+
+/// `utime + stime` of one process, in ticks.
+pub fn process_ticks(pid: u32) -> anyhow::Result<u64> {
+    stat_sum(pid, 14, 15)
 }
 
 /// Our own `utime + stime` (the load generator's cost).
@@ -82,12 +81,7 @@ pub fn own_ticks() -> u64 {
 /// `cutime + cstime` of this process: what its children that exited (and
 /// were waited for) used, such as `pgbench`.
 pub fn own_children_ticks() -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/stat", std::process::id()))
-        .ok()
-        .and_then(|stat| {
-            stat_fields(&stat).map(|(_, fields)| field(&fields, 16) + field(&fields, 17))
-        })
-        .unwrap_or(0)
+    stat_sum(std::process::id(), 16, 17).unwrap_or(0)
 }
 
 /// Peak resident set size (`VmHWM`) of one process, in KiB.
@@ -277,7 +271,7 @@ impl CpuSnapshot {
 }
 
 /// CPU seconds used during one measured window, by part.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CpuUsage {
     pub wall_s: f64,
     /// `api`, `workers` (all worker processes together), `processor-sim`.

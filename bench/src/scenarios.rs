@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use common::processor::SimStats;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::load::{self, Target};
 use crate::procstat::{ClockTicks, CpuSnapshot, CpuUsage};
-use crate::stats::Percentiles;
+use crate::stats::{ms, per_1000, Percentiles};
 use crate::system::{Cleanup, Env, Sim, System};
 
 /// How often the end-to-end run counts terminal payments: the resolution of
@@ -32,7 +32,7 @@ pub struct Harness<'a> {
 }
 
 /// A pass/fail fact about the run's correctness (never about speed).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub scenario: String,
     pub what: String,
@@ -40,7 +40,7 @@ pub struct Check {
     pub detail: String,
 }
 
-fn check(scenario: &str, what: &str, passed: bool, detail: String) -> Check {
+pub fn check(scenario: &str, what: &str, passed: bool, detail: String) -> Check {
     Check {
         scenario: scenario.to_owned(),
         what: what.to_owned(),
@@ -49,7 +49,7 @@ fn check(scenario: &str, what: &str, passed: bool, detail: String) -> Check {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AcceptStep {
     pub offered_per_s: f64,
     pub duration_s: f64,
@@ -68,7 +68,7 @@ pub struct AcceptStep {
     pub cpu: CpuUsage,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AcceptResult {
     pub workers: usize,
     pub warmup_requests: u64,
@@ -76,10 +76,27 @@ pub struct AcceptResult {
     pub api_peak_rss_mib: f64,
 }
 
-fn api_snapshot(sys: &System) -> CpuSnapshot {
+/// CPU counters with the scenario's own processes: the API, and the
+/// workers and processor-sim when they take part.
+fn snapshot(sys: &System, sim: Option<&Sim>) -> CpuSnapshot {
     let mut snapshot = CpuSnapshot::take();
     snapshot.add("api", sys.api.cpu_ticks());
+    if let Some(sim) = sim {
+        snapshot.add("workers", sys.worker_ticks());
+        snapshot.add("processor-sim", sim.proc().cpu_ticks());
+    }
     snapshot
+}
+
+/// `p50 … p99 … p99.9 …` for the progress lines.
+fn tail(l: Option<Percentiles>) -> String {
+    let p = |f: fn(&Percentiles) -> f64| ms(l.as_ref().map(f));
+    format!(
+        "p50 {} p99 {} p99.9 {}",
+        p(|l| l.p50_ms),
+        p(|l| l.p99_ms),
+        p(|l| l.p999_ms)
+    )
 }
 
 /// Open-loop steps at each rate against an API with no workers running:
@@ -104,9 +121,9 @@ pub async fn accept_path(
 
     let mut steps = Vec::with_capacity(rates.len());
     for &rate in rates {
-        let before = api_snapshot(&sys);
+        let before = snapshot(&sys, None);
         let outcome = load::open_loop(&client, &target, rate, step).await?;
-        let after = api_snapshot(&sys);
+        let after = snapshot(&sys, None);
         sys.check_running()?;
         let cpu = before.usage_until(&after, clk);
         let mut latencies = outcome.ok_latencies_ms;
@@ -129,11 +146,9 @@ pub async fn accept_path(
             cpu,
         };
         eprintln!(
-            "[accept] {rate:.0} req/s offered: {:.0} achieved, p50 {} p99 {} p99.9 {}, {} errors; {}",
+            "[accept] {rate:.0} req/s offered: {:.0} achieved, {}, {} errors; {}",
             result.achieved_per_s,
-            ms(latency.map(|l| l.p50_ms)),
-            ms(latency.map(|l| l.p99_ms)),
-            ms(latency.map(|l| l.p999_ms)),
+            tail(latency),
             error_count,
             result.cpu.cores_line()
         );
@@ -177,7 +192,7 @@ pub async fn accept_path(
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct E2eResult {
     pub workers: usize,
     pub processor_latency_ms: u64,
@@ -216,7 +231,7 @@ pub struct E2eResult {
 
 /// Payments offered at a fixed rate the system keeps up with, after the
 /// burst: accept→terminal latency without a backlog in front.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SteadyResult {
     pub offered_per_s: f64,
     pub duration_s: f64,
@@ -364,13 +379,7 @@ pub async fn end_to_end(
         .fetch_one(&sys.pool)
         .await?;
 
-    let snapshot = |sys: &System| {
-        let mut s = CpuSnapshot::take();
-        s.add("api", sys.api.cpu_ticks());
-        s.add("workers", sys.worker_ticks());
-        s.add("processor-sim", sim.proc().cpu_ticks());
-        s
-    };
+    let snapshot = |sys: &System| snapshot(sys, Some(sim));
     let before = snapshot(&sys);
     let started = Instant::now();
     let mut submit = tokio::spawn(load::submit_bounded(
@@ -420,10 +429,9 @@ pub async fn end_to_end(
     let accept_to_terminal = latencies_of(&sys.pool, measured_from, Some(steady_from)).await?;
     let burst_per_worker = per_worker(&sys, measured_from, Some(steady_from)).await?;
     eprintln!(
-        "[{name}] {payments_per_s:.0} payments/s (all terminal after {}), accept→terminal p50 {} p99 {}, per worker {:?}; {}",
+        "[{name}] {payments_per_s:.0} payments/s (all terminal after {}), accept→terminal {}, per worker {:?}; {}",
         all_terminal_s.map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
-        ms(accept_to_terminal.map(|l| l.p50_ms)),
-        ms(accept_to_terminal.map(|l| l.p99_ms)),
+        tail(accept_to_terminal),
         burst_per_worker,
         cpu.cores_line()
     );
@@ -459,11 +467,9 @@ pub async fn end_to_end(
             cpu,
         };
         eprintln!(
-            "[{name}] steady at {rate:.0}/s for {:.0} s: accept→terminal p50 {} p99 {} p99.9 {}, per worker {:?}; {}",
+            "[{name}] steady at {rate:.0}/s for {:.0} s: accept→terminal {}, per worker {:?}; {}",
             spec.steady.as_secs_f64(),
-            ms(latency.map(|l| l.p50_ms)),
-            ms(latency.map(|l| l.p99_ms)),
-            ms(latency.map(|l| l.p999_ms)),
+            tail(latency),
             result.per_worker,
             result.cpu.cores_line()
         );
@@ -567,22 +573,4 @@ pub async fn end_to_end(
         }),
         steady,
     })
-}
-
-fn per_1000(cpu_s: f64, n: u64) -> f64 {
-    if n == 0 {
-        0.0
-    } else {
-        cpu_s * 1000.0 / n as f64
-    }
-}
-
-/// A latency for humans: `3.21 ms`, or `-` when there is none.
-pub fn ms(value: Option<f64>) -> String {
-    match value {
-        None => "-".into(),
-        Some(v) if v >= 100.0 => format!("{v:.0} ms"),
-        Some(v) if v >= 10.0 => format!("{v:.1} ms"),
-        Some(v) => format!("{v:.2} ms"),
-    }
 }

@@ -11,10 +11,10 @@
 //! The percentile is the nearest-rank one: the smallest sample with at least
 //! `q × n` samples at or below it, so p99.9 of 1,000 samples is the slowest.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Order statistics of one set of latencies, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: usize,
     pub p50_ms: f64,
@@ -37,6 +37,25 @@ impl Percentiles {
             p999_ms: nearest_rank(samples_ms, 0.999),
             max_ms: samples_ms[samples_ms.len() - 1],
         })
+    }
+}
+
+/// A latency for humans: `3.21 ms`, or `-` when there is none.
+pub fn ms(value: Option<f64>) -> String {
+    match value {
+        None => "-".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0} ms"),
+        Some(v) if v >= 10.0 => format!("{v:.1} ms"),
+        Some(v) => format!("{v:.2} ms"),
+    }
+}
+
+/// CPU seconds per 1,000 of `n` (0 when there are none).
+pub fn per_1000(cpu_s: f64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        cpu_s * 1000.0 / n as f64
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use common::processor::{FaultsUpdate, SimStats};
+use common::queue::{RetryTiers, Topology};
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use sqlx::postgres::PgPoolOptions;
@@ -22,10 +23,23 @@ use sqlx::{Connection as _, PgPool};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-/// The worker's retry tiers, passed explicitly so the bench knows which
-/// delay queues to delete afterwards (the worker's default).
+/// The workers' retry tiers of payments and of webhooks (their defaults),
+/// passed explicitly so the bench knows which delay queues to delete.
 const RETRY_DELAYS: &str = "1,5,30,120,600";
-const RETRY_DELAYS_MS: &[u64] = &[1_000, 5_000, 30_000, 120_000, 600_000];
+const WEBHOOK_RETRY_DELAYS: &str = "10,60,300,1800,7200,21600,86400";
+
+/// Every exchange and queue the services declare under `prefix`.
+fn topologies(prefix: &str) -> [Topology; 2] {
+    let tiers = |delays| {
+        RetryTiers::parse(delays)
+            .map(|t| t.to_vec())
+            .unwrap_or_default()
+    };
+    [
+        Topology::new(prefix).with_retry_delays(&tiers(RETRY_DELAYS)),
+        Topology::webhooks(prefix).with_retry_delays(&tiers(WEBHOOK_RETRY_DELAYS)),
+    ]
+}
 
 /// `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST` of the API processes: the
 /// highest the API accepts. All load comes from one key at thousands of
@@ -98,6 +112,18 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A release binary with a cleared environment plus `vars`, killed when
+/// dropped.
+fn command(env: &Env, binary: &str, vars: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env.binary(binary));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true);
+    command
+}
+
 /// A child process of the bench.
 pub struct Proc {
     name: String,
@@ -111,19 +137,12 @@ impl Proc {
         let log = env.logs_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)
             .with_context(|| format!("creating the log file {}", log.display()))?;
-        let path = env.binary(binary);
-        let mut command = Command::new(&path);
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        let child = command(env, binary, vars)
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
-            .kill_on_drop(true);
-        let child = command
             .spawn()
-            .with_context(|| format!("starting {}", path.display()))?;
+            .with_context(|| format!("starting {}", env.binary(binary).display()))?;
         let pid = child
             .id()
             .with_context(|| format!("{name} exited at once"))?;
@@ -351,6 +370,7 @@ impl System {
             // Port 0: several workers on one machine, metrics unused here.
             vars.push(("METRICS_BIND", "127.0.0.1:0".into()));
             vars.push(("RETRY_DELAYS", RETRY_DELAYS.into()));
+            vars.push(("WEBHOOK_RETRY_DELAYS", WEBHOOK_RETRY_DELAYS.into()));
             vars.push(("SHUTDOWN_TIMEOUT", "10".into()));
             procs.push(Proc::spawn(
                 env,
@@ -401,7 +421,7 @@ impl System {
 
     /// Messages ready in the main queue (a passive declare).
     pub async fn queue_depth(&self, env: &Env) -> anyhow::Result<u32> {
-        let (messages, _) = queue_counts(env, &format!("{}.process", self.prefix)).await?;
+        let (messages, _) = queue_counts(env, &Topology::new(&self.prefix).process_queue()).await?;
         Ok(messages)
     }
 
@@ -421,8 +441,7 @@ impl System {
 }
 
 async fn create_key(env: &Env, vars: &[(&str, String)]) -> anyhow::Result<String> {
-    let path = env.binary("api");
-    let out = Command::new(&path)
+    let out = command(env, "api", vars)
         .args([
             "keys",
             "create",
@@ -431,13 +450,9 @@ async fn create_key(env: &Env, vars: &[(&str, String)]) -> anyhow::Result<String
             "--scopes",
             "payments:read,payments:write",
         ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .kill_on_drop(true)
         .output()
         .await
-        .with_context(|| format!("running {} keys create", path.display()))?;
+        .with_context(|| format!("running {} keys create", env.binary("api").display()))?;
     if !out.status.success() {
         bail!(
             "`api keys create` failed ({}): {}",
@@ -485,7 +500,7 @@ async fn wait_for_consumers(
     workers: usize,
     procs: &mut [Proc],
 ) -> anyhow::Result<()> {
-    let queue = format!("{prefix}.process");
+    let queue = Topology::new(prefix).process_queue();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         for proc in procs.iter_mut() {
@@ -520,30 +535,33 @@ pub async fn drop_database(env: &Env, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes the exchange and every queue of a prefix. Each deletion gets its
-/// own channel: deleting a queue that was never declared (no worker ran, so
-/// no retry tiers) is an error that closes the channel.
+/// Deletes the exchanges and every queue of a prefix. Each deletion gets
+/// its own channel: deleting a queue that was never declared (no worker ran,
+/// so no retry tiers) is an error that closes the channel.
 pub async fn delete_queues(env: &Env, prefix: &str) -> anyhow::Result<()> {
     let conn = lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default())
         .await
         .context("connecting to RabbitMQ to delete queues")?;
-    let mut queues = vec![format!("{prefix}.process"), format!("{prefix}.dead")];
-    queues.extend(
-        RETRY_DELAYS_MS
-            .iter()
-            .map(|ms| format!("{prefix}.retry.{ms}ms")),
-    );
-    for queue in &queues {
+    for topology in topologies(prefix) {
+        let mut queues = vec![topology.process_queue(), topology.dead_queue()];
+        queues.extend(
+            topology
+                .retry_delays()
+                .iter()
+                .map(|d| topology.retry_queue(*d)),
+        );
+        for queue in &queues {
+            if let Ok(channel) = conn.create_channel().await {
+                let _ = channel
+                    .queue_delete(queue, QueueDeleteOptions::default())
+                    .await;
+            }
+        }
         if let Ok(channel) = conn.create_channel().await {
             let _ = channel
-                .queue_delete(queue, QueueDeleteOptions::default())
+                .exchange_delete(topology.exchange(), ExchangeDeleteOptions::default())
                 .await;
         }
-    }
-    if let Ok(channel) = conn.create_channel().await {
-        let _ = channel
-            .exchange_delete(prefix, ExchangeDeleteOptions::default())
-            .await;
     }
     let _ = conn.close(200, "done").await;
     Ok(())
