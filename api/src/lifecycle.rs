@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::db::operations::{self, Kind, NewOperation, OperationRow};
 use common::db::payments::{self, Audit, PaymentRow};
-use common::domain::{PaymentId, RefundId, Scope, MAX_AMOUNT};
+use common::domain::{PaymentId, PaymentStatus, RefundId, Scope, MAX_AMOUNT};
 use common::queue::Job;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -424,7 +424,7 @@ async fn not_allowed(state: &AppState, caller: &Caller, new: &NewOperation) -> A
         Ok(row) => row,
         Err(err) => return err,
     };
-    let succeeded = row.status == common::domain::PaymentStatus::Succeeded;
+    let succeeded = row.status == PaymentStatus::Succeeded;
     match new.kind {
         Kind::Capture if succeeded && !row.captured && row.amount_capturable > 0 => {
             ApiError::invalid(
@@ -545,16 +545,16 @@ async fn cancel(
         .reason
         .unwrap_or_else(|| "requested_by_customer".into());
     let row = find_payment(&state, &sent.caller, id).await?;
-    match row.status.as_str() {
+    match row.status {
         // Nobody has claimed it: cancelled at once, never charged. Its
         // queued job finds a cancelled payment and does nothing.
-        "pending" if row.outcome_unknown_since.is_none() => {
+        PaymentStatus::Pending if row.outcome_unknown_since.is_none() => {
             cancel_unprocessed(&state, &sent, &row, &reason).await
         }
         // Being processed, or its outcome is being confirmed: no answer
         // about the card yet.
-        "pending" | "processing" => Err(payment_processing()),
-        "succeeded" if !row.captured => {
+        PaymentStatus::Pending | PaymentStatus::Processing => Err(payment_processing()),
+        PaymentStatus::Succeeded if !row.captured => {
             let new = NewOperation {
                 reason: Some(reason),
                 ..new_operation(id, Kind::Void, &sent)

@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use common::db;
 use common::db::payments::PaymentRow;
 use common::db::receipts::ReceiptRow;
-use common::domain::PaymentId;
+use common::domain::{PaymentId, PaymentStatus};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest as _, Sha256};
 
@@ -187,14 +187,13 @@ fn date(at: DateTime<Utc>) -> String {
 }
 
 /// What the customer needs to know of the status: whether they paid.
-fn status_label(payment: &PaymentRow) -> &str {
-    match payment.status.as_str() {
-        "succeeded" if payment.captured => "Paid",
-        "succeeded" => "Authorized, not yet charged",
-        "pending" | "processing" => "Processing",
-        "failed" => "Failed: not charged",
-        "cancelled" => "Cancelled: not charged",
-        other => other,
+fn status_label(payment: &PaymentRow) -> &'static str {
+    match payment.status {
+        PaymentStatus::Succeeded if payment.captured => "Paid",
+        PaymentStatus::Succeeded => "Authorized, not yet charged",
+        PaymentStatus::Pending | PaymentStatus::Processing => "Processing",
+        PaymentStatus::Failed => "Failed: not charged",
+        PaymentStatus::Cancelled => "Cancelled: not charged",
     }
 }
 

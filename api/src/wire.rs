@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::db::operations::OperationRow;
+use common::db::operations::{OperationRow, OperationStatus};
 use common::db::payments::PaymentRow;
 use common::domain::{PaymentId, RefundId};
 use serde::{Deserialize, Serialize};
@@ -272,9 +272,10 @@ impl Refund {
             amount: row.amount,
             currency: row.currency.to_string(),
             payment_id: PaymentId(row.payment_id).to_string(),
-            status: match row.status.as_str() {
-                "processing" => "pending".into(),
-                other => other.into(),
+            // A refund being worked on is `pending` to the merchant.
+            status: match row.status {
+                OperationStatus::Processing => "pending".into(),
+                other => other.as_str().into(),
             },
             reason: row.reason.clone(),
             notes: row.notes.clone(),

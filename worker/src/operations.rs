@@ -10,7 +10,7 @@
 //! reached the processor (a refund then releases its amount), and holds it
 //! for an operator otherwise.
 
-use common::db::operations::{self, Kind, OperationRow};
+use common::db::operations::{self, Kind, OperationRow, OperationStatus};
 use common::db::payments::{self, Audit, Knowledge, Retry};
 use common::dead_letters::DeadLetterReason;
 use common::domain::failure_codes;
@@ -157,7 +157,7 @@ pub(crate) async fn process(
                 )
                 .await?;
             }
-            Some(row) if row.status == "processing" => step::defer(ctx, job).await?,
+            Some(row) if row.status == OperationStatus::Processing => step::defer(ctx, job).await?,
             Some(_) => {}
         }
         return Ok(());

@@ -61,7 +61,7 @@ pub struct OperationRow {
     pub payment_id: Uuid,
     pub merchant_id: Uuid,
     pub kind: Kind,
-    pub status: String,
+    pub status: OperationStatus,
     pub amount: i64,
     pub currency: Currency,
     pub requested_by: String,
@@ -96,7 +96,45 @@ impl OperationRow {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed")
+        matches!(
+            self.status,
+            OperationStatus::Succeeded | OperationStatus::Failed
+        )
+    }
+}
+
+/// Where an operation is: a payment's statuses less `cancelled` (an
+/// operation that cannot be done fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationStatus {
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl OperationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for OperationStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "processing" => Ok(Self::Processing),
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            other => Err(format!("unknown operation status {other:?}")),
+        }
     }
 }
 

@@ -57,7 +57,8 @@ macro_rules! operation_row {
             $crate::db::operations::OperationRow,
             $($before)*
             "SELECT id, payment_id, merchant_id, kind AS \"kind: Kind\",
-                status, amount, currency AS \"currency: Currency\", requested_by,
+                status AS \"status: OperationStatus\", amount,
+                currency AS \"currency: Currency\", requested_by,
                 reason, notes, statement_descriptor,
                 metadata AS \"metadata: Json<Value>\", processor_id, failure_code,
                 failure_message, attempts, replayed_attempts, last_error, next_attempt_at,

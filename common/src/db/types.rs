@@ -1,7 +1,7 @@
 //! Domain values as database columns.
 //!
-//! Rows carry [`PaymentStatus`], [`Currency`], [`CardToken`] and
-//! [`Kind`](super::operations::Kind) instead of strings: each is stored as
+//! Rows carry [`PaymentStatus`], [`Currency`], [`CardToken`],
+//! [`Kind`] and [`OperationStatus`] instead of strings: each is stored as
 //! `text` and parsed when read, so a value the domain would reject (a
 //! status nobody wrote, a corrupt currency) fails the read with a decode
 //! error instead of travelling on as a string. The compile-time-checked
@@ -15,7 +15,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
-use super::operations::Kind;
+use super::operations::{Kind, OperationStatus};
 use crate::domain::{CardToken, Currency, PaymentStatus};
 
 /// `text` in the database, parsed with `$parse` when read and written as
@@ -56,6 +56,11 @@ text_column!(
 text_column!(Currency, Currency::parse, Currency::as_str);
 text_column!(CardToken, CardToken::parse, CardToken::expose);
 text_column!(Kind, Kind::from_str, |k: &Kind| k.as_str());
+text_column!(
+    OperationStatus,
+    OperationStatus::from_str,
+    |s: &OperationStatus| s.as_str()
+);
 
 #[cfg(test)]
 mod tests {
@@ -68,5 +73,6 @@ mod tests {
         assert_eq!(<Currency as Type<Postgres>>::type_info(), text);
         assert_eq!(<CardToken as Type<Postgres>>::type_info(), text);
         assert_eq!(<Kind as Type<Postgres>>::type_info(), text);
+        assert_eq!(<OperationStatus as Type<Postgres>>::type_info(), text);
     }
 }
