@@ -70,18 +70,6 @@ pub struct Leftovers {
     pub topologies: Vec<Topology>,
 }
 
-/// Every queue of `topology`: main, dead letters, one per retry tier.
-pub fn queues_of(topology: &Topology) -> Vec<String> {
-    let mut queues = vec![topology.process_queue(), topology.dead_queue()];
-    queues.extend(
-        topology
-            .retry_delays()
-            .iter()
-            .map(|d| topology.retry_queue(*d)),
-    );
-    queues
-}
-
 impl Leftovers {
     /// Deletes the queues and exchanges, then drops the database (closing
     /// every connection still open to it). Each part is tried even if
@@ -110,7 +98,7 @@ impl Leftovers {
         let mut channel = connection.create_channel().await?;
         let mut failed = Vec::new();
         for topology in &self.topologies {
-            for queue in queues_of(topology) {
+            for queue in topology.queues() {
                 // Deleting a queue that is not there succeeds in RabbitMQ;
                 // any other error closes the channel, so open another.
                 if let Err(err) = channel

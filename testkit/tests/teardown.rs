@@ -9,7 +9,7 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use sqlx::Connection as _;
-use testkit::teardown::{queues_of, Leftovers};
+use testkit::teardown::Leftovers;
 use testkit::TestApp;
 
 /// What a test made and where its API listened.
@@ -46,7 +46,7 @@ async fn queues_left(made: &Made) -> Vec<String> {
             .expect("connect to rabbitmq");
     let mut left = Vec::new();
     for topology in &made.leftovers.topologies {
-        for queue in queues_of(topology) {
+        for queue in topology.queues() {
             // A passive declare of a missing queue closes the channel: one
             // channel per question.
             let channel = connection.create_channel().await.expect("channel");

@@ -11,7 +11,7 @@
 //! for an operator otherwise.
 
 use common::db::operations::{self, Kind, OperationRow, OperationStatus};
-use common::db::payments::{self, Audit, Knowledge, Retry};
+use common::db::payments::{self, Audit, Knowledge};
 use common::dead_letters::DeadLetterReason;
 use common::domain::failure_codes;
 use common::processor::{CaptureRequest, RefundRequest, VoidRequest};
@@ -256,20 +256,7 @@ impl Work for OperationRow {
         audit: Audit<'_>,
     ) -> sqlx::Result<bool> {
         let row = match *change {
-            Change::Retry {
-                last_error,
-                delay,
-                tier,
-                knowledge,
-            } => {
-                let retry = Retry {
-                    last_error,
-                    delay,
-                    tier,
-                    knowledge,
-                };
-                operations::schedule_retry(pool, self, &retry, audit).await?
-            }
+            Change::Retry(retry) => operations::schedule_retry(pool, self, &retry, audit).await?,
             Change::FailNotProcessed { code, message } => {
                 operations::fail(pool, self, code, message, audit).await?
             }

@@ -238,14 +238,8 @@ pub(crate) trait Work: Sync {
 /// A change of a job's row that the generic logic below decides on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Change<'a> {
-    /// Under this claim: `processing` → `pending`, retried after `delay`
-    /// (jittered within `tier`).
-    Retry {
-        last_error: &'a str,
-        delay: Duration,
-        tier: Duration,
-        knowledge: Knowledge,
-    },
+    /// Under this claim: `processing` → `pending`, retried as it says.
+    Retry(payments::Retry<'a>),
     /// Under this claim: `processing` → `failed` as not processed (`code`).
     FailNotProcessed { code: &'a str, message: &'a str },
     /// Under this claim: `processing` → `pending`, held for an operator.
@@ -287,18 +281,7 @@ impl Work for PaymentRow {
     ) -> sqlx::Result<bool> {
         let (id, attempt) = (self.payment_id(), self.attempts);
         let row = match *change {
-            Change::Retry {
-                last_error,
-                delay,
-                tier,
-                knowledge,
-            } => {
-                let retry = payments::Retry {
-                    last_error,
-                    delay,
-                    tier,
-                    knowledge,
-                };
+            Change::Retry(retry) => {
                 payments::schedule_retry(pool, id, attempt, &retry, audit).await?
             }
             Change::FailNotProcessed { code, message } => {
@@ -486,12 +469,12 @@ pub(crate) async fn retry_or_give_up<W: Work>(
             Knowledge::NotProcessed => "transient processor error; retry scheduled",
         },
     };
-    let change = Change::Retry {
+    let change = Change::Retry(payments::Retry {
         last_error: &last_error,
         delay,
         tier,
         knowledge,
-    };
+    });
     if !apply(ctx, work, change, audit).await? {
         return Ok(());
     }

@@ -239,14 +239,7 @@ impl Broker {
     /// declares (which create nothing). Queues that cannot be read are left
     /// out. For metrics and operators.
     pub async fn queue_depths(&self) -> Vec<(String, u32)> {
-        let topology = &self.topology;
-        let mut queues = vec![topology.process_queue(), topology.dead_queue()];
-        queues.extend(
-            topology
-                .retry_delays()
-                .iter()
-                .map(|d| topology.retry_queue(*d)),
-        );
+        let queues = self.topology.queues();
         let Ok(channel) = self.open_channel().await else {
             return Vec::new();
         };

@@ -79,6 +79,13 @@ impl Topology {
         &self.retry_delays
     }
 
+    /// Every queue: main, dead letters, one per retry tier.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues = vec![self.process_queue(), self.dead_queue()];
+        queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
+        queues
+    }
+
     /// Declares everything. Safe to call from any number of processes.
     pub async fn declare(&self, channel: &Channel) -> anyhow::Result<()> {
         channel
