@@ -1,6 +1,8 @@
 # Multi-stage build of the three binaries (api, worker, processor-sim).
 # The build stage compiles with the locked dependency versions; the runtime
-# stage is a slim Debian with only the binaries and CA certificates.
+# stage is a slim Debian with only the binaries and CA certificates. The
+# SQL is checked against the committed `.sqlx/` (`.cargo/config.toml` sets
+# SQLX_OFFLINE), so the build needs no database.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
