@@ -3,7 +3,10 @@
 //! Every status change is one guarded statement: the row is locked, the
 //! expected status checked (`WHERE status = ...`), the row updated and the
 //! history row written, all at once. A caller whose guard fails gets `None`
-//! and must not act: the database decides, never the message.
+//! and must not act: the database decides, never the message. Each
+//! transition is one function here: its guard and `SET` in plain SQL, in
+//! the one statement shape of `payment_transition!` (module `sql`), checked
+//! against the schema when the crate builds.
 
 use std::time::Duration;
 
