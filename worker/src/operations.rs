@@ -12,7 +12,6 @@
 
 use common::db::operations::{self, Kind, OperationRow, OperationStatus};
 use common::db::payments::{self, Audit, Knowledge};
-use common::dead_letters::DeadLetterReason;
 use common::domain::failure_codes;
 use common::processor::{CaptureRequest, RefundRequest, VoidRequest};
 use common::queue::{headers, Job};
@@ -145,22 +144,8 @@ pub(crate) async fn process(
         })
         .await?;
     let Some(op) = claimed else {
-        match ctx.db(|| operations::find(&ctx.pool, operation_id)).await? {
-            None => {
-                tracing::warn!(operation_id = %operation_id, "message for an unknown operation; dead-lettering it");
-                step::dead_letter_raw(
-                    ctx,
-                    &job.to_bytes(),
-                    DeadLetterReason::UnknownPayment,
-                    "no such operation",
-                    0,
-                )
-                .await?;
-            }
-            Some(row) if row.status == OperationStatus::Processing => step::defer(ctx, job).await?,
-            Some(_) => {}
-        }
-        return Ok(());
+        let found = ctx.db(|| operations::find(&ctx.pool, operation_id)).await?;
+        return step::not_claimed(ctx, job, "operation", found.as_ref()).await;
     };
     let payment = ctx
         .db(|| payments::find(&ctx.pool, job.payment_id()))
@@ -246,6 +231,9 @@ impl Work for OperationRow {
     }
     fn attempts_this_round(&self) -> i32 {
         OperationRow::attempts_this_round(self)
+    }
+    fn is_processing(&self) -> bool {
+        self.status == OperationStatus::Processing
     }
 
     async fn apply(

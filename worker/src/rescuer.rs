@@ -47,58 +47,56 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-/// One pass; returns how many payments were re-enqueued.
+/// One pass; returns how many payments and operations were re-enqueued.
 pub async fn rescue_once(ctx: &Context) -> anyhow::Result<usize> {
     let backlog = has_backlog(ctx).await;
-    let mut total = 0;
-    loop {
-        let overdue = payments::take_overdue(
-            &ctx.pool,
-            ctx.settings.rescue_after,
-            ctx.settings.dead_after,
-            backlog,
-            BATCH,
-        )
-        .await?;
-        let n = overdue.len();
-        for payment in overdue {
+    let (grace, dead_after) = (ctx.settings.rescue_after, ctx.settings.dead_after);
+    let mut total = republish(
+        ctx,
+        || payments::take_overdue(&ctx.pool, grace, dead_after, backlog, BATCH),
+        |payment| {
             let id = PaymentId(payment.id);
             tracing::info!(payment_id = %id, status = %payment.status, "rescuing overdue payment");
-            // If this publish fails the payment is due again after the grace
-            // period, and the next pass tries again.
-            ctx.broker
-                .publish_job(&Job::process_payment(id, payment.merchant_id))
-                .await?;
-            total += 1;
-        }
-        if n < BATCH as usize {
-            break;
-        }
-    }
-    loop {
-        let overdue = operations::take_overdue(
-            &ctx.pool,
-            ctx.settings.rescue_after,
-            ctx.settings.dead_after,
-            backlog,
-            BATCH,
-        )
-        .await?;
-        let n = overdue.len();
-        for op in overdue {
+            Job::process_payment(id, payment.merchant_id)
+        },
+    )
+    .await?;
+    total += republish(
+        ctx,
+        || operations::take_overdue(&ctx.pool, grace, dead_after, backlog, BATCH),
+        |op| {
             tracing::info!(operation_id = %op.id, "rescuing overdue operation");
-            ctx.broker
-                .publish_job(&Job::operation(op.id, op.payment_id, op.merchant_id))
-                .await?;
-            total += 1;
-        }
-        if n < BATCH as usize {
-            break;
-        }
-    }
+            Job::operation(op.id, op.payment_id, op.merchant_id)
+        },
+    )
+    .await?;
     total += void_expired_authorizations(ctx).await?;
     workers::forget_dead(&ctx.pool).await?;
     Ok(total)
+}
+
+/// Takes overdue rows in batches (`take`) and publishes each one's job
+/// (`job_of`) until a batch comes back short. If a publish fails the row is
+/// due again after the grace period, and the next pass tries again.
+async fn republish<T, Fut>(
+    ctx: &Context,
+    mut take: impl FnMut() -> Fut,
+    mut job_of: impl FnMut(&T) -> Job,
+) -> anyhow::Result<usize>
+where
+    Fut: std::future::Future<Output = sqlx::Result<Vec<T>>>,
+{
+    let mut total = 0;
+    loop {
+        let overdue = take().await?;
+        for row in &overdue {
+            ctx.broker.publish_job(&job_of(row)).await?;
+            total += 1;
+        }
+        if overdue.len() < BATCH as usize {
+            return Ok(total);
+        }
+    }
 }
 
 /// Authorizations left uncaptured past `AUTHORIZATION_TTL_HOURS` are voided

@@ -94,28 +94,8 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
         })
         .await?;
     let Some(payment) = claimed else {
-        match ctx.db(|| payments::find(&ctx.pool, id)).await? {
-            None => {
-                tracing::warn!(payment_id = %id, "message for an unknown payment; dead-lettering it");
-                dead_letter_raw(
-                    ctx,
-                    &job.to_bytes(),
-                    DeadLetterReason::UnknownPayment,
-                    "no such payment",
-                    0,
-                )
-                .await?;
-            }
-            Some(row) if row.status == common::domain::PaymentStatus::Processing => {
-                defer(ctx, job).await?
-            }
-            Some(row) => {
-                // Terminal, or held for an operator (whose replay sends a new
-                // message): this message has nothing left to do.
-                tracing::debug!(payment_id = %id, status = %row.status, "payment not claimable; dropping the message");
-            }
-        }
-        return Ok(());
+        let found = ctx.db(|| payments::find(&ctx.pool, id)).await?;
+        return not_claimed(ctx, job, "payment", found.as_ref()).await;
     };
     tracing::debug!(payment_id = %id, attempt = payment.attempts, "claimed");
 
@@ -211,6 +191,38 @@ pub(crate) async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
     Ok(())
 }
 
+/// A message whose payment or operation (`found`, read after the claim
+/// failed; `None`: there is none) could not be claimed. Unknown: dead
+/// letter. Under another live worker's claim: deferred (see [`defer`]).
+/// Terminal, or held for an operator (whose replay sends a new message):
+/// this message has nothing left to do.
+pub(crate) async fn not_claimed<W: Work>(
+    ctx: &Context,
+    job: &Job,
+    noun: &str,
+    found: Option<&W>,
+) -> Result<(), StepError> {
+    match found {
+        None => {
+            tracing::warn!(payment_id = %job.payment_id(), operation_id = ?job.operation_id(), "message for an unknown {noun}; dead-lettering it");
+            let error = format!("no such {noun}");
+            dead_letter_raw(
+                ctx,
+                &job.to_bytes(),
+                DeadLetterReason::UnknownPayment,
+                &error,
+                0,
+            )
+            .await
+        }
+        Some(work) if work.is_processing() => defer(ctx, job).await,
+        Some(_) => {
+            tracing::debug!(payment_id = %job.payment_id(), operation_id = ?job.operation_id(), "{noun} not claimable; dropping the message");
+            Ok(())
+        }
+    }
+}
+
 /// What a job message drives: a payment (its charge) or an operation
 /// (capture, void, refund). Retrying, holding and giving up are one logic
 /// for both, in this module; each brings its words and its guarded
@@ -221,6 +233,8 @@ pub(crate) trait Work: Sync {
     /// What the processor is asked to do: `charge`, `capture`, `refund`…
     fn call(&self) -> &'static str;
     fn attempts_this_round(&self) -> i32;
+    /// Under a claim (this worker's or another's).
+    fn is_processing(&self) -> bool;
     /// Makes `change` with its guarded statement; `false`: the guard failed
     /// (the claim was lost meanwhile, or the row is no longer as read).
     async fn apply(
@@ -270,6 +284,9 @@ impl Work for PaymentRow {
     }
     fn attempts_this_round(&self) -> i32 {
         PaymentRow::attempts_this_round(self)
+    }
+    fn is_processing(&self) -> bool {
+        self.status == common::domain::PaymentStatus::Processing
     }
 
     async fn apply(
