@@ -65,14 +65,7 @@ async fn list(
     _operator: Operator,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_LIST).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            "invalid_limit",
-            format!("`limit` must be 1 to {MAX_LIST}."),
-        ));
-    }
+    let limit = crate::extract::page_limit(query.limit, 100, MAX_LIST)?;
     let letters = dead_letters::list(&state.broker, limit)
         .await
         .map_err(dependency_error)?;

@@ -742,14 +742,7 @@ async fn list_refunds(
             "`payment_id` is not a payment id.",
         )
     })?;
-    let limit = query.limit.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            "invalid_limit",
-            "`limit` must be 1 to 100.",
-        ));
-    }
+    let limit = crate::extract::page_limit(query.limit, 10, 100)?;
     let starting_after = query
         .starting_after
         .as_deref()

@@ -241,14 +241,7 @@ async fn cursor_position(
 
 impl ListRequest {
     fn parse(query: ListQuery) -> Result<Self, ApiError> {
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(
-                "limit",
-                "invalid_limit",
-                format!("`limit` must be a whole number from 1 to {MAX_LIMIT}."),
-            ));
-        }
+        let limit = crate::extract::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
         let cursor = match (query.starting_after, query.ending_before) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid(

@@ -442,16 +442,7 @@ pub struct AttemptListQuery {
 }
 
 fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    let limit = limit.unwrap_or(10);
-    if (1..=100).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid(
-            "limit",
-            "invalid_limit",
-            "`limit` must be 1 to 100.",
-        ))
-    }
+    crate::extract::page_limit(limit, 10, 100)
 }
 
 fn invalid_cursor(what: &str) -> ApiError {
