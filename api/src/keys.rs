@@ -6,10 +6,8 @@
 //! `api keys create` prints once); the database keeps its SHA-256 and its
 //! first characters.
 
-use base64::Engine as _;
 use common::db::api_keys;
 use common::domain::{DomainError, Scope};
-use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -23,11 +21,9 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
 
 /// A new secret with 256 bits of entropy.
 pub fn generate_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "{SECRET_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    common::secret::random(
+        SECRET_PREFIX,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
     )
 }
 

@@ -17,6 +17,7 @@ pub mod health;
 pub mod processor;
 pub mod queue;
 pub mod retry;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod webhooks;

@@ -11,8 +11,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use base64::Engine as _;
-use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -150,12 +148,7 @@ pub async fn check_addresses(url: &url::Url, allow_private: bool) -> Result<(), 
 /// A new signing secret: `whsec_` and 32 random bytes in base64, the form
 /// the Standard Webhooks libraries take.
 pub fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
+    crate::secret::random("whsec_", &base64::engine::general_purpose::STANDARD)
 }
 
 /// The `webhook-signature` header: one `v1,…` signature per secret (the
