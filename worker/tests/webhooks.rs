@@ -475,3 +475,50 @@ async fn delivery_refuses_a_name_that_now_resolves_to_loopback() {
     assert!(blocked >= 2);
     assert!(receiver.got().is_empty(), "nothing reached loopback");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_relay_cut_from_the_database_holds_its_events_and_sends_each_once_when_back() {
+    let mut app = TestApp::with(Options {
+        api_db_proxy: true,
+        ..Options::api_only()
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    register(&app, &receiver.url(), &["payment.succeeded"]).await;
+    let ids = app.submit(cards::VISA, 5).await;
+
+    // The API (and its event relay) loses the database; a worker (which
+    // reaches it) charges the payments, and their `payment.succeeded`
+    // events are written with the status change, for the relay to find.
+    app.db_proxy.as_ref().expect("proxy").cut();
+    app.start_worker().await;
+    app.eventually("every payment charged", Duration::from_secs(30), || async {
+        (app.count_status("succeeded").await == 5).then_some(())
+    })
+    .await;
+    let waiting = "type = 'payment.succeeded' AND dispatched_at IS NULL";
+    // Several relay passes fail meanwhile (every 200 ms); nothing is sent,
+    // nothing is lost.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.count_where("events", waiting).await, 5);
+    assert!(receiver.got().is_empty(), "nothing sent while cut");
+
+    app.db_proxy.as_ref().expect("proxy").restore();
+    receiver
+        .wait_for(&app, "an event per payment", |got| got.len() >= 5)
+        .await;
+    assert_eq!(app.count_where("events", waiting).await, 0);
+    // Give a duplicate time to show up: none does.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = receiver.got();
+    let mut objects: Vec<String> = got.iter().map(|r| r.object_id()).collect();
+    objects.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(objects, expected, "each payment's event exactly once");
+    assert_eq!(
+        app.count_where("webhook_deliveries", "status = 'delivered'")
+            .await,
+        5
+    );
+}
