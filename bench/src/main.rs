@@ -1,35 +1,21 @@
 //! `bench`: throughput and tail latency of the whole payment system, each
 //! number beside this machine's own limit.
 //!
-//! It starts the release binaries (`api`, `worker`, `processor-sim`) as real
-//! processes against a fresh database and queue prefix per scenario, and
-//! measures, in one run on one machine:
+//! It runs the release binaries (`api`, `worker`, `processor-sim`) as real
+//! processes, each scenario on a fresh database and queue prefix, and
+//! measures in one run: the **floor** (PostgreSQL and RabbitMQ doing one
+//! payment's work through `common::db` and `common::queue`, and pgbench),
+//! the **accept path** (open-loop `POST /v1/payments` at several rates),
+//! **end to end** (workers × processor latencies, then a steady phase at
+//! half the measured rate) and the **list** (`GET /v1/payments` over a
+//! million payments). It writes `benchmarks.json`, `benchmarks.md` and
+//! `accept-latency.svg` (to `docs/` by default) and exits non-zero if any
+//! payment was lost or charged twice. The page and chart are a function of
+//! the JSON alone: `--report-from docs/benchmarks.json` rewrites them.
 //!
-//! 1. the **floor**: PostgreSQL doing the writes of one payment through the
-//!    same `common::db` functions, and RabbitMQ carrying its message with
-//!    publisher confirms and manual acks, alone and both at once;
-//! 2. the **accept path**: open-loop `POST /v1/payments` at several offered
-//!    rates, latency from the intended send time;
-//! 3. **end to end**: N payments until all are terminal, with 1, 2 and 4
-//!    workers and processor latency 0, 50, 300 and 1000 ms, as a share of
-//!    the floor and of the same workers' rate with an instant processor;
-//!    then an open-loop phase at a sustainable rate (half the measured
-//!    one) for accept→terminal latency without a backlog;
-//!
-//! with CPU seconds per 1,000 payments and peak RSS of the services, and
-//! how evenly the workers shared the payments. The floor also has a line
-//! measured by `pgbench` with prepared statements doing the same writes. It
-//! writes `benchmarks.json`, `benchmarks.md` and `accept-latency.svg`
-//! (to `docs/` by default) and exits non-zero if any payment was lost or
-//! charged twice. `--smoke` is a small run for CI that checks the same
-//! invariants and asserts nothing about time. The page and the chart are a
-//! function of the JSON alone: `--report-from docs/benchmarks.json` writes
-//! them again without measuring anything.
-//!
-//! The API processes it starts get `RATE_LIMIT_PER_SECOND` and
-//! `RATE_LIMIT_BURST` raised to the highest allowed ([`system::RATE_LIMIT`]):
-//! the load comes from one API key, far above the per-key default, and the
-//! bench measures the service, not the rate limiter.
+//! The API gets `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST` at their
+//! highest ([`system::RATE_LIMIT`]): the load comes from one API key, and
+//! the bench measures the service, not the rate limiter.
 //!
 //! ```sh
 //! cargo build --release --bins

@@ -270,42 +270,38 @@ async fn terminal_count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
     )
 }
 
+/// Payments finished that were created in `[$1, $2)` (`$2` null: no end).
+const CREATED_IN: &str = "FROM payments WHERE finished_at IS NOT NULL AND created_at >= $1
+    AND ($2::timestamptz IS NULL OR created_at < $2)";
+
+type Since = chrono::DateTime<chrono::Utc>;
+
 /// Accept→terminal of the payments created in `[from, until)`.
 async fn latencies_of(
     pool: &sqlx::PgPool,
-    from: chrono::DateTime<chrono::Utc>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
+    from: Since,
+    until: Option<Since>,
 ) -> anyhow::Result<Option<Percentiles>> {
-    let mut latencies: Vec<f64> = sqlx::query_scalar(
-        "SELECT (EXTRACT(EPOCH FROM (finished_at - created_at)) * 1000)::float8
-         FROM payments
-         WHERE finished_at IS NOT NULL AND created_at >= $1
-           AND ($2::timestamptz IS NULL OR created_at < $2)",
-    )
-    .bind(from)
-    .bind(until)
-    .fetch_all(pool)
-    .await?;
+    let sql = format!(
+        "SELECT (EXTRACT(EPOCH FROM (finished_at - created_at)) * 1000)::float8 {CREATED_IN}"
+    );
+    let mut latencies: Vec<f64> = sqlx::query_scalar(&sql)
+        .bind(from)
+        .bind(until)
+        .fetch_all(pool)
+        .await?;
     Ok(Percentiles::of(&mut latencies))
 }
 
 /// How many payments created in `[from, until)` each worker finished, in
 /// the workers' start order. A worker's id carries its process id.
-async fn per_worker(
-    sys: &System,
-    from: chrono::DateTime<chrono::Utc>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
-) -> anyhow::Result<Vec<u64>> {
-    let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "SELECT claimed_by, count(*) FROM payments
-         WHERE finished_at IS NOT NULL AND created_at >= $1
-           AND ($2::timestamptz IS NULL OR created_at < $2)
-         GROUP BY claimed_by",
-    )
-    .bind(from)
-    .bind(until)
-    .fetch_all(&sys.pool)
-    .await?;
+async fn per_worker(sys: &System, from: Since, until: Option<Since>) -> anyhow::Result<Vec<u64>> {
+    let sql = format!("SELECT claimed_by, count(*) {CREATED_IN} GROUP BY claimed_by");
+    let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&sql)
+        .bind(from)
+        .bind(until)
+        .fetch_all(&sys.pool)
+        .await?;
     let mut counts = vec![0_u64; sys.workers.len()];
     for (claimer, n) in rows {
         let pid = claimer
@@ -375,7 +371,7 @@ pub async fn end_to_end(
     }
     crate::floor::analyze(&sys.pool).await?;
     let baseline = i64::try_from(warm.ok)?;
-    let measured_from: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+    let measured_from: Since = sqlx::query_scalar("SELECT now()")
         .fetch_one(&sys.pool)
         .await?;
 
@@ -423,7 +419,7 @@ pub async fn end_to_end(
     let cpu = before.usage_until(&after, clk);
     let all_terminal_s = all_terminal.map(|d| d.as_secs_f64());
     let payments_per_s = all_terminal_s.map_or(0.0, |s| submitted.ok as f64 / s);
-    let steady_from: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+    let steady_from: Since = sqlx::query_scalar("SELECT now()")
         .fetch_one(&sys.pool)
         .await?;
     let accept_to_terminal = latencies_of(&sys.pool, measured_from, Some(steady_from)).await?;
@@ -485,32 +481,28 @@ pub async fn end_to_end(
     let sim_stats = sim.stats().await?;
     let api_peak_rss_mib = sys.api.peak_rss_mib();
     let worker_peaks_rss_mib: Vec<f64> = sys.workers.iter().map(|w| w.peak_rss_mib()).collect();
-    let worker_peak_rss_mib = sys.worker_peak_rss_mib();
+    let worker_peak_rss_mib = worker_peaks_rss_mib.iter().copied().fold(0.0, f64::max);
     sys.stop(env, cleanup).await?;
 
     let rows: i64 = statuses.values().sum();
     let terminal = statuses.get("succeeded").copied().unwrap_or(0)
         + statuses.get("failed").copied().unwrap_or(0);
     let succeeded = statuses.get("succeeded").copied().unwrap_or(0);
-    let errors: u64 = submitted.errors.values().sum();
+    let answered = |ok: u64, of: u64, errors: &BTreeMap<String, u64>| {
+        format!("{ok} of {of} answered 202; errors: {errors:?}")
+    };
     checks.push(check(
         &name,
         "every submission was accepted",
-        errors == 0,
-        format!(
-            "{} of {} answered 202; errors: {:?}",
-            submitted.ok, spec.payments, submitted.errors
-        ),
+        submitted.errors.values().sum::<u64>() == 0,
+        answered(submitted.ok, spec.payments, &submitted.errors),
     ));
     if let Some(st) = &steady {
         checks.push(check(
             &name,
             "every steady-phase submission was accepted",
             st.errors.is_empty() && st.accepted == st.scheduled,
-            format!(
-                "{} of {} answered 202; errors: {:?}",
-                st.accepted, st.scheduled, st.errors
-            ),
+            answered(st.accepted, st.scheduled, &st.errors),
         ));
     }
     let steady_ok = steady.as_ref().map_or(0, |st| st.accepted);
