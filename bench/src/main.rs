@@ -44,7 +44,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 use crate::procstat::ClockTicks;
-use crate::scenarios::{E2eSpec, Harness};
+use crate::scenarios::Harness;
 use crate::system::{Cleanup, Env, Sim};
 
 /// What a run measures unless told otherwise: a full run, and `--smoke`.
@@ -478,40 +478,20 @@ async fn measure(
         cleanup,
         clk,
         sim: &sim,
+        plan,
+        stall,
     };
     let mut checks = Vec::new();
-    let accept = scenarios::accept_path(
-        &harness,
-        &plan.rates,
-        Duration::from_secs_f64(plan.step_secs),
-        plan.warmup_requests,
-        &mut checks,
-    )
-    .await
-    .context("measuring the accept path")?;
-
+    let accept = scenarios::accept_path(&harness, &mut checks)
+        .await
+        .context("measuring the accept path")?;
     let mut e2e = Vec::new();
     for &latency_ms in &plan.latencies_ms {
         for &workers in &plan.workers {
-            let spec = E2eSpec {
-                workers,
-                warmup: (plan.payments / 20).clamp(20, 1000),
-                latency_ms,
-                payments: plan.payments,
-                in_flight: plan.submit_in_flight,
-                stall,
-                steady: Duration::from_secs_f64(plan.steady_secs),
-                steady_fraction: plan.steady_fraction,
-            };
-            e2e.push(
-                scenarios::end_to_end(&harness, spec, &mut checks)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "end to end with {workers} workers, processor latency {latency_ms} ms"
-                        )
-                    })?,
-            );
+            let run = scenarios::end_to_end(&harness, workers, latency_ms, &mut checks).await;
+            e2e.push(run.with_context(|| {
+                format!("end to end with {workers} workers, processor latency {latency_ms} ms")
+            })?);
         }
     }
     let list = if plan.list_payments > 0 {

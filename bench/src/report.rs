@@ -126,13 +126,8 @@ impl Report {
     }
 
     fn markdown(&self) -> String {
-        let mut out = String::new();
-        self.write_markdown(&mut out);
-        out
-    }
-
-    fn write_markdown(&self, out: &mut String) {
-        let m = &self.machine;
+        let (mut out, m) = (String::new(), &self.machine);
+        let out = &mut out;
         w!(out, "# Benchmarks\n");
         w!(
             out,
@@ -250,6 +245,7 @@ impl Report {
             }),
         );
         w!(out, "{METHOD}");
+        std::mem::take(out)
     }
 
     fn accept_section(&self, out: &mut String) {
