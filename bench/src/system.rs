@@ -287,11 +287,12 @@ impl Sim {
     }
 }
 
-/// Polls `ready` until it holds, failing if a process in `procs` exits or
+/// Polls `ready` `every` so often until it holds, failing if a process in `procs` exits or
 /// [`START_TIMEOUT`] passes (with `failure` as the error).
 async fn wait_ready<F: std::future::Future<Output = bool>>(
     procs: &mut [Proc],
     failure: &str,
+    every: Duration,
     mut ready: impl FnMut() -> F,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
@@ -305,7 +306,7 @@ async fn wait_ready<F: std::future::Future<Output = bool>>(
         if Instant::now() > deadline {
             bail!("{failure}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -315,7 +316,8 @@ async fn wait_for_200(http: &reqwest::Client, url: &str, proc: &mut Proc) -> any
         proc.name,
         proc.log.display()
     );
-    wait_ready(std::slice::from_mut(proc), &failure, || async {
+    let every = Duration::from_millis(50);
+    wait_ready(std::slice::from_mut(proc), &failure, every, || async {
         matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
     })
     .await
@@ -511,7 +513,7 @@ async fn wait_for_consumers(
         "{workers} workers did not all consume {queue} within {START_TIMEOUT:?}; see {}",
         env.logs_dir.display()
     );
-    wait_ready(procs, &failure, || async {
+    wait_ready(procs, &failure, Duration::from_millis(100), || async {
         matches!(queue_counts(env, &queue).await, Ok((_, n)) if n as usize >= workers)
     })
     .await
