@@ -62,7 +62,7 @@ pub struct SweepPoint {
 }
 
 /// The pgbench line of the floor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PgbenchFloor {
     /// `pgbench --version`, or why it was not measured.
     pub version: Option<String>,
@@ -134,6 +134,13 @@ impl FloorResult {
             .map(|(_, _, runs)| spread(runs))
             .fold(0.0, f64::max)
     }
+}
+
+/// The level with the highest rate (the last of equals), or `default`.
+fn best_level(rates: impl Iterator<Item = (usize, f64)>, default: usize) -> usize {
+    rates
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(default, |(level, _)| level)
 }
 
 /// Best throughput among runs.
@@ -216,10 +223,7 @@ pub async fn run(
     }
     pg_sweep.teardown(env, cleanup).await?;
     let best = |rate: fn(&SweepPoint) -> f64| {
-        sweep
-            .iter()
-            .max_by(|a, b| rate(a).total_cmp(&rate(b)))
-            .map_or(max_in_flight, |p| p.in_flight)
+        best_level(sweep.iter().map(|p| (p.in_flight, rate(p))), max_in_flight)
     };
     let pg_in_flight = best(|p| p.postgres_per_s);
     let mq_in_flight = best(|p| p.rabbitmq_per_s);
@@ -316,11 +320,8 @@ async fn pgbench_floor(
         Err(err) => {
             eprintln!("[floor] no pgbench line: {err:#}");
             let floor = PgbenchFloor {
-                version: None,
                 not_measured: Some(format!("{err:#}")),
-                in_flight: 0,
-                runs: Vec::new(),
-                best_payments_per_s: 0.0,
+                ..PgbenchFloor::default()
             };
             return Ok((floor, sweep));
         }
@@ -345,10 +346,7 @@ async fn pgbench_floor(
         sweep.insert(level, rate);
     }
     db.teardown(env, cleanup).await?;
-    let in_flight = sweep
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(max_in_flight, |(level, _)| *level);
+    let in_flight = best_level(sweep.iter().map(|(l, r)| (*l, *r)), max_in_flight);
 
     let mut runs = Vec::with_capacity(REPEATS);
     for round in 1..=REPEATS {
