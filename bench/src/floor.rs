@@ -1,36 +1,15 @@
-//! The floor: what PostgreSQL and RabbitMQ on this machine can do for the
-//! work one payment needs, with no HTTP, no processor and none of our
-//! services in between. End-to-end throughput is reported as a share of it.
-//!
-//! - **PostgreSQL**: per payment, the statements the system runs, through
-//!   the very functions it calls (so the same SQL): `payments::insert`
-//!   (payment + history + outbox row), `payments::claim`,
-//!   `payments::succeed`, and `outbox::delete` batched up to 500 rows by a
-//!   background task as the API does. Through a pool of the API's size.
-//! - **RabbitMQ**: per payment, one persistent `Job` published with a
-//!   confirm through `common::queue::Broker::publish` (what the API does),
-//!   and consumed from the same quorum queue by lapin consumers with manual
-//!   acks and the workers' prefetch, one consumer per worker of the largest
-//!   end-to-end scenario.
-//!
-//! Concurrency is not fixed: the best number of payments in flight depends
-//! on the machine (more in flight share each commit's fsync; too many fight
-//! over a few cores), so a short sweep over it (1 to the end-to-end
-//! submitter's 64) picks each service's best, and the timed runs use it.
-//! Each payment is its own task, as each request or message is in the
-//! services. Picking the best of noisy probes errs towards a higher floor,
-//! i.e. against the system.
-//!
-//! - **pgbench**: the same writes of PostgreSQL alone done by PostgreSQL's
-//!   own client with prepared statements (see the `pgbench` module), so the
-//!   report shows how far our SQL through sqlx is from the database's raw
-//!   rate for that work. Swept over the same concurrencies.
-//!
-//! Each is run alone, then both at once, and the round is repeated; the
-//! best run of each phase counts. The floor is the best run of both at
-//! once: in the system they run at the same time on the same cores, so the
-//! lower of the two separate runs (each with the whole machine to itself)
-//! is a limit no system on this machine can reach. Both are reported.
+//! The floor: what PostgreSQL and RabbitMQ on this machine can do for one
+//! payment's work with none of our services in between; end-to-end
+//! throughput is reported as a share of it. PostgreSQL runs the system's own
+//! `common::db` calls (insert, claim, succeed, outbox delete batched by 500)
+//! over a pool of the API's size; RabbitMQ publishes one `Job` per payment
+//! with a confirm and consumes it with manual acks, one consumer per worker
+//! of the largest scenario; pgbench does the same SQL with prepared
+//! statements. A sweep over payments in flight picks each one's best level
+//! (the best of noisy probes errs towards a higher floor, i.e. against the
+//! system). Each runs alone, then both at once, in rounds; the best run of
+//! each phase counts, and the floor is the best run of both at once, since
+//! in the system they share the same cores.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,7 +62,7 @@ pub struct SweepPoint {
 }
 
 /// The pgbench line of the floor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PgbenchFloor {
     /// `pgbench --version`, or why it was not measured.
     pub version: Option<String>,
@@ -155,6 +134,13 @@ impl FloorResult {
             .map(|(_, _, runs)| spread(runs))
             .fold(0.0, f64::max)
     }
+}
+
+/// The level with the highest rate (the last of equals), or `default`.
+fn best_level(rates: impl Iterator<Item = (usize, f64)>, default: usize) -> usize {
+    rates
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(default, |(level, _)| level)
 }
 
 /// Best throughput among runs.
@@ -237,10 +223,7 @@ pub async fn run(
     }
     pg_sweep.teardown(env, cleanup).await?;
     let best = |rate: fn(&SweepPoint) -> f64| {
-        sweep
-            .iter()
-            .max_by(|a, b| rate(a).total_cmp(&rate(b)))
-            .map_or(max_in_flight, |p| p.in_flight)
+        best_level(sweep.iter().map(|p| (p.in_flight, rate(p))), max_in_flight)
     };
     let pg_in_flight = best(|p| p.postgres_per_s);
     let mq_in_flight = best(|p| p.rabbitmq_per_s);
@@ -260,18 +243,18 @@ pub async fn run(
     let mut rabbitmq_alone = Vec::with_capacity(REPEATS);
     let mut together = Vec::with_capacity(REPEATS);
     for (round, (pg, pg_both)) in pg_alone_dbs.iter().zip(&pg_both_dbs).enumerate() {
-        let log = |what: String, run: Timed, runs: &mut Vec<FloorPhase>| {
-            let rate = run.rate(payments);
+        let log = |what: String, run: FloorPhase, runs: &mut Vec<FloorPhase>| {
+            let rate = run.payments_per_s;
             eprintln!("[floor] round {}/{REPEATS}: {what} {rate:.0}/s", round + 1);
-            runs.push(run.phase(payments));
+            runs.push(run);
         };
-        let run = timed(clk, pg.run(payments, pg_in_flight)).await?;
+        let run = timed(clk, payments, pg.run(payments, pg_in_flight)).await?;
         log(
             format!("PostgreSQL alone ({pg_in_flight} in flight)"),
             run,
             &mut postgres_alone,
         );
-        let run = timed(clk, mq.run(payments, mq_in_flight, consumers)).await?;
+        let run = timed(clk, payments, mq.run(payments, mq_in_flight, consumers)).await?;
         log(
             format!("RabbitMQ alone ({mq_in_flight} in flight)"),
             run,
@@ -284,11 +267,8 @@ pub async fn run(
             );
             a.and(b)
         };
-        log(
-            "both at once".into(),
-            timed(clk, both).await?,
-            &mut together,
-        );
+        let run = timed(clk, payments, both).await?;
+        log("both at once".into(), run, &mut together);
     }
 
     for db in pg_alone_dbs.into_iter().chain(pg_both_dbs) {
@@ -340,11 +320,8 @@ async fn pgbench_floor(
         Err(err) => {
             eprintln!("[floor] no pgbench line: {err:#}");
             let floor = PgbenchFloor {
-                version: None,
                 not_measured: Some(format!("{err:#}")),
-                in_flight: 0,
-                runs: Vec::new(),
-                best_payments_per_s: 0.0,
+                ..PgbenchFloor::default()
             };
             return Ok((floor, sweep));
         }
@@ -369,10 +346,7 @@ async fn pgbench_floor(
         sweep.insert(level, rate);
     }
     db.teardown(env, cleanup).await?;
-    let in_flight = sweep
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(max_in_flight, |(level, _)| *level);
+    let in_flight = best_level(sweep.iter().map(|(l, r)| (*l, *r)), max_in_flight);
 
     let mut runs = Vec::with_capacity(REPEATS);
     for round in 1..=REPEATS {
@@ -424,37 +398,20 @@ pub async fn analyze(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Timed {
-    elapsed: Duration,
-    cpu: CpuUsage,
-}
-
-impl Timed {
-    fn rate(&self, n: u64) -> f64 {
-        n as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn phase(self, n: u64) -> FloorPhase {
-        FloorPhase {
-            seconds: self.elapsed.as_secs_f64(),
-            payments_per_s: self.rate(n),
-            cpu: self.cpu,
-        }
-    }
-}
-
+/// Runs `work` (`n` payments) as one timed floor run.
 async fn timed(
     clk: ClockTicks,
+    n: u64,
     work: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<Timed> {
+) -> anyhow::Result<FloorPhase> {
     let before = CpuSnapshot::take();
     let started = Instant::now();
     work.await?;
-    let elapsed = started.elapsed();
-    let after = CpuSnapshot::take();
-    Ok(Timed {
-        elapsed,
-        cpu: before.usage_until(&after, clk),
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(FloorPhase {
+        seconds,
+        payments_per_s: n as f64 / seconds,
+        cpu: before.usage_until(&CpuSnapshot::take(), clk),
     })
 }
 

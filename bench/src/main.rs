@@ -1,35 +1,21 @@
 //! `bench`: throughput and tail latency of the whole payment system, each
 //! number beside this machine's own limit.
 //!
-//! It starts the release binaries (`api`, `worker`, `processor-sim`) as real
-//! processes against a fresh database and queue prefix per scenario, and
-//! measures, in one run on one machine:
+//! It runs the release binaries (`api`, `worker`, `processor-sim`) as real
+//! processes, each scenario on a fresh database and queue prefix, and
+//! measures in one run: the **floor** (PostgreSQL and RabbitMQ doing one
+//! payment's work through `common::db` and `common::queue`, and pgbench),
+//! the **accept path** (open-loop `POST /v1/payments` at several rates),
+//! **end to end** (workers × processor latencies, then a steady phase at
+//! half the measured rate) and the **list** (`GET /v1/payments` over a
+//! million payments). It writes `benchmarks.json`, `benchmarks.md` and
+//! `accept-latency.svg` (to `docs/` by default) and exits non-zero if any
+//! payment was lost or charged twice. The page and chart are a function of
+//! the JSON alone: `--report-from docs/benchmarks.json` rewrites them.
 //!
-//! 1. the **floor**: PostgreSQL doing the writes of one payment through the
-//!    same `common::db` functions, and RabbitMQ carrying its message with
-//!    publisher confirms and manual acks, alone and both at once;
-//! 2. the **accept path**: open-loop `POST /v1/payments` at several offered
-//!    rates, latency from the intended send time;
-//! 3. **end to end**: N payments until all are terminal, with 1, 2 and 4
-//!    workers and processor latency 0, 50, 300 and 1000 ms, as a share of
-//!    the floor and of the same workers' rate with an instant processor;
-//!    then an open-loop phase at a sustainable rate (half the measured
-//!    one) for accept→terminal latency without a backlog;
-//!
-//! with CPU seconds per 1,000 payments and peak RSS of the services, and
-//! how evenly the workers shared the payments. The floor also has a line
-//! measured by `pgbench` with prepared statements doing the same writes. It
-//! writes `benchmarks.json`, `benchmarks.md` and `accept-latency.svg`
-//! (to `docs/` by default) and exits non-zero if any payment was lost or
-//! charged twice. `--smoke` is a small run for CI that checks the same
-//! invariants and asserts nothing about time. The page and the chart are a
-//! function of the JSON alone: `--report-from docs/benchmarks.json` writes
-//! them again without measuring anything.
-//!
-//! The API processes it starts get `RATE_LIMIT_PER_SECOND` and
-//! `RATE_LIMIT_BURST` raised to the highest allowed ([`system::RATE_LIMIT`]):
-//! the load comes from one API key, far above the per-key default, and the
-//! bench measures the service, not the rate limiter.
+//! The API gets `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST` at their
+//! highest ([`system::RATE_LIMIT`]): the load comes from one API key, and
+//! the bench measures the service, not the rate limiter.
 //!
 //! ```sh
 //! cargo build --release --bins
@@ -58,7 +44,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 use crate::procstat::ClockTicks;
-use crate::scenarios::{E2eSpec, Harness};
+use crate::scenarios::Harness;
 use crate::system::{Cleanup, Env, Sim};
 
 /// What a run measures unless told otherwise: a full run, and `--smoke`.
@@ -492,40 +478,20 @@ async fn measure(
         cleanup,
         clk,
         sim: &sim,
+        plan,
+        stall,
     };
     let mut checks = Vec::new();
-    let accept = scenarios::accept_path(
-        &harness,
-        &plan.rates,
-        Duration::from_secs_f64(plan.step_secs),
-        plan.warmup_requests,
-        &mut checks,
-    )
-    .await
-    .context("measuring the accept path")?;
-
+    let accept = scenarios::accept_path(&harness, &mut checks)
+        .await
+        .context("measuring the accept path")?;
     let mut e2e = Vec::new();
     for &latency_ms in &plan.latencies_ms {
         for &workers in &plan.workers {
-            let spec = E2eSpec {
-                workers,
-                warmup: (plan.payments / 20).clamp(20, 1000),
-                latency_ms,
-                payments: plan.payments,
-                in_flight: plan.submit_in_flight,
-                stall,
-                steady: Duration::from_secs_f64(plan.steady_secs),
-                steady_fraction: plan.steady_fraction,
-            };
-            e2e.push(
-                scenarios::end_to_end(&harness, spec, &mut checks)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "end to end with {workers} workers, processor latency {latency_ms} ms"
-                        )
-                    })?,
-            );
+            let run = scenarios::end_to_end(&harness, workers, latency_ms, &mut checks).await;
+            e2e.push(run.with_context(|| {
+                format!("end to end with {workers} workers, processor latency {latency_ms} ms")
+            })?);
         }
     }
     let list = if plan.list_payments > 0 {

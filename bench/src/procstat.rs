@@ -120,12 +120,10 @@ pub fn machine_ticks() -> anyhow::Result<MachineTicks> {
         .map(|v| v.parse().unwrap_or(0))
         .collect();
     let at = |i: usize| values.get(i).copied().unwrap_or(0);
-    let total: u64 = values.iter().sum();
-    let (iowait, steal) = (at(4), at(7));
     Ok(MachineTicks {
-        total,
-        iowait,
-        steal,
+        total: values.iter().sum(),
+        iowait: at(4),
+        steal: at(7),
     })
 }
 

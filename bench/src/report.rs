@@ -2,7 +2,6 @@
 //! from it alone (`--report-from` regenerates them): the issue's targets
 //! judged, warnings about a disturbed run, the Markdown page and the chart.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -127,13 +126,8 @@ impl Report {
     }
 
     fn markdown(&self) -> String {
-        let mut out = String::new();
-        self.write_markdown(&mut out);
-        out
-    }
-
-    fn write_markdown(&self, out: &mut String) {
-        let m = &self.machine;
+        let (mut out, m) = (String::new(), &self.machine);
+        let out = &mut out;
         w!(out, "# Benchmarks\n");
         w!(
             out,
@@ -251,6 +245,7 @@ impl Report {
             }),
         );
         w!(out, "{METHOD}");
+        std::mem::take(out)
     }
 
     fn accept_section(&self, out: &mut String) {
@@ -702,15 +697,16 @@ pub fn disturbances(floor: &FloorResult, accept: &AcceptResult, e2e: &[E2eResult
     notes
 }
 
-fn target(goal: String, measured: String, met: Option<bool>, detail: String) -> TargetResult {
+fn target(target: String, measured: String, met: Option<bool>, detail: String) -> TargetResult {
     TargetResult {
-        target: goal,
+        target,
         measured,
         met,
         detail,
     }
 }
 
+/// A target this run's scenarios cannot judge, and why.
 fn not_measured(goal: String, why: String) -> TargetResult {
     target(goal, "-".into(), None, why)
 }
@@ -722,6 +718,7 @@ pub fn judge_targets(
     e2e: &[E2eResult],
 ) -> Vec<TargetResult> {
     let mut targets = Vec::new();
+    let during = |cpu: &CpuUsage| format!(" During it: {}.", cpu.cores_line());
 
     // 1. End to end at least 60 % of the floor (processor latency 0).
     let best = e2e
@@ -736,8 +733,7 @@ pub fn judge_targets(
         None => not_measured(goal, "no end-to-end scenario with processor latency 0 was run".into()),
         Some(e) => {
             let (f, rate) = (floor.floor_payments_per_s, e.payments_per_s);
-            let share = rate / f;
-            let separate = floor.lower_of_separate_payments_per_s;
+            let (share, separate) = (rate / f, floor.lower_of_separate_payments_per_s);
             let met = share >= TARGET_FLOOR_SHARE;
             let mut detail = format!(
                 "best at processor latency 0: {} worker(s), {rate:.0} payments/s against a floor of \
@@ -747,14 +743,13 @@ pub fn judge_targets(
                 rate / separate * 100.0,
             );
             if !met {
-                let _ = write!(
-                    detail,
+                detail += &format!(
                     " Short by {:.0} percentage points ({:.0} payments/s).",
                     (TARGET_FLOOR_SHARE - share) * 100.0,
                     TARGET_FLOOR_SHARE * f - rate
                 );
             }
-            let _ = write!(detail, " During it: {}.", e.cpu.cores_line());
+            detail += &during(&e.cpu);
             target(goal, format!("{:.0}%", share * 100.0), Some(met), detail)
         }
     });
@@ -772,7 +767,6 @@ pub fn judge_targets(
             "no step at 1,000 req/s in this run (see --rates)".into(),
         ),
         Some((s, l)) => {
-            let met = l.p99_ms <= TARGET_P99_MS && s.error_count == 0;
             let mut detail = format!(
                 "p99 {}, p99.9 {}, {:.0} req/s achieved, {} errors.",
                 ms(Some(l.p99_ms)),
@@ -781,22 +775,21 @@ pub fn judge_targets(
                 s.error_count
             );
             if l.p99_ms > TARGET_P99_MS {
-                let _ = write!(
-                    detail,
+                detail += &format!(
                     " Over by {} ({:.1}×).",
                     ms(Some(l.p99_ms - TARGET_P99_MS)),
                     l.p99_ms / TARGET_P99_MS
                 );
             }
-            let _ = write!(detail, " During it: {}.", s.cpu.cores_line());
+            detail += &during(&s.cpu);
             if s.cpu.machine_busy_pct >= 85.0 {
-                let _ = write!(
-                    detail,
+                detail += &format!(
                     " The accept path alone kept the machine {:.0}% busy at this rate: it is the \
                      knee of the curve, where the tail swings widely from run to run.",
                     s.cpu.machine_busy_pct
                 );
             }
+            let met = l.p99_ms <= TARGET_P99_MS && s.error_count == 0;
             target(goal, ms(Some(l.p99_ms)), Some(met), detail)
         }
     });
@@ -824,34 +817,27 @@ pub fn judge_targets(
                     e.worker_concurrency
                 );
                 if ratio < share {
-                    let _ = write!(
-                        detail,
+                    detail += &format!(
                         " Short by {:.0} percentage points.",
                         (share - ratio) * 100.0
                     );
                 } else if ratio < GOAL_SLOW_PROCESSOR {
-                    let _ = write!(
-                        detail,
+                    detail += &format!(
                         " The {:.0}% goal is {:.0} points further.",
                         GOAL_SLOW_PROCESSOR * 100.0,
                         (GOAL_SLOW_PROCESSOR - ratio) * 100.0
                     );
                 }
                 if let Some(l) = e.steady.as_ref().and_then(|st| st.accept_to_terminal) {
-                    let _ = write!(
-                        detail,
+                    detail += &format!(
                         " At half that rate, accept→terminal p50 {}, p99 {}.",
                         ms(Some(l.p50_ms)),
                         ms(Some(l.p99_ms))
                     );
                 }
-                let _ = write!(detail, " During it: {}.", e.cpu.cores_line());
-                target(
-                    goal,
-                    format!("{:.0}%", ratio * 100.0),
-                    Some(ratio >= share),
-                    detail,
-                )
+                detail += &during(&e.cpu);
+                let measured = format!("{:.0}%", ratio * 100.0);
+                target(goal, measured, Some(ratio >= share), detail)
             }
             _ => not_measured(
                 goal,
@@ -865,66 +851,55 @@ pub fn judge_targets(
 
     // 3. With a 50 ms processor, 4 workers at least 3.5× one.
     let goal = format!("{SCALING_LATENCY_MS} ms processor: 4 workers ≥ {TARGET_SCALING}× 1 worker");
-    targets.push(
-        match (
-            find(e2e, 1, SCALING_LATENCY_MS),
-            find(e2e, 4, SCALING_LATENCY_MS),
-        ) {
-            (Some(one), Some(four)) if one.payments_per_s > 0.0 => {
-                let ratio = four.payments_per_s / one.payments_per_s;
-                let met = ratio >= TARGET_SCALING;
-                let limit = |e: &E2eResult| {
-                    let of = e.concurrency_limit_per_s;
-                    (pct(e.payments_per_s, of), of.unwrap_or(0.0))
-                };
-                let ((one_pct, one_of), (four_pct, four_of)) = (limit(one), limit(four));
-                let mut detail = format!(
+    let pair = (
+        find(e2e, 1, SCALING_LATENCY_MS),
+        find(e2e, 4, SCALING_LATENCY_MS),
+    );
+    targets.push(match pair {
+        (Some(one), Some(four)) if one.payments_per_s > 0.0 => {
+            let ratio = four.payments_per_s / one.payments_per_s;
+            let met = ratio >= TARGET_SCALING;
+            let limit = |e: &E2eResult| {
+                let of = e.concurrency_limit_per_s;
+                (pct(e.payments_per_s, of), of.unwrap_or(0.0))
+            };
+            let ((one_pct, one_of), (four_pct, four_of)) = (limit(one), limit(four));
+            let mut detail = format!(
                 "1 worker {:.0} payments/s ({one_pct:.0}% of its concurrency limit {one_of:.0}/s), \
                  4 workers {:.0} payments/s ({four_pct:.0}% of {four_of:.0}/s): {ratio:.2}×.",
-                one.payments_per_s,
-                four.payments_per_s,
+                one.payments_per_s, four.payments_per_s,
             );
-                if !met {
-                    let _ = write!(
-                        detail,
-                        " Short by {:.2}× ({:.0} payments/s).",
-                        TARGET_SCALING - ratio,
-                        TARGET_SCALING * one.payments_per_s - four.payments_per_s
-                    );
-                }
-                let _ = write!(
-                    detail,
-                    " During the 4-worker run: {}.",
-                    four.cpu.cores_line()
+            if !met {
+                detail += &format!(
+                    " Short by {:.2}× ({:.0} payments/s).",
+                    TARGET_SCALING - ratio,
+                    TARGET_SCALING * one.payments_per_s - four.payments_per_s
                 );
-                let needed = TARGET_SCALING * one.payments_per_s;
-                let _ = write!(
-                    detail,
-                    " {TARGET_SCALING}× one worker is {needed:.0} payments/s: {:.0}% of the floor",
-                    100.0 * needed / floor.floor_payments_per_s
-                );
-                match best {
-                    Some(b) => {
-                        let _ = write!(
-                        detail,
-                        ", and {:.0}% of the best end-to-end rate this machine reached with no \
-                         processor latency at all ({:.0}/s).",
-                        100.0 * needed / b.payments_per_s,
-                        b.payments_per_s
-                    );
-                    }
-                    None => detail.push('.'),
-                }
-                target(goal, format!("{ratio:.2}×"), Some(met), detail)
             }
-            _ => not_measured(
-                goal,
+            let needed = TARGET_SCALING * one.payments_per_s;
+            detail += &format!(
+                " During the 4-worker run: {}. {TARGET_SCALING}× one worker is {needed:.0} \
+                 payments/s: {:.0}% of the floor",
+                four.cpu.cores_line(),
+                100.0 * needed / floor.floor_payments_per_s
+            );
+            detail += &best.map_or(".".into(), |b| {
                 format!(
-                    "needs runs with 1 and 4 workers at {SCALING_LATENCY_MS} ms (see --workers, \
+                    ", and {:.0}% of the best end-to-end rate this machine reached with no \
+                     processor latency at all ({:.0}/s).",
+                    100.0 * needed / b.payments_per_s,
+                    b.payments_per_s
+                )
+            });
+            target(goal, format!("{ratio:.2}×"), Some(met), detail)
+        }
+        _ => not_measured(
+            goal,
+            format!(
+                "needs runs with 1 and 4 workers at {SCALING_LATENCY_MS} ms (see --workers, \
                  --latencies-ms)"
-                ),
             ),
-        },
-    );
+        ),
+    });
     targets
 }

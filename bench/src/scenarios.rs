@@ -15,6 +15,7 @@ use crate::load::{self, Target};
 use crate::procstat::{ClockTicks, CpuSnapshot, CpuUsage};
 use crate::stats::{ms, per_1000, Percentiles};
 use crate::system::{Cleanup, Env, Sim, System};
+use crate::Plan;
 
 /// How often the end-to-end run counts terminal payments: the resolution of
 /// "time until all are terminal".
@@ -29,6 +30,10 @@ pub struct Harness<'a> {
     pub cleanup: &'a Cleanup,
     pub clk: ClockTicks,
     pub sim: &'a Sim,
+    pub plan: &'a Plan,
+    /// Give up on an end-to-end scenario when no payment finished for this
+    /// long (a liveness bound, not a performance assertion).
+    pub stall: Duration,
 }
 
 /// A pass/fail fact about the run's correctness (never about speed).
@@ -102,14 +107,10 @@ fn tail(l: Option<Percentiles>) -> String {
 /// Open-loop steps at each rate against an API with no workers running:
 /// the accept path alone (insert + publish with confirm), without workers
 /// competing for the same two cores. The queue simply grows.
-pub async fn accept_path(
-    h: &Harness<'_>,
-    rates: &[f64],
-    step: Duration,
-    warmup: u64,
-    checks: &mut Vec<Check>,
-) -> anyhow::Result<AcceptResult> {
+pub async fn accept_path(h: &Harness<'_>, checks: &mut Vec<Check>) -> anyhow::Result<AcceptResult> {
     let (env, cleanup, clk) = (h.env, h.cleanup, h.clk);
+    let (rates, warmup) = (&h.plan.rates, h.plan.warmup_requests);
+    let step = Duration::from_secs_f64(h.plan.step_secs);
     let mut sys = System::start(env, cleanup, &h.sim.url, "accept", 0).await?;
     let client = load::client()?;
     let target = Target::new(&sys.api_url, &sys.key);
@@ -246,22 +247,6 @@ pub struct SteadyResult {
     pub worker_cpu_s_per_1000: f64,
 }
 
-/// Everything one end-to-end run needs to know.
-#[derive(Debug, Clone, Copy)]
-pub struct E2eSpec {
-    pub workers: usize,
-    /// Payments run end to end before measuring.
-    pub warmup: u64,
-    pub latency_ms: u64,
-    pub payments: u64,
-    pub in_flight: usize,
-    pub stall: Duration,
-    /// Length of the steady phase (zero: none).
-    pub steady: Duration,
-    /// Its offered rate as a share of the burst's rate.
-    pub steady_fraction: f64,
-}
-
 async fn terminal_count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
     Ok(
         sqlx::query_scalar("SELECT count(*) FROM payments WHERE status IN ('succeeded', 'failed')")
@@ -270,42 +255,38 @@ async fn terminal_count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
     )
 }
 
+/// Payments finished that were created in `[$1, $2)` (`$2` null: no end).
+const CREATED_IN: &str = "FROM payments WHERE finished_at IS NOT NULL AND created_at >= $1
+    AND ($2::timestamptz IS NULL OR created_at < $2)";
+
+type Since = chrono::DateTime<chrono::Utc>;
+
 /// Accept→terminal of the payments created in `[from, until)`.
 async fn latencies_of(
     pool: &sqlx::PgPool,
-    from: chrono::DateTime<chrono::Utc>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
+    from: Since,
+    until: Option<Since>,
 ) -> anyhow::Result<Option<Percentiles>> {
-    let mut latencies: Vec<f64> = sqlx::query_scalar(
-        "SELECT (EXTRACT(EPOCH FROM (finished_at - created_at)) * 1000)::float8
-         FROM payments
-         WHERE finished_at IS NOT NULL AND created_at >= $1
-           AND ($2::timestamptz IS NULL OR created_at < $2)",
-    )
-    .bind(from)
-    .bind(until)
-    .fetch_all(pool)
-    .await?;
+    let sql = format!(
+        "SELECT (EXTRACT(EPOCH FROM (finished_at - created_at)) * 1000)::float8 {CREATED_IN}"
+    );
+    let mut latencies: Vec<f64> = sqlx::query_scalar(&sql)
+        .bind(from)
+        .bind(until)
+        .fetch_all(pool)
+        .await?;
     Ok(Percentiles::of(&mut latencies))
 }
 
 /// How many payments created in `[from, until)` each worker finished, in
 /// the workers' start order. A worker's id carries its process id.
-async fn per_worker(
-    sys: &System,
-    from: chrono::DateTime<chrono::Utc>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
-) -> anyhow::Result<Vec<u64>> {
-    let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
-        "SELECT claimed_by, count(*) FROM payments
-         WHERE finished_at IS NOT NULL AND created_at >= $1
-           AND ($2::timestamptz IS NULL OR created_at < $2)
-         GROUP BY claimed_by",
-    )
-    .bind(from)
-    .bind(until)
-    .fetch_all(&sys.pool)
-    .await?;
+async fn per_worker(sys: &System, from: Since, until: Option<Since>) -> anyhow::Result<Vec<u64>> {
+    let sql = format!("SELECT claimed_by, count(*) {CREATED_IN} GROUP BY claimed_by");
+    let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&sql)
+        .bind(from)
+        .bind(until)
+        .fetch_all(&sys.pool)
+        .await?;
     let mut counts = vec![0_u64; sys.workers.len()];
     for (claimer, n) in rows {
         let pid = claimer
@@ -348,26 +329,31 @@ async fn wait_terminal(
 /// the steady phase and waits for those too.
 pub async fn end_to_end(
     h: &Harness<'_>,
-    spec: E2eSpec,
+    workers: usize,
+    latency_ms: u64,
     checks: &mut Vec<Check>,
 ) -> anyhow::Result<E2eResult> {
-    let (env, cleanup, clk, sim) = (h.env, h.cleanup, h.clk, h.sim);
-    let name = format!("e2e_w{}_l{}", spec.workers, spec.latency_ms);
-    let mut sys = System::start(env, cleanup, &sim.url, &name, spec.workers).await?;
-    sim.prepare(spec.latency_ms).await?;
+    let (env, cleanup, clk, sim, plan) = (h.env, h.cleanup, h.clk, h.sim, h.plan);
+    let (payments, in_flight, stall) = (plan.payments, plan.submit_in_flight, h.stall);
+    let steady_for = Duration::from_secs_f64(plan.steady_secs);
+    // Payments run end to end before measuring.
+    let warmup = (payments / 20).clamp(20, 1000);
+    let name = format!("e2e_w{}_l{}", workers, latency_ms);
+    let mut sys = System::start(env, cleanup, &sim.url, &name, workers).await?;
+    sim.prepare(latency_ms).await?;
     let client = load::client()?;
     let target = Target::new(&sys.api_url, &sys.key);
     eprintln!(
         "[{name}] {} payments, {} workers × {}, processor latency {} ms",
-        spec.payments, spec.workers, env.effective_concurrency, spec.latency_ms
+        payments, workers, env.effective_concurrency, latency_ms
     );
 
     // Warm-up, not measured: connections and prepared statements of the
     // API and the workers, and planner statistics of tables that are not
     // empty (see `floor::analyze`). Everything below counts only what comes
     // after it.
-    let warm = load::submit_bounded(client.clone(), target.clone(), spec.warmup, 16).await;
-    if wait_terminal(&mut sys, i64::try_from(warm.ok)?, spec.stall)
+    let warm = load::submit_bounded(client.clone(), target.clone(), warmup, 16).await;
+    if wait_terminal(&mut sys, i64::try_from(warm.ok)?, stall)
         .await?
         .is_none()
     {
@@ -375,7 +361,7 @@ pub async fn end_to_end(
     }
     crate::floor::analyze(&sys.pool).await?;
     let baseline = i64::try_from(warm.ok)?;
-    let measured_from: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+    let measured_from: Since = sqlx::query_scalar("SELECT now()")
         .fetch_one(&sys.pool)
         .await?;
 
@@ -385,8 +371,8 @@ pub async fn end_to_end(
     let mut submit = tokio::spawn(load::submit_bounded(
         client.clone(),
         target.clone(),
-        spec.payments,
-        spec.in_flight,
+        payments,
+        in_flight,
     ));
     let mut submitted = None;
     let mut progress = (-1_i64, Instant::now());
@@ -403,11 +389,8 @@ pub async fn end_to_end(
         }
         if terminal != progress.0 {
             progress = (terminal, Instant::now());
-        } else if progress.1.elapsed() > spec.stall {
-            eprintln!(
-                "[{name}] no payment finished for {:?}; giving up",
-                spec.stall
-            );
+        } else if progress.1.elapsed() > stall {
+            eprintln!("[{name}] no payment finished for {:?}; giving up", stall);
             break None;
         }
         sys.check_running()?;
@@ -423,7 +406,7 @@ pub async fn end_to_end(
     let cpu = before.usage_until(&after, clk);
     let all_terminal_s = all_terminal.map(|d| d.as_secs_f64());
     let payments_per_s = all_terminal_s.map_or(0.0, |s| submitted.ok as f64 / s);
-    let steady_from: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+    let steady_from: Since = sqlx::query_scalar("SELECT now()")
         .fetch_one(&sys.pool)
         .await?;
     let accept_to_terminal = latencies_of(&sys.pool, measured_from, Some(steady_from)).await?;
@@ -438,15 +421,15 @@ pub async fn end_to_end(
 
     // The steady phase: a rate the system just showed it sustains, halved.
     let mut expected = baseline + i64::try_from(submitted.ok)?;
-    let steady = if spec.steady.is_zero() || all_terminal.is_none() || payments_per_s <= 0.0 {
+    let steady = if steady_for.is_zero() || all_terminal.is_none() || payments_per_s <= 0.0 {
         None
     } else {
-        let rate = (payments_per_s * spec.steady_fraction).max(1.0);
+        let rate = (payments_per_s * plan.steady_fraction).max(1.0);
         let before = snapshot(&sys);
-        let outcome = load::open_loop(&client, &target, rate, spec.steady).await?;
-        let offered_for = Duration::from_secs_f64(spec.steady.as_secs_f64());
+        let outcome = load::open_loop(&client, &target, rate, steady_for).await?;
+        let offered_for = steady_for;
         expected += i64::try_from(outcome.ok)?;
-        let waited = wait_terminal(&mut sys, expected, spec.stall).await?;
+        let waited = wait_terminal(&mut sys, expected, stall).await?;
         let after = snapshot(&sys);
         let cpu = before.usage_until(&after, clk);
         // `open_loop` returns after the last answer; what is left is the
@@ -456,7 +439,7 @@ pub async fn end_to_end(
         let latency = latencies_of(&sys.pool, steady_from, None).await?;
         let result = SteadyResult {
             offered_per_s: rate,
-            duration_s: spec.steady.as_secs_f64(),
+            duration_s: steady_for.as_secs_f64(),
             scheduled: outcome.scheduled,
             accepted: outcome.ok,
             errors: outcome.errors,
@@ -468,7 +451,7 @@ pub async fn end_to_end(
         };
         eprintln!(
             "[{name}] steady at {rate:.0}/s for {:.0} s: accept→terminal {}, per worker {:?}; {}",
-            spec.steady.as_secs_f64(),
+            steady_for.as_secs_f64(),
             tail(latency),
             result.per_worker,
             result.cpu.cores_line()
@@ -485,32 +468,28 @@ pub async fn end_to_end(
     let sim_stats = sim.stats().await?;
     let api_peak_rss_mib = sys.api.peak_rss_mib();
     let worker_peaks_rss_mib: Vec<f64> = sys.workers.iter().map(|w| w.peak_rss_mib()).collect();
-    let worker_peak_rss_mib = sys.worker_peak_rss_mib();
+    let worker_peak_rss_mib = worker_peaks_rss_mib.iter().copied().fold(0.0, f64::max);
     sys.stop(env, cleanup).await?;
 
     let rows: i64 = statuses.values().sum();
     let terminal = statuses.get("succeeded").copied().unwrap_or(0)
         + statuses.get("failed").copied().unwrap_or(0);
     let succeeded = statuses.get("succeeded").copied().unwrap_or(0);
-    let errors: u64 = submitted.errors.values().sum();
+    let answered = |ok: u64, of: u64, errors: &BTreeMap<String, u64>| {
+        format!("{ok} of {of} answered 202; errors: {errors:?}")
+    };
     checks.push(check(
         &name,
         "every submission was accepted",
-        errors == 0,
-        format!(
-            "{} of {} answered 202; errors: {:?}",
-            submitted.ok, spec.payments, submitted.errors
-        ),
+        submitted.errors.values().sum::<u64>() == 0,
+        answered(submitted.ok, payments, &submitted.errors),
     ));
     if let Some(st) = &steady {
         checks.push(check(
             &name,
             "every steady-phase submission was accepted",
             st.errors.is_empty() && st.accepted == st.scheduled,
-            format!(
-                "{} of {} answered 202; errors: {:?}",
-                st.accepted, st.scheduled, st.errors
-            ),
+            answered(st.accepted, st.scheduled, &st.errors),
         ));
     }
     let steady_ok = steady.as_ref().map_or(0, |st| st.accepted);
@@ -546,13 +525,13 @@ pub async fn end_to_end(
     ));
 
     Ok(E2eResult {
-        workers: spec.workers,
-        processor_latency_ms: spec.latency_ms,
+        workers,
+        processor_latency_ms: latency_ms,
         worker_concurrency: env.effective_concurrency,
-        payments: spec.payments,
+        payments,
         accepted: submitted.ok,
         submit_errors: submitted.errors,
-        submit_in_flight: spec.in_flight,
+        submit_in_flight: in_flight,
         warmup: baseline.unsigned_abs(),
         submit_s: submitted.elapsed.as_secs_f64(),
         all_terminal_s,
@@ -567,9 +546,8 @@ pub async fn end_to_end(
         api_peak_rss_mib,
         worker_peak_rss_mib,
         worker_peaks_rss_mib,
-        concurrency_limit_per_s: (spec.latency_ms > 0).then(|| {
-            spec.workers as f64 * f64::from(env.effective_concurrency) * 1000.0
-                / spec.latency_ms as f64
+        concurrency_limit_per_s: (latency_ms > 0).then(|| {
+            workers as f64 * f64::from(env.effective_concurrency) * 1000.0 / latency_ms as f64
         }),
         steady,
     })

@@ -287,24 +287,40 @@ impl Sim {
     }
 }
 
-async fn wait_for_200(http: &reqwest::Client, url: &str, proc: &mut Proc) -> anyhow::Result<()> {
+/// Polls `ready` `every` so often until it holds, failing if a process in `procs` exits or
+/// [`START_TIMEOUT`] passes (with `failure` as the error).
+async fn wait_ready<F: std::future::Future<Output = bool>>(
+    procs: &mut [Proc],
+    failure: &str,
+    every: Duration,
+    mut ready: impl FnMut() -> F,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        proc.check_running()?;
-        if let Ok(response) = http.get(url).send().await {
-            if response.status().is_success() {
-                return Ok(());
-            }
+        for proc in procs.iter_mut() {
+            proc.check_running()?;
+        }
+        if ready().await {
+            return Ok(());
         }
         if Instant::now() > deadline {
-            bail!(
-                "{} not ready at {url} within {START_TIMEOUT:?}; see {}",
-                proc.name,
-                proc.log.display()
-            );
+            bail!("{failure}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
     }
+}
+
+async fn wait_for_200(http: &reqwest::Client, url: &str, proc: &mut Proc) -> anyhow::Result<()> {
+    let failure = format!(
+        "{} not ready at {url} within {START_TIMEOUT:?}; see {}",
+        proc.name,
+        proc.log.display()
+    );
+    let every = Duration::from_millis(50);
+    wait_ready(std::slice::from_mut(proc), &failure, every, || async {
+        matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
+    })
+    .await
 }
 
 /// One scenario's API and workers, on a fresh database and queue prefix.
@@ -402,14 +418,6 @@ impl System {
         self.workers.iter().map(Proc::cpu_ticks).sum()
     }
 
-    /// Largest peak RSS among the workers, in MiB.
-    pub fn worker_peak_rss_mib(&self) -> f64 {
-        self.workers
-            .iter()
-            .map(Proc::peak_rss_mib)
-            .fold(0.0, f64::max)
-    }
-
     /// Errors if any child has died.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         self.api.check_running()?;
@@ -501,24 +509,14 @@ async fn wait_for_consumers(
     procs: &mut [Proc],
 ) -> anyhow::Result<()> {
     let queue = Topology::new(prefix).process_queue();
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        for proc in procs.iter_mut() {
-            proc.check_running()?;
-        }
-        if let Ok((_, consumers)) = queue_counts(env, &queue).await {
-            if consumers as usize >= workers {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{workers} workers did not all consume {queue} within {START_TIMEOUT:?}; see {}",
-                env.logs_dir.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let failure = format!(
+        "{workers} workers did not all consume {queue} within {START_TIMEOUT:?}; see {}",
+        env.logs_dir.display()
+    );
+    wait_ready(procs, &failure, Duration::from_millis(100), || async {
+        matches!(queue_counts(env, &queue).await, Ok((_, n)) if n as usize >= workers)
+    })
+    .await
 }
 
 pub async fn drop_database(env: &Env, name: &str) -> anyhow::Result<()> {
