@@ -541,14 +541,7 @@ pub async fn delete_queues(env: &Env, prefix: &str) -> anyhow::Result<()> {
         .await
         .context("connecting to RabbitMQ to delete queues")?;
     for topology in topologies(prefix) {
-        let mut queues = vec![topology.process_queue(), topology.dead_queue()];
-        queues.extend(
-            topology
-                .retry_delays()
-                .iter()
-                .map(|d| topology.retry_queue(*d)),
-        );
-        for queue in &queues {
+        for queue in &topology.queues() {
             if let Ok(channel) = conn.create_channel().await {
                 let _ = channel
                     .queue_delete(queue, QueueDeleteOptions::default())
