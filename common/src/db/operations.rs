@@ -24,8 +24,19 @@ use crate::domain::Currency;
 use crate::queue::Job;
 
 /// What an operation does at the processor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Kind {
     Capture,
     Void,
@@ -34,23 +45,7 @@ pub enum Kind {
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Capture => "capture",
-            Self::Void => "void",
-            Self::Refund => "refund",
-        }
-    }
-}
-
-impl std::str::FromStr for Kind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "capture" => Ok(Self::Capture),
-            "void" => Ok(Self::Void),
-            "refund" => Ok(Self::Refund),
-            other => Err(format!("unknown operation kind {other:?}")),
-        }
+        self.into()
     }
 }
 
@@ -105,8 +100,11 @@ impl OperationRow {
 
 /// Where an operation is: a payment's statuses less `cancelled` (an
 /// operation that cannot be done fails).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::EnumString, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum OperationStatus {
     Pending,
     Processing,
@@ -116,25 +114,7 @@ pub enum OperationStatus {
 
 impl OperationStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Processing => "processing",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl std::str::FromStr for OperationStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pending" => Ok(Self::Pending),
-            "processing" => Ok(Self::Processing),
-            "succeeded" => Ok(Self::Succeeded),
-            "failed" => Ok(Self::Failed),
-            other => Err(format!("unknown operation status {other:?}")),
-        }
+        self.into()
     }
 }
 
