@@ -74,14 +74,13 @@ async fn create(
     new.notify_on_finish = sent.wait.is_some();
     new.origin = sent.origin.clone();
 
-    let inserted = match sent.begin(&state, "POST /v1/payments").await? {
+    let claim = match sent.begin(&state, "POST /v1/payments").await? {
         Begun::Replay(response) => return Ok(response),
-        Begun::Unkeyed => insert(&state, &new).await?,
-        Begun::Claimed(claim) => {
-            let inserted = insert_with_key(&state, &new, &claim).await;
-            idempotency::abandon_on_error(&state, Some(&claim), inserted).await?
-        }
+        Begun::Unkeyed => None,
+        Begun::Claimed(claim) => Some(claim),
     };
+    let inserted = insert(&state, &new, claim.as_ref()).await;
+    let inserted = idempotency::abandon_on_error(&state, claim.as_ref(), inserted).await?;
 
     let payment_id = inserted.payment.payment_id();
     tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
@@ -119,38 +118,29 @@ async fn create(
     Ok(respond(&state, status, &row, Some(wait)))
 }
 
-/// Inserts a payment sent without an `Idempotency-Key`. A connection is
-/// taken first, so a failure to get one still means "nothing was written";
-/// a failure of the insert itself may have committed it (see
-/// [`outcome_unknown`]).
+/// Inserts the payment, and completes the idempotency key (if any) in the
+/// same transaction, only while this request still owns the key. Until the
+/// commit nothing is written, so an error before it is "nothing was
+/// written"; only a failed commit leaves the outcome unknown
+/// ([`outcome_unknown`]).
 async fn insert(
     state: &AppState,
     new: &db::payments::NewPayment,
-) -> Result<db::payments::Inserted, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    db::payments::insert(&mut conn, new, state.settings.relay_after)
-        .await
-        .map_err(outcome_unknown)
-}
-
-/// Inserts the payment and completes the idempotency key in one transaction,
-/// only while this request still owns the key.
-async fn insert_with_key(
-    state: &AppState,
-    new: &db::payments::NewPayment,
-    claim: &Claim,
+    claim: Option<&Claim>,
 ) -> Result<db::payments::Inserted, ApiError> {
     let mut tx = state.pool.begin().await?;
     let inserted = db::payments::insert(&mut tx, new, state.settings.relay_after).await?;
-    let body = serde_json::to_value(Payment::from_row(
-        &inserted.payment,
-        &state.settings.public_base_url,
-    ))?;
-    // Another request took the key over: dropping `tx` rolls this payment
-    // back, so the key makes one payment, theirs.
-    claim
-        .complete(&mut *tx, StatusCode::ACCEPTED, &body, inserted.payment.id)
-        .await?;
+    if let Some(claim) = claim {
+        let body = serde_json::to_value(Payment::from_row(
+            &inserted.payment,
+            &state.settings.public_base_url,
+        ))?;
+        // Another request took the key over: dropping `tx` rolls this
+        // payment back, so the key makes one payment, theirs.
+        claim
+            .complete(&mut *tx, StatusCode::ACCEPTED, &body, inserted.payment.id)
+            .await?;
+    }
     tx.commit().await.map_err(outcome_unknown)?;
     Ok(inserted)
 }

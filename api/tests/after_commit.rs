@@ -115,17 +115,27 @@ async fn a_request_timeout_beyond_five_minutes_is_refused_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_lost_during_the_insert_is_answered_as_an_unknown_outcome_not_as_nothing_written(
-) {
+async fn a_connection_lost_during_the_payment_statement_is_answered_as_nothing_written() {
+    connection_lost_before_the_commit("payments", "INSERT INTO payments").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_between_the_payment_and_its_outbox_row_is_answered_as_nothing_written() {
+    connection_lost_before_the_commit("outbox", "INSERT INTO outbox").await;
+}
+
+/// `table` is locked, so the API's transaction waits at the statement
+/// `waiting` (the payment's, or the outbox row's after the payment's), and
+/// the API's connection is cut there. No `COMMIT` was sent: the answer says
+/// nothing was written, and nothing was.
+async fn connection_lost_before_the_commit(table: &str, waiting: &str) {
     let app = TestApp::with(Options {
         api_db_proxy: true,
         ..Options::api_only()
     })
     .await;
-    // The insert is sent and waits for the table; then the API's connection
-    // is cut. The statement may still commit: the API cannot know.
     let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
         .execute(&mut *blocker)
         .await
         .expect("lock");
@@ -133,21 +143,73 @@ async fn a_connection_lost_during_the_insert_is_answered_as_an_unknown_outcome_n
         .request(Method::POST, "/v1/payments")
         .json(&payment_body(cards::VISA));
     let request = tokio::spawn(async move { request.send().await.expect("request") });
+    app.wait_for_lock_wait(waiting).await;
+    app.db_proxy.as_ref().expect("proxy").cut();
+    let response = request.await.expect("join");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nothing was written"), "{message}");
+
+    // The server finishes the statement once the lock is gone, finds the
+    // client gone and rolls the transaction back.
+    blocker.rollback().await.expect("release");
     app.eventually(
-        "the insert waiting for the lock",
+        "the cut connection's transaction ended",
         Duration::from_secs(10),
         || async {
-            let waiting = app
+            let open = app
                 .count_where(
                     "pg_stat_activity",
-                    "datname = current_database() AND wait_event_type = 'Lock'
-                     AND query LIKE '%INSERT INTO payments%'",
+                    "datname = current_database() AND xact_start IS NOT NULL
+                     AND pid <> pg_backend_pid()",
                 )
                 .await;
-            (waiting == 1).then_some(())
+            (open == 0).then_some(())
         },
     )
     .await;
+    assert_eq!(app.payment_count().await, 0, "nothing was written");
+    assert_eq!(app.count_where("outbox", "true").await, 0);
+    assert_eq!(app.count_where("payment_status_history", "true").await, 0);
+    app.db_proxy.as_ref().expect("proxy").restore();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_during_the_commit_is_answered_as_an_unknown_outcome_not_as_nothing_written(
+) {
+    let app = TestApp::with(Options {
+        api_db_proxy: true,
+        ..Options::api_only()
+    })
+    .await;
+    // A commit that waits: a deferred trigger (in this test's database
+    // only) writes to a table the test holds locked, so the API's `COMMIT`
+    // waits for the lock, and the connection is cut while it waits. The
+    // commit then completes: the API cannot know that.
+    for statement in [
+        "CREATE TABLE commit_gate (payment_id uuid)",
+        "CREATE FUNCTION pass_commit_gate() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN INSERT INTO commit_gate VALUES (NEW.id); RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER commit_gate AFTER INSERT ON payments
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pass_commit_gate()",
+    ] {
+        sqlx::query(statement)
+            .execute(&app.pool)
+            .await
+            .expect(statement);
+    }
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE commit_gate IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let request = app
+        .request(Method::POST, "/v1/payments")
+        .json(&payment_body(cards::VISA));
+    let request = tokio::spawn(async move { request.send().await.expect("request") });
+    app.wait_for_lock_wait("COMMIT").await;
     app.db_proxy.as_ref().expect("proxy").cut();
     let response = request.await.expect("join");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -157,6 +219,14 @@ async fn a_connection_lost_during_the_insert_is_answered_as_an_unknown_outcome_n
     assert!(message.contains("may or may not"), "{message}");
     assert!(message.contains("Idempotency-Key"), "{message}");
     assert!(!message.contains("nothing was written"), "{message}");
+
+    // The answer was right not to say "nothing": the commit went through.
     blocker.rollback().await.expect("release");
+    app.eventually(
+        "the payment committed after the cut",
+        Duration::from_secs(10),
+        || async { (app.payment_count().await == 1).then_some(()) },
+    )
+    .await;
     app.db_proxy.as_ref().expect("proxy").restore();
 }

@@ -466,3 +466,31 @@ async fn an_unknown_or_malformed_receipt_id_is_a_404() {
         assert_eq!(body["error"]["type"], "not_found", "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_value_the_domain_rejects_fails_the_read_instead_of_reaching_a_client() {
+    let app = TestApp::api_only().await;
+    let good = app.create_payment(cards::VISA).await;
+    let bad = app.create_payment(cards::VISA).await;
+    // `XYZ` passes the schema's check (three capital letters) but is no
+    // ISO 4217 currency: a hand-made fix gone wrong in the database.
+    let corrupted = sqlx::query("UPDATE payments SET currency = 'XYZ' WHERE 'pay_' || id = $1")
+        .bind(&bad)
+        .execute(&app.pool)
+        .await
+        .expect("corrupt the row");
+    assert_eq!(corrupted.rows_affected(), 1);
+
+    // The row is refused when read (a decode error, answered as the
+    // documented 500), never shown with a currency nobody can charge.
+    let response = app.get_as(&app.key, &format!("/v1/payments/{bad}")).await;
+    let body = assert_error(response, 500, "api_error", None).await;
+    assert_eq!(body["code"], "internal_error", "{body}");
+    assert!(!body.to_string().contains("XYZ"), "{body}");
+    let response = get_list(&app, &app.key, "limit=10").await;
+    assert_error(response, 500, "api_error", None).await;
+    // Every other payment reads as before.
+    let (status, payment) = app.get(&format!("/v1/payments/{good}")).await;
+    assert_eq!(status, 200, "{payment}");
+    assert_eq!(payment["currency"], "USD", "{payment}");
+}

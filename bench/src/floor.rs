@@ -618,8 +618,9 @@ impl PgWork {
     /// stays).
     async fn one(&self, deleter: Option<&mpsc::UnboundedSender<i64>>) -> anyhow::Result<PaymentId> {
         let new = self.new_payment()?;
-        let inserted =
-            payments::insert(&mut *self.pool.acquire().await?, &new, RELAY_AFTER).await?;
+        let mut tx = self.pool.begin().await?;
+        let inserted = payments::insert(&mut tx, &new, RELAY_AFTER).await?;
+        tx.commit().await?;
         // The API hands confirmed rows to a batching deleter in the same way.
         if let Some(deleter) = deleter {
             let _ = deleter.send(inserted.outbox_id);

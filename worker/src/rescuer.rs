@@ -121,15 +121,20 @@ async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
             metadata: serde_json::json!({}),
             origin: Default::default(),
         };
-        let Ok(mut conn) = ctx.pool.acquire().await else {
+        let Ok(mut tx) = ctx.pool.begin().await else {
             continue;
         };
         // `None` or a unique violation: a capture or void started meanwhile.
-        let Ok(Some(created)) =
-            operations::create(&mut conn, &new, ctx.settings.rescue_after).await
+        let Ok(Some(created)) = operations::create(&mut tx, &new, ctx.settings.rescue_after).await
         else {
             continue;
         };
+        // Unknown whether it committed: the next pass finds the payment
+        // still authorized (and voids it) or voided (and leaves it); the
+        // outbox row of a committed void is published by the API's relay.
+        if tx.commit().await.is_err() {
+            continue;
+        }
         tracing::info!(payment_id = %PaymentId(payment_id), "authorization expired; voiding it");
         let job = Job::operation(created.operation.id, payment_id, merchant_id);
         ctx.broker.publish_job(&job).await?;

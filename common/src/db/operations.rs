@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Acquire as _, PgConnection, PgExecutor};
+use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::outbox;
@@ -185,16 +185,15 @@ macro_rules! create_operation {
 }
 
 /// Creates the operation if the payment (of this merchant) allows it now,
-/// with its history, and its job's outbox row ([`outbox::insert`]), in one
-/// transaction (a savepoint when `conn` is already in one). `None`: the
+/// with its history, and its job's outbox row ([`outbox::insert`]), in the
+/// caller's transaction (as [`super::payments::insert`]). `None`: the
 /// payment does not allow it (the caller reads the payment to say why). A
 /// second open capture or void violates `operations_one_open_capture_or_void`.
 pub async fn create(
-    conn: &mut PgConnection,
+    tx: &mut Transaction<'_, Postgres>,
     new: &NewOperation,
     relay_after: Duration,
 ) -> sqlx::Result<Option<Created>> {
-    let mut tx = conn.begin().await?;
     let operation = match new.kind {
         // Only an authorized, uncaptured payment; at most what it allows.
         Kind::Capture => {
@@ -206,7 +205,7 @@ pub async fn create(
                      RETURNING p.id)",
                 new
             )
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
         }
         Kind::Void => {
@@ -217,7 +216,7 @@ pub async fn create(
                      RETURNING p.id)",
                 new
             )
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
         }
         // Reserve the refund's amount in the same statement: the check
@@ -234,7 +233,7 @@ pub async fn create(
                      FROM amt WHERE p.id = $1 RETURNING p.id)",
                 new
             )
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
         }
     };
@@ -242,8 +241,7 @@ pub async fn create(
         return Ok(None);
     };
     let job = Job::operation(new.id, new.payment_id, new.merchant_id);
-    let outbox_id = outbox::insert(&mut *tx, new.payment_id, &job, relay_after).await?;
-    tx.commit().await?;
+    let outbox_id = outbox::insert(&mut **tx, new.payment_id, &job, relay_after).await?;
     Ok(Some(Created {
         operation,
         outbox_id,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Acquire as _, PgConnection, PgExecutor};
+use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::outbox;
@@ -131,16 +131,16 @@ pub struct Inserted {
 }
 
 /// Writes the payment (`pending`) with its first history row, and its job's
-/// outbox row ([`outbox::insert`]), in one transaction (a savepoint when
-/// `conn` is already in one), so they exist together or not at all. The
-/// outbox row becomes due for the relay after `relay_after`: until then the
-/// fast path is expected to publish it.
+/// outbox row ([`outbox::insert`]), in the caller's transaction, so they
+/// exist together or not at all. Until the caller commits, nothing is
+/// written; only a failed commit leaves the outcome unknown. The outbox row
+/// becomes due for the relay after `relay_after`: until then the fast path
+/// is expected to publish it.
 pub async fn insert(
-    conn: &mut PgConnection,
+    tx: &mut Transaction<'_, Postgres>,
     new: &NewPayment,
     relay_after: Duration,
 ) -> sqlx::Result<Inserted> {
-    let mut tx = conn.begin().await?;
     let payment = payment_row!(
         [
             "WITH p AS (
@@ -177,11 +177,10 @@ pub async fn insert(
         new.origin.request_id.as_deref(),
         new.origin.idempotency_key.as_deref(),
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     let job = Job::process_payment(new.id, new.merchant_id);
-    let outbox_id = outbox::insert(&mut *tx, payment.id, &job, relay_after).await?;
-    tx.commit().await?;
+    let outbox_id = outbox::insert(&mut **tx, payment.id, &job, relay_after).await?;
     Ok(Inserted { payment, outbox_id })
 }
 
@@ -502,9 +501,9 @@ pub struct Overdue {
 /// Takes up to `limit` payments whose message is late by more than `grace`
 /// and marks them due again in `grace`, so each is re-enqueued at most once
 /// per grace period:
-/// - `processing` under a void claim (its worker died or its lease ended,
-///   `dead_after` as in the `claimable` guard) whose message the broker did
-///   not bring back;
+/// - `processing` under a void claim (its worker died or its lease ended:
+///   the SQL function `claim_is_void`, which the `claimable` guard uses
+///   too) whose message the broker did not bring back;
 /// - `pending` with a retry whose tier (the jitter's upper bound) passed;
 /// - `pending` waiting for its first (or replayed) delivery, only when
 ///   `backlog` is false: while the queue holds ready messages, a payment

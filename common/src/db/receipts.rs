@@ -13,8 +13,10 @@ pub struct ReceiptRow {
 }
 
 /// The payment and its merchant's name, whoever the merchant is: a receipt
-/// URL is its own authority (see the API's `receipts` module).
-/// The payment and its merchant's name (two reads on one connection).
+/// URL is its own authority (see the API's `receipts` module). Two reads on
+/// one connection: `payment_row!` selects a payment's columns into
+/// [`PaymentRow`] exactly, so a join could not add the name to it. Receipts
+/// are off the hot path.
 pub async fn find(conn: &mut PgConnection, id: PaymentId) -> sqlx::Result<Option<ReceiptRow>> {
     let Some(payment) = payments::find(&mut *conn, id).await? else {
         return Ok(None);

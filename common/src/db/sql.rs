@@ -83,13 +83,11 @@ macro_rules! transition {
         transition!(@$row $t $h $k, guard: "old.status = 'processing' AND p.attempts = $4", $($rest)*)
     };
     (@$row:ident $t:tt $h:tt $k:tt, guard: claimable, $($rest:tt)*) => {
-        // `pending` and not held, or `processing` under a void claim: its
-        // lease ended, or its worker stopped proving it is alive (no
-        // heartbeat within `$5` seconds, or no row at all).
+        // `pending` and not held, or `processing` under a void claim (the
+        // SQL function `claim_is_void`; `$5` is `dead_after` in seconds).
         transition!(@$row $t $h $k, guard: "((old.status = 'pending' AND p.held_at IS NULL)
-            OR (old.status = 'processing' AND (p.lease_expires_at < now() OR NOT EXISTS (
-                SELECT 1 FROM workers w WHERE w.id = p.claimed_by
-                  AND w.heartbeat_at > now() - make_interval(secs => $5)))))", $($rest)*)
+            OR (old.status = 'processing'
+                AND claim_is_void(p.lease_expires_at, p.claimed_by, $5)))", $($rest)*)
     };
     (@$row:ident $t:tt $h:tt $k:tt, guard: known_unprocessed, $($rest:tt)*) => {
         // `pending`, not held, and no unknown outcome: the processor
@@ -204,9 +202,8 @@ macro_rules! take_overdue {
                 + $table
                 + " p
                  WHERE p.due_at < now() - make_interval(secs => $1)
-                   AND ((p.status = 'processing' AND (p.lease_expires_at < now() OR NOT EXISTS (
-                             SELECT 1 FROM workers w WHERE w.id = p.claimed_by
-                               AND w.heartbeat_at > now() - make_interval(secs => $4))))
+                   AND ((p.status = 'processing'
+                             AND claim_is_void(p.lease_expires_at, p.claimed_by, $4))
                         OR (p.status = 'pending' AND p.next_attempt_at IS NOT NULL)
                         OR (p.status = 'pending' AND NOT $3))
                  ORDER BY p.due_at
