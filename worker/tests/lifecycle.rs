@@ -348,13 +348,7 @@ async fn a_declined_refund_fails_and_frees_its_amount() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_under_processor_errors_and_timeouts_happens_once() {
-    let mut worker = testkit::fast_worker_settings();
-    worker.max_attempts = 30;
-    let app = TestApp::with(Options {
-        worker,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::with(Options::max_attempts(30)).await;
     let id = succeeded(&app, cards::VISA, 5_000, true).await;
     app.set_faults(json!({"error_rate": 0.5, "timeout_rate": 0.3}))
         .await;
@@ -819,11 +813,9 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
     .await;
     // Hold the worker's outcome back at the database: its record of the
     // processor's answer waits for this lock.
-    let mut holder = app.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE operations IN EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .expect("lock");
+    let holder = app
+        .hold_lock("LOCK TABLE operations IN EXCLUSIVE MODE")
+        .await;
     app.eventually("the processor paid it", Duration::from_secs(10), || async {
         (app.sim_stats().await.refunds == 1).then_some(())
     })
@@ -884,13 +876,7 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_through_a_long_outage_fails_as_not_processed_frees_its_amount_and_a_replay_pays_it_once(
 ) {
-    let mut worker = testkit::fast_worker_settings();
-    worker.max_attempts = 2;
-    let app = TestApp::with(Options {
-        worker,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::with(Options::max_attempts(2)).await;
     let id = succeeded(&app, cards::VISA, 5_000, true).await;
     app.set_faults(json!({"outage": true})).await;
     let (status, refund) = app

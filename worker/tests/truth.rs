@@ -95,13 +95,7 @@ async fn a_charge_whose_answer_was_lost_is_never_failed_and_succeeds_once_the_pr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_before_any_charge_is_failed_as_not_processed_because_that_is_known() {
-    let mut worker = testkit::fast_worker_settings();
-    worker.max_attempts = 2;
-    let app = TestApp::with(Options {
-        worker,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::with(Options::max_attempts(2)).await;
     app.set_faults(json!({"outage": true})).await;
     let id = app.create_payment(cards::VISA).await;
     app.wait_all_terminal(1, Duration::from_secs(30)).await;
@@ -169,11 +163,9 @@ async fn a_dead_workers_payments_are_terminal_within_seconds_and_charged_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_charges_it_once() {
-    let mut worker = testkit::fast_worker_settings();
-    worker.max_attempts = 2;
     let mut app = TestApp::with(Options {
-        worker,
-        ..Options::api_only()
+        workers: 0,
+        ..Options::max_attempts(2)
     })
     .await;
     let right_url = app.sim_url.clone();
@@ -227,11 +219,9 @@ async fn a_lock_timeout_is_waited_out_and_never_makes_a_dead_letter() {
     let mut app = TestApp::api_only().await;
     let id = app.create_payment(cards::VISA).await;
     // Hold the payments table; the worker's statements give up after 100 ms.
-    let mut holder = app.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .expect("lock");
+    let holder = app
+        .hold_lock("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        .await;
     let url = format!("{}?options=-c%20lock_timeout%3D100", app.database_url);
     app.start_worker_on(url).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
