@@ -62,11 +62,9 @@ async fn one_key_makes_one_payment_even_when_its_first_request_waits_past_a_minu
         ..Options::api_only()
     })
     .await;
-    let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let blocker = app
+        .hold_lock("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        .await;
     // The test client's own timeout (60 s) is shorter than this wait.
     let patient = reqwest::Client::builder()
         .timeout(Duration::from_secs(150))
@@ -134,11 +132,9 @@ async fn connection_lost_before_the_commit(table: &str, waiting: &str) {
         ..Options::api_only()
     })
     .await;
-    let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let blocker = app
+        .hold_lock(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .await;
     let request = app
         .request(Method::POST, "/v1/payments")
         .json(&payment_body(cards::VISA));
@@ -200,11 +196,9 @@ async fn a_connection_lost_during_the_commit_is_answered_as_an_unknown_outcome_n
             .await
             .expect(statement);
     }
-    let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE commit_gate IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let blocker = app
+        .hold_lock("LOCK TABLE commit_gate IN ACCESS EXCLUSIVE MODE")
+        .await;
     let request = app
         .request(Method::POST, "/v1/payments")
         .json(&payment_body(cards::VISA));

@@ -61,11 +61,7 @@ async fn a_second_request_while_the_first_is_in_flight_is_409() {
     // Hold the first request inside its transaction: lock the outbox table so
     // its payment insert (which writes an outbox row) waits, with its key
     // already claimed.
-    let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE outbox IN EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let blocker = app.hold_lock("LOCK TABLE outbox IN EXCLUSIVE MODE").await;
     let body = payment_body(cards::VISA);
     let first = app
         .request(Method::POST, "/v1/payments")

@@ -416,13 +416,7 @@ async fn capture_and_void_lookups_see_the_outage_and_need_a_key() {
 async fn reset_forgets_the_charges() {
     let sim = TestSim::start().await;
     let charge = sim.authorize(1_000).await;
-    let response = sim
-        .client
-        .post(sim.url("/_sim/reset"))
-        .send()
-        .await
-        .expect("reset request");
-    assert!(response.status().is_success());
+    sim.reset().await;
     let response = sim.capture(&charge, "cap-reset", None).await;
     assert_eq!(not_found_code(response).await, NO_SUCH_CHARGE_CODE);
     sim.stop().await;

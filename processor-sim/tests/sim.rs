@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::processor::{ChargeApproved, ChargeDeclined, Faults, SimStats, IDEMPOTENCY_HEADER};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use support::{charge_body, error_code, TestSim};
+use support::{charge_body, error_code, impatient_client, TestSim};
 
 #[tokio::test]
 async fn each_approving_token_returns_its_card_details() {
@@ -158,12 +158,7 @@ async fn each_declining_token_returns_402_with_its_codes() {
 async fn a_repeated_key_returns_the_identical_answer_without_charging_again() {
     let sim = TestSim::start().await;
     let body = charge_body("tok_visa", "pay_repeat");
-    let first = sim.charge("key-repeat", &body).await;
-    assert_eq!(first.status(), StatusCode::OK);
-    let first = first.text().await.expect("first body");
-    let second = sim.charge("key-repeat", &body).await;
-    assert_eq!(second.status(), StatusCode::OK);
-    assert_eq!(second.text().await.expect("second body"), first);
+    assert_same_answer_twice(&sim, "key-repeat", &body, StatusCode::OK).await;
 
     let stats = sim.stats().await;
     assert_eq!(stats.charges, 1);
@@ -176,12 +171,7 @@ async fn a_repeated_key_returns_the_identical_answer_without_charging_again() {
 async fn a_repeated_key_replays_a_decline_with_its_status() {
     let sim = TestSim::start().await;
     let body = charge_body("tok_chargeDeclined", "pay_declined_twice");
-    let first = sim.charge("key-decline", &body).await;
-    assert_eq!(first.status(), StatusCode::PAYMENT_REQUIRED);
-    let first = first.text().await.expect("first body");
-    let second = sim.charge("key-decline", &body).await;
-    assert_eq!(second.status(), StatusCode::PAYMENT_REQUIRED);
-    assert_eq!(second.text().await.expect("second body"), first);
+    assert_same_answer_twice(&sim, "key-decline", &body, StatusCode::PAYMENT_REQUIRED).await;
 
     let stats = sim.stats().await;
     assert_eq!((stats.declines, stats.replays), (1, 1));
@@ -285,11 +275,7 @@ async fn a_timed_out_charge_has_happened_and_a_retry_gets_the_stored_charge() {
     let sim = TestSim::start().await;
     sim.set_faults(json!({"timeout_rate": 1.0})).await;
     let body = charge_body("tok_visa", "pay_timeout");
-    let impatient = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .expect("http client");
+    let impatient = impatient_client();
     let error = sim
         .charge_with(&impatient, "key-timeout", &body)
         .await
@@ -371,15 +357,7 @@ async fn faults_update_partially_and_read_back() {
         outage: true,
     };
     assert_eq!(faults, expected);
-    let read: Faults = sim
-        .client
-        .get(sim.url("/_sim/faults"))
-        .send()
-        .await
-        .expect("faults request")
-        .json()
-        .await
-        .expect("faults body");
+    let read: Faults = sim.faults().await;
     assert_eq!(read, expected);
     sim.stop().await;
 }
@@ -400,15 +378,7 @@ async fn an_out_of_range_rate_is_rejected_and_changes_nothing() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(response).await, "invalid_json");
 
-    let faults: Faults = sim
-        .client
-        .get(sim.url("/_sim/faults"))
-        .send()
-        .await
-        .expect("faults request")
-        .json()
-        .await
-        .expect("faults body");
+    let faults: Faults = sim.faults().await;
     assert_eq!(faults, Faults::default());
     sim.stop().await;
 }
@@ -480,23 +450,9 @@ async fn reset_clears_stats_stored_charges_and_faults() {
     sim.set_faults(json!({"latency_ms": 5, "error_rate": 0.5}))
         .await;
 
-    let response = sim
-        .client
-        .post(sim.url("/_sim/reset"))
-        .send()
-        .await
-        .expect("reset request");
-    assert!(response.status().is_success());
+    sim.reset().await;
     assert_eq!(sim.stats().await, SimStats::default());
-    let faults: Faults = sim
-        .client
-        .get(sim.url("/_sim/faults"))
-        .send()
-        .await
-        .expect("faults request")
-        .json()
-        .await
-        .expect("faults body");
+    let faults: Faults = sim.faults().await;
     assert_eq!(faults, Faults::default());
 
     // The stored charge is forgotten: the same key charges anew.
@@ -526,4 +482,15 @@ async fn healthz_answers_ok() {
         .expect("healthz request");
     assert_eq!(response.status(), StatusCode::OK);
     sim.stop().await;
+}
+
+/// Charges `body` twice with `key`: both answers have `status`, and the
+/// second is the first word for word.
+async fn assert_same_answer_twice(sim: &TestSim, key: &str, body: &Value, status: StatusCode) {
+    let first = sim.charge(key, body).await;
+    assert_eq!(first.status(), status);
+    let first = first.text().await.expect("first body");
+    let second = sim.charge(key, body).await;
+    assert_eq!(second.status(), status);
+    assert_eq!(second.text().await.expect("second body"), first);
 }

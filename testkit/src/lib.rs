@@ -175,8 +175,14 @@ impl Options {
     /// One worker that gives a payment a single attempt: a processor outage
     /// dead-letters it at once.
     pub fn one_attempt() -> Self {
+        Self::max_attempts(1)
+    }
+
+    /// One worker of [`fast_worker_settings`] but for `MAX_ATTEMPTS`, how
+    /// many attempts a payment or operation gets before it is given up.
+    pub fn max_attempts(n: i32) -> Self {
         let mut worker = fast_worker_settings();
-        worker.max_attempts = 1;
+        worker.max_attempts = n;
         Self {
             worker,
             ..Self::default()

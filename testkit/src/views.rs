@@ -26,6 +26,15 @@ impl TestApp {
             .unwrap_or_else(|err| panic!("count {table} where {condition}: {err}"))
     }
 
+    /// Begins a transaction and runs `lock` (a `LOCK TABLE` statement) in
+    /// it, to hold the services' statements back; the lock lasts until the
+    /// transaction is rolled back or dropped.
+    pub async fn hold_lock(&self, lock: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut holder = self.pool.begin().await.expect("begin");
+        sqlx::query(lock).execute(&mut *holder).await.expect("lock");
+        holder
+    }
+
     /// Status of every payment, by status.
     pub async fn status_counts(&self) -> HashMap<String, i64> {
         sqlx::query_as::<_, (String, i64)>("SELECT status, count(*) FROM payments GROUP BY status")

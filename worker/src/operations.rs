@@ -14,7 +14,7 @@ use common::db::operations::{self, Kind, OperationRow, OperationStatus};
 use common::db::payments::{self, Audit, Knowledge};
 use common::domain::failure_codes;
 use common::processor::{CaptureRequest, RefundRequest, VoidRequest};
-use common::queue::{headers, Job};
+use common::queue::Job;
 use lapin::types::FieldTable;
 use std::time::Duration;
 use uuid::Uuid;
@@ -123,29 +123,19 @@ pub(crate) async fn process(
     operation_id: Uuid,
     props: Option<&FieldTable>,
 ) -> Result<(), StepError> {
-    let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
-    if redeliveries >= step::POISON_REDELIVERIES {
-        let op = ctx.db(|| operations::find(&ctx.pool, operation_id)).await?;
-        return step::give_up_unclaimed(ctx, job, redeliveries, op.as_ref()).await;
-    }
-    let audit = Audit {
-        actor: &ctx.worker_id,
-        reason: "claimed",
-    };
-    let claimed = ctx
-        .db(|| {
-            operations::claim(
-                &ctx.pool,
-                operation_id,
-                ctx.settings.lease,
-                ctx.settings.dead_after,
-                audit,
-            )
-        })
-        .await?;
+    let claimed = step::claim_or_settle(
+        ctx,
+        job,
+        props,
+        "operation",
+        || operations::find(&ctx.pool, operation_id),
+        |lease, dead_after, audit| {
+            operations::claim(&ctx.pool, operation_id, lease, dead_after, audit)
+        },
+    )
+    .await?;
     let Some(op) = claimed else {
-        let found = ctx.db(|| operations::find(&ctx.pool, operation_id)).await?;
-        return step::not_claimed(ctx, job, "operation", found.as_ref()).await;
+        return Ok(());
     };
     let payment = ctx
         .db(|| payments::find(&ctx.pool, job.payment_id()))

@@ -6,6 +6,7 @@
 //! write it implies has committed. Each step is safe to run twice for the same
 //! message: the database decides what happens, never the message.
 
+use std::future::Future;
 use std::time::Duration;
 
 use common::db::payments::{self, Audit, Knowledge, PaymentRow};
@@ -72,30 +73,17 @@ pub async fn handle(
 
 async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result<(), StepError> {
     let id = job.payment_id();
-    let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
-    if redeliveries >= POISON_REDELIVERIES {
-        let payment = ctx.db(|| payments::find(&ctx.pool, id)).await?;
-        return give_up_unclaimed(ctx, job, redeliveries, payment.as_ref()).await;
-    }
-
-    let audit = Audit {
-        actor: &ctx.worker_id,
-        reason: "claimed",
-    };
-    let claimed = ctx
-        .db(|| {
-            payments::claim(
-                &ctx.pool,
-                id,
-                ctx.settings.lease,
-                ctx.settings.dead_after,
-                audit,
-            )
-        })
-        .await?;
+    let claimed = claim_or_settle(
+        ctx,
+        job,
+        props,
+        "payment",
+        || payments::find(&ctx.pool, id),
+        |lease, dead_after, audit| payments::claim(&ctx.pool, id, lease, dead_after, audit),
+    )
+    .await?;
     let Some(payment) = claimed else {
-        let found = ctx.db(|| payments::find(&ctx.pool, id)).await?;
-        return not_claimed(ctx, job, "payment", found.as_ref()).await;
+        return Ok(());
     };
     tracing::debug!(payment_id = %id, attempt = payment.attempts, "claimed");
 
@@ -191,12 +179,52 @@ pub(crate) async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
     Ok(())
 }
 
+/// How every job starts, a payment's or an operation's: a poison message
+/// is given up before any claim ([`give_up_unclaimed`]); otherwise the row
+/// is claimed under this worker's lease, and a row that cannot be claimed is
+/// left to [`not_claimed`]. `None`: the message is settled, there is nothing
+/// more to do. `find` reads the row; `claim` runs its guarded claim with the
+/// lease, `dead_after` and audit it is given.
+pub(crate) async fn claim_or_settle<'a, W, Find, FindFut, Claim, ClaimFut>(
+    ctx: &'a Context,
+    job: &Job,
+    props: Option<&FieldTable>,
+    noun: &str,
+    mut find: Find,
+    mut claim: Claim,
+) -> Result<Option<W>, StepError>
+where
+    W: Work,
+    Find: FnMut() -> FindFut,
+    FindFut: Future<Output = sqlx::Result<Option<W>>>,
+    Claim: FnMut(Duration, Duration, Audit<'a>) -> ClaimFut,
+    ClaimFut: Future<Output = sqlx::Result<Option<W>>>,
+{
+    let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
+    if redeliveries >= POISON_REDELIVERIES {
+        let found = ctx.db(&mut find).await?;
+        give_up_unclaimed(ctx, job, redeliveries, found.as_ref()).await?;
+        return Ok(None);
+    }
+    let audit = Audit {
+        actor: &ctx.worker_id,
+        reason: "claimed",
+    };
+    let (lease, dead_after) = (ctx.settings.lease, ctx.settings.dead_after);
+    let claimed = ctx.db(|| claim(lease, dead_after, audit)).await?;
+    if claimed.is_none() {
+        let found = ctx.db(&mut find).await?;
+        not_claimed(ctx, job, noun, found.as_ref()).await?;
+    }
+    Ok(claimed)
+}
+
 /// A message whose payment or operation (`found`, read after the claim
 /// failed; `None`: there is none) could not be claimed. Unknown: dead
 /// letter. Under another live worker's claim: deferred (see [`defer`]).
 /// Terminal, or held for an operator (whose replay sends a new message):
 /// this message has nothing left to do.
-pub(crate) async fn not_claimed<W: Work>(
+async fn not_claimed<W: Work>(
     ctx: &Context,
     job: &Job,
     noun: &str,
@@ -527,7 +555,7 @@ pub const UNKNOWN_OUTCOME_PREFIX: &str =
 /// unknown) it is held for an operator, its outcome marked unknown, and a
 /// replay asks the processor first. Under another live worker's claim it is
 /// left to that worker.
-pub(crate) async fn give_up_unclaimed<W: Work>(
+async fn give_up_unclaimed<W: Work>(
     ctx: &Context,
     job: &Job,
     redeliveries: i64,

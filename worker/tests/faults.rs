@@ -91,14 +91,7 @@ async fn a_worker_killed_mid_call_loses_nothing_and_charges_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_home() {
-    let mut worker = testkit::fast_worker_settings();
-    worker.max_attempts = 3;
-    let app = TestApp::with(Options {
-        workers: 1,
-        worker,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::with(Options::max_attempts(3)).await;
     app.set_faults(json!({"outage": true})).await;
     let ids = app.submit(cards::VISA, 20).await;
     let counts = app.wait_all_terminal(20, Duration::from_secs(60)).await;

@@ -116,11 +116,9 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_of_the_api_and_the_worker_move_with_the_work() {
-    let mut settings = testkit::fast_worker_settings();
-    settings.max_attempts = 2;
     let app = TestApp::with(Options {
-        worker: settings,
-        ..Options::api_only()
+        workers: 0,
+        ..Options::max_attempts(2)
     })
     .await;
     let port = testkit::free_port();

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use testkit::cards;
 use testkit::{Options, TestApp};
 
@@ -36,19 +36,7 @@ async fn a_charge_whose_answer_was_lost_is_never_failed_and_succeeds_once_the_pr
     // timeout: the outcome is unknown.
     app.set_faults(json!({"timeout_rate": 1.0})).await;
     let id = app.create_payment(cards::VISA).await;
-    let waiting = app
-        .eventually(
-            "the outcome marked unknown",
-            Duration::from_secs(20),
-            || async {
-                let payment = app.payment(&id).await;
-                payment["last_error"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with("outcome unknown"))
-                    .then_some(payment)
-            },
-        )
-        .await;
+    let waiting = wait_last_error(&app, &id, "the outcome marked unknown", "outcome unknown").await;
     assert_eq!(waiting["status"], "pending", "{waiting}");
     assert_eq!(
         waiting["processor_response"]["approved"],
@@ -95,13 +83,7 @@ async fn a_charge_whose_answer_was_lost_is_never_failed_and_succeeds_once_the_pr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_before_any_charge_is_failed_as_not_processed_because_that_is_known() {
-    let mut worker = testkit::fast_worker_settings();
-    worker.max_attempts = 2;
-    let app = TestApp::with(Options {
-        worker,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::with(Options::max_attempts(2)).await;
     app.set_faults(json!({"outage": true})).await;
     let id = app.create_payment(cards::VISA).await;
     app.wait_all_terminal(1, Duration::from_secs(30)).await;
@@ -169,11 +151,9 @@ async fn a_dead_workers_payments_are_terminal_within_seconds_and_charged_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_charges_it_once() {
-    let mut worker = testkit::fast_worker_settings();
-    worker.max_attempts = 2;
     let mut app = TestApp::with(Options {
-        worker,
-        ..Options::api_only()
+        workers: 0,
+        ..Options::max_attempts(2)
     })
     .await;
     let right_url = app.sim_url.clone();
@@ -182,15 +162,7 @@ async fn a_wrong_processor_url_holds_the_payment_and_a_replay_after_the_fix_char
     app.start_worker().await;
     app.sim_url = right_url;
     let id = app.create_payment(cards::VISA).await;
-    let held = app
-        .eventually("the payment held", Duration::from_secs(20), || async {
-            let payment = app.payment(&id).await;
-            payment["last_error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("held for an operator"))
-                .then_some(payment)
-        })
-        .await;
+    let held = wait_last_error(&app, &id, "the payment held", "held for an operator").await;
     assert_eq!(held["status"], "pending", "not failed: {held}");
     assert!(
         held["last_error"]
@@ -227,11 +199,9 @@ async fn a_lock_timeout_is_waited_out_and_never_makes_a_dead_letter() {
     let mut app = TestApp::api_only().await;
     let id = app.create_payment(cards::VISA).await;
     // Hold the payments table; the worker's statements give up after 100 ms.
-    let mut holder = app.pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *holder)
-        .await
-        .expect("lock");
+    let holder = app
+        .hold_lock("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE")
+        .await;
     let url = format!("{}?options=-c%20lock_timeout%3D100", app.database_url);
     app.start_worker_on(url).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -299,15 +269,7 @@ async fn a_poison_job_whose_worker_died_mid_call_is_held_not_failed() {
         .await
         .expect("publish the poison job");
     app.start_worker().await;
-    let held = app
-        .eventually("the payment held", Duration::from_secs(20), || async {
-            let payment = app.payment(&id).await;
-            payment["last_error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("held for an operator"))
-                .then_some(payment)
-        })
-        .await;
+    let held = wait_last_error(&app, &id, "the payment held", "held for an operator").await;
     assert_eq!(held["status"], "pending", "{held}");
     assert_eq!(times_failed(&app, &id).await, 0, "never failed");
     let unknown: bool =
@@ -343,4 +305,17 @@ async fn a_payment_row_printed_with_debug_never_shows_its_card_token() {
     let printed = format!("{row:?}");
     assert!(!printed.contains("tok_secret"), "{printed}");
     assert!(printed.contains("CardToken(<redacted>)"), "{printed}");
+}
+
+/// The payment once its `last_error` starts with `prefix`, waited for up to
+/// 20 s (`what` names the wait in the failure message).
+async fn wait_last_error(app: &TestApp, id: &str, what: &str, prefix: &str) -> Value {
+    app.eventually(what, Duration::from_secs(20), || async {
+        let payment = app.payment(id).await;
+        payment["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(prefix))
+            .then_some(payment)
+    })
+    .await
 }

@@ -167,6 +167,29 @@ impl TestSim {
             .expect("stats body")
     }
 
+    /// `GET /_sim/faults`: the faults in force.
+    pub async fn faults(&self) -> Faults {
+        self.client
+            .get(self.url("/_sim/faults"))
+            .send()
+            .await
+            .expect("faults request")
+            .json()
+            .await
+            .expect("faults body")
+    }
+
+    /// `POST /_sim/reset`, which must succeed.
+    pub async fn reset(&self) {
+        let response = self
+            .client
+            .post(self.url("/_sim/reset"))
+            .send()
+            .await
+            .expect("reset request");
+        assert!(response.status().is_success());
+    }
+
     pub async fn put_faults(&self, update: Value) -> reqwest::Response {
         self.client
             .put(self.url("/_sim/faults"))
