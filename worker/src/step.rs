@@ -202,7 +202,22 @@ where
 {
     let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
     if redeliveries >= POISON_REDELIVERIES {
-        let found = ctx.db(&mut find).await?;
+        let found = match ctx.db(&mut find).await {
+            Ok(found) => found,
+            // A row the domain rejects (a corrupt status or currency) fails
+            // every read: dead-letter the job now, with the error, rather
+            // than spin on to the broker's delivery limit. The row is left
+            // as it is for an operator to mend, then replay.
+            Err(StepError::Database(err)) => {
+                tracing::error!(payment_id = %job.payment_id(), operation_id = ?job.operation_id(), error = %err, "the job's {noun} cannot be read; dead-lettering");
+                let error = format!(
+                    "message redelivered {redeliveries} times; the {noun} cannot be read: {err}"
+                );
+                publish_dead(ctx, job, DeadLetterReason::RedeliveredTooOften, &error, 0).await?;
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
         give_up_unclaimed(ctx, job, redeliveries, found.as_ref()).await?;
         return Ok(None);
     }

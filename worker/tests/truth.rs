@@ -319,3 +319,49 @@ async fn wait_last_error(app: &TestApp, id: &str, what: &str, prefix: &str) -> V
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_row_the_domain_rejects_is_never_charged_and_its_job_is_dead_lettered_with_the_read_error(
+) {
+    let mut app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let id = app.create_payment(cards::VISA).await;
+    // `XYZ` passes the schema's check but is no ISO 4217 currency: a
+    // hand-made fix gone wrong. Every read of the row fails to decode.
+    sqlx::query("UPDATE payments SET currency = 'XYZ'")
+        .execute(&app.pool)
+        .await
+        .expect("corrupt the row");
+    app.start_worker().await;
+    app.wait_queue_depth("dead", 1).await;
+    let broker = app.broker().await;
+    let letters = common::dead_letters::list(&broker, 10)
+        .await
+        .expect("list dead letters");
+    broker.close().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].reason.as_str(), "redelivered_too_often");
+    let error = letters[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("the payment cannot be read"), "{error}");
+    assert!(error.contains("currency"), "{error}");
+    let stats = app.sim_stats().await;
+    assert_eq!(
+        stats.charges, 0,
+        "nothing charged on a row nobody can read: {stats:?}"
+    );
+
+    // The operator mends the row and replays: charged once.
+    sqlx::query("UPDATE payments SET currency = 'USD'")
+        .execute(&app.pool)
+        .await
+        .expect("mend the row");
+    worker::cli::run(app.worker_config(&["dlq", "replay", "--all"]))
+        .await
+        .expect("replay");
+    app.wait_all_terminal(1, Duration::from_secs(60)).await;
+    assert_eq!(app.payment(&id).await["status"], "succeeded");
+    app.assert_charged_once_each(1).await;
+}
