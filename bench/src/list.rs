@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::report::{row, table, w};
+use crate::report::{fill, row, table};
 use crate::scenarios::{check, Check};
 use crate::stats::{ms, Percentiles};
 use crate::system::{Cleanup, Env, System};
@@ -84,48 +84,42 @@ pub async fn run(
     eprintln!("[list] filled in {fill_s:.0} s");
 
     let deep = deep_cursor(&sys.pool, payments).await?;
+    // Every case asks for a page of 10; the filter is appended.
     let cases = [
-        ("first page", "limit=10".to_owned()),
+        ("first page", String::new()),
         (
             "deep cursor (starting_after, 20 from the end)",
-            format!("limit=10&starting_after={deep}"),
+            format!("&starting_after={deep}"),
         ),
         (
             "deep cursor backwards (ending_before)",
-            format!("limit=10&ending_before={deep}"),
+            format!("&ending_before={deep}"),
         ),
-        (
-            "status=failed (indexed, 7.9 %)",
-            "limit=10&status=failed".to_owned(),
-        ),
-        (
-            "customer_id (indexed)",
-            "limit=10&customer_id=cust_4242".to_owned(),
-        ),
-        (
-            "currency=JPY (not indexed, 1 %)",
-            "limit=10&currency=JPY".to_owned(),
-        ),
+        ("status=failed (indexed, 7.9 %)", "&status=failed".into()),
+        ("customer_id (indexed)", "&customer_id=cust_4242".into()),
+        ("currency=JPY (not indexed, 1 %)", "&currency=JPY".into()),
     ];
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
         .build()?;
     let mut results = Vec::with_capacity(cases.len());
-    for (name, query) in cases {
+    for (name, filter) in cases {
+        let query = format!("limit=10{filter}");
         let url = format!("{}/v1/payments?{query}", sys.api_url);
-        let case = measure(&client, &url, &sys.key, requests).await;
+        let (items, latency, errors) = measure(&client, &url, &sys.key, requests).await;
         eprintln!(
-            "[list] {name}: p50 {} p99 {}, {} items, {} errors",
-            ms(case.latency.map(|l| l.p50_ms)),
-            ms(case.latency.map(|l| l.p99_ms)),
-            case.items,
-            case.errors
+            "[list] {name}: p50 {} p99 {}, {items} items, {errors} errors",
+            ms(latency.map(|l| l.p50_ms)),
+            ms(latency.map(|l| l.p99_ms)),
         );
+        let query = query.replace(&deep, "pay_…");
         results.push(ListCase {
             name: name.to_owned(),
-            query: query.replace(&deep, "pay_…"),
-            ..case
+            query,
+            items,
+            latency,
+            errors,
         });
     }
 
@@ -157,38 +151,39 @@ pub async fn run(
     })
 }
 
-/// `requests` sequential GETs after [`WARMUP`] untimed ones.
-async fn measure(client: &reqwest::Client, url: &str, key: &str, requests: usize) -> ListCase {
-    let mut samples = Vec::with_capacity(requests);
-    let mut errors = 0;
-    let mut items = 0;
+/// `requests` sequential GETs after [`WARMUP`] untimed ones: payments on the
+/// page, latencies and errors.
+async fn measure(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    requests: usize,
+) -> (usize, Option<Percentiles>, u64) {
+    let (mut samples, mut items, mut errors) = (Vec::with_capacity(requests), 0, 0);
     for i in 0..WARMUP + requests {
         let started = Instant::now();
         let answer = async {
-            let response = client.get(url).bearer_auth(key).send().await?;
-            let status = response.status();
-            let body: serde_json::Value = response.json().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            let response = client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await?
+                .error_for_status()?;
+            response.json::<serde_json::Value>().await
         }
         .await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match answer {
-            Ok((status, body)) if status.is_success() => {
+            Ok(body) => {
                 items = body["data"].as_array().map_or(0, Vec::len);
                 if i >= WARMUP {
                     samples.push(elapsed_ms);
                 }
             }
-            _ => errors += 1,
+            Err(_) => errors += 1,
         }
     }
-    ListCase {
-        name: String::new(),
-        query: String::new(),
-        items,
-        latency: Percentiles::of(&mut samples),
-        errors,
-    }
+    (items, Percentiles::of(&mut samples), errors)
 }
 
 /// The merchant's payments, then the others', in one statement each.
@@ -277,46 +272,29 @@ async fn deep_cursor(pool: &PgPool, payments: u64) -> anyhow::Result<String> {
 }
 
 impl ListResult {
-    /// The report's section.
-    pub fn write_markdown(&self, out: &mut String) {
-        w!(out, "## Listing payments\n");
-        w!(
-            out,
-            "`GET /v1/payments`, a page of 10, with {} payments of the listed merchant and {} of \
-             three others in the same table (filled in {:.0} s by `INSERT … SELECT \
-             generate_series`, then `VACUUM ANALYZE`). One client, one request at a time, {} \
-             timed requests per case after {WARMUP} untimed ones, against the API with no \
-             worker running. Latency is the client's, from sending the request to the end of \
-             the answer's body.\n",
-            self.payments,
-            self.other_payments,
-            self.fill_s,
-            self.requests
-        );
+    /// The report's section (block `list` of the page's template).
+    pub fn markdown(&self) -> String {
         let head = "case | query | payments on the page | p50 | p99 | max | errors";
-        table(
-            out,
-            head,
-            self.cases.iter().map(|c| {
-                let l = c.latency;
-                row![
-                    c.name,
-                    format!("`{}`", c.query),
-                    c.items,
-                    ms(l.map(|l| l.p50_ms)),
-                    ms(l.map(|l| l.p99_ms)),
-                    ms(l.map(|l| l.max_ms)),
-                    c.errors
-                ]
-            }),
-        );
-        w!(
-            out,
-            "Every case is one range scan of an index that leads with `merchant_id` and ends \
-             with `created_at DESC, id DESC` (migration `payment_list`), so the deep cursor \
-             costs what the first page costs. `currency` has no index of its own: it reads the \
-             merchant's payments in list order until a page is full, so its cost grows as the \
-             currency gets rarer.\n"
-        );
+        let rows = self.cases.iter().map(|c| {
+            let l = c.latency;
+            row![
+                c.name,
+                format!("`{}`", c.query),
+                c.items,
+                ms(l.map(|l| l.p50_ms)),
+                ms(l.map(|l| l.p99_ms)),
+                ms(l.map(|l| l.max_ms)),
+                c.errors
+            ]
+        });
+        fill!(
+            "list",
+            payments = self.payments,
+            other_payments = self.other_payments,
+            fill_s = format!("{:.0}", self.fill_s),
+            requests = self.requests,
+            warmup = WARMUP,
+            list_table = table(head, rows),
+        )
     }
 }
