@@ -40,6 +40,8 @@ use crate::system::{Cleanup, Env};
 const RELAY_AFTER: Duration = Duration::from_secs(5);
 /// The worker's default `LEASE_SECS`.
 const LEASE: Duration = Duration::from_secs(60);
+/// Who the floor's claims and history rows name.
+const ACTOR: &str = "bench-floor";
 /// The API's outbox deleter batch.
 const DELETE_BATCH: usize = 500;
 
@@ -239,27 +241,18 @@ pub async fn run(
 
     // Rounds interleave the phases, so a slow spell of the machine hits one
     // run of a phase rather than every run of it.
-    let mut postgres_alone = Vec::with_capacity(REPEATS);
-    let mut rabbitmq_alone = Vec::with_capacity(REPEATS);
-    let mut together = Vec::with_capacity(REPEATS);
+    let (mut postgres_alone, mut rabbitmq_alone, mut together) = (vec![], vec![], vec![]);
     for (round, (pg, pg_both)) in pg_alone_dbs.iter().zip(&pg_both_dbs).enumerate() {
-        let log = |what: String, run: FloorPhase, runs: &mut Vec<FloorPhase>| {
+        let log = |what: String, run: &FloorPhase| {
             let rate = run.payments_per_s;
             eprintln!("[floor] round {}/{REPEATS}: {what} {rate:.0}/s", round + 1);
-            runs.push(run);
         };
         let run = timed(clk, payments, pg.run(payments, pg_in_flight)).await?;
-        log(
-            format!("PostgreSQL alone ({pg_in_flight} in flight)"),
-            run,
-            &mut postgres_alone,
-        );
+        log(format!("PostgreSQL alone ({pg_in_flight} in flight)"), &run);
+        postgres_alone.push(run);
         let run = timed(clk, payments, mq.run(payments, mq_in_flight, consumers)).await?;
-        log(
-            format!("RabbitMQ alone ({mq_in_flight} in flight)"),
-            run,
-            &mut rabbitmq_alone,
-        );
+        log(format!("RabbitMQ alone ({mq_in_flight} in flight)"), &run);
+        rabbitmq_alone.push(run);
         let both = async {
             let (a, b) = tokio::join!(
                 pg_both.run(payments, pg_in_flight),
@@ -268,7 +261,8 @@ pub async fn run(
             a.and(b)
         };
         let run = timed(clk, payments, both).await?;
-        log("both at once".into(), run, &mut together);
+        log("both at once".into(), &run);
+        together.push(run);
     }
 
     for db in pg_alone_dbs.into_iter().chain(pg_both_dbs) {
@@ -332,7 +326,7 @@ async fn pgbench_floor(
     let db = PgFloor::setup_with(env, cleanup, "floor_pgbench_sweep", 2).await?;
     // The script must still write what `common::db` writes: one payment
     // each way, compared (see the `pgbench` module).
-    let ours = db.work.one(None).await?;
+    let ours = db.one(None).await?;
     db.pgbench(&pgbench, 1, 1, false).await?;
     crate::pgbench::check_same_writes(&db.pool, ours.0)
         .await
@@ -425,15 +419,6 @@ where
 {
     let limit = Arc::new(Semaphore::new(in_flight.max(1)));
     let mut tasks = JoinSet::new();
-    let mut first_error = None;
-    let mut settle = |joined: Result<anyhow::Result<()>, tokio::task::JoinError>| {
-        let result = joined
-            .map_err(|e| anyhow::Error::new(e).context("a floor task panicked"))
-            .and_then(|r| r);
-        if let Err(err) = result {
-            first_error.get_or_insert(err);
-        }
-    };
     for _ in 0..n {
         let permit = limit.clone().acquire_owned().await?;
         let work = make();
@@ -442,25 +427,20 @@ where
             drop(permit);
             result
         });
-        while let Some(joined) = tasks.try_join_next() {
-            settle(joined);
-        }
     }
+    let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
-        settle(joined);
+        let joined = joined.context("a floor task panicked").and_then(|r| r);
+        result = result.and(joined);
     }
-    first_error.map_or(Ok(()), Err)
+    result
 }
 
+/// A floor database, and what one payment's writes need (shared by its
+/// tasks through an `Arc`).
 struct PgFloor {
     name: String,
     url: String,
-    pool: PgPool,
-    work: Arc<PgWork>,
-}
-
-/// What one payment's writes need, shared by its tasks.
-struct PgWork {
     pool: PgPool,
     merchant_id: uuid::Uuid,
     card: CardDetails,
@@ -468,7 +448,7 @@ struct PgWork {
 }
 
 impl PgFloor {
-    async fn setup(env: &Env, cleanup: &Cleanup, name: &str) -> anyhow::Result<Self> {
+    async fn setup(env: &Env, cleanup: &Cleanup, name: &str) -> anyhow::Result<Arc<Self>> {
         Self::setup_with(env, cleanup, name, env.api_db_connections).await
     }
 
@@ -477,7 +457,7 @@ impl PgFloor {
         cleanup: &Cleanup,
         name: &str,
         pool_size: u32,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Arc<Self>> {
         let name = env.scenario_name(name);
         cleanup.register(&name);
         // The same pool settings as the services (`common::db::connect`).
@@ -510,20 +490,17 @@ impl PgFloor {
             decline_code: None,
             charge_id: Some("ch_0123456789abcdef0123456789abcdef".into()),
         };
-        Ok(Self {
+        Ok(Arc::new(Self {
             name,
             url,
-            pool: pool.clone(),
-            work: Arc::new(PgWork {
-                pool,
-                merchant_id,
-                card,
-                response,
-            }),
-        })
+            pool,
+            merchant_id,
+            card,
+            response,
+        }))
     }
 
-    async fn run(&self, n: u64, in_flight: usize) -> anyhow::Result<()> {
+    async fn run(self: &Arc<Self>, n: u64, in_flight: usize) -> anyhow::Result<()> {
         let (tx, mut rx) = mpsc::unbounded_channel::<i64>();
         let pool = self.pool.clone();
         let deleter = tokio::spawn(async move {
@@ -535,7 +512,7 @@ impl PgFloor {
             Ok::<_, sqlx::Error>(())
         });
         let result = spawn_bounded(n, in_flight, || {
-            let work = self.work.clone();
+            let work = self.clone();
             let tx = tx.clone();
             async move { work.one(Some(&tx)).await.map(drop) }
         })
@@ -563,10 +540,10 @@ impl PgFloor {
         clients: usize,
         delete_outbox: bool,
     ) -> anyhow::Result<crate::pgbench::PgbenchRun> {
-        let card = serde_json::to_string(&self.work.card)?;
-        let response = serde_json::to_string(&self.work.response)?;
+        let card = serde_json::to_string(&self.card)?;
+        let response = serde_json::to_string(&self.response)?;
         let bindings = Bindings {
-            merchant: self.work.merchant_id,
+            merchant: self.merchant_id,
             card: &card,
             response: &response,
             actor: ACTOR,
@@ -579,18 +556,13 @@ impl PgFloor {
             .context("pgbench floor")
     }
 
-    async fn teardown(self, env: &Env, cleanup: &Cleanup) -> anyhow::Result<()> {
+    async fn teardown(self: Arc<Self>, env: &Env, cleanup: &Cleanup) -> anyhow::Result<()> {
         self.pool.close().await;
         crate::system::drop_database(env, &self.name).await?;
         cleanup.forget(&self.name);
         Ok(())
     }
-}
 
-/// Who the floor's claims and history rows name.
-const ACTOR: &str = "bench-floor";
-
-impl PgWork {
     fn new_payment(&self) -> anyhow::Result<NewPayment> {
         Ok(NewPayment {
             id: PaymentId::new(),

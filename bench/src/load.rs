@@ -110,7 +110,7 @@ fn classify(err: &reqwest::Error) -> String {
 }
 
 /// What one open-loop step saw.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct OpenLoopOutcome {
     pub scheduled: u64,
     pub ok: u64,
@@ -182,13 +182,8 @@ pub async fn open_loop(
 
     let mut outcome = OpenLoopOutcome {
         scheduled,
-        ok: 0,
-        errors: BTreeMap::new(),
         ok_latencies_ms: Vec::with_capacity(usize::try_from(scheduled).unwrap_or(0)),
-        elapsed: Duration::ZERO,
-        spawn_lag_mean_ms: 0.0,
-        spawn_lag_max_ms: 0.0,
-        max_in_flight: 0,
+        ..OpenLoopOutcome::default()
     };
     let mut last_done = start;
     // Ends when the scheduler and every request have dropped their sender.
@@ -213,13 +208,13 @@ pub async fn open_loop(
             .errors
             .insert("not sent: in-flight cap".into(), timeline.not_sent);
     }
-    outcome.elapsed = last_done.saturating_duration_since(start);
-    if scheduled > 0 {
-        outcome.spawn_lag_mean_ms = timeline.lag_sum.as_secs_f64() * 1000.0 / scheduled as f64;
-    }
-    outcome.spawn_lag_max_ms = timeline.lag_max.as_secs_f64() * 1000.0;
-    outcome.max_in_flight = timeline.max_in_flight;
-    Ok(outcome)
+    Ok(OpenLoopOutcome {
+        elapsed: last_done.saturating_duration_since(start),
+        spawn_lag_mean_ms: timeline.lag_sum.as_secs_f64() * 1000.0 / scheduled.max(1) as f64,
+        spawn_lag_max_ms: timeline.lag_max.as_secs_f64() * 1000.0,
+        max_in_flight: timeline.max_in_flight,
+        ..outcome
+    })
 }
 
 /// A request's slot, when its answer arrived, and what it was.
@@ -235,7 +230,7 @@ struct Timeline {
 }
 
 /// What a closed-loop submission saw.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SubmitOutcome {
     pub ok: u64,
     pub errors: BTreeMap<String, u64>,
@@ -250,27 +245,18 @@ pub async fn submit_bounded(
     concurrency: usize,
 ) -> SubmitOutcome {
     let started = Instant::now();
-    let results = futures_util::stream::iter(0..n)
-        .map(|_| {
-            let client = client.clone();
-            let target = target.clone();
-            async move { post(&client, &target).await }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .fold(
-            (0_u64, BTreeMap::<String, u64>::new()),
-            |(mut ok, mut errors), result| async move {
-                match result {
-                    Ok(()) => ok += 1,
-                    Err(kind) => *errors.entry(kind).or_default() += 1,
-                }
-                (ok, errors)
-            },
-        )
-        .await;
+    let mut outcome = SubmitOutcome::default();
+    let mut answers = futures_util::stream::iter(0..n)
+        .map(|_| post(&client, &target))
+        .buffer_unordered(concurrency.max(1));
+    while let Some(answer) = answers.next().await {
+        match answer {
+            Ok(()) => outcome.ok += 1,
+            Err(kind) => *outcome.errors.entry(kind).or_default() += 1,
+        }
+    }
     SubmitOutcome {
-        ok: results.0,
-        errors: results.1,
         elapsed: started.elapsed(),
+        ..outcome
     }
 }

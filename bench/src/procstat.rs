@@ -45,19 +45,27 @@ impl ClockTicks {
     }
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name, which may itself
-/// contain spaces and parentheses (hence the last `)`).
+/// The command name and the fields after it of `/proc/<pid>/stat`; the name
+/// may itself contain spaces and parentheses (hence the last `)`).
 fn stat_fields(stat: &str) -> Option<(&str, Vec<&str>)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?;
-    let rest = stat.get(close + 1..)?;
-    Some((comm, rest.split_whitespace().collect()))
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    Some((
+        stat.get(open + 1..close)?,
+        stat.get(close + 1..)?.split_whitespace().collect(),
+    ))
 }
 
-/// Field `n` (1-based, as in proc(5)) given the fields from field 3 on.
-fn field(fields: &[&str], n: usize) -> u64 {
-    fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0)
+/// The sum of fields `from..=to` (1-based, as in proc(5)) given the fields
+/// from field 3 on.
+fn sum(fields: &[&str], from: usize, to: usize) -> u64 {
+    (from..=to)
+        .map(|n| {
+            fields
+                .get(n - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// The sum of fields `from..=to` of `/proc/<pid>/stat`.
@@ -65,17 +73,12 @@ fn stat_sum(pid: u32, from: usize, to: usize) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let (_, fields) = stat_fields(&stat).with_context(|| format!("parsing /proc/{pid}/stat"))?;
-    Ok((from..=to).map(|n| field(&fields, n)).sum())
+    Ok(sum(&fields, from, to))
 }
 
 /// `utime + stime` of one process, in ticks.
 pub fn process_ticks(pid: u32) -> anyhow::Result<u64> {
     stat_sum(pid, 14, 15)
-}
-
-/// Our own `utime + stime` (the load generator's cost).
-pub fn own_ticks() -> u64 {
-    process_ticks(std::process::id()).unwrap_or(0)
 }
 
 /// `cutime + cstime` of this process: what its children that exited (and
@@ -95,17 +98,17 @@ pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
 }
 
-/// Counters of the whole machine (all CPUs), in ticks.
+/// The `cpu` line of `/proc/stat` (all CPUs, in ticks): the total, and the
+/// time idle waiting for the disk (PostgreSQL's fsyncs show here) and taken
+/// by the hypervisor for other guests (not ours, not idle).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MachineTicks {
-    pub total: u64,
-    /// Idle while waiting for the disk (PostgreSQL's fsyncs show here).
-    pub iowait: u64,
-    /// Taken by the hypervisor for other guests: not ours, not idle.
-    pub steal: u64,
+struct MachineTicks {
+    total: u64,
+    iowait: u64,
+    steal: u64,
 }
 
-pub fn machine_ticks() -> anyhow::Result<MachineTicks> {
+fn machine_ticks() -> anyhow::Result<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let line = stat
         .lines()
@@ -128,18 +131,17 @@ pub fn machine_ticks() -> anyhow::Result<MachineTicks> {
 }
 
 /// CPU ticks (own and reaped children's) summed over every process, and
-/// over those of the shared services, from one pass over `/proc`.
+/// over those of the shared services, from one pass over `/proc`. Counting
+/// reaped children through their parent's `cutime + cstime` keeps a process
+/// that exits inside the window counted exactly once.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessTicks {
-    pub all: u64,
-    pub postgres: u64,
-    pub rabbitmq: u64,
+struct ProcessTicks {
+    all: u64,
+    postgres: u64,
+    rabbitmq: u64,
 }
 
-/// One pass over `/proc`. Counting reaped children through their parent's
-/// `cutime + cstime` keeps a process that exits inside the window counted
-/// exactly once.
-pub fn process_ticks_all() -> ProcessTicks {
+fn process_ticks_all() -> ProcessTicks {
     let mut ticks = ProcessTicks::default();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return ticks;
@@ -157,7 +159,7 @@ pub fn process_ticks_all() -> ProcessTicks {
             continue;
         };
         if let Some((comm, fields)) = stat_fields(&stat) {
-            let total: u64 = (14..=17).map(|n| field(&fields, n)).sum();
+            let total = sum(&fields, 14, 17);
             ticks.all += total;
             if POSTGRES.contains(&comm) {
                 ticks.postgres += total;
@@ -171,30 +173,28 @@ pub fn process_ticks_all() -> ProcessTicks {
 
 /// Online CPUs (the `cpuN` lines of `/proc/stat`).
 pub fn online_cpus() -> usize {
-    std::fs::read_to_string("/proc/stat")
-        .map(|s| {
-            s.lines()
-                .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-                .count()
-        })
-        .unwrap_or(1)
-        .max(1)
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "));
+    cpus.count().max(1)
 }
 
 /// Process names of the shared services.
-pub const POSTGRES: &[&str] = &["postgres"];
-pub const RABBITMQ: &[&str] = &["beam.smp", "erl_child_setup", "epmd", "inet_gethost"];
+const POSTGRES: &[&str] = &["postgres"];
+const RABBITMQ: &[&str] = &["beam.smp", "erl_child_setup", "epmd", "inet_gethost"];
 
 /// A reading of every CPU counter the report uses, taken at one moment.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CpuSnapshot {
-    pub at: Option<std::time::Instant>,
+    at: std::time::Instant,
     /// Ticks per part started by the bench (`api`, `workers`, `processor-sim`).
-    pub parts: BTreeMap<&'static str, u64>,
-    pub processes: ProcessTicks,
-    pub bench: u64,
-    pub machine: MachineTicks,
-    pub cpus: usize,
+    parts: BTreeMap<&'static str, u64>,
+    processes: ProcessTicks,
+    /// The load generator (this process).
+    bench: u64,
+    machine: MachineTicks,
+    cpus: usize,
 }
 
 impl CpuSnapshot {
@@ -202,10 +202,10 @@ impl CpuSnapshot {
     /// with [`CpuSnapshot::add`].
     pub fn take() -> Self {
         Self {
-            at: Some(std::time::Instant::now()),
+            at: std::time::Instant::now(),
             parts: BTreeMap::new(),
             processes: process_ticks_all(),
-            bench: own_ticks(),
+            bench: process_ticks(std::process::id()).unwrap_or(0),
             machine: machine_ticks().unwrap_or_default(),
             cpus: online_cpus(),
         }
@@ -217,10 +217,7 @@ impl CpuSnapshot {
 
     /// CPU used between `self` and `later`.
     pub fn usage_until(&self, later: &Self, clk: ClockTicks) -> CpuUsage {
-        let wall_s = match (self.at, later.at) {
-            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-            _ => 0.0,
-        };
+        let wall_s = later.at.duration_since(self.at).as_secs_f64();
         let secs = |a: u64, b: u64| clk.seconds(b.saturating_sub(a));
         let parts: BTreeMap<String, f64> = later
             .parts
@@ -332,10 +329,7 @@ mod tests {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 5 1 20 0 1 0";
         let (comm, fields) = stat_fields(stat).expect("parses");
         assert_eq!(comm, "a (b) c");
-        assert_eq!(field(&fields, 14), 7);
-        assert_eq!(field(&fields, 15), 3);
-        assert_eq!(field(&fields, 16), 5);
-        assert_eq!(field(&fields, 17), 1);
+        assert_eq!([14, 15, 16, 17].map(|n| sum(&fields, n, n)), [7, 3, 5, 1]);
     }
 
     #[test]
@@ -343,6 +337,6 @@ mod tests {
         assert!(peak_rss_kib(std::process::id()).expect("VmHWM") > 0);
         let m = machine_ticks().expect("/proc/stat");
         assert!(m.iowait + m.steal <= m.total && m.total > 0);
-        assert!(process_ticks_all().all >= own_ticks());
+        assert!(process_ticks_all().all >= process_ticks(std::process::id()).expect("own"));
     }
 }

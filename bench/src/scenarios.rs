@@ -4,14 +4,15 @@
 //! alone, and tables of the same size are compared.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use common::processor::SimStats;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::load::{self, Target};
+use crate::load::{self, SubmitOutcome, Target};
 use crate::procstat::{ClockTicks, CpuSnapshot, CpuUsage};
 use crate::stats::{ms, per_1000, Percentiles};
 use crate::system::{Cleanup, Env, Sim, System};
@@ -247,14 +248,6 @@ pub struct SteadyResult {
     pub worker_cpu_s_per_1000: f64,
 }
 
-async fn terminal_count(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM payments WHERE status IN ('succeeded', 'failed')")
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
 /// Payments finished that were created in `[$1, $2)` (`$2` null: no end).
 const CREATED_IN: &str = "FROM payments WHERE finished_at IS NOT NULL AND created_at >= $1
     AND ($2::timestamptz IS NULL OR created_at < $2)";
@@ -300,23 +293,29 @@ async fn per_worker(sys: &System, from: Since, until: Option<Since>) -> anyhow::
     Ok(counts)
 }
 
-/// Waits until at least `expected` payments are terminal; `None` if none
-/// finished for `stall`.
+/// Polls every [`POLL`] until `expected()` gives a count and at least that
+/// many payments are terminal; returns the time since `started`, or `None`
+/// if no payment finished for `stall`.
 async fn wait_terminal(
     sys: &mut System,
-    expected: i64,
+    started: Instant,
     stall: Duration,
+    expected: impl Fn() -> Option<i64>,
 ) -> anyhow::Result<Option<Duration>> {
-    let started = Instant::now();
     let mut progress = (-1_i64, Instant::now());
     loop {
-        let terminal = terminal_count(&sys.pool).await?;
-        if terminal >= expected {
+        let terminal: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM payments WHERE status IN ('succeeded', 'failed')",
+        )
+        .fetch_one(&sys.pool)
+        .await?;
+        if expected().is_some_and(|n| terminal >= n) {
             return Ok(Some(started.elapsed()));
         }
         if terminal != progress.0 {
             progress = (terminal, Instant::now());
         } else if progress.1.elapsed() > stall {
+            eprintln!("no payment finished for {stall:?}; giving up");
             return Ok(None);
         }
         sys.check_running()?;
@@ -353,69 +352,43 @@ pub async fn end_to_end(
     // empty (see `floor::analyze`). Everything below counts only what comes
     // after it.
     let warm = load::submit_bounded(client.clone(), target.clone(), warmup, 16).await;
-    if wait_terminal(&mut sys, i64::try_from(warm.ok)?, stall)
-        .await?
-        .is_none()
-    {
+    let baseline = i64::try_from(warm.ok)?;
+    let warmed = wait_terminal(&mut sys, Instant::now(), stall, || Some(baseline)).await?;
+    if warmed.is_none() {
         bail!("[{name}] the warm-up payments did not finish");
     }
     crate::floor::analyze(&sys.pool).await?;
-    let baseline = i64::try_from(warm.ok)?;
-    let measured_from: Since = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&sys.pool)
-        .await?;
+    let now = "SELECT now()";
+    let measured_from: Since = sqlx::query_scalar(now).fetch_one(&sys.pool).await?;
 
     let snapshot = |sys: &System| snapshot(sys, Some(sim));
     let before = snapshot(&sys);
     let started = Instant::now();
-    let mut submit = tokio::spawn(load::submit_bounded(
-        client.clone(),
-        target.clone(),
-        payments,
-        in_flight,
-    ));
-    let mut submitted = None;
-    let mut progress = (-1_i64, Instant::now());
-    let all_terminal = loop {
-        tokio::time::sleep(POLL).await;
-        if submitted.is_none() && submit.is_finished() {
-            submitted = Some((&mut submit).await.context("the submitter panicked")?);
-        }
-        let terminal = terminal_count(&sys.pool).await?;
-        if let Some(done) = &submitted {
-            if terminal >= baseline + i64::try_from(done.ok).unwrap_or(i64::MAX) {
-                break Some(started.elapsed());
-            }
-        }
-        if terminal != progress.0 {
-            progress = (terminal, Instant::now());
-        } else if progress.1.elapsed() > stall {
-            eprintln!("[{name}] no payment finished for {:?}; giving up", stall);
-            break None;
-        }
-        sys.check_running()?;
-    };
-    let after = snapshot(&sys);
-    let Some(submitted) = submitted else {
+    let done = Arc::new(OnceLock::new());
+    let submit = tokio::spawn({
+        let (client, target, done) = (client.clone(), target.clone(), done.clone());
+        async move { done.set(load::submit_bounded(client, target, payments, in_flight).await) }
+    });
+    let expected = || done.get().map(|d: &SubmitOutcome| baseline + d.ok as i64);
+    let all_terminal = wait_terminal(&mut sys, started, stall, expected).await?;
+    let cpu = before.usage_until(&snapshot(&sys), clk);
+    let Some(submitted) = done.get().cloned() else {
         submit.abort();
         bail!(
             "[{name}] submission did not finish; see {}",
             env.logs_dir.display()
         );
     };
-    let cpu = before.usage_until(&after, clk);
     let all_terminal_s = all_terminal.map(|d| d.as_secs_f64());
     let payments_per_s = all_terminal_s.map_or(0.0, |s| submitted.ok as f64 / s);
-    let steady_from: Since = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&sys.pool)
-        .await?;
+    let steady_from: Since = sqlx::query_scalar(now).fetch_one(&sys.pool).await?;
     let accept_to_terminal = latencies_of(&sys.pool, measured_from, Some(steady_from)).await?;
     let burst_per_worker = per_worker(&sys, measured_from, Some(steady_from)).await?;
     eprintln!(
-        "[{name}] {payments_per_s:.0} payments/s (all terminal after {}), accept→terminal {}, per worker {:?}; {}",
+        "[{name}] {payments_per_s:.0} payments/s (all terminal after {}), accept→terminal {}, \
+         per worker {burst_per_worker:?}; {}",
         all_terminal_s.map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
         tail(accept_to_terminal),
-        burst_per_worker,
         cpu.cores_line()
     );
 
@@ -427,15 +400,13 @@ pub async fn end_to_end(
         let rate = (payments_per_s * plan.steady_fraction).max(1.0);
         let before = snapshot(&sys);
         let outcome = load::open_loop(&client, &target, rate, steady_for).await?;
-        let offered_for = steady_for;
         expected += i64::try_from(outcome.ok)?;
-        let waited = wait_terminal(&mut sys, expected, stall).await?;
-        let after = snapshot(&sys);
-        let cpu = before.usage_until(&after, clk);
+        let waited = wait_terminal(&mut sys, Instant::now(), stall, || Some(expected)).await?;
+        let cpu = before.usage_until(&snapshot(&sys), clk);
         // `open_loop` returns after the last answer; what is left is the
         // tail of processing.
         let drained_after_s =
-            waited.map(|w| (outcome.elapsed.saturating_sub(offered_for) + w).as_secs_f64());
+            waited.map(|w| (outcome.elapsed.saturating_sub(steady_for) + w).as_secs_f64());
         let latency = latencies_of(&sys.pool, steady_from, None).await?;
         let result = SteadyResult {
             offered_per_s: rate,

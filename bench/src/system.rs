@@ -250,36 +250,26 @@ impl Sim {
 
     /// Clears counters and faults, then sets the charge latency.
     pub async fn prepare(&self, latency_ms: u64) -> anyhow::Result<()> {
-        self.http
-            .post(format!("{}/_sim/reset", self.url))
-            .send()
-            .await?
-            .error_for_status()
-            .context("POST /_sim/reset")?;
+        let url = |path: &str| format!("{}/_sim/{path}", self.url);
         let faults = FaultsUpdate {
             latency_ms: Some(latency_ms),
             ..FaultsUpdate::default()
         };
-        self.http
-            .put(format!("{}/_sim/faults", self.url))
-            .json(&faults)
-            .send()
-            .await?
-            .error_for_status()
-            .context("PUT /_sim/faults")?;
+        let reset = self.http.post(url("reset")).send().await?;
+        reset.error_for_status().context("POST /_sim/reset")?;
+        let set = self.http.put(url("faults")).json(&faults).send().await?;
+        set.error_for_status().context("PUT /_sim/faults")?;
         Ok(())
     }
 
     pub async fn stats(&self) -> anyhow::Result<SimStats> {
-        self.http
+        let answer = self
+            .http
             .get(format!("{}/_sim/stats", self.url))
             .send()
-            .await?
-            .error_for_status()
-            .context("GET /_sim/stats")?
-            .json()
-            .await
-            .context("decoding /_sim/stats")
+            .await?;
+        let answer = answer.error_for_status().context("GET /_sim/stats")?;
+        answer.json().await.context("decoding /_sim/stats")
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
@@ -355,46 +345,45 @@ impl System {
             ("LOG_FORMAT", "text".into()),
         ];
         // Unless told otherwise, each binary runs with its own default.
-        if let Some(n) = env.db_connections {
-            common_vars.push(("DATABASE_MAX_CONNECTIONS", n.to_string()));
-        }
+        common_vars.extend(
+            env.db_connections
+                .map(|n| ("DATABASE_MAX_CONNECTIONS", n.to_string())),
+        );
 
         // Creates the database, applies the migrations, prints the secret last.
         let key = create_key(env, &common_vars).await?;
 
-        let port = free_port()?;
-        let bind = format!("127.0.0.1:{port}");
+        let bind = format!("127.0.0.1:{}", free_port()?);
         let api_url = format!("http://{bind}");
-        let mut api_vars = common_vars.clone();
-        api_vars.push(("API_BIND", bind));
-        api_vars.push(("PUBLIC_BASE_URL", api_url.clone()));
-        api_vars.push(("RATE_LIMIT_PER_SECOND", RATE_LIMIT.to_string()));
-        api_vars.push(("RATE_LIMIT_BURST", RATE_LIMIT.to_string()));
+        let api_vars = [
+            ("API_BIND", bind),
+            ("PUBLIC_BASE_URL", api_url.clone()),
+            ("RATE_LIMIT_PER_SECOND", RATE_LIMIT.to_string()),
+            ("RATE_LIMIT_BURST", RATE_LIMIT.to_string()),
+        ];
+        let api_vars = [common_vars.clone(), api_vars.to_vec()].concat();
         let mut api = Proc::spawn(env, &format!("{name}-api"), "api", &api_vars)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
         wait_for_200(&http, &format!("{api_url}/readyz"), &mut api).await?;
 
-        let mut procs = Vec::with_capacity(workers);
-        for i in 0..workers {
-            let mut vars = common_vars.clone();
-            vars.push(("PROCESSOR_URL", sim_url.to_owned()));
-            if let Some(n) = env.worker_concurrency {
-                vars.push(("WORKER_CONCURRENCY", n.to_string()));
-            }
+        let mut worker_vars = common_vars;
+        worker_vars.extend([
+            ("PROCESSOR_URL", sim_url.to_owned()),
             // Port 0: several workers on one machine, metrics unused here.
-            vars.push(("METRICS_BIND", "127.0.0.1:0".into()));
-            vars.push(("RETRY_DELAYS", RETRY_DELAYS.into()));
-            vars.push(("WEBHOOK_RETRY_DELAYS", WEBHOOK_RETRY_DELAYS.into()));
-            vars.push(("SHUTDOWN_TIMEOUT", "10".into()));
-            procs.push(Proc::spawn(
-                env,
-                &format!("{name}-worker{}", i + 1),
-                "worker",
-                &vars,
-            )?);
-        }
+            ("METRICS_BIND", "127.0.0.1:0".into()),
+            ("RETRY_DELAYS", RETRY_DELAYS.into()),
+            ("WEBHOOK_RETRY_DELAYS", WEBHOOK_RETRY_DELAYS.into()),
+            ("SHUTDOWN_TIMEOUT", "10".into()),
+        ]);
+        worker_vars.extend(
+            env.worker_concurrency
+                .map(|n| ("WORKER_CONCURRENCY", n.to_string())),
+        );
+        let mut procs = (1..=workers)
+            .map(|i| Proc::spawn(env, &format!("{name}-worker{i}"), "worker", &worker_vars))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if workers > 0 {
             wait_for_consumers(env, &scenario, workers, &mut procs).await?;
         }
