@@ -100,44 +100,6 @@ pub struct FloorResult {
     pub pgbench: PgbenchFloor,
 }
 
-impl FloorResult {
-    /// Every timed phase: its name in the report's table, in its warnings,
-    /// and its runs.
-    pub fn phases(&self) -> [(&'static str, &'static str, &[FloorPhase]); 4] {
-        [
-            ("PostgreSQL alone", "PostgreSQL alone", &self.postgres_alone),
-            (
-                "PostgreSQL alone, pgbench",
-                "pgbench alone",
-                &self.pgbench.runs,
-            ),
-            ("RabbitMQ alone", "RabbitMQ alone", &self.rabbitmq_alone),
-            ("both at once (the floor)", "both at once", &self.together),
-        ]
-    }
-
-    /// Largest relative difference between runs of the same phase: a
-    /// measure of how steady the machine was.
-    pub fn spread(&self) -> f64 {
-        let spread = |runs: &[FloorPhase]| {
-            let max = best_rate(runs);
-            let min = runs
-                .iter()
-                .map(|r| r.payments_per_s)
-                .fold(f64::INFINITY, f64::min);
-            if max > 0.0 {
-                1.0 - min / max
-            } else {
-                0.0
-            }
-        };
-        self.phases()
-            .iter()
-            .map(|(_, _, runs)| spread(runs))
-            .fold(0.0, f64::max)
-    }
-}
-
 /// The level with the highest rate (the last of equals), or `default`.
 fn best_level(rates: impl Iterator<Item = (usize, f64)>, default: usize) -> usize {
     rates

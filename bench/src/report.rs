@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::chart::TARGET_P99_MS;
-use crate::floor::{best_rate, FloorResult};
+use crate::floor::{best_rate, FloorPhase, FloorResult};
 use crate::machine::Machine;
 use crate::procstat::CpuUsage;
 use crate::scenarios::{AcceptResult, Check, E2eResult};
@@ -424,7 +424,7 @@ impl Report {
     /// floor runs that disagree, and windows with much CPU outside the parts.
     fn disturbances(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        let spread = self.floor.spread();
+        let spread = spread(&self.floor);
         if spread > SPREAD_WARNING {
             notes.push(format!(
                 "{WARNING}: two runs of the same floor phase differ by {:.0}%: the machine was not \
@@ -433,7 +433,7 @@ impl Report {
             ));
         }
         let mut windows: Vec<(String, &CpuUsage)> = Vec::new();
-        for (_, name, runs) in self.floor.phases() {
+        for (_, name, runs) in phases(&self.floor) {
             for (i, run) in runs.iter().enumerate() {
                 windows.push((format!("floor, {name}, round {}", i + 1), &run.cpu));
             }
@@ -732,6 +732,42 @@ fn bold(best: bool, v: f64) -> String {
     }
 }
 
+/// Every timed floor phase: its name in the report's table, in its
+/// warnings, and its runs.
+fn phases(f: &FloorResult) -> [(&'static str, &'static str, &[FloorPhase]); 4] {
+    [
+        ("PostgreSQL alone", "PostgreSQL alone", &f.postgres_alone),
+        (
+            "PostgreSQL alone, pgbench",
+            "pgbench alone",
+            &f.pgbench.runs,
+        ),
+        ("RabbitMQ alone", "RabbitMQ alone", &f.rabbitmq_alone),
+        ("both at once (the floor)", "both at once", &f.together),
+    ]
+}
+
+/// Largest relative difference between runs of the same floor phase: a
+/// measure of how steady the machine was.
+fn spread(f: &FloorResult) -> f64 {
+    let spread = |runs: &[FloorPhase]| {
+        let max = best_rate(runs);
+        let min = runs
+            .iter()
+            .map(|r| r.payments_per_s)
+            .fold(f64::INFINITY, f64::min);
+        if max > 0.0 {
+            1.0 - min / max
+        } else {
+            0.0
+        }
+    };
+    phases(f)
+        .iter()
+        .map(|(_, _, runs)| spread(runs))
+        .fold(0.0, f64::max)
+}
+
 fn sweep_table(f: &FloorResult) -> String {
     let head = "in flight | PostgreSQL payments/s (common::db) | PostgreSQL payments/s \
          (pgbench) | RabbitMQ messages/s";
@@ -748,7 +784,7 @@ fn sweep_table(f: &FloorResult) -> String {
 }
 
 fn runs_table(f: &FloorResult) -> String {
-    let rows = f.phases().into_iter().flat_map(|(name, _, runs)| {
+    let rows = phases(f).into_iter().flat_map(|(name, _, runs)| {
         let best = best_rate(runs);
         runs.iter().enumerate().map(move |(i, p)| {
             row![
