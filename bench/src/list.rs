@@ -67,12 +67,12 @@ pub struct ListResult {
 pub async fn run(
     env: &Env,
     cleanup: &Cleanup,
-    sim_url: &str,
     payments: u64,
     requests: usize,
     checks: &mut Vec<Check>,
 ) -> anyhow::Result<ListResult> {
-    let sys = System::start(env, cleanup, sim_url, "list", 0).await?;
+    // No worker runs, so no processor is needed.
+    let sys = System::start(env, cleanup, "http://127.0.0.1:9", "list", 0).await?;
     eprintln!(
         "[list] filling: {payments} payments of one merchant, {} of {OTHERS} others",
         OTHERS * (payments / OTHER_SHARE)

@@ -464,7 +464,6 @@ async fn measure(
             list::run(
                 env,
                 cleanup,
-                &sim.url,
                 plan.list_payments,
                 plan.list_requests,
                 &mut checks,
@@ -500,11 +499,9 @@ async fn measure(
 /// `--list-only`: the list benchmark alone, its report section on stdout.
 async fn list_only(env: &Env, cleanup: &Cleanup, plan: &Plan) -> anyhow::Result<bool> {
     let mut checks = Vec::new();
-    // No worker runs, so no processor is needed.
     let outcome = list::run(
         env,
         cleanup,
-        "http://127.0.0.1:9",
         plan.list_payments.max(1),
         plan.list_requests,
         &mut checks,

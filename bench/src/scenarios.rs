@@ -286,7 +286,7 @@ async fn per_worker(sys: &System, from: Since, until: Option<Since>) -> anyhow::
             .as_deref()
             .and_then(|id| id.split(':').nth(2))
             .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(i) = pid.and_then(|pid| sys.workers.iter().position(|w| w.pid() == pid)) {
+        if let Some(i) = pid.and_then(|pid| sys.workers.iter().position(|w| w.pid == pid)) {
             counts[i] += n.unsigned_abs();
         }
     }
@@ -443,57 +443,49 @@ pub async fn end_to_end(
     sys.stop(env, cleanup).await?;
 
     let rows: i64 = statuses.values().sum();
-    let terminal = statuses.get("succeeded").copied().unwrap_or(0)
-        + statuses.get("failed").copied().unwrap_or(0);
-    let succeeded = statuses.get("succeeded").copied().unwrap_or(0);
+    let count = |status: &str| statuses.get(status).copied().unwrap_or(0);
+    let (succeeded, terminal) = (count("succeeded"), count("succeeded") + count("failed"));
     let answered = |ok: u64, of: u64, errors: &BTreeMap<String, u64>| {
         format!("{ok} of {of} answered 202; errors: {errors:?}")
     };
-    checks.push(check(
-        &name,
+    let mut record = |what: &str, passed: bool, detail: String| {
+        checks.push(check(&name, what, passed, detail));
+    };
+    record(
         "every submission was accepted",
         submitted.errors.values().sum::<u64>() == 0,
         answered(submitted.ok, payments, &submitted.errors),
-    ));
+    );
     if let Some(st) = &steady {
-        checks.push(check(
-            &name,
+        record(
             "every steady-phase submission was accepted",
             st.errors.is_empty() && st.accepted == st.scheduled,
             answered(st.accepted, st.scheduled, &st.errors),
-        ));
+        );
     }
     let steady_ok = steady.as_ref().map_or(0, |st| st.accepted);
-    let accepted_all = expected;
-    checks.push(check(
-        &name,
+    let drained = steady
+        .as_ref()
+        .is_none_or(|st| st.drained_after_s.is_some());
+    record(
         "every accepted payment is terminal",
-        all_terminal.is_some()
-            && steady
-                .as_ref()
-                .is_none_or(|st| st.drained_after_s.is_some())
-            && rows == terminal
-            && terminal >= accepted_all,
+        all_terminal.is_some() && drained && rows == terminal && terminal >= expected,
         format!(
-            "{accepted_all} accepted ({baseline} of them in the warm-up, {steady_ok} in the \
+            "{expected} accepted ({baseline} of them in the warm-up, {steady_ok} in the \
              steady phase), {rows} rows, {terminal} terminal: {statuses:?}"
         ),
-    ));
-    checks.push(check(
-        &name,
+    );
+    let (duplicates, charges) = (sim_stats.duplicate_charges, sim_stats.charges);
+    record(
         "no duplicate charge",
-        sim_stats.duplicate_charges == 0,
-        format!(
-            "processor-sim duplicate_charges = {}",
-            sim_stats.duplicate_charges
-        ),
-    ));
-    checks.push(check(
-        &name,
+        duplicates == 0,
+        format!("processor-sim duplicate_charges = {duplicates}"),
+    );
+    record(
         "one processor charge per succeeded payment",
-        i64::try_from(sim_stats.charges)? == succeeded,
-        format!("{} charges, {succeeded} succeeded", sim_stats.charges),
-    ));
+        i64::try_from(charges)? == succeeded,
+        format!("{charges} charges, {succeeded} succeeded"),
+    );
 
     Ok(E2eResult {
         workers,

@@ -8,9 +8,10 @@
 //! Databases and queue prefixes are registered with [`Cleanup`] before they
 //! are created, so they are removed even after a failure.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -127,7 +128,7 @@ fn command(env: &Env, binary: &str, vars: &[(&str, String)]) -> Command {
 /// A child process of the bench.
 pub struct Proc {
     name: String,
-    pid: u32,
+    pub pid: u32,
     child: Child,
     log: PathBuf,
 }
@@ -152,10 +153,6 @@ impl Proc {
             child,
             log,
         })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
     }
 
     /// `utime + stime` so far, in ticks.
@@ -547,32 +544,30 @@ pub async fn delete_queues(env: &Env, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Names to remove at the end even if the run fails part-way.
+/// Names (a database and the queue prefix of the same name) to remove at
+/// the end even if the run fails part-way.
 #[derive(Debug, Default)]
 pub struct Cleanup {
-    names: Mutex<Vec<String>>,
+    names: Mutex<BTreeSet<String>>,
 }
 
 impl Cleanup {
-    /// Registers a database and the queue prefix of the same name.
+    fn names(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn register(&self, name: &str) {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_owned());
-        }
+        self.names().insert(name.to_owned());
     }
 
     /// Already removed by the normal path.
     pub fn forget(&self, name: &str) {
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|n| n != name);
+        self.names().remove(name);
     }
 
     /// Drops whatever is left; reports but does not fail.
     pub async fn run(&self, env: &Env) {
-        let names = std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()));
+        let names = std::mem::take(&mut *self.names());
         for name in names {
             if let Err(err) = drop_database(env, &name).await {
                 eprintln!("cleanup: {err:#}");
