@@ -837,3 +837,17 @@ fn find(e2e: &[E2eResult], workers: usize, latency_ms: u64) -> Option<&E2eResult
     e2e.iter()
         .find(|e| e.workers == workers && e.processor_latency_ms == latency_ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_run_renders_to_the_stored_page() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let read = |file| std::fs::read_to_string(docs.join(file)).expect("docs/ is readable");
+        let mut report: Report = serde_json::from_str(&read("benchmarks.json")).expect("decodes");
+        report.judge();
+        assert_eq!(report.markdown(), read("benchmarks.md"));
+    }
+}
