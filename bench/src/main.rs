@@ -202,22 +202,30 @@ impl Plan {
             }
         }
         let plan = Self {
-            rates: (args.rates.clone()).unwrap_or_else(|| {
+            rates: args.rates.clone().unwrap_or_else(|| {
                 pick(s, vec![250.0, 500.0, 1000.0, 2000.0, 4000.0], vec![100.0])
             }),
             step_secs: args.step_secs.unwrap_or(pick(s, 5.0, 2.0)),
             payments: args.payments.unwrap_or(pick(s, 20_000, 300)),
-            workers: (args.workers.clone()).unwrap_or_else(|| pick(s, vec![1, 2, 4], vec![1])),
-            latencies_ms: (args.latencies_ms.clone())
+            workers: args
+                .workers
+                .clone()
+                .unwrap_or_else(|| pick(s, vec![1, 2, 4], vec![1])),
+            latencies_ms: args
+                .latencies_ms
+                .clone()
                 .unwrap_or_else(|| pick(s, vec![0, 50, 300, 1000], vec![0])),
             steady_secs: args.steady_secs.unwrap_or(pick(s, 10.0, 2.0)),
             steady_fraction: STEADY_FRACTION,
-            worker_concurrency: (args.worker_concurrency)
+            worker_concurrency: args
+                .worker_concurrency
                 .unwrap_or(u32::from(worker::DEFAULT_CONCURRENCY)),
             worker_concurrency_is_default: args.worker_concurrency.is_none(),
-            api_db_connections: (args.db_connections)
+            api_db_connections: args
+                .db_connections
                 .unwrap_or(common::config::DEFAULT_MAX_CONNECTIONS),
-            worker_db_connections: (args.db_connections)
+            worker_db_connections: args
+                .db_connections
                 .unwrap_or(worker::DEFAULT_DATABASE_CONNECTIONS),
             db_connections_are_defaults: args.db_connections.is_none(),
             submit_in_flight: args.submit_in_flight,
