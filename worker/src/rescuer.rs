@@ -130,8 +130,9 @@ async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
             continue;
         };
         // Unknown whether it committed: the next pass finds the payment
-        // still authorized (and voids it) or voided (and leaves it); the
-        // outbox row of a committed void is published by the API's relay.
+        // still authorized (and voids it) or its void under way (and leaves
+        // it); the outbox row of a committed void is published by the API's
+        // relay.
         if tx.commit().await.is_err() {
             continue;
         }
