@@ -135,15 +135,7 @@ async fn connection_lost_before_the_commit(table: &str, waiting: &str) {
     let blocker = app
         .hold_lock(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
         .await;
-    let request = app
-        .request(Method::POST, "/v1/payments")
-        .json(&payment_body(cards::VISA));
-    let request = tokio::spawn(async move { request.send().await.expect("request") });
-    app.wait_for_lock_wait(waiting).await;
-    app.db_proxy.as_ref().expect("proxy").cut();
-    let response = request.await.expect("join");
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = response.json().await.expect("json");
+    let body = post_and_cut_while_waiting(&app, waiting).await;
     assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("nothing was written"), "{message}");
@@ -199,15 +191,7 @@ async fn a_connection_lost_during_the_commit_is_answered_as_an_unknown_outcome_n
     let blocker = app
         .hold_lock("LOCK TABLE commit_gate IN ACCESS EXCLUSIVE MODE")
         .await;
-    let request = app
-        .request(Method::POST, "/v1/payments")
-        .json(&payment_body(cards::VISA));
-    let request = tokio::spawn(async move { request.send().await.expect("request") });
-    app.wait_for_lock_wait("COMMIT").await;
-    app.db_proxy.as_ref().expect("proxy").cut();
-    let response = request.await.expect("join");
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = response.json().await.expect("json");
+    let body = post_and_cut_while_waiting(&app, "COMMIT").await;
     assert_eq!(body["error"]["code"], "payment_outcome_unknown", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("may or may not"), "{message}");
@@ -223,4 +207,19 @@ async fn a_connection_lost_during_the_commit_is_answered_as_an_unknown_outcome_n
     )
     .await;
     app.db_proxy.as_ref().expect("proxy").restore();
+}
+
+/// Sends a payment, waits until the API's statement `waiting` waits for a
+/// lock the test holds, cuts the API's database connection there, and
+/// returns the `503` answer's body.
+async fn post_and_cut_while_waiting(app: &TestApp, waiting: &str) -> Value {
+    let request = app
+        .request(Method::POST, "/v1/payments")
+        .json(&payment_body(cards::VISA));
+    let request = tokio::spawn(async move { request.send().await.expect("request") });
+    app.wait_for_lock_wait(waiting).await;
+    app.db_proxy.as_ref().expect("proxy").cut();
+    let response = request.await.expect("join");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    response.json().await.expect("json")
 }
