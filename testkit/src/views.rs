@@ -104,23 +104,25 @@ impl TestApp {
         }
     }
 
-    /// Waits until exactly one statement of this test's database whose text
-    /// contains `statement` waits for a lock (one the test holds).
+    /// Statements of this test's database whose text contains `statement`
+    /// and that wait for a lock (one the test holds).
+    pub async fn lock_waiters(&self, statement: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND strpos(query, $1) > 0",
+        )
+        .bind(statement)
+        .fetch_one(&self.pool)
+        .await
+        .expect("pg_stat_activity")
+    }
+
+    /// Waits until exactly one such statement waits ([`Self::lock_waiters`]).
     pub async fn wait_for_lock_wait(&self, statement: &str) {
-        let waiting = || async {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'
-                   AND strpos(query, $1) > 0",
-            )
-            .bind(statement)
-            .fetch_one(&self.pool)
-            .await
-            .expect("pg_stat_activity")
-        };
         let what = format!("`{statement}` waiting for the lock");
         self.eventually(&what, Duration::from_secs(10), || async {
-            (waiting().await == 1).then_some(())
+            (self.lock_waiters(statement).await == 1).then_some(())
         })
         .await;
     }

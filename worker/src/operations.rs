@@ -127,7 +127,6 @@ pub(crate) async fn process(
         ctx,
         job,
         props,
-        "operation",
         || operations::find(&ctx.pool, operation_id),
         |lease, dead_after, audit| {
             operations::claim(&ctx.pool, operation_id, lease, dead_after, audit)

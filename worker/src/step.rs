@@ -77,7 +77,6 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
         ctx,
         job,
         props,
-        "payment",
         || payments::find(&ctx.pool, id),
         |lease, dead_after, audit| payments::claim(&ctx.pool, id, lease, dead_after, audit),
     )
@@ -189,7 +188,6 @@ pub(crate) async fn claim_or_settle<'a, W, Find, FindFut, Claim, ClaimFut>(
     ctx: &'a Context,
     job: &Job,
     props: Option<&FieldTable>,
-    noun: &str,
     mut find: Find,
     mut claim: Claim,
 ) -> Result<Option<W>, StepError>
@@ -200,6 +198,7 @@ where
     Claim: FnMut(Duration, Duration, Audit<'a>) -> ClaimFut,
     ClaimFut: Future<Output = sqlx::Result<Option<W>>>,
 {
+    let noun = job.subject();
     let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
     if redeliveries >= POISON_REDELIVERIES {
         let found = match ctx.db(&mut find).await {
@@ -229,7 +228,7 @@ where
     let claimed = ctx.db(|| claim(lease, dead_after, audit)).await?;
     if claimed.is_none() {
         let found = ctx.db(&mut find).await?;
-        not_claimed(ctx, job, noun, found.as_ref()).await?;
+        not_claimed(ctx, job, found.as_ref()).await?;
     }
     Ok(claimed)
 }
@@ -242,21 +241,14 @@ where
 async fn not_claimed<W: Work>(
     ctx: &Context,
     job: &Job,
-    noun: &str,
     found: Option<&W>,
 ) -> Result<(), StepError> {
+    let noun = job.subject();
     match found {
         None => {
             tracing::warn!(payment_id = %job.payment_id(), operation_id = ?job.operation_id(), "message for an unknown {noun}; dead-lettering it");
             let error = format!("no such {noun}");
-            dead_letter_raw(
-                ctx,
-                &job.to_bytes(),
-                DeadLetterReason::UnknownPayment,
-                &error,
-                0,
-            )
-            .await
+            publish_dead(ctx, job, DeadLetterReason::UnknownPayment, &error, 0).await
         }
         Some(work) if work.is_processing() => defer(ctx, job).await,
         Some(_) => {

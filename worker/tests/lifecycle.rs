@@ -772,22 +772,13 @@ async fn a_refund_whose_commit_is_lost_after_the_processor_paid_it_settles_throu
         (app.sim_stats().await.refunds == 1).then_some(())
     })
     .await;
-    let waiting = "datname = current_database() AND wait_event_type = 'Lock'
-                   AND query LIKE '%processor_id = $5%'";
-    app.eventually(
-        "the worker's record waiting",
-        Duration::from_secs(10),
-        || async {
-            let n = app.count_where("pg_stat_activity", waiting).await;
-            (n == 1).then_some(())
-        },
-    )
-    .await;
+    // The worker's record of the refund, waiting.
+    let record = "processor_id = $5";
+    app.wait_for_lock_wait(record).await;
     // Cut the worker's database connections: its commit is lost.
     app.worker_db_proxy.as_ref().expect("proxy").cut();
     app.eventually("the record abandoned", Duration::from_secs(10), || async {
-        let n = app.count_where("pg_stat_activity", waiting).await;
-        (n == 0).then_some(())
+        (app.lock_waiters(record).await == 0).then_some(())
     })
     .await;
     holder.rollback().await.expect("release");

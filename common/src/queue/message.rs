@@ -62,6 +62,14 @@ impl Job {
         }
     }
 
+    /// What the job's row is, in messages: `payment` or `operation`.
+    pub fn subject(&self) -> &'static str {
+        match self {
+            Self::ProcessPaymentV1 { .. } => "payment",
+            Self::OperationV1 { .. } => "operation",
+        }
+    }
+
     pub fn merchant_id(&self) -> Uuid {
         match self {
             Self::ProcessPaymentV1 { merchant_id, .. } | Self::OperationV1 { merchant_id, .. } => {
