@@ -150,8 +150,8 @@ async fn connection_lost_before_the_commit(table: &str, waiting: &str) {
             let open = app
                 .count_where(
                     "pg_stat_activity",
-                    "datname = current_database() AND xact_start IS NOT NULL
-                     AND pid <> pg_backend_pid()",
+                    "datname = current_database() AND backend_type = 'client backend'
+                     AND xact_start IS NOT NULL AND pid <> pg_backend_pid()",
                 )
                 .await;
             (open == 0).then_some(())
