@@ -211,7 +211,11 @@ async fn find_payment(
 }
 
 /// The payment as `GET` shows it: with its latest refunds, or all of them.
-pub(crate) async fn view(
+/// `db` is the caller's: a handler inside a transaction reads through it,
+/// never through a second pool connection (a request that holds a row lock
+/// and waits for another connection can starve the pool).
+pub(crate) async fn view<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     state: &AppState,
     row: &PaymentRow,
     expand: &Expand,
@@ -228,7 +232,7 @@ pub(crate) async fn view(
     let refunds = if limit == 0 {
         Vec::new()
     } else {
-        operations::list_for_payment(&state.pool, row.id, Kind::Refund, None, limit).await?
+        operations::list_for_payment(db, row.id, Kind::Refund, None, limit).await?
     };
     let mut payment = Payment::from_row(row, &state.settings.public_base_url)
         .with_refunds(&refunds, expand.refunds);
@@ -334,12 +338,22 @@ async fn create_operation(
             .await
             .on_constraint("operations_one_open_capture_or_void", operation_in_progress)?;
         let Some(created) = created else {
-            return Err(not_allowed(state, &sent.caller, &new).await);
+            // Why, read in this transaction: the payment row is locked by
+            // it, and a second connection would wait behind the very
+            // requests that queue on that lock.
+            let row = payments::find_for_merchant(
+                &mut *tx,
+                sent.caller.merchant_id,
+                PaymentId(new.payment_id),
+            )
+            .await?
+            .ok_or_else(no_such_payment)?;
+            return Err(not_allowed(&row, new.kind));
         };
         let row = payments::find(&mut *tx, PaymentId(new.payment_id))
             .await?
             .ok_or_else(no_such_payment)?;
-        let body = render(state, &created.operation, &row).await?;
+        let body = render(&mut *tx, state, &created.operation, &row).await?;
         if let Some(claim) = &claim {
             claim
                 .complete(&mut *tx, StatusCode::ACCEPTED, &body, new.payment_id)
@@ -385,7 +399,7 @@ async fn create_operation(
     };
     // Committed: a failure to read now answers with what was committed,
     // never with an error that says nothing was written.
-    match render(state, &op, &row).await {
+    match render(&state.pool, state, &op, &row).await {
         Ok(latest) if op.is_terminal() => Ok(answer(StatusCode::OK, latest, Some(wait))),
         Ok(latest) => Ok(answer(StatusCode::ACCEPTED, latest, Some(wait))),
         Err(_) => Ok(answer(StatusCode::ACCEPTED, body, Some(wait))),
@@ -393,11 +407,16 @@ async fn create_operation(
 }
 
 /// A refund answers with the refund; a capture or void with the payment.
-async fn render(state: &AppState, op: &OperationRow, row: &PaymentRow) -> Result<Value, ApiError> {
+async fn render<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    state: &AppState,
+    op: &OperationRow,
+    row: &PaymentRow,
+) -> Result<Value, ApiError> {
     let value = match op.kind() {
         Kind::Refund => serde_json::to_value(Refund::from_row(op)),
         Kind::Capture | Kind::Void => {
-            serde_json::to_value(view(state, row, &Expand::default()).await?)
+            serde_json::to_value(view(db, state, row, &Expand::default()).await?)
         }
     };
     Ok(value?)
@@ -417,15 +436,11 @@ fn operation_in_progress() -> ApiError {
     )
 }
 
-/// Why the payment does not allow the operation, read after the guarded
-/// statement refused it.
-async fn not_allowed(state: &AppState, caller: &Caller, new: &NewOperation) -> ApiError {
-    let row = match find_payment(state, caller, PaymentId(new.payment_id)).await {
-        Ok(row) => row,
-        Err(err) => return err,
-    };
+/// Why the payment `row` (read in the transaction whose guarded statement
+/// refused the operation) does not allow a `kind`.
+fn not_allowed(row: &PaymentRow, kind: Kind) -> ApiError {
     let succeeded = row.status == PaymentStatus::Succeeded;
-    match new.kind {
+    match kind {
         Kind::Capture if succeeded && !row.captured && row.amount_capturable > 0 => {
             ApiError::invalid(
                 "amount",
@@ -595,7 +610,8 @@ async fn cancel_unprocessed(
             // A worker claimed it meanwhile.
             return Err(payment_processing());
         };
-        let body = serde_json::to_value(view(state, &cancelled, &Expand::default()).await?)?;
+        let body =
+            serde_json::to_value(view(&mut *tx, state, &cancelled, &Expand::default()).await?)?;
         if let Some(claim) = &claim {
             claim
                 .complete(&mut *tx, StatusCode::OK, &body, row.id)

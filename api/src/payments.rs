@@ -195,7 +195,9 @@ async fn retrieve(
     let row = db::payments::find_for_merchant(&state.pool, caller.merchant_id, id)
         .await?
         .ok_or_else(no_such_payment)?;
-    Ok(Json(crate::lifecycle::view(&state, &row, &expand).await?))
+    Ok(Json(
+        crate::lifecycle::view(&state.pool, &state, &row, &expand).await?,
+    ))
 }
 
 impl JsonRequest for CreatePayment {}

@@ -337,6 +337,81 @@ async fn twelve_concurrent_refunds_never_refund_more_than_was_captured() {
     assert_eq!(stats.duplicate_refunds, 0, "{stats:?}");
 }
 
+/// Issue 18, item 1: a refusal is explained from the transaction that
+/// locked the payment, never through a second pool connection, so a storm
+/// of refused requests on one payment (far more than the API's 8 database
+/// connections) cannot starve the pool: every refusal is `400`, and another
+/// merchant's reads answer as usual meanwhile. Before, the refusals queued
+/// on the row lock held every connection while the lock holder waited for
+/// one more: `503 database_unavailable` after the pool's acquire timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_refused_refunds_and_captures_never_starves_another_merchants_reads() {
+    let app = TestApp::spawn().await;
+    let id = succeeded(&app, cards::VISA, 10_000, true).await;
+    request_refund(&app, &id, json!({"reason": "duplicate"})).await;
+    let other = app
+        .key_for("another merchant", &["payments:read", "payments:write"])
+        .await;
+    let theirs = app
+        .create_payment_as(&other, &testkit::payment_body(cards::VISA))
+        .await;
+
+    let storm = (0..64).map(|i| {
+        let http = app.http.clone();
+        let (action, body) = if i % 2 == 0 {
+            ("refund", json!({"amount": 1_000, "reason": "duplicate"}))
+        } else {
+            ("capture", json!({"amount": 1_000}))
+        };
+        let url = format!("{}/v1/payments/{id}/{action}", app.api_url);
+        let key = app.key.clone();
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            let status = response.status();
+            let body: Value = response.json().await.expect("json");
+            (status, body)
+        })
+    });
+    let storm: Vec<_> = storm.collect();
+    let reads = (0..16).map(|_| {
+        let http = app.http.clone();
+        let url = format!("{}/v1/payments/{theirs}", app.api_url);
+        let key = other.clone();
+        tokio::spawn(async move {
+            http.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        })
+    });
+    let reads: Vec<_> = reads.collect();
+    for request in storm {
+        let (status, body) = request.await.expect("join");
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        assert!(
+            code == "payment_not_capturable" || code == "amount_exceeds_refundable",
+            "{body}"
+        );
+    }
+    for read in reads {
+        assert_eq!(read.await.expect("join"), StatusCode::OK);
+    }
+    let refunds: i64 = sqlx::query_scalar("SELECT count(*) FROM operations WHERE kind = 'refund'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(refunds, 1, "the refused requests wrote nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_refund_fails_and_frees_its_amount() {
     let app = TestApp::spawn().await;
