@@ -320,18 +320,15 @@ async fn claim(
     })
 }
 
-/// Creates the operation under the request's idempotency key and answers
-/// with `render(operation, payment)`.
+/// Creates the operation under the request's idempotency key (claimed by
+/// the handler before it decided anything) and answers with
+/// `render(operation, payment)`.
 async fn create_operation(
     state: &AppState,
     sent: &Sent,
-    route: &str,
+    claim: Option<Claim>,
     new: NewOperation,
 ) -> Result<Response, ApiError> {
-    let claim = match claim(state, sent, route).await? {
-        Ok(claim) => claim,
-        Err(replay) => return Ok(replay),
-    };
     let created = async {
         let mut tx = state.pool.begin().await?;
         let created = operations::create(&mut tx, &new, state.settings.relay_after)
@@ -515,14 +512,19 @@ async fn capture(
     check_amount(body.amount)?;
     validate::check_descriptor(&body.statement_descriptor)?;
     let metadata = metadata(body.metadata.as_ref())?;
-    find_payment(&state, &sent.caller, id).await?;
+    let claim = match claim(&state, &sent, &route(id, "capture")).await? {
+        Ok(claim) => claim,
+        Err(replay) => return Ok(replay),
+    };
+    let found = find_payment(&state, &sent.caller, id).await;
+    idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
     let new = NewOperation {
         amount: body.amount,
         statement_descriptor: body.statement_descriptor,
         metadata,
         ..new_operation(id, Kind::Capture, &sent)
     };
-    create_operation(&state, &sent, &route(id, "capture"), new).await
+    create_operation(&state, &sent, claim, new).await
 }
 
 /// Cancels a payment, voiding its authorization if it has one.
@@ -559,24 +561,33 @@ async fn cancel(
     let reason = body
         .reason
         .unwrap_or_else(|| "requested_by_customer".into());
-    let row = find_payment(&state, &sent.caller, id).await?;
+    // The key first: a retried cancel gets its first answer back, whatever
+    // the payment's status is now (it is `cancelled` after the first).
+    let claim = match claim(&state, &sent, &route(id, "cancel")).await? {
+        Ok(claim) => claim,
+        Err(replay) => return Ok(replay),
+    };
+    let found = find_payment(&state, &sent.caller, id).await;
+    let row = idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
     match row.status {
         // Nobody has claimed it: cancelled at once, never charged. Its
         // queued job finds a cancelled payment and does nothing.
         PaymentStatus::Pending if row.outcome_unknown_since.is_none() => {
-            cancel_unprocessed(&state, &sent, &row, &reason).await
+            cancel_unprocessed(&state, claim, &row, &reason).await
         }
         // Being processed, or its outcome is being confirmed: no answer
         // about the card yet.
-        PaymentStatus::Pending | PaymentStatus::Processing => Err(payment_processing()),
+        PaymentStatus::Pending | PaymentStatus::Processing => {
+            idempotency::abandon_on_error(&state, claim.as_ref(), Err(payment_processing())).await
+        }
         PaymentStatus::Succeeded if !row.captured => {
             let new = NewOperation {
                 reason: Some(reason),
                 ..new_operation(id, Kind::Void, &sent)
             };
-            create_operation(&state, &sent, &route(id, "cancel"), new).await
+            create_operation(&state, &sent, claim, new).await
         }
-        _ => Err(not_cancellable()),
+        _ => idempotency::abandon_on_error(&state, claim.as_ref(), Err(not_cancellable())).await,
     }
 }
 
@@ -590,14 +601,10 @@ fn payment_processing() -> ApiError {
 
 async fn cancel_unprocessed(
     state: &AppState,
-    sent: &Sent,
+    claim: Option<Claim>,
     row: &PaymentRow,
     reason: &str,
 ) -> Result<Response, ApiError> {
-    let claim = match claim(state, sent, &route(row.payment_id(), "cancel")).await? {
-        Ok(claim) => claim,
-        Err(replay) => return Ok(replay),
-    };
     let done = async {
         let mut tx = state.pool.begin().await?;
         let audit = Audit {
@@ -671,7 +678,12 @@ async fn refund(
     check_choice("reason", &reason, &REFUND_REASONS)?;
     validate::check_len("notes", &body.notes, 1, MAX_NOTES)?;
     let metadata = metadata(body.metadata.as_ref())?;
-    find_payment(&state, &sent.caller, id).await?;
+    let claim = match claim(&state, &sent, &route(id, "refund")).await? {
+        Ok(claim) => claim,
+        Err(replay) => return Ok(replay),
+    };
+    let found = find_payment(&state, &sent.caller, id).await;
+    idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
     let new = NewOperation {
         amount: body.amount,
         reason: Some(reason),
@@ -679,7 +691,7 @@ async fn refund(
         metadata,
         ..new_operation(id, Kind::Refund, &sent)
     };
-    create_operation(&state, &sent, &route(id, "refund"), new).await
+    create_operation(&state, &sent, claim, new).await
 }
 
 fn no_such_refund() -> ApiError {

@@ -191,3 +191,73 @@ async fn keys_older_than_the_retention_are_reaped_and_younger_ones_kept() {
         .expect("keys");
     assert_eq!(left, vec!["new".to_owned()]);
 }
+
+/// Issue 18, item 3: `POST /cancel` claims its key before it looks at the
+/// payment, so a client retrying after a lost answer gets the first answer
+/// (`200 cancelled`, replayed), not `400 payment_not_cancellable`; the same
+/// key with another body is `422`, and while the first is in flight `409`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_replays_its_first_answer_refuses_another_body_and_an_in_flight_key() {
+    let app = TestApp::api_only().await;
+    let id = app.create_payment(cards::VISA).await;
+    let cancel = format!("/v1/payments/{id}/cancel");
+    let send = |key: &'static str, body: Value| {
+        app.request(Method::POST, &cancel)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+
+    // In flight: the cancel's history row waits on a lock the test holds,
+    // with its key already claimed.
+    let blocker = app
+        .hold_lock("LOCK TABLE payment_status_history IN EXCLUSIVE MODE")
+        .await;
+    let first = app
+        .request(Method::POST, &cancel)
+        .header("Idempotency-Key", "cancel-1")
+        .json(&serde_json::json!({}));
+    let first = tokio::spawn(async move { first.send().await.expect("first cancel") });
+    app.eventually(
+        "the first cancel to claim its key",
+        Duration::from_secs(10),
+        || async { (app.count("idempotency_keys").await == 1).then_some(()) },
+    )
+    .await;
+    let second = send("cancel-1", serde_json::json!({})).await.expect("send");
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    let error: Value = second.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "idempotency_key_in_use", "{error}");
+    blocker.rollback().await.expect("release");
+
+    let first = first.await.expect("join");
+    assert_eq!(first.status(), StatusCode::OK);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.expect("json");
+    assert_eq!(first["status"], "cancelled", "{first}");
+
+    let replay = send("cancel-1", serde_json::json!({})).await.expect("send");
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(
+        replay
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    let replay: Value = replay.json().await.expect("json");
+    assert_eq!(replay, first, "the first answer, replayed");
+
+    let other = send("cancel-1", serde_json::json!({"reason": "duplicate"}))
+        .await
+        .expect("send");
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = other.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "idempotency_key_reused", "{error}");
+
+    // A new key on the cancelled payment is the plain refusal.
+    let again = send("cancel-2", serde_json::json!({})).await.expect("send");
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    let error: Value = again.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "payment_not_cancellable", "{error}");
+}
