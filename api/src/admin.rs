@@ -1,5 +1,12 @@
-//! Operator endpoints: the dead-letter queue over HTTP (`worker dlq list` and
-//! `worker dlq replay` without a shell).
+//! Operator endpoints: the dead-letter queue over HTTP (`worker dlq list`,
+//! `replay` and `purge` without a shell), the audit log, and the read models
+//! the operator console shows (overview, needs attention, a payment's whole
+//! story).
+//!
+//! The console (module `console`) calls the same functions as these
+//! handlers ([`replay_dead_letters`], [`purge_dead_letters`], …), so every
+//! action, from a script or a browser, goes through one place and writes one
+//! `operator_audit` row (who, what, on what, with what result).
 //!
 //! The dead-letter queue is shared by every merchant, so these endpoints take
 //! an operator key ([`Operator`]: made by `api keys create-operator`, bound to
@@ -10,9 +17,13 @@ use std::collections::HashSet;
 
 use axum::extract::State;
 use axum::Json;
-use common::dead_letters::{self, Age, DeadLetter, Filter, ReplayReport};
+use common::db;
+use common::db::audit::AuditRow;
+use common::db::console_views::{FailingEndpoint, Minute, StatusCount, StuckPayment, WorkerRow};
+use common::dead_letters::{self, Age, DeadLetter, DeadLetterReason, Filter, ReplayReport};
 use common::domain::PaymentId;
 use serde::Deserialize;
+use uuid::Uuid;
 
 use crate::auth::Operator;
 use crate::error::{ApiError, DomainResultExt as _};
@@ -28,6 +39,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list))
         .routes(routes!(replay))
+        .routes(routes!(purge))
+        .routes(routes!(audit_log))
+        .routes(routes!(overview_handler))
+        .routes(routes!(attention_handler))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -36,6 +51,13 @@ struct ListQuery {
     /// Dead letters to show, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Only dead letters with this reason.
+    reason: Option<DeadLetterReason>,
+    /// Only dead letters older than this many seconds (at most ten years).
+    #[param(maximum = 315_360_000)]
+    older_than_secs: Option<u64>,
+    /// Only this merchant's dead letters.
+    merchant_id: Option<Uuid>,
 }
 
 /// The dead letters, oldest first.
@@ -66,9 +88,12 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     let limit = crate::extract::page_limit(query.limit, 100, MAX_LIST)?;
-    let letters = dead_letters::list(&state.broker, limit)
-        .await
-        .map_err(dependency_error)?;
+    let selection = Selection {
+        reason: query.reason,
+        older_than: older_than(query.older_than_secs)?,
+        merchant_id: query.merchant_id,
+    };
+    let letters = list_dead_letters(&state, &selection, limit).await?;
     Ok(Json(DeadLetterList {
         object: "list",
         data: letters,
@@ -130,38 +155,396 @@ async fn replay(
             ))
         }
     };
-    let older_than = request
-        .older_than_secs
-        .map(Age::from_secs)
-        .transpose()
-        .map_err(|e| {
-            ApiError::invalid(
-                "older_than_secs",
-                "invalid_older_than",
-                format!("`older_than_secs`: {e}."),
-            )
-        })?;
     let filter = Filter {
         ids,
         reason: request.reason,
-        older_than,
+        older_than: older_than(request.older_than_secs)?,
     };
-    let actor = format!("api-key:{}", operator.key_id);
-    let report = dead_letters::replay(&state.pool, &state.broker, &filter, &actor)
+    let target = match &filter.ids {
+        None => "all dead letters".to_owned(),
+        Some(ids) => describe_ids(ids),
+    };
+    let report = replay_dead_letters(&state, &operator, &filter, &target).await?;
+    Ok(Json(report))
+}
+
+fn older_than(secs: Option<u64>) -> Result<Option<Age>, ApiError> {
+    secs.map(Age::from_secs).transpose().map_err(|e| {
+        ApiError::invalid(
+            "older_than_secs",
+            "invalid_older_than",
+            format!("`older_than_secs`: {e}."),
+        )
+    })
+}
+
+/// `pay_… ` ids, as an audit row's target names them (the first ten, then
+/// how many more).
+pub(crate) fn describe_ids(ids: &HashSet<PaymentId>) -> String {
+    let mut sorted: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    sorted.sort();
+    let more = sorted.len().saturating_sub(10);
+    sorted.truncate(10);
+    let mut target = sorted.join(", ");
+    if more > 0 {
+        target.push_str(&format!(" and {more} more"));
+    }
+    target
+}
+
+/// Which dead letters an operator looks at: by reason, age and merchant.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Selection {
+    pub reason: Option<DeadLetterReason>,
+    pub older_than: Option<Age>,
+    pub merchant_id: Option<Uuid>,
+}
+
+impl Selection {
+    fn matches(&self, letter: &DeadLetter) -> bool {
+        let reason = self.reason.is_none_or(|reason| letter.reason == reason);
+        let merchant = self
+            .merchant_id
+            .is_none_or(|merchant| letter.merchant_id == Some(merchant));
+        let old = self.older_than.is_none_or(|age| {
+            let limit = chrono::TimeDelta::from_std(age.get())
+                .ok()
+                .and_then(|age| chrono::Utc::now().checked_sub_signed(age));
+            matches!((letter.dead_lettered_at, limit), (Some(at), Some(limit)) if at <= limit)
+        });
+        reason && merchant && old
+    }
+}
+
+/// Up to `limit` dead letters matching `selection`, oldest first (the
+/// queue is read without consuming: at most [`MAX_LIST`] are examined).
+pub(crate) async fn list_dead_letters(
+    state: &AppState,
+    selection: &Selection,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, ApiError> {
+    let letters = dead_letters::list(&state.broker, MAX_LIST)
         .await
         .map_err(dependency_error)?;
+    Ok(letters
+        .into_iter()
+        .filter(|letter| selection.matches(letter))
+        .take(limit)
+        .collect())
+}
+
+/// Replays the dead letters `filter` selects, and audits it (`target` says
+/// what was asked for).
+pub(crate) async fn replay_dead_letters(
+    state: &AppState,
+    operator: &Operator,
+    filter: &Filter,
+    target: &str,
+) -> Result<ReplayReport, ApiError> {
+    let actor = format!("api-key:{}", operator.key_id);
+    let outcome = dead_letters::replay(&state.pool, &state.broker, filter, &actor).await;
+    let result = match &outcome {
+        Ok(report) => format!(
+            "replayed {}, dropped {} (payment had moved on), kept {}",
+            report.replayed.len(),
+            report.dropped.len(),
+            report.kept
+        ),
+        Err(err) => format!("failed: {err:#}"),
+    };
+    audit(
+        state,
+        Some(operator.key_id),
+        "dead_letters.replay",
+        target,
+        &result,
+    )
+    .await;
+    let report = outcome.map_err(dependency_error)?;
     tracing::info!(
         replayed = report.replayed.len(),
         dropped = report.dropped.len(),
         actor = %actor,
-        "dead letters replayed over HTTP"
+        "dead letters replayed by an operator"
     );
-    Ok(Json(report))
+    Ok(report)
+}
+
+/// What a purge did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PurgeReport {
+    /// Dead letters discarded (their payments stay failed).
+    pub purged: usize,
+}
+
+/// Discards every dead letter, and audits it.
+pub(crate) async fn purge_dead_letters(
+    state: &AppState,
+    operator: &Operator,
+) -> Result<PurgeReport, ApiError> {
+    let actor = format!("api-key:{}", operator.key_id);
+    let outcome = dead_letters::purge(&state.pool, &state.broker, &actor).await;
+    let result = match &outcome {
+        Ok(purged) => format!("purged {purged}"),
+        Err(err) => format!("failed: {err:#}"),
+    };
+    audit(
+        state,
+        Some(operator.key_id),
+        "dead_letters.purge",
+        "every dead letter",
+        &result,
+    )
+    .await;
+    let purged = outcome.map_err(dependency_error)?;
+    tracing::info!(purged, actor = %actor, "dead letters purged by an operator");
+    Ok(PurgeReport { purged })
+}
+
+/// Writes an audit row. The action it records has happened already, so a
+/// failure to write it is logged (loudly) rather than reported as the
+/// action's failure.
+pub(crate) async fn audit(
+    state: &AppState,
+    key_id: Option<Uuid>,
+    action: &str,
+    target: &str,
+    result: &str,
+) {
+    if let Err(err) = db::audit::record(&state.pool, key_id, action, target, result).await {
+        tracing::error!(error = %err, action, target, result, "could not write the audit row");
+    }
+}
+
+/// Body of `POST /v1/admin/dead-letters/purge`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// Must be `true`: a purge cannot be undone.
+    confirm: bool,
+}
+
+impl JsonRequest for PurgeRequest {}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/dead-letters/purge",
+    tag = "operators",
+    operation_id = "purge_dead_letters",
+    summary = "Purge the dead letters",
+    description = "Discards every dead letter; their payments stay failed (each payment's \
+history says so). Send `\"confirm\": true`.",
+    request_body(content = PurgeRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "How many were discarded.", body = PurgeReport)
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn purge(
+    State(state): State<AppState>,
+    operator: Operator,
+    JsonBody { value: request, .. }: JsonBody<PurgeRequest>,
+) -> Result<Json<PurgeReport>, ApiError> {
+    if !request.confirm {
+        return Err(ApiError::invalid(
+            "confirm",
+            "confirmation_required",
+            "A purge cannot be undone: send `\"confirm\": true`.",
+        ));
+    }
+    Ok(Json(purge_dead_letters(&state, &operator).await?))
+}
+
+/// The newest operator actions.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditList {
+    /// Always `list`.
+    #[schema(example = "list")]
+    object: &'static str,
+    data: Vec<AuditRow>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// Rows to show, 1 to 1000 (default 100), newest first.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "operators",
+    operation_id = "list_audit",
+    summary = "List operator actions",
+    description = "Every operator action (replay, purge, console sign-in and sign-out), newest first.",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The audit rows.", body = AuditList)
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn audit_log(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditList>, ApiError> {
+    let limit = crate::extract::page_limit(query.limit, 100, MAX_LIST)?;
+    Ok(Json(AuditList {
+        object: "list",
+        data: audit_rows(&state, limit).await?,
+    }))
+}
+
+pub(crate) async fn audit_rows(state: &AppState, limit: usize) -> Result<Vec<AuditRow>, ApiError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(db::audit::list(&state.pool, limit).await?)
+}
+
+/// A queue and the messages ready in it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct QueueDepth {
+    pub queue: String,
+    /// `None` when the queue could not be read (not declared yet, or the
+    /// broker is unreachable).
+    pub depth: Option<u32>,
+}
+
+/// What the system is doing: payments by status, the last hour minute by
+/// minute, every queue's depth, the workers.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Overview {
+    pub statuses: Vec<StatusCount>,
+    pub last_hour: Vec<Minute>,
+    pub queues: Vec<QueueDepth>,
+    pub workers: Vec<WorkerRow>,
+    /// A worker whose heartbeat is older than this (`WORKER_DEAD_AFTER`) is
+    /// dead.
+    pub worker_dead_after_secs: f64,
+}
+
+pub(crate) async fn overview(state: &AppState) -> Result<Overview, ApiError> {
+    Ok(Overview {
+        statuses: db::console_views::status_counts(&state.pool).await?,
+        last_hour: db::console_views::last_hour(&state.pool).await?,
+        queues: queue_depths(state).await,
+        workers: db::console_views::workers(&state.pool).await?,
+        worker_dead_after_secs: state.settings.console.worker_dead_after.as_secs_f64(),
+    })
+}
+
+/// Every queue: payments' process, retry tiers and dead; the webhooks'
+/// likewise. Passive declares, which create nothing.
+async fn queue_depths(state: &AppState) -> Vec<QueueDepth> {
+    let console = &state.settings.console;
+    let payments = state.broker.topology().clone();
+    let webhooks = state.webhook_broker.topology().clone();
+    let mut names = vec![payments.process_queue()];
+    names.extend(
+        console
+            .retry_delays
+            .iter()
+            .map(|d| payments.retry_queue(*d)),
+    );
+    names.push(payments.dead_queue());
+    names.push(webhooks.process_queue());
+    names.extend(
+        console
+            .webhook_retry_delays
+            .iter()
+            .map(|d| webhooks.retry_queue(*d)),
+    );
+    names.push(webhooks.dead_queue());
+    let mut depths = Vec::with_capacity(names.len());
+    let mut channel = state.broker.open_channel().await.ok();
+    for queue in names {
+        let mut depth = None;
+        if let Some(open) = &channel {
+            match open
+                .queue_declare(
+                    &queue,
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..lapin::options::QueueDeclareOptions::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+            {
+                Ok(declared) => depth = Some(declared.message_count()),
+                // A failed passive declare closes the channel: a new one for
+                // the next queue.
+                Err(_) => channel = state.broker.open_channel().await.ok(),
+            }
+        }
+        depths.push(QueueDepth { queue, depth });
+    }
+    if let Some(channel) = channel {
+        let _ = channel.close(200, "depths read").await;
+    }
+    depths
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/overview",
+    tag = "operators",
+    operation_id = "get_overview",
+    summary = "Payments by status, the last hour, queue depths and workers",
+    responses(
+        (status = 200, description = "The overview.", body = Overview)
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn overview_handler(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> Result<Json<Overview>, ApiError> {
+    Ok(Json(overview(&state).await?))
+}
+
+/// What needs an operator: stuck payments and failing webhook endpoints.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Attention {
+    pub payments: Vec<StuckPayment>,
+    pub endpoints: Vec<FailingEndpoint>,
+    /// A payment is overdue when its next step is this late (`RESCUE_AFTER`).
+    pub overdue_after_secs: f64,
+}
+
+pub(crate) async fn attention(state: &AppState) -> Result<Attention, ApiError> {
+    let overdue = state.settings.console.rescue_after.as_secs_f64();
+    Ok(Attention {
+        payments: db::console_views::stuck_payments(&state.pool, overdue, 200).await?,
+        endpoints: db::console_views::failing_endpoints(&state.pool, 100).await?,
+        overdue_after_secs: overdue,
+    })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/attention",
+    tag = "operators",
+    operation_id = "get_attention",
+    summary = "What needs an operator",
+    description = "Payments whose outcome is unknown, held for an operator or overdue past \
+`RESCUE_AFTER`, and failing webhook endpoints.",
+    responses(
+        (status = 200, description = "What needs attention.", body = Attention)
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn attention_handler(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> Result<Json<Attention>, ApiError> {
+    Ok(Json(attention(&state).await?))
 }
 
 /// A failure of the broker or the database during an operator action: 503
 /// when a dependency is unreachable, 500 otherwise.
-fn dependency_error(err: anyhow::Error) -> ApiError {
+pub(crate) fn dependency_error(err: anyhow::Error) -> ApiError {
     let unavailable = err.chain().any(|cause| {
         cause.downcast_ref::<lapin::Error>().is_some()
             || cause

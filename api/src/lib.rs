@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 pub mod cli;
+pub mod console;
 pub mod error;
 pub mod extract;
 mod health;
@@ -131,6 +132,10 @@ pub struct ServeArgs {
     /// to a million).
     #[arg(long, env = "RATE_LIMIT_BURST", default_value = "200", value_parser = rate_limit::parse_rate, global = true)]
     pub rate_limit_burst: NonZeroU32,
+
+    /// What the operator views need to know of the workers.
+    #[command(flatten)]
+    pub console: console::ConsoleArgs,
 }
 
 /// The longest idempotency-key retention, in hours: ten years.

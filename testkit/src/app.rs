@@ -183,6 +183,12 @@ impl TestApp {
             webhook_allow_private: self.options.worker.webhook_allow_private,
             rate_limit_per_second: self.options.rate_limit_per_second,
             rate_limit_burst: self.options.rate_limit_burst,
+            console: api::console::ConsoleArgs {
+                retry_delays: self.options.worker.retry_delays.clone(),
+                webhook_retry_delays: self.options.worker.webhook_retry_delays.clone(),
+                rescue_after: self.options.worker.rescue_after,
+                worker_dead_after: self.options.worker.dead_after,
+            },
         };
         let stop = CancellationToken::new();
         let handle = tokio::spawn(api::serve(

@@ -17,6 +17,9 @@ mod sql;
 mod types;
 
 pub mod api_keys;
+pub mod audit;
+pub mod console_sessions;
+pub mod console_views;
 pub mod idempotency;
 pub mod operations;
 pub mod outbox;
