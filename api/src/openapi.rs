@@ -544,7 +544,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(keyed, 19, "the keyed operations");
+        assert_eq!(keyed, 23, "the keyed operations");
         assert_eq!(
             doc["components"]["securitySchemes"][BEARER]["scheme"],
             "bearer"
