@@ -17,12 +17,14 @@ use uuid::Uuid;
 use crate::domain::DomainError;
 
 /// Every event type (DESIGN.md §10).
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "payment.created",
     "payment.succeeded",
     "payment.failed",
     "payment.captured",
+    "payment.capture_failed",
     "payment.cancelled",
+    "payment.void_failed",
     "refund.created",
     "refund.succeeded",
     "refund.failed",
