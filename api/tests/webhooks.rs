@@ -388,6 +388,14 @@ async fn events_past_their_retention_are_pruned_with_their_deliveries_and_attemp
         Some("30"),
         "the list says how far back it goes"
     );
+    // An event's object has the keys of `GET`, in its order.
+    let events: Value = response.json().await.expect("json");
+    let object = &events["data"][0]["data"]["object"];
+    let id = object["id"].as_str().expect("the payment id");
+    assert_eq!(
+        testkit::http::key_order(object),
+        testkit::http::key_order(&app.payment(id).await)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
