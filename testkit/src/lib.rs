@@ -125,6 +125,10 @@ pub struct Options {
     /// (several send hundreds of requests at once with one key).
     pub rate_limit_per_second: NonZeroU32,
     pub rate_limit_burst: NonZeroU32,
+    /// The `AMQP_URL` of the API and workers instead of the machine's
+    /// broker: a cluster's node list, say (`testkit::cluster`). Queues of
+    /// the test left on it are not removed (the cluster's owner removes it).
+    pub amqp_url: Option<String>,
 }
 
 impl Default for Options {
@@ -140,6 +144,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(40),
             rate_limit_per_second: NO_RATE_LIMIT,
             rate_limit_burst: NO_RATE_LIMIT,
+            amqp_url: None,
         }
     }
 }
