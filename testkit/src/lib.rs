@@ -17,9 +17,11 @@
 //!   by the test without a background loop.
 //! - [`cards`]: the simulator's test tokens and what each one does.
 //! - [`proxy`], [`receiver`]: a connection to cut, a webhook receiver.
+//! - [`cluster`]: a three-node RabbitMQ cluster of the test's own.
 
 pub mod app;
 pub mod cards;
+pub mod cluster;
 pub mod http;
 pub mod proxy;
 pub mod receiver;
@@ -35,6 +37,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 pub use app::TestApp;
+pub use cluster::Cluster;
 pub use http::{assert_error, with_field};
 pub use proxy::Proxy;
 
