@@ -59,7 +59,10 @@ impl Cluster {
     /// names it).
     pub fn node_at(&self, addr: &str) -> Option<usize> {
         let port: u16 = addr.rsplit_once(':')?.1.parse().ok()?;
-        self.amqp_ports.iter().position(|p| *p == port).map(|i| i + 1)
+        self.amqp_ports
+            .iter()
+            .position(|p| *p == port)
+            .map(|i| i + 1)
     }
 
     /// SIGKILLs node `n`'s Erlang VM and waits until it is gone.
@@ -142,7 +145,10 @@ impl Cluster {
         }
         self.down = true;
         if let Err(err) = run(self.command(&["down"])) {
-            eprintln!("testkit: stopping the cluster in {}: {err:#}", self.dir.display());
+            eprintln!(
+                "testkit: stopping the cluster in {}: {err:#}",
+                self.dir.display()
+            );
         }
     }
 

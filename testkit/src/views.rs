@@ -179,7 +179,9 @@ impl TestApp {
     pub async fn broker(&self) -> Broker {
         let topology =
             Topology::new(&self.prefix).with_retry_delays(&self.options.worker.retry_delays);
-        Broker::connect(self.broker_url(), topology).await.expect("broker")
+        Broker::connect(self.broker_url(), topology)
+            .await
+            .expect("broker")
     }
 
     /// Waits until the queue `suffix` of this test's prefix holds `depth`

@@ -162,14 +162,22 @@ async fn killing_the_process_queue_leader_then_another_node_loses_no_payment_and
     let n64 = i64::try_from(n).expect("a small n");
     let counts = app.wait_all_terminal(n64, Duration::from_secs(120)).await;
     assert_eq!(counts.get("succeeded"), Some(&n64), "{counts:?}");
-    app.assert_charged_once_each(u64::try_from(n).expect("n")).await;
+    app.assert_charged_once_each(u64::try_from(n).expect("n"))
+        .await;
     assert_eq!(recorded_twice(&app).await, 0, "each recorded once");
     assert_eq!(
         app.try_queue_depth("dead").await,
         Some(0),
         "no dead letter caused by the kills"
     );
-    assert_eq!(app.count("outbox").await, 0, "every outbox row published");
+    // A publish the broker refused stays in the outbox until the relay's
+    // is confirmed.
+    app.eventually(
+        "every outbox row published",
+        Duration::from_secs(30),
+        || async { (app.count("outbox").await == 0).then_some(()) },
+    )
+    .await;
     eprintln!("{n} payments; recovery per kill: {timings:?}");
     for took in &timings {
         assert!(
@@ -186,7 +194,8 @@ async fn the_node_of_a_worker_with_payments_at_the_processor_dies_and_each_is_re
     let _one = ONE_CLUSTER.lock().await;
     let cluster = Cluster::start().await.expect("cluster up");
     let mut worker = testkit::fast_worker_settings();
-    worker.processor_timeout = Duration::from_secs(10);
+    worker.processor_timeout = Duration::from_secs(3);
+    worker.lease = Duration::from_secs(12);
     let app = TestApp::with(Options {
         workers: 1,
         worker,
@@ -228,7 +237,9 @@ async fn the_node_of_a_worker_with_payments_at_the_processor_dies_and_each_is_re
             Duration::from_secs(20),
             || async {
                 let nodes = tokio::task::block_in_place(|| cluster.consumer_nodes(&queue)).ok()?;
-                (nodes.len() == 1 && nodes[0] != node).then(|| nodes[0])
+                // The dead node's consumer may still be listed (the queue
+                // forgets it when the node comes back).
+                nodes.into_iter().find(|n| *n != node)
             },
         )
         .await;

@@ -214,10 +214,18 @@ impl Broker {
         *self.session.write().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
         let node = node_address(&self.nodes[session.node]);
         if self.last_node.swap(session.node + 1, Ordering::Relaxed) == 0 {
-            tracing::info!(prefix = self.topology.prefix(), node, "connected to the broker");
+            tracing::info!(
+                prefix = self.topology.prefix(),
+                node,
+                "connected to the broker"
+            );
         } else {
             self.reconnections.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(prefix = self.topology.prefix(), node, "reconnected to the broker");
+            tracing::warn!(
+                prefix = self.topology.prefix(),
+                node,
+                "reconnected to the broker"
+            );
         }
         Ok(session)
     }
@@ -255,7 +263,12 @@ impl Broker {
     async fn open_session(&self, node: usize) -> anyhow::Result<Session> {
         let connection = Connection::connect(&self.nodes[node], ConnectionProperties::default())
             .await
-            .with_context(|| format!("connecting to the broker at {}", node_address(&self.nodes[node])))?;
+            .with_context(|| {
+                format!(
+                    "connecting to the broker at {}",
+                    node_address(&self.nodes[node])
+                )
+            })?;
         let publisher = connection
             .create_channel()
             .await
@@ -338,9 +351,13 @@ impl Broker {
         };
         if matches!(
             result,
-            Err(PublishError::Unavailable(_) | PublishError::Timeout(_))
+            Err(PublishError::Unavailable(_) | PublishError::Timeout(_) | PublishError::Nacked)
         ) {
-            // A silent or broken connection: start afresh next time.
+            // A silent or broken connection: start afresh next time. A nack
+            // too: no queue has a length limit, so the broker refuses only
+            // when a queue cannot take the message now (a quorum queue
+            // without a leader, after a node died); a new connection, to
+            // the next node, finds the queue's new leader.
             self.invalidate();
         }
         result
