@@ -413,3 +413,44 @@ impl Broker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_list_is_split_on_commas_and_every_node_must_be_amqp() {
+        assert_eq!(
+            parse_nodes("amqp://a:5672/%2f"),
+            Ok(vec!["amqp://a:5672/%2f".to_owned()])
+        );
+        assert_eq!(
+            parse_nodes(" amqp://a:1/%2f , amqps://b:2/%2f,"),
+            Ok(vec![
+                "amqp://a:1/%2f".to_owned(),
+                "amqps://b:2/%2f".to_owned()
+            ])
+        );
+        assert!(parse_nodes(" , ").is_err());
+        let err = parse_nodes("amqp://a/%2f,http://u:secret@b/").expect_err("http");
+        assert!(!err.contains("secret"), "no password in the error: {err}");
+    }
+
+    #[test]
+    fn a_node_is_named_by_host_and_port_never_by_its_credentials() {
+        assert_eq!(
+            node_address("amqp://guest:pw@10.0.0.2:5682/%2f"),
+            "10.0.0.2:5682"
+        );
+        assert_eq!(node_address("amqp://rabbit1/%2f"), "rabbit1:5672");
+        assert_eq!(node_address("amqps://rabbit1/%2f"), "rabbit1:5671");
+    }
+
+    #[test]
+    fn a_lazy_broker_is_on_no_node_until_it_connects() {
+        let broker = Broker::lazy("amqp://a:1/%2f,amqp://b:2/%2f", Topology::new("t"));
+        assert_eq!(broker.nodes.len(), 2);
+        assert_eq!(broker.node(), None);
+        assert_eq!(broker.reconnections(), 0);
+    }
+}
