@@ -179,6 +179,38 @@ async fn killing_the_process_queue_leader_then_another_node_loses_no_payment_and
     )
     .await;
     eprintln!("{n} payments; recovery per kill: {timings:?}");
+
+    // The API started on node 1, the first of the list and the first
+    // killed: it moved on, says where it is, and counted the move.
+    let ready: serde_json::Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("readyz json");
+    let on = ready["broker_node"]
+        .as_str()
+        .and_then(|addr| cluster.node_at(addr))
+        .unwrap_or_else(|| panic!("a node of the cluster in {ready}"));
+    assert_ne!(on, second, "not on the node that is down: {ready}");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let reconnections: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("payments_api_broker_reconnections_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the reconnections counter in {metrics}"));
+    assert!(reconnections >= 1, "reconnections counted: {reconnections}");
     for took in &timings {
         assert!(
             *took < Duration::from_secs(30),
