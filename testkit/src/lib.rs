@@ -17,9 +17,11 @@
 //!   by the test without a background loop.
 //! - [`cards`]: the simulator's test tokens and what each one does.
 //! - [`proxy`], [`receiver`]: a connection to cut, a webhook receiver.
+//! - [`cluster`]: a three-node RabbitMQ cluster of the test's own.
 
 pub mod app;
 pub mod cards;
+pub mod cluster;
 pub mod http;
 pub mod proxy;
 pub mod receiver;
@@ -35,6 +37,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 pub use app::TestApp;
+pub use cluster::Cluster;
 pub use http::{assert_error, with_field};
 pub use proxy::Proxy;
 
@@ -130,6 +133,10 @@ pub struct Options {
     /// (several send hundreds of requests at once with one key).
     pub rate_limit_per_second: NonZeroU32,
     pub rate_limit_burst: NonZeroU32,
+    /// The `AMQP_URL` of the API and workers instead of the machine's
+    /// broker: a cluster's node list, say (`testkit::cluster`). Queues of
+    /// the test left on it are not removed (the cluster's owner removes it).
+    pub amqp_url: Option<String>,
 }
 
 impl Default for Options {
@@ -145,6 +152,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(40),
             rate_limit_per_second: NO_RATE_LIMIT,
             rate_limit_burst: NO_RATE_LIMIT,
+            amqp_url: None,
         }
     }
 }
