@@ -100,6 +100,8 @@ async fn a_dead_workers_payments_are_terminal_within_seconds_and_charged_once() 
     let mut worker =
         worker::Settings::clone(&<worker::Config as clap::Parser>::parse_from(["worker"]).settings);
     worker.concurrency = 100;
+    // The one setting without a default: the test systems' key.
+    worker.secrets_key = testkit::fast_worker_settings().secrets_key;
     let app = TestApp::with(Options {
         worker,
         ..Options::api_only()
