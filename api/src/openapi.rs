@@ -35,9 +35,9 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{ApiError, ErrorEnvelope, ErrorType};
-use crate::rate_limit::{LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER};
-use crate::AppState;
+use crate::http::error::{ApiError, ErrorEnvelope, ErrorType};
+use crate::http::rate_limit::{LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER};
+use crate::state::AppState;
 
 /// Name of the bearer security scheme.
 pub const BEARER: &str = "bearer";
@@ -69,7 +69,7 @@ struct ApiDoc;
 /// The whole document.
 pub fn document() -> OpenApi {
     let mut doc = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .merge(crate::route_table(None))
+        .merge(crate::routes::route_table(None))
         .into_openapi();
     add_security_scheme(&mut doc);
     for item in doc.paths.paths.values_mut() {
@@ -362,8 +362,8 @@ fn require_every_field(doc: &mut OpenApi) {
 }
 
 // Parameters that several operations share. They describe what is read by
-// hand (the headers by `crate::request::Submitted`, `expand[]` by
-// `crate::lifecycle::Expand`), so they are never built.
+// hand (the headers by `crate::http::request::Submitted`, `expand[]` by
+// `crate::operations::Expand`), so they are never built.
 
 /// `Idempotency-Key` (DESIGN.md §5).
 #[derive(utoipa::IntoParams)]
@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn the_router_serves_exactly_the_documented_paths() {
-        let (router, _) = crate::route_table(None).split_for_parts();
+        let (router, _) = crate::routes::route_table(None).split_for_parts();
         let served = served_paths(&router);
         let documented: std::collections::BTreeSet<String> =
             document().paths.paths.keys().cloned().collect();
@@ -497,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_plain_route_outside_the_document_is_caught() {
-        let router = crate::route_table(None)
+        let router = crate::routes::route_table(None)
             .route("/v1/undocumented", axum::routing::get(|| async {}))
             .split_for_parts()
             .0;

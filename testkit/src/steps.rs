@@ -35,7 +35,7 @@ impl TestApp {
     /// One pass of the API's outbox relay; how many messages it published.
     pub async fn relay_outbox_once(&self) -> usize {
         let broker = self.broker().await;
-        let published = api::outbox::relay_once(&self.pool, &broker)
+        let published = api::state::outbox::relay_once(&self.pool, &broker)
             .await
             .expect("an outbox relay pass");
         broker.close().await;

@@ -24,9 +24,9 @@ use common::db::api_keys::ApiKeyRow;
 use common::domain::Scope;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::keys::hash_secret;
-use crate::AppState;
+use crate::state::AppState;
 
 /// The authenticated merchant and what its key may do.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 //! Policy, and where each kind of failure becomes an `ApiError`:
 //! - Handlers and extractors return `Result<_, ApiError>`.
 //! - A request that does not fit is rejected at the edge, naming its
-//!   `param`: the body by [`crate::request`] and [`crate::validate`], the
+//!   `param`: the body by [`crate::http::request`] and [`crate::payments::validate`], the
 //!   query string by [`crate::extract`]. A domain constructor's
 //!   [`DomainError`] says what is wrong but not where, so it becomes a `400`
 //!   through [`DomainResultExt::invalid`], which adds the parameter and code.
@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use common::domain::DomainError;
 use serde::{Deserialize, Serialize};
 
-use crate::request_id::current_request_id;
+use crate::http::request_id::current_request_id;
 
 /// The error families of DESIGN.md §5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::error::{ApiError, DomainResultExt as _};
-use crate::AppState;
+use crate::http::error::{ApiError, DomainResultExt as _};
+use crate::state::AppState;
 
 /// How often expired keys are deleted.
 const REAP_INTERVAL: Duration = Duration::from_secs(600);
@@ -105,7 +105,7 @@ impl Claim {
 }
 
 /// Claims the request's `Idempotency-Key`, if it has one (parsed at the
-/// edge: [`crate::request::Sent::begin`]). `route` names the operation
+/// edge: [`crate::http::request::Sent::begin`]). `route` names the operation
 /// (`POST /v1/payments`), so one key cannot stand for two different
 /// operations.
 pub async fn begin(
@@ -169,6 +169,15 @@ pub fn key_in_use() -> ApiError {
 /// created); no other keyed route's answer has one.
 pub(crate) const CREATE_PAYMENT_ROUTE: &str = "POST /v1/payments";
 
+/// The URL of payment `id` (its `Location`).
+pub fn payment_location(public_base_url: &str, id: &str) -> Option<axum::http::HeaderValue> {
+    axum::http::HeaderValue::from_str(&format!(
+        "{}/v1/payments/{id}",
+        public_base_url.trim_end_matches('/')
+    ))
+    .ok()
+}
+
 /// Replays a stored response for a repeated idempotent request, with the
 /// headers the first answer had: `Location` only for a created payment
 /// (a capture, cancel or refund answered without one).
@@ -177,7 +186,7 @@ fn replay(state: &AppState, route: &str, status: u16, body: Value) -> Response {
     let location = (route == CREATE_PAYMENT_ROUTE)
         .then(|| body.get("id").and_then(Value::as_str))
         .flatten()
-        .and_then(|id| crate::wire::payment_location(&state.settings.public_base_url, id));
+        .and_then(|id| payment_location(&state.settings.public_base_url, id));
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert("idempotent-replayed", HeaderValue::from_static("true"));

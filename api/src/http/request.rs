@@ -21,10 +21,10 @@ use common::db::payments::Origin;
 use common::domain::{IdempotencyKey, Scope};
 use serde::de::DeserializeOwned;
 
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::idempotency::{self, Begun};
-use crate::AppState;
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::idempotency::{self, Begun};
+use crate::state::AppState;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -143,7 +143,7 @@ impl<T: Submission> FromRequest<AppState> for Submitted<T> {
             None
         };
         let origin = Origin {
-            request_id: crate::request_id::current_request_id(),
+            request_id: crate::http::request_id::current_request_id(),
             idempotency_key: idempotency_key.as_ref().map(|key| key.as_str().to_owned()),
         };
         Ok(Self {

@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use tracing::Instrument as _;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 tokio::task_local! {
     static REQUEST_ID: String;

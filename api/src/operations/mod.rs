@@ -23,15 +23,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::error::{ApiError, ErrorEnvelope, ErrorType, ResultExt as _};
-use crate::idempotency::{self, Begun, Claim};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope, ErrorType, ResultExt as _};
+use crate::http::idempotency::{self, Begun, Claim};
+use crate::http::request::{JsonRequest, Sent, Submission, Submitted};
+use crate::http::wait::{outcome_unknown, wait_until};
 use crate::openapi::PaymentOperationParams;
-use crate::payments::{no_such_payment, outcome_unknown, wait_until};
-use crate::request::{JsonRequest, Sent, Submission, Submitted};
-use crate::validate;
-use crate::wire::{Payment, Refund};
-use crate::AppState;
+use crate::payments::no_such_payment;
+use crate::payments::validate;
+use crate::payments::view::{view, Expand};
+use crate::payments::wire::{Payment, Refund};
+use crate::state::AppState;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -212,79 +214,6 @@ async fn find_payment(
     payments::find_for_merchant(&state.pool, caller.merchant_id, id)
         .await?
         .ok_or_else(no_such_payment)
-}
-
-/// The payment as `GET` shows it: with its latest refunds, or all of them.
-/// `db` is the caller's: a handler inside a transaction reads through it,
-/// never through a second pool connection (a request that holds a row lock
-/// and waits for another connection can starve the pool).
-pub(crate) async fn view<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    state: &AppState,
-    row: &PaymentRow,
-    expand: &Expand,
-) -> Result<Payment, ApiError> {
-    // Only a captured payment can have refunds (even failed ones): skip the
-    // query for every other read.
-    let limit = if row.amount_captured == 0 {
-        0
-    } else if expand.refunds {
-        i64::MAX
-    } else {
-        crate::wire::Refunds::EMBEDDED as i64 + 1
-    };
-    let refunds = if limit == 0 {
-        Vec::new()
-    } else {
-        operations::list_for_payment(db, row.id, Kind::Refund, None, limit).await?
-    };
-    let mut payment = Payment::from_row(row, &state.settings.public_base_url)
-        .with_refunds(&refunds, expand.refunds);
-    if expand.customer && payment.customer.is_none() && row.customer_id.is_some() {
-        payment.customer = Some(crate::wire::CustomerOut {
-            id: row.customer_id.clone(),
-            email: None,
-            name: None,
-        });
-    }
-    Ok(payment)
-}
-
-/// `expand[]=…` on a payment read.
-#[derive(Debug, Default)]
-pub(crate) struct Expand {
-    refunds: bool,
-    customer: bool,
-}
-
-impl Expand {
-    /// Reads `expand[]` (or `expand`) from a query string; any other
-    /// parameter, or an expansion this system has no object for, is `400`
-    /// naming it.
-    pub(crate) fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut expand = Self::default();
-        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            if name != "expand[]" && name != "expand" {
-                return Err(ApiError::invalid(
-                    name.to_string(),
-                    "unknown_parameter",
-                    "This parameter is not known here.",
-                ));
-            }
-            match value.as_ref() {
-                "refunds" => expand.refunds = true,
-                "customer" => expand.customer = true,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "expand[]",
-                        "invalid_expand",
-                        "`expand[]` may be `refunds` or `customer`.",
-                    ))
-                }
-            }
-        }
-        Ok(expand)
-    }
 }
 
 /// An operation the API asks for on payment `id`, with every optional field
@@ -476,18 +405,18 @@ fn refused(op: &OperationRow, payment: Value, wait: Duration) -> Response {
             message: op.failure_message.clone().unwrap_or_default(),
             failure_code: op.failure_code.clone().unwrap_or_default(),
             param: None,
-            request_id: crate::request_id::current_request_id(),
+            request_id: crate::http::request_id::current_request_id(),
             payment,
         },
     };
     let mut response = (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
-    crate::request::preference_applied(&mut response, Some(wait));
+    crate::http::request::preference_applied(&mut response, Some(wait));
     response
 }
 
 fn answer(status: StatusCode, body: Value, wait: Option<Duration>) -> Response {
     let mut response = (status, Json(body)).into_response();
-    crate::request::preference_applied(&mut response, wait);
+    crate::http::request::preference_applied(&mut response, wait);
     response
 }
 
@@ -860,7 +789,7 @@ async fn list_refunds(
     RawQuery(query): RawQuery,
 ) -> Result<Json<RefundList>, ApiError> {
     caller.require(Scope::PaymentsRead)?;
-    let query: RefundListQuery = crate::extract::parse_query(query.as_deref().unwrap_or(""))?;
+    let query: RefundListQuery = crate::http::extract::parse_query(query.as_deref().unwrap_or(""))?;
     let payment_id: PaymentId = query.payment_id.parse().map_err(|_| {
         ApiError::invalid(
             "payment_id",
@@ -868,7 +797,7 @@ async fn list_refunds(
             "`payment_id` is not a payment id.",
         )
     })?;
-    let limit = crate::extract::page_limit(query.limit, 10, 100)?;
+    let limit = crate::http::extract::page_limit(query.limit, 10, 100)?;
     let starting_after = query
         .starting_after
         .as_deref()
@@ -892,7 +821,7 @@ async fn list_refunds(
         limit + 1,
     )
     .await?;
-    let has_more = crate::list::take_page(&mut rows, limit);
+    let has_more = crate::http::page::take_page(&mut rows, limit);
     let data: Vec<Refund> = rows.iter().map(Refund::from_row).collect();
     Ok(Json(RefundList {
         object: "list",

@@ -25,11 +25,11 @@ use common::domain::PaymentId;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::auth::Operator;
-use crate::error::{ApiError, DomainResultExt as _};
-use crate::extract::Query;
-use crate::request::{JsonBody, JsonRequest};
-use crate::AppState;
+use crate::http::auth::Operator;
+use crate::http::error::{ApiError, DomainResultExt as _};
+use crate::http::extract::Query;
+use crate::http::request::{JsonBody, JsonRequest};
+use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -87,7 +87,7 @@ async fn list(
     _operator: Operator,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
-    let limit = crate::extract::page_limit(query.limit, 100, MAX_LIST)?;
+    let limit = crate::http::extract::page_limit(query.limit, 100, MAX_LIST)?;
     let selection = Selection {
         reason: query.reason,
         older_than: older_than(query.older_than_secs)?,
@@ -378,7 +378,7 @@ struct AuditQuery {
     tag = "operators",
     operation_id = "list_audit",
     summary = "List operator actions",
-    description = "Every operator action (replay, purge, console sign-in and sign-out), newest first.",
+    description = "Every operator action (dead-letter replays and purges), newest first.",
     params(AuditQuery),
     responses(
         (status = 200, description = "The audit rows.", body = AuditList)
@@ -390,7 +390,7 @@ async fn audit_log(
     _operator: Operator,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
-    let limit = crate::extract::page_limit(query.limit, 100, MAX_LIST)?;
+    let limit = crate::http::extract::page_limit(query.limit, 100, MAX_LIST)?;
     Ok(Json(AuditList {
         object: "list",
         data: audit_rows(&state, limit).await?,

@@ -23,22 +23,13 @@ use common::domain::{Currency, PaymentId, PaymentStatus, Scope};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::error::{ApiError, DomainResultExt as _};
-use crate::extract::Query;
-use crate::wire::Payment;
-use crate::AppState;
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, DomainResultExt as _};
+use crate::http::extract::Query;
+use crate::payments::wire::Payment;
+use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// Cuts `rows`, fetched with `limit + 1`, to one page; whether there is
-/// more after it.
-pub(crate) fn take_page<T>(rows: &mut Vec<T>, limit: i64) -> bool {
-    let limit = usize::try_from(limit).unwrap_or(0);
-    let has_more = rows.len() > limit;
-    rows.truncate(limit);
-    has_more
-}
 
 /// Payments on a page when `limit` is not given.
 pub const DEFAULT_LIMIT: i64 = 10;
@@ -195,9 +186,12 @@ async fn list(
     // Each item shows its latest refunds, as `GET` does: one query for the
     // page.
     let ids: Vec<Uuid> = listed.rows.iter().map(|row| row.id).collect();
-    let refunds =
-        operations::latest_refunds(&state.pool, &ids, crate::wire::Refunds::EMBEDDED as i64 + 1)
-            .await?;
+    let refunds = operations::latest_refunds(
+        &state.pool,
+        &ids,
+        crate::payments::wire::Refunds::EMBEDDED as i64 + 1,
+    )
+    .await?;
     let data = listed
         .rows
         .iter()
@@ -241,7 +235,7 @@ async fn cursor_position(
 
 impl ListRequest {
     fn parse(query: ListQuery) -> Result<Self, ApiError> {
-        let limit = crate::extract::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+        let limit = crate::http::extract::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
         let cursor = match (query.starting_after, query.ending_before) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid(
@@ -367,7 +361,7 @@ fn earliest<const N: usize>(times: [Option<DateTime<Utc>>; N]) -> Option<DateTim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::parse_query;
+    use crate::http::extract::parse_query;
 
     fn parse(query: &str) -> Result<ListRequest, ApiError> {
         ListRequest::parse(parse_query(query)?)

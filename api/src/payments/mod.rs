@@ -1,5 +1,11 @@
 //! `POST /v1/payments` and `GET /v1/payments/:id`.
 
+pub mod list;
+pub mod receipts;
+pub mod validate;
+pub mod view;
+pub mod wire;
+
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
@@ -10,14 +16,14 @@ use common::db::{self, payments::PaymentRow};
 use common::domain::{PaymentId, Scope};
 use common::queue::Job;
 
-use crate::auth::Caller;
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::idempotency::{self, Begun, Claim};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::idempotency::{self, Begun, Claim};
+use crate::http::request::{JsonRequest, Submission, Submitted};
+use crate::http::wait::{outcome_unknown, wait_until};
 use crate::openapi::{ExpandQuery, IdempotencyKeyHeader, PreferHeader};
-use crate::request::{JsonRequest, Submission, Submitted};
-use crate::validate;
-use crate::wire::{CreatePayment, Payment};
-use crate::AppState;
+use crate::payments::wire::{CreatePayment, Payment};
+use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -148,24 +154,6 @@ async fn insert(
     Ok(inserted)
 }
 
-/// A failure while the payment's commit was under way: the database may or
-/// may not have committed it, and the answer says exactly that. With an
-/// `Idempotency-Key` a retry is safe (it replays the payment if it exists);
-/// any other error (a constraint, a bug) still means nothing was written.
-pub(crate) fn outcome_unknown(err: sqlx::Error) -> ApiError {
-    if common::db::is_unavailable(&err) {
-        ApiError::unavailable(
-            "payment_outcome_unknown",
-            "The connection to the database was lost while the request was being saved: it may \
-             or may not have been accepted. Retrying with the same Idempotency-Key is safe and \
-             returns what was accepted; without an Idempotency-Key, check before retrying.",
-            err.into(),
-        )
-    } else {
-        err.into()
-    }
-}
-
 /// One payment, as it is now.
 #[utoipa::path(
     get,
@@ -194,13 +182,11 @@ async fn retrieve(
     // A malformed id names no payment: 404 like any other unknown id.
     let id: PaymentId = id.parse().map_err(|_| no_such_payment())?;
     tracing::Span::current().record("payment_id", tracing::field::display(id));
-    let expand = crate::lifecycle::Expand::from_query(query.as_deref())?;
+    let expand = view::Expand::from_query(query.as_deref())?;
     let row = db::payments::find_for_merchant(&state.pool, caller.merchant_id, id)
         .await?
         .ok_or_else(no_such_payment)?;
-    Ok(Json(
-        crate::lifecycle::view(&state.pool, &state, &row, &expand).await?,
-    ))
+    Ok(Json(view::view(&state.pool, &state, &row, &expand).await?))
 }
 
 impl JsonRequest for CreatePayment {}
@@ -232,41 +218,6 @@ async fn wait_for_terminal(
     .await
 }
 
-/// Holds a request until `done(read())` or `wait` passes, then answers with
-/// the last read. Woken by the database's notification for `id` (payments
-/// and operations share the channel); re-reads after every wake-up. No
-/// polling.
-pub(crate) async fn wait_until<T, F, Fut>(
-    state: &AppState,
-    id: uuid::Uuid,
-    wait: Duration,
-    done: impl Fn(&T) -> bool,
-    mut read: F,
-) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let notify = state.waiters.subscribe(id);
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        // Registered before the read, so a notification between the read
-        // and the wait is not lost.
-        notified.as_mut().enable();
-        let current = read().await?;
-        if done(&current) {
-            return Ok(current);
-        }
-        tokio::select! {
-            () = notified => {}
-            () = tokio::time::sleep_until(deadline) => return Ok(current),
-            () = state.shutdown.cancelled() => return Ok(current),
-        }
-    }
-}
-
 fn respond(
     state: &AppState,
     status: StatusCode,
@@ -274,11 +225,11 @@ fn respond(
     wait: Option<Duration>,
 ) -> Response {
     let payment = Payment::from_row(row, &state.settings.public_base_url);
-    let location = crate::wire::payment_location(&state.settings.public_base_url, &payment.id);
+    let location = idempotency::payment_location(&state.settings.public_base_url, &payment.id);
     let mut response = (status, Json(payment)).into_response();
     if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    crate::request::preference_applied(&mut response, wait);
+    crate::http::request::preference_applied(&mut response, wait);
     response
 }

@@ -42,9 +42,9 @@ use common::domain::{PaymentId, PaymentStatus};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::wire::{receipt_number, CardOut};
-use crate::AppState;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::payments::wire::{receipt_number, CardOut};
+use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 

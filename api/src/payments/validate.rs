@@ -19,8 +19,8 @@ use common::domain::{Amount, CardToken, Currency, PaymentId};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{ApiError, DomainResultExt as _};
-use crate::wire::{Address, CreatePayment};
+use crate::http::error::{ApiError, DomainResultExt as _};
+use crate::payments::wire::{Address, CreatePayment};
 
 const MAX_ID_LEN: usize = 255;
 const MAX_DESCRIPTION_LEN: usize = 1000;
@@ -218,7 +218,7 @@ mod tests {
     use serde_json::json;
 
     fn error_param(body: &[u8]) -> String {
-        let err = crate::request::parse_json(body)
+        let err = crate::http::request::parse_json(body)
             .and_then(|req| validate(req, Uuid::nil()))
             .expect_err("must fail");
         format!("{err:?}")
@@ -245,7 +245,7 @@ mod tests {
         let body = json!({"amount": 15000, "currency": "usd", "capture": false,
             "payment_method": {"type": "card", "card": {"token": "tok_visa"}}});
         let bytes = serde_json::to_vec(&body).expect("json");
-        let payment = crate::request::parse_json(&bytes)
+        let payment = crate::http::request::parse_json(&bytes)
             .and_then(|req| validate(req, Uuid::nil()))
             .expect("valid request");
         assert_eq!(payment.currency.as_str(), "USD");

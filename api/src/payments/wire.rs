@@ -351,15 +351,6 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The URL of payment `id` (its `Location`).
-pub fn payment_location(public_base_url: &str, id: &str) -> Option<axum::http::HeaderValue> {
-    axum::http::HeaderValue::from_str(&format!(
-        "{}/v1/payments/{id}",
-        public_base_url.trim_end_matches('/')
-    ))
-    .ok()
-}
-
 /// `2234-5678`-style receipt number from the sequence.
 pub fn receipt_number(n: i64) -> String {
     format!("{:04}-{:04}", n / 10_000, n % 10_000)

@@ -37,12 +37,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::error::{ApiError, DomainResultExt as _, ErrorEnvelope};
-use crate::extract::Query;
-use crate::request::{JsonRequest, Submission, Submitted};
-use crate::wire::{timestamp, Payment, Refund};
-use crate::AppState;
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, DomainResultExt as _, ErrorEnvelope};
+use crate::http::extract::Query;
+use crate::http::request::{JsonRequest, Submission, Submitted};
+use crate::payments::wire::{timestamp, Payment, Refund};
+use crate::state::AppState;
 
 /// The largest event body sent. A payment's own bounds (metadata, strings,
 /// ten embedded refunds) keep a body far below this; one above it is a bug,
@@ -447,7 +447,7 @@ pub struct AttemptListQuery {
 }
 
 fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    crate::extract::page_limit(limit, 10, 100)
+    crate::http::extract::page_limit(limit, 10, 100)
 }
 
 fn invalid_cursor(what: &str) -> ApiError {
@@ -527,7 +527,7 @@ async fn list_attempts(
         })
         .transpose()?;
     let mut rows = db::list_attempts(&state.pool, endpoint.id, before, limit + 1).await?;
-    let has_more = crate::list::take_page(&mut rows, limit);
+    let has_more = crate::http::page::take_page(&mut rows, limit);
     Ok(Json(List {
         object: "list",
         url: format!("/v1/webhook_endpoints/{id}/deliveries"),
@@ -588,7 +588,7 @@ async fn list_events(
         limit + 1,
     )
     .await?;
-    let has_more = crate::list::take_page(&mut rows, limit);
+    let has_more = crate::http::page::take_page(&mut rows, limit);
     let base = &state.settings.public_base_url;
     let data = rows
         .iter()

@@ -1,0 +1,81 @@
+//! A payment as `GET` shows it, and `expand[]`.
+
+use common::db::operations::{self, Kind};
+use common::db::payments::PaymentRow;
+
+use crate::http::error::ApiError;
+use crate::payments::wire::Payment;
+use crate::state::AppState;
+
+/// The payment as `GET` shows it: with its latest refunds, or all of them.
+/// `db` is the caller's: a handler inside a transaction reads through it,
+/// never through a second pool connection (a request that holds a row lock
+/// and waits for another connection can starve the pool).
+pub(crate) async fn view<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    state: &AppState,
+    row: &PaymentRow,
+    expand: &Expand,
+) -> Result<Payment, ApiError> {
+    // Only a captured payment can have refunds (even failed ones): skip the
+    // query for every other read.
+    let limit = if row.amount_captured == 0 {
+        0
+    } else if expand.refunds {
+        i64::MAX
+    } else {
+        crate::payments::wire::Refunds::EMBEDDED as i64 + 1
+    };
+    let refunds = if limit == 0 {
+        Vec::new()
+    } else {
+        operations::list_for_payment(db, row.id, Kind::Refund, None, limit).await?
+    };
+    let mut payment = Payment::from_row(row, &state.settings.public_base_url)
+        .with_refunds(&refunds, expand.refunds);
+    if expand.customer && payment.customer.is_none() && row.customer_id.is_some() {
+        payment.customer = Some(crate::payments::wire::CustomerOut {
+            id: row.customer_id.clone(),
+            email: None,
+            name: None,
+        });
+    }
+    Ok(payment)
+}
+
+/// `expand[]=…` on a payment read.
+#[derive(Debug, Default)]
+pub(crate) struct Expand {
+    refunds: bool,
+    customer: bool,
+}
+
+impl Expand {
+    /// Reads `expand[]` (or `expand`) from a query string; any other
+    /// parameter, or an expansion this system has no object for, is `400`
+    /// naming it.
+    pub(crate) fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut expand = Self::default();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            if name != "expand[]" && name != "expand" {
+                return Err(ApiError::invalid(
+                    name.to_string(),
+                    "unknown_parameter",
+                    "This parameter is not known here.",
+                ));
+            }
+            match value.as_ref() {
+                "refunds" => expand.refunds = true,
+                "customer" => expand.customer = true,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "expand[]",
+                        "invalid_expand",
+                        "`expand[]` may be `refunds` or `customer`.",
+                    ))
+                }
+            }
+        }
+        Ok(expand)
+    }
+}
