@@ -333,6 +333,11 @@ impl TestApp {
                 "WEBHOOK_ALLOW_PRIVATE",
                 settings.webhook_allow_private.to_string(),
             )
+            .env("PROCESSOR", match settings.processor {
+                worker::ProcessorKind::Sim => "sim",
+                worker::ProcessorKind::Stripe => "stripe",
+            })
+            .env("STRIPE_API_BASE", &settings.stripe.stripe_api_base)
             .env("METRICS_BIND", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
@@ -340,6 +345,9 @@ impl TestApp {
             )
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
+        if let Some(key) = &settings.stripe.stripe_secret_key {
+            cmd.env("STRIPE_SECRET_KEY", key.expose());
+        }
         cmd
     }
 

@@ -16,11 +16,15 @@
 //! - [`steps`]: one worker step, one rescuer pass, one relay pass, driven
 //!   by the test without a background loop.
 //! - [`cards`]: the simulator's test tokens and what each one does.
-//! - [`proxy`], [`receiver`]: a connection to cut, a webhook receiver.
+//! - [`proxy`], [`receiver`]: a connection to cut (or whose answers to
+//!   lose), a webhook receiver.
+//! - [`localstripe`]: a fake Stripe of the test's own, for the Stripe
+//!   adapter.
 
 pub mod app;
 pub mod cards;
 pub mod http;
+pub mod localstripe;
 pub mod proxy;
 pub mod receiver;
 pub mod steps;
@@ -36,6 +40,7 @@ use serde_json::{json, Value};
 
 pub use app::TestApp;
 pub use http::{assert_error, with_field};
+pub use localstripe::LocalStripe;
 pub use proxy::Proxy;
 
 /// The machine's PostgreSQL server (override with `TEST_PG_URL`).
@@ -73,6 +78,8 @@ pub fn amqp_addr() -> SocketAddr {
 /// payments in flight as a worker's default, so the fault tests exercise it.
 pub fn fast_worker_settings() -> worker::Settings {
     worker::Settings {
+        processor: worker::ProcessorKind::Sim,
+        stripe: worker::StripeArgs::default(),
         processor_url: String::new(),
         processor_name: "processor-sim".into(),
         concurrency: worker::DEFAULT_CONCURRENCY,
