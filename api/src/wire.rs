@@ -72,8 +72,7 @@ pub struct PaymentMethodIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardIn {
-    /// A card token from the card vault, `tok_…`, or (with the Stripe
-    /// adapter) a Stripe PaymentMethod id, `pm_…`.
+    /// A card token from the card vault, `tok_…`, or a Stripe PaymentMethod id, `pm_…`.
     #[schema(pattern = "^(tok|pm)_", max_length = 255, example = "tok_visa")]
     pub token: String,
 }

@@ -333,10 +333,13 @@ impl TestApp {
                 "WEBHOOK_ALLOW_PRIVATE",
                 settings.webhook_allow_private.to_string(),
             )
-            .env("PROCESSOR", match settings.processor {
-                worker::ProcessorKind::Sim => "sim",
-                worker::ProcessorKind::Stripe => "stripe",
-            })
+            .env(
+                "PROCESSOR",
+                match settings.processor {
+                    worker::ProcessorKind::Sim => "sim",
+                    worker::ProcessorKind::Stripe => "stripe",
+                },
+            )
             .env("STRIPE_API_BASE", &settings.stripe.stripe_api_base)
             .env("METRICS_BIND", "127.0.0.1:0")
             .env(

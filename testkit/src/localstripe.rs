@@ -41,9 +41,7 @@ impl LocalStripe {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| {
-                format!("starting {bin} (install it: .ci/run, or set LOCALSTRIPE)")
-            })?;
+            .with_context(|| format!("starting {bin} (install it: .ci/run, or set LOCALSTRIPE)"))?;
         let mut server = Self {
             addr,
             child,

@@ -74,9 +74,14 @@ impl Proxy {
 
     /// The next `n` connections forward what the client sends, and are cut
     /// as soon as the service starts to answer: the answer never reaches
-    /// the client. Connections after those pass as usual.
+    /// the client. Connections after those pass as usual. Open connections
+    /// are closed first, so a client's next request (not one on a pooled
+    /// keep-alive connection) is the one that loses its answer.
     pub fn lose_answers(&self, n: usize) {
         self.answers.to_lose.store(n, Ordering::SeqCst);
+        let mut current = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        current.cancel();
+        *current = CancellationToken::new();
     }
 
     /// How many answers this proxy has lost so far.

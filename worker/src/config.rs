@@ -304,7 +304,10 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("sk_test_secret123"), "{shown}");
         assert_eq!(config.settings.processor, ProcessorKind::Stripe);
-        assert_eq!(config.settings.stripe.stripe_api_base, "https://api.stripe.com");
+        assert_eq!(
+            config.settings.stripe.stripe_api_base,
+            "https://api.stripe.com"
+        );
     }
 
     #[test]

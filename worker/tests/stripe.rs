@@ -93,7 +93,11 @@ impl System {
     async fn only_intent(&self, payment: &Value) -> Value {
         let id = payment["id"].as_str().expect("id");
         let intents = self.stripe.payment_intents_of(id).await.expect("list");
-        assert_eq!(intents.len(), 1, "one PaymentIntent per payment: {intents:?}");
+        assert_eq!(
+            intents.len(),
+            1,
+            "one PaymentIntent per payment: {intents:?}"
+        );
         intents.into_iter().next().expect("one")
     }
 
@@ -158,7 +162,10 @@ async fn a_card_stripe_declines_fails_the_payment_with_stripes_code() {
         "{payment}"
     );
     assert_eq!(payment["processor_response"]["approved"], false);
-    assert_eq!(payment["payment_method"]["card"]["last4"], "0341", "{payment}");
+    assert_eq!(
+        payment["payment_method"]["card"]["last4"], "0341",
+        "{payment}"
+    );
     let intent = system.only_intent(&payment).await;
     assert_ne!(intent["status"], "succeeded", "{intent}");
 }
@@ -237,7 +244,10 @@ async fn partial_and_multiple_refunds_are_refunds_of_the_payment_intent_each_onc
     let pi = intent["id"].as_str().expect("pi");
     let refunds = system.stripe.refunds_of(pi).await.expect("refunds");
     assert_eq!(refunds.len(), 2, "{refunds:?}");
-    let mut amounts: Vec<i64> = refunds.iter().filter_map(|r| r["amount"].as_i64()).collect();
+    let mut amounts: Vec<i64> = refunds
+        .iter()
+        .filter_map(|r| r["amount"].as_i64())
+        .collect();
     amounts.sort_unstable();
     assert_eq!(amounts, vec![2_000, 3_000]);
     for refund in &refunds {
@@ -253,8 +263,7 @@ async fn partial_and_multiple_refunds_are_refunds_of_the_payment_intent_each_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_answer_is_settled_by_finding_the_payment_intent_by_its_metadata_and_charged_once()
-{
+async fn a_lost_answer_is_settled_by_finding_the_payment_intent_by_its_metadata_and_charged_once() {
     let system = System::with(TEST_KEY, true).await;
     let proxy = system.proxy.as_ref().expect("proxy");
     proxy.lose_answers(1);
@@ -325,4 +334,23 @@ async fn a_request_stripe_rejects_as_invalid_holds_the_payment_and_never_fails_i
     assert!(!error.contains("tok_visa"), "the token is never shown");
     let intents = system.stripe.payment_intents_of(&id).await.expect("list");
     assert!(intents.is_empty(), "nothing charged: {intents:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_whose_answer_is_lost_is_found_by_its_operation_id_and_paid_once() {
+    let system = System::with(TEST_KEY, true).await;
+    let payment = system.pay(VISA, 9_000, true).await;
+    assert_eq!(payment["status"], "succeeded", "{payment}");
+    let proxy = system.proxy.as_ref().expect("proxy");
+    proxy.lose_answers(1);
+    let id = payment["id"].as_str().expect("id");
+    let refund = system.refund(id, 4_000).await;
+    assert_eq!(proxy.answers_lost(), 1, "the refund's answer was lost");
+    assert_eq!(refund["status"], "succeeded", "{refund}");
+    let intent = system.only_intent(&payment).await;
+    let pi = intent["id"].as_str().expect("pi");
+    let refunds = system.stripe.refunds_of(pi).await.expect("refunds");
+    assert_eq!(refunds.len(), 1, "paid once: {refunds:?}");
+    assert_eq!(refunds[0]["amount"], 4_000);
+    assert_eq!(refunds[0]["id"], refund["processor_refund_id"], "{refund}");
 }

@@ -53,7 +53,10 @@ pub enum Outcome<A, D> {
     /// The processor refused the operation for what the charge is (already
     /// captured, not capturable, nothing left to refund…): final, like a
     /// decline, and nothing happened.
-    Refused { code: String, message: String },
+    Refused {
+        code: String,
+        message: String,
+    },
     /// Not now. The text is ours, safe to show a client.
     Transient {
         reason: String,
@@ -117,8 +120,7 @@ pub trait CardProcessor: Sync {
     fn charge(&self, charge: &Charge) -> impl Future<Output = OutcomeOf<Charge>> + Send;
     fn find_charge(&self, charge: &Charge) -> impl Future<Output = OutcomeOf<Charge>> + Send;
     fn capture(&self, capture: &Capture) -> impl Future<Output = OutcomeOf<Capture>> + Send;
-    fn find_capture(&self, capture: &Capture)
-        -> impl Future<Output = OutcomeOf<Capture>> + Send;
+    fn find_capture(&self, capture: &Capture) -> impl Future<Output = OutcomeOf<Capture>> + Send;
     fn void(&self, void: &Void) -> impl Future<Output = OutcomeOf<Void>> + Send;
     fn find_void(&self, void: &Void) -> impl Future<Output = OutcomeOf<Void>> + Send;
     fn refund(&self, refund: &Refund) -> impl Future<Output = OutcomeOf<Refund>> + Send;

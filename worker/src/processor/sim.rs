@@ -15,7 +15,8 @@ use std::time::Duration;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use common::db::payments::Knowledge;
 use common::processor::{
-    CaptureRequest, ChargeRequest, ProcessorErrorBody, RefundRequest, VoidRequest, AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE, CHARGE_NOT_CAPTURABLE_CODE,
+    CaptureRequest, ChargeRequest, ProcessorErrorBody, RefundRequest, VoidRequest,
+    AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE, CHARGE_NOT_CAPTURABLE_CODE,
     CHARGE_NOT_REFUNDABLE_CODE, CHARGE_NOT_VOIDABLE_CODE, IDEMPOTENCY_HEADER, LOOKUP_QUERY_PARAM,
     OPERATION_NOT_FOUND_CODE,
 };
@@ -23,9 +24,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{
-    Capture, CardProcessor, Charge, Operation, Outcome, OutcomeOf, Refund, Void,
-};
+use super::{Capture, CardProcessor, Charge, Operation, Outcome, OutcomeOf, Refund, Void};
 
 /// How the simulator addresses an operation.
 pub trait SimOperation: Operation<Approved: DeserializeOwned, Declined: DeserializeOwned> {

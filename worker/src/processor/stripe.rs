@@ -41,9 +41,9 @@ use backon::{BackoffBuilder as _, ExponentialBuilder};
 use common::db::payments::Knowledge;
 use common::processor::{
     CaptureSucceeded, CardDetails, ChargeApproved, ChargeDeclined, RefundDeclined, RefundStatus,
-    RefundSucceeded, VoidSucceeded, AMOUNT_EXCEEDS_CAPTURABLE_CODE,
-    AMOUNT_EXCEEDS_REFUNDABLE_CODE, CHARGE_NOT_CAPTURABLE_CODE, CHARGE_NOT_REFUNDABLE_CODE,
-    CHARGE_NOT_VOIDABLE_CODE, IDEMPOTENCY_HEADER, REFUND_DECLINED_CODE,
+    RefundSucceeded, VoidSucceeded, AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE,
+    CHARGE_NOT_CAPTURABLE_CODE, CHARGE_NOT_REFUNDABLE_CODE, CHARGE_NOT_VOIDABLE_CODE,
+    IDEMPOTENCY_HEADER, REFUND_DECLINED_CODE,
 };
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -140,13 +140,7 @@ impl StripeClient {
                 .send()
                 .await;
             let (reply, wait) = self.read(sent).await;
-            let again = matches!(
-                &reply,
-                Reply::Class(Class::Transient {
-                    again: true,
-                    ..
-                })
-            );
+            let again = matches!(&reply, Reply::Class(Class::Transient { again: true, .. }));
             match (again, pauses.next()) {
                 (true, Some(pause)) => match wait {
                     Some(wait) if wait > MAX_INLINE_WAIT => return reply,
@@ -158,10 +152,7 @@ impl StripeClient {
     }
 
     /// Sorts one answer; with it, the `Retry-After` Stripe asked for.
-    async fn read(
-        &self,
-        sent: reqwest::Result<reqwest::Response>,
-    ) -> (Reply, Option<Duration>) {
+    async fn read(&self, sent: reqwest::Result<reqwest::Response>) -> (Reply, Option<Duration>) {
         let response = match sent {
             Ok(response) => response,
             Err(err) => return (Reply::Class(self.failed(&err)), None),
@@ -290,7 +281,10 @@ enum Reply {
     Card(ApiError),
     /// `400` or `404`: the caller knows which codes are a final answer
     /// about the operation; every other one is a rejection.
-    Invalid { status: u16, error: ApiError },
+    Invalid {
+        status: u16,
+        error: ApiError,
+    },
     Class(Class),
 }
 
@@ -448,7 +442,10 @@ impl CardProcessor for StripeClient {
             urlencode(&capture.charge_id)
         );
         let refusals = [
-            ("payment_intent_unexpected_state", CHARGE_NOT_CAPTURABLE_CODE),
+            (
+                "payment_intent_unexpected_state",
+                CHARGE_NOT_CAPTURABLE_CODE,
+            ),
             ("amount_too_large", AMOUNT_EXCEEDS_CAPTURABLE_CODE),
         ];
         match decode(self.post(&path, &capture.key, &body).await, &refusals) {
@@ -500,7 +497,10 @@ impl CardProcessor for StripeClient {
             ("charge_already_refunded", CHARGE_NOT_REFUNDABLE_CODE),
             ("amount_too_large", AMOUNT_EXCEEDS_REFUNDABLE_CODE),
         ];
-        match decode(self.post("/v1/refunds", &refund.key, &body).await, &refusals) {
+        match decode(
+            self.post("/v1/refunds", &refund.key, &body).await,
+            &refusals,
+        ) {
             Ok(done) => refunded(refund, done),
             Err(outcome) => outcome,
         }
@@ -664,9 +664,8 @@ fn approved(intent: &PaymentIntent, captured: bool) -> ChargeApproved {
     let checks = on_charge
         .and_then(|c| c.checks.as_ref())
         .or_else(|| on_method.and_then(|c| c.checks.as_ref()));
-    let check = |f: fn(&Checks) -> &Option<String>| {
-        checks.and_then(|c| f(c).clone()).unwrap_or_default()
-    };
+    let check =
+        |f: fn(&Checks) -> &Option<String>| checks.and_then(|c| f(c).clone()).unwrap_or_default();
     let avs = {
         let postal = check(|c| &c.address_postal_code_check);
         if postal.is_empty() {
