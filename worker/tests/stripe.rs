@@ -354,3 +354,29 @@ async fn a_refund_whose_answer_is_lost_is_found_by_its_operation_id_and_paid_onc
     assert_eq!(refunds[0]["amount"], 4_000);
     assert_eq!(refunds[0]["id"], refund["processor_refund_id"], "{refund}");
 }
+
+#[test]
+fn the_worker_refuses_to_start_with_stripe_and_no_secret_key_naming_the_setting() {
+    let out = std::process::Command::new(WORKER_BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PROCESSOR", "stripe")
+        .env("METRICS_BIND", "127.0.0.1:0")
+        .output()
+        .expect("run the worker");
+    assert!(!out.status.success(), "it started without a key");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("STRIPE_SECRET_KEY"), "{stderr}");
+}
+
+#[test]
+fn the_secret_key_is_never_printed_by_help() {
+    let out = std::process::Command::new(WORKER_BIN)
+        .arg("--help")
+        .env("STRIPE_SECRET_KEY", "sk_test_never_shown")
+        .output()
+        .expect("run the worker");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("STRIPE_SECRET_KEY"), "{text}");
+    assert!(!text.contains("sk_test_never_shown"), "{text}");
+}
