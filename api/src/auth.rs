@@ -74,8 +74,7 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<ApiKe
     let secret = header
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_credentials)
         .filter(|s| !s.is_empty() && s.len() <= 200)
         .ok_or_else(|| {
             ApiError::unauthenticated(
@@ -88,6 +87,15 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<ApiKe
         .ok_or_else(|| {
             ApiError::unauthenticated("invalid_api_key", "The API key is invalid or revoked.")
         })
+}
+
+/// The credentials of `Bearer <key>`: the scheme in any case (RFC 9110
+/// §11.1), one or more spaces before the key.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
 }
 
 /// The request's key: the one the rate limiter authenticated, or looked up

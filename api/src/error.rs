@@ -39,6 +39,9 @@ pub enum ErrorType {
     IdempotencyError,
     RateLimitError,
     ApiError,
+    /// The request was valid and committed; the card processor refused it
+    /// (a capture or void answered `402` after `Prefer: wait`).
+    ProcessorError,
 }
 
 #[derive(Debug)]

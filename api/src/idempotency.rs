@@ -136,7 +136,7 @@ pub async fn begin(
         )),
         db::idempotency::Begin::Completed { status, body } => {
             state.metrics.idempotent_replays.inc();
-            Ok(Begun::Replay(replay(state, status, body)))
+            Ok(Begun::Replay(replay(state, route, status, body)))
         }
     }
 }
@@ -165,13 +165,19 @@ pub fn key_in_use() -> ApiError {
     )
 }
 
-/// Replays a stored response for a repeated idempotent request.
-fn replay(state: &AppState, status: u16, body: Value) -> Response {
+/// The route whose first answer carries a `Location` (the payment it
+/// created); no other keyed route's answer has one.
+pub(crate) const CREATE_PAYMENT_ROUTE: &str = "POST /v1/payments";
+
+/// Replays a stored response for a repeated idempotent request, with the
+/// headers the first answer had: `Location` only for a created payment
+/// (a capture, cancel or refund answered without one).
+fn replay(state: &AppState, route: &str, status: u16, body: Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-    let location = body
-        .get("id")
-        .and_then(Value::as_str)
-        .and_then(|id| crate::payments::location(state, id));
+    let location = (route == CREATE_PAYMENT_ROUTE)
+        .then(|| body.get("id").and_then(Value::as_str))
+        .flatten()
+        .and_then(|id| crate::wire::payment_location(&state.settings.public_base_url, id));
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert("idempotent-replayed", HeaderValue::from_static("true"));

@@ -15,16 +15,16 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use common::db::operations::{self, Kind, NewOperation, OperationRow};
+use common::db::operations::{self, Kind, NewOperation, OperationRow, OperationStatus};
 use common::db::payments::{self, Audit, PaymentRow};
 use common::domain::{PaymentId, PaymentStatus, RefundId, Scope, MAX_AMOUNT};
 use common::queue::Job;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorEnvelope, ResultExt as _};
+use crate::error::{ApiError, ErrorEnvelope, ErrorType, ResultExt as _};
 use crate::idempotency::{self, Begun, Claim};
 use crate::openapi::PaymentOperationParams;
 use crate::payments::{no_such_payment, outcome_unknown, wait_until};
@@ -54,7 +54,9 @@ pub struct CaptureRequest {
     /// it. The rest is released.
     #[schema(minimum = 1, maximum = 99_999_999)]
     amount: Option<i64>,
-    /// Printable ASCII without `< > \ ' " *`, at least one letter.
+    /// Printable ASCII without `< > \ ' " *`, at least one letter. Sent to
+    /// the processor with the capture; once captured it is the payment's
+    /// `statement_descriptor`.
     #[schema(
         min_length = 1,
         max_length = 22,
@@ -62,6 +64,8 @@ pub struct CaptureRequest {
     )]
     statement_descriptor: Option<String>,
     /// Up to 50 keys of 1 to 40 characters, string values of at most 500.
+    /// Once captured, merged into the payment's `metadata` (a key sent here
+    /// replaces the payment's value); the merge may hold at most 50 keys.
     metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -397,6 +401,9 @@ async fn create_operation(
     // Committed: a failure to read now answers with what was committed,
     // never with an error that says nothing was written.
     match render(&state.pool, state, &op, &row).await {
+        Ok(latest) if op.status == OperationStatus::Failed && op.kind() != Kind::Refund => {
+            Ok(refused(&op, latest, wait))
+        }
         Ok(latest) if op.is_terminal() => Ok(answer(StatusCode::OK, latest, Some(wait))),
         Ok(latest) => Ok(answer(StatusCode::ACCEPTED, latest, Some(wait))),
         Err(_) => Ok(answer(StatusCode::ACCEPTED, body, Some(wait))),
@@ -417,6 +424,65 @@ async fn render<'e>(
         }
     };
     Ok(value?)
+}
+
+/// A capture or void that ended `failed` while the client waited: `402`
+/// with the error envelope (`capture_failed` or `void_failed`), the
+/// processor's `failure_code` and message, and the payment as it is now.
+/// The operation was committed, and the answer says so: it names the
+/// payment, whose `last_operation_error` holds the same failure. (A refund
+/// is its own object, whose `status` says `failed`: it answers `200`.)
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {
+    "type": "processor_error",
+    "code": "capture_failed",
+    "message": "only an uncaptured authorization can be captured; this charge is voided",
+    "failure_code": "charge_not_capturable",
+    "param": null,
+    "request_id": "req_4f1c2a9e0b7d4c6a8e3f5b1d2c7a9e0f",
+    "payment": {"id": "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a", "status": "cancelled"}
+}}))]
+pub(crate) struct OperationFailedEnvelope {
+    error: OperationFailed,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct OperationFailed {
+    /// Always `processor_error`.
+    #[serde(rename = "type")]
+    kind: ErrorType,
+    /// `capture_failed` or `void_failed`.
+    code: &'static str,
+    /// The processor's message.
+    message: String,
+    /// The processor's code, as in the payment's `last_operation_error`.
+    failure_code: String,
+    /// Always `null`: the request was valid; the processor refused it.
+    param: Option<String>,
+    request_id: Option<String>,
+    /// The payment after the failure.
+    #[schema(value_type = Payment)]
+    payment: Value,
+}
+
+fn refused(op: &OperationRow, payment: Value, wait: Duration) -> Response {
+    let body = OperationFailedEnvelope {
+        error: OperationFailed {
+            kind: ErrorType::ProcessorError,
+            code: match op.kind() {
+                Kind::Void => "void_failed",
+                _ => "capture_failed",
+            },
+            message: op.failure_message.clone().unwrap_or_default(),
+            failure_code: op.failure_code.clone().unwrap_or_default(),
+            param: None,
+            request_id: crate::request_id::current_request_id(),
+            payment,
+        },
+    };
+    let mut response = (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response();
+    crate::request::preference_applied(&mut response, Some(wait));
+    response
 }
 
 fn answer(status: StatusCode, body: Value, wait: Option<Duration>) -> Response {
@@ -478,6 +544,26 @@ fn not_cancellable() -> ApiError {
     )
 }
 
+/// A capture's `metadata` is merged into the payment's when it is done:
+/// the merge stays within the limit of keys, or the capture is `400`.
+fn check_merged_metadata(row: &PaymentRow, capture: &Value) -> Result<(), ApiError> {
+    let (Value::Object(payment), Value::Object(capture)) = (&row.metadata.0, capture) else {
+        return Ok(());
+    };
+    let added = capture.keys().filter(|k| !payment.contains_key(*k)).count();
+    if payment.len() + added > validate::MAX_METADATA_KEYS {
+        return Err(ApiError::invalid(
+            "metadata",
+            "too_many_metadata_keys",
+            format!(
+                "The payment's `metadata` merged with the capture's would have more than {} keys.",
+                validate::MAX_METADATA_KEYS
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError> {
     value.map_or(Ok(json!({})), validate::check_metadata)
 }
@@ -491,12 +577,16 @@ fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError>
     summary = "Capture an authorization",
     description = "Captures all of an authorized, uncaptured payment's `amount_capturable`, or \
 `amount` of it (the rest is released). Answers `202` with the payment at once; with \
-`Prefer: wait=N`, `200` once the capture is done.",
+`Prefer: wait=N`, `200` once the capture is done, or `402` (`capture_failed`) if the processor \
+refused it. A processor that no longer holds the authorization (`charge_not_capturable`) leaves \
+the payment `cancelled` with nothing capturable; the failure is the payment's \
+`last_operation_error` and a `payment.capture_failed` event.",
     params(PaymentOperationParams),
     request_body(content = Option<CaptureRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
     responses(
         (status = 202, description = "Capture under way.", body = Payment),
         (status = 200, description = "With `Prefer: wait=N`: the capture is done.", body = Payment),
+        (status = 402, description = "With `Prefer: wait=N`: the processor refused the capture (`capture_failed`); the payment as it is now is in the error.", body = OperationFailedEnvelope),
         (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
         (status = 409, description = "Another capture or cancellation is under way, or the `Idempotency-Key` is in flight.", body = ErrorEnvelope),
         (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
@@ -516,7 +606,9 @@ async fn capture(
         Ok(claim) => claim,
         Err(replay) => return Ok(replay),
     };
-    let found = find_payment(&state, &sent.caller, id).await;
+    let found = find_payment(&state, &sent.caller, id)
+        .await
+        .and_then(|row| check_merged_metadata(&row, &metadata));
     idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
     let new = NewOperation {
         amount: body.amount,
@@ -536,13 +628,15 @@ async fn capture(
     summary = "Cancel a payment",
     description = "A `pending` payment not yet processed is cancelled at once and never charged \
 (`200`); an authorized, uncaptured one is voided at the processor (`202`, or `200` with \
-`Prefer: wait=N` once done). A payment being processed is `409`; a captured, failed or \
+`Prefer: wait=N` once done; `402` `void_failed` if the processor refused the void). A payment \
+being processed is `409`; a captured, failed or \
 cancelled one `400` (`payment_not_cancellable`).",
     params(PaymentOperationParams),
     request_body(content = Option<CancelRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
     responses(
         (status = 200, description = "Cancelled.", body = Payment),
         (status = 202, description = "Void under way.", body = Payment),
+        (status = 402, description = "With `Prefer: wait=N`: the processor refused the void (`void_failed`); the payment as it is now is in the error.", body = OperationFailedEnvelope),
         (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
         (status = 409, description = "The payment is being processed, or the `Idempotency-Key` is in flight.", body = ErrorEnvelope),
         (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
@@ -573,7 +667,7 @@ async fn cancel(
         // Nobody has claimed it: cancelled at once, never charged. Its
         // queued job finds a cancelled payment and does nothing.
         PaymentStatus::Pending if row.outcome_unknown_since.is_none() => {
-            cancel_unprocessed(&state, claim, &row, &reason).await
+            cancel_unprocessed(&state, &sent, claim, &row, &reason).await
         }
         // Being processed, or its outcome is being confirmed: no answer
         // about the card yet.
@@ -601,6 +695,7 @@ fn payment_processing() -> ApiError {
 
 async fn cancel_unprocessed(
     state: &AppState,
+    sent: &Sent,
     claim: Option<Claim>,
     row: &PaymentRow,
     reason: &str,
@@ -612,7 +707,8 @@ async fn cancel_unprocessed(
             reason: "cancelled before processing",
         };
         let Some(cancelled) =
-            payments::cancel_unprocessed(&mut *tx, row.payment_id(), reason, audit).await?
+            payments::cancel_unprocessed(&mut *tx, row.payment_id(), reason, &sent.origin, audit)
+                .await?
         else {
             // A worker claimed it meanwhile.
             return Err(payment_processing());
@@ -682,7 +778,9 @@ async fn refund(
         Ok(claim) => claim,
         Err(replay) => return Ok(replay),
     };
-    let found = find_payment(&state, &sent.caller, id).await;
+    let found = find_payment(&state, &sent.caller, id)
+        .await
+        .and_then(|row| check_merged_metadata(&row, &metadata));
     idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
     let new = NewOperation {
         amount: body.amount,

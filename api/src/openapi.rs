@@ -343,6 +343,10 @@ const ANSWER_OBJECTS: &[&str] = &[
     "RefundList",
     "ErrorEnvelope",
     "ErrorBody",
+    "OperationFailedEnvelope",
+    "OperationFailed",
+    "OperationError",
+    "CaptureDetails",
     "DeadLetterList",
 ];
 
@@ -521,7 +525,11 @@ mod tests {
                         let schema = &response["content"]["application/json"]["schema"]["$ref"];
                         assert!(
                             schema == "#/components/schemas/ErrorEnvelope"
-                                || (path == "/readyz" && status == "503"),
+                                || (path == "/readyz" && status == "503")
+                                // The envelope, with the committed payment in it.
+                                || (status == "402"
+                                    && schema
+                                        == "#/components/schemas/OperationFailedEnvelope"),
                             "{method} {path} {status}: {schema}"
                         );
                     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::db::{self, payments::PaymentRow};
@@ -74,7 +74,10 @@ async fn create(
     new.notify_on_finish = sent.wait.is_some();
     new.origin = sent.origin.clone();
 
-    let claim = match sent.begin(&state, "POST /v1/payments").await? {
+    let claim = match sent
+        .begin(&state, idempotency::CREATE_PAYMENT_ROUTE)
+        .await?
+    {
         Begun::Replay(response) => return Ok(response),
         Begun::Unkeyed => None,
         Begun::Claimed(claim) => Some(claim),
@@ -271,19 +274,11 @@ fn respond(
     wait: Option<Duration>,
 ) -> Response {
     let payment = Payment::from_row(row, &state.settings.public_base_url);
-    let location = location(state, &payment.id);
+    let location = crate::wire::payment_location(&state.settings.public_base_url, &payment.id);
     let mut response = (status, Json(payment)).into_response();
     if let Some(location) = location {
         response.headers_mut().insert(header::LOCATION, location);
     }
     crate::request::preference_applied(&mut response, wait);
     response
-}
-
-pub(crate) fn location(state: &AppState, id: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "{}/v1/payments/{id}",
-        state.settings.public_base_url.trim_end_matches('/')
-    ))
-    .ok()
 }

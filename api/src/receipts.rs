@@ -35,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use common::db;
+use common::db::operations::{OperationRow, OperationStatus};
 use common::db::payments::PaymentRow;
 use common::db::receipts::ReceiptRow;
 use common::domain::{PaymentId, PaymentStatus};
@@ -135,7 +136,14 @@ fn no_such_receipt() -> ApiError {
 
 fn render(row: &ReceiptRow) -> Markup {
     let payment = &row.payment;
-    let amount = format_amount(payment.amount, payment.currency.as_str());
+    // What the card was charged, once captured (a partial capture took
+    // less than was authorized); else what was asked for.
+    let headline = if payment.captured {
+        payment.amount_captured
+    } else {
+        payment.amount
+    };
+    let amount = format_amount(headline, payment.currency.as_str());
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -159,7 +167,10 @@ fn render(row: &ReceiptRow) -> Markup {
                         @if let Some(description) = &payment.description {
                             tr { th { "Description" } td { (description) } }
                         }
-                        (refund_lines(payment))
+                        @if payment.captured && payment.amount_captured != payment.amount {
+                            tr { th { "Authorized" } td { (format_amount(payment.amount, payment.currency.as_str())) } }
+                        }
+                        (refund_lines(row))
                     }
                 }
             }
@@ -167,16 +178,40 @@ fn render(row: &ReceiptRow) -> Markup {
     }
 }
 
-/// The rows about refunds: what was refunded (refunds not failed, pending
-/// ones included) and what the customer paid in the end.
-fn refund_lines(payment: &PaymentRow) -> Markup {
-    if payment.amount_refunded == 0 {
+/// The rows about refunds: each refund by its status (a pending one, or
+/// one whose outcome is being confirmed, is pending, not refunded; a failed
+/// one is not listed: no money moved), then the net of what is settled: the
+/// capture less the refunds that succeeded.
+fn refund_lines(row: &ReceiptRow) -> Markup {
+    let payment = &row.payment;
+    let listed: Vec<&OperationRow> = row
+        .refunds
+        .iter()
+        .filter(|r| r.status != OperationStatus::Failed)
+        .collect();
+    if listed.is_empty() {
         return html! {};
     }
     let currency = payment.currency.as_str();
+    let settled: i64 = listed
+        .iter()
+        .filter(|r| r.status == OperationStatus::Succeeded)
+        .map(|r| r.amount)
+        .sum();
+    let pending = listed
+        .iter()
+        .any(|r| r.status != OperationStatus::Succeeded);
     html! {
-        tr { th { "Refunded" } td { (format_amount(payment.amount_refunded, currency)) } }
-        tr { th { "Net" } td { (format_amount(payment.amount_captured - payment.amount_refunded, currency)) } }
+        @for refund in &listed {
+            tr {
+                th { @if refund.status == OperationStatus::Succeeded { "Refunded" } @else { "Refund pending" } }
+                td { (format_amount(refund.amount, currency)) " on " (date(refund.finished_at.unwrap_or(refund.created_at))) }
+            }
+        }
+        tr {
+            th { @if pending { "Net (refunds pending not deducted)" } @else { "Net" } }
+            td { (format_amount(payment.amount_captured - settled, currency)) }
+        }
     }
 }
 

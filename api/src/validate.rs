@@ -25,7 +25,7 @@ use crate::wire::{Address, CreatePayment};
 const MAX_ID_LEN: usize = 255;
 const MAX_DESCRIPTION_LEN: usize = 1000;
 const MAX_DESCRIPTOR_LEN: usize = 22;
-const MAX_METADATA_KEYS: usize = 50;
+pub(crate) const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_LEN: usize = 40;
 const MAX_METADATA_VALUE_LEN: usize = 500;
 

@@ -75,7 +75,7 @@ pub struct CreateEndpoint {
     #[schema(example = "https://example.com/webhooks")]
     url: String,
     /// Event types to send, or `["*"]` for all.
-    #[schema(min_items = 1, max_items = 8, example = json!(["payment.succeeded", "payment.failed"]))]
+    #[schema(min_items = 1, max_items = 10, example = json!(["payment.succeeded", "payment.failed"]))]
     events: Vec<String>,
     /// At most 1000 characters.
     #[schema(max_length = 1000)]
@@ -147,8 +147,9 @@ pub struct Event {
     id: String,
     object: &'static str,
     /// `payment.created`, `payment.succeeded`, `payment.failed`,
-    /// `payment.captured`, `payment.cancelled`, `refund.created`,
-    /// `refund.succeeded` or `refund.failed`.
+    /// `payment.captured`, `payment.capture_failed` (the processor refused
+    /// a capture), `payment.cancelled`, `payment.void_failed` (it refused a
+    /// void), `refund.created`, `refund.succeeded` or `refund.failed`.
     #[serde(rename = "type")]
     kind: String,
     /// Unix seconds.

@@ -125,14 +125,21 @@ pub struct Payment {
     pub amount_captured: i64,
     #[schema(format = DateTime)]
     pub captured_at: Option<String>,
-    pub capture_details: Option<Value>,
+    pub capture_details: Option<CaptureDetails>,
     /// Refunds that are not `failed` (pending ones included), in minor units.
     pub amount_refunded: i64,
     /// `true` once refunds cover everything captured.
     pub refunded: bool,
     #[schema(format = DateTime)]
     pub cancelled_at: Option<String>,
+    /// `automatic` for an authorization the system voided after
+    /// `AUTHORIZATION_TTL_HOURS`, or that the processor no longer held (see
+    /// `last_operation_error`); else the reason the cancel gave.
     pub cancellation_reason: Option<String>,
+    /// The latest capture, void or refund of this payment that failed, with
+    /// the processor's code and message: a refused capture or void is never
+    /// silent. `null` if none failed.
+    pub last_operation_error: Option<OperationError>,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -227,6 +234,55 @@ impl From<&common::processor::ProcessorResponse> for ProcessorResponse {
     }
 }
 
+/// What a capture did, once the payment is captured.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CaptureDetails {
+    /// Minor units captured.
+    pub captured_amount: i64,
+    #[schema(format = DateTime)]
+    pub capture_time: String,
+    /// The processor's id of the capture.
+    pub processor_capture_id: String,
+}
+
+/// A capture, void or refund that ended `failed`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OperationError {
+    /// `capture`, `void` or `refund`.
+    #[serde(rename = "type")]
+    #[schema(example = "capture")]
+    pub kind: String,
+    /// The processor's code (`charge_not_capturable`, `charge_not_voidable`,
+    /// `amount_exceeds_capturable`, `refund_declined`…) or `not_processed`.
+    #[schema(example = "charge_not_capturable")]
+    pub failure_code: String,
+    pub failure_message: String,
+    #[schema(format = DateTime)]
+    pub failed_at: String,
+}
+
+/// The stored `last_operation_error`, as the API shows it.
+#[derive(Deserialize)]
+struct StoredOperationError {
+    #[serde(rename = "type")]
+    kind: String,
+    failure_code: Option<String>,
+    failure_message: Option<String>,
+    failed_at: DateTime<Utc>,
+}
+
+impl OperationError {
+    fn from_stored(value: &Value) -> Option<Self> {
+        let stored: StoredOperationError = serde_json::from_value(value.clone()).ok()?;
+        Some(Self {
+            kind: stored.kind,
+            failure_code: stored.failure_code.unwrap_or_default(),
+            failure_message: stored.failure_message.unwrap_or_default(),
+            failed_at: timestamp(stored.failed_at),
+        })
+    }
+}
+
 /// The payment's refunds: the latest [`Refunds::EMBEDDED`], or all of them
 /// with `expand[]=refunds`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -295,6 +351,15 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// The URL of payment `id` (its `Location`).
+pub fn payment_location(public_base_url: &str, id: &str) -> Option<axum::http::HeaderValue> {
+    axum::http::HeaderValue::from_str(&format!(
+        "{}/v1/payments/{id}",
+        public_base_url.trim_end_matches('/')
+    ))
+    .ok()
+}
+
 /// `2234-5678`-style receipt number from the sequence.
 pub fn receipt_number(n: i64) -> String {
     format!("{:04}-{:04}", n / 10_000, n % 10_000)
@@ -334,11 +399,18 @@ impl Payment {
             amount_capturable: row.amount_capturable,
             amount_captured: row.amount_captured,
             captured_at: row.captured_at.map(timestamp),
-            capture_details: row.capture_details.as_ref().map(|d| d.0.clone()),
+            capture_details: row
+                .capture_details
+                .as_ref()
+                .and_then(|d| serde_json::from_value(d.0.clone()).ok()),
             amount_refunded: row.amount_refunded,
             refunded: row.amount_captured > 0 && row.amount_refunded == row.amount_captured,
             cancelled_at: row.cancelled_at.map(timestamp),
             cancellation_reason: row.cancellation_reason.clone(),
+            last_operation_error: row
+                .last_operation_error
+                .as_ref()
+                .and_then(|e| OperationError::from_stored(&e.0)),
             created_at: timestamp(row.created_at),
             updated_at: timestamp(row.updated_at),
             payment_method: PaymentMethodOut {

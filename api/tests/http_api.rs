@@ -256,6 +256,29 @@ async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
         .expect("send");
     assert_error(response, 401, "authentication_error", None).await;
 
+    // The scheme is case-insensitive (RFC 9110): `bearer` and `BEARER`
+    // are `Bearer`; an empty key after it is still a 401.
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let response = app
+            .http
+            .post(&url)
+            .header("authorization", format!("{scheme} {}", app.key))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 202, "{scheme}");
+    }
+    let response = app
+        .http
+        .post(&url)
+        .header("authorization", "bearer ")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_error(response, 401, "authentication_error", None).await;
+
     let read_only = app.key_for("default", &["payments:read"]).await;
     let response = app.post_as(&read_only, "/v1/payments", &body).await;
     assert_error(response, 403, "permission_error", None).await;
@@ -283,8 +306,8 @@ async fn requests_without_a_valid_key_get_401_and_wrong_scopes_get_403() {
 
     assert_eq!(
         rows_written(&app).await.0,
-        1,
-        "rejected requests wrote nothing"
+        4,
+        "rejected requests wrote nothing (the three spellings of `bearer` and one payment did)"
     );
 }
 

@@ -248,6 +248,15 @@ async fn a_cancel_replays_its_first_answer_refuses_another_body_and_an_in_flight
     let replay: Value = replay.json().await.expect("json");
     assert_eq!(replay, first, "the first answer, replayed");
 
+    // Its event names the request behind it, as every API change's does.
+    let (status, events) = app.get("/v1/events?type=payment.cancelled").await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let event = &events["data"][0];
+    assert_eq!(event["request"]["idempotency_key"], "cancel-1", "{events}");
+    assert!(event["request"]["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("req_")));
+
     let other = send("cancel-1", serde_json::json!({"reason": "duplicate"}))
         .await
         .expect("send");

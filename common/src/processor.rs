@@ -220,6 +220,10 @@ pub struct CaptureRequest {
     /// all of it. What is not captured is released to the cardholder.
     #[serde(default)]
     pub amount: Option<i64>,
+    /// What the cardholder's statement shows for this capture, when the
+    /// capture request gave one (the payment's own otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_descriptor: Option<String>,
 }
 
 /// `200`: the authorization was captured; the money moves.
@@ -365,6 +369,11 @@ pub struct SimStats {
     pub captures: u64,
     /// Authorizations voided, not counting idempotent replays.
     pub voids: u64,
+    /// Every `POST /v1/charges/:id/capture` received, whatever its outcome
+    /// (refusals and replays included).
+    pub capture_requests: u64,
+    /// Every `POST /v1/charges/:id/void` received, whatever its outcome.
+    pub void_requests: u64,
     /// Refunds paid (declined ones not counted), not counting replays.
     pub refunds: u64,
     /// Refunds (by `reference`) paid more than once. Must stay 0.

@@ -17,12 +17,14 @@ use uuid::Uuid;
 use crate::domain::DomainError;
 
 /// Every event type (DESIGN.md §10).
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "payment.created",
     "payment.succeeded",
     "payment.failed",
     "payment.captured",
+    "payment.capture_failed",
     "payment.cancelled",
+    "payment.void_failed",
     "refund.created",
     "refund.succeeded",
     "refund.failed",
@@ -65,17 +67,37 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240) // reserved
 }
 
+/// IPv6 ranges an endpoint may never reach: every block of IANA's IPv6
+/// Special-Purpose Address Registry that is not globally reachable, and a
+/// few that are but lead inside or to IPv4 (NAT64, 6to4), plus the
+/// deprecated site-local range. Unspecified, loopback, multicast, link-local
+/// and unique-local are refused by `std`'s own tests beside this table.
+static NOT_PUBLIC_V6: std::sync::LazyLock<Vec<ipnet::Ipv6Net>> = std::sync::LazyLock::new(|| {
+    [
+        "::/16",          // IPv4-compatible (deprecated) and other reserved forms
+        "64:ff9b::/96",   // NAT64: reaches IPv4 addresses, private ones included
+        "64:ff9b:1::/48", // local-use IPv4/IPv6 translation
+        "100::/64",       // discard-only
+        "100:0:0:1::/64", // dummy prefix
+        "2001::/23",      // IETF protocol assignments: Teredo, benchmarking, ORCHIDv2…
+        "2001:db8::/32",  // documentation
+        "2002::/16",      // 6to4 wraps an IPv4 address
+        "3fff::/20",      // documentation
+        "5f00::/16",      // segment routing (SRv6) SIDs
+        "fec0::/10",      // site-local (deprecated, still routed inside some networks)
+    ]
+    .iter()
+    .map(|net| net.parse().expect("a valid network"))
+    .collect()
+});
+
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
         || ip.is_unique_local() // fc00::/7, cloud metadata (fd00:ec2::254) included
         || ip.is_unicast_link_local()
-        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
-        || first == 0x0064 && ip.segments()[1] == 0xff9b // NAT64 reaches IPv4 inside
-        || first == 0 // IPv4-compatible and other reserved forms
-        || first == 0x2002) // 6to4 wraps an IPv4 address
+        || NOT_PUBLIC_V6.iter().any(|net| net.contains(&ip)))
 }
 
 /// A registered endpoint's URL: `http` or `https`, a host, no credentials,
@@ -220,6 +242,15 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.1.2.3",
             "64:ff9b::a00:1",
+            "fec0::1",                              // site-local
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "2001:20::1",                           // ORCHIDv2
+            "2001:2::1",                            // benchmarking
+            "100::1",                               // discard-only
+            "2001:db8::1",                          // documentation
+            "3fff::1",                              // documentation
+            "2002:a00:1::1",                        // 6to4 of 10.0.0.1
+            "5f00::1",                              // SRv6
         ] {
             assert!(!is_public(ip(s)), "{s} must not be public");
         }

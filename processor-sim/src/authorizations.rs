@@ -40,6 +40,7 @@ async fn capture(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SimError> {
+    sim.count_capture_request();
     let charge = charge_id(path)?;
     let key = idempotency::from_header(&headers)?;
     let request: CaptureRequest = optional_json(&body)?;
@@ -92,6 +93,7 @@ async fn void(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SimError> {
+    sim.count_void_request();
     let charge = charge_id(path)?;
     let key = idempotency::from_header(&headers)?;
     let VoidRequest {} = optional_json(&body)?;

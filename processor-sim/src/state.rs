@@ -164,6 +164,14 @@ impl Sim {
         lock(&self.ledger).stats.requests += 1;
     }
 
+    pub(crate) fn count_capture_request(&self) {
+        lock(&self.ledger).stats.capture_requests += 1;
+    }
+
+    pub(crate) fn count_void_request(&self) {
+        lock(&self.ledger).stats.void_requests += 1;
+    }
+
     pub(crate) fn count_replay(&self) {
         lock(&self.ledger).stats.replays += 1;
     }

@@ -13,7 +13,10 @@
 use common::db::operations::{self, Kind, OperationRow, OperationStatus};
 use common::db::payments::{self, Audit, Knowledge};
 use common::domain::failure_codes;
-use common::processor::{CaptureRequest, RefundRequest, VoidRequest};
+use common::processor::{
+    CaptureRequest, RefundRequest, VoidRequest, CHARGE_NOT_CAPTURABLE_CODE,
+    CHARGE_NOT_VOIDABLE_CODE,
+};
 use common::queue::Job;
 use lapin::types::FieldTable;
 use std::time::Duration;
@@ -111,6 +114,20 @@ where
     outcome.into()
 }
 
+/// Whether a refusal of a capture or void says the processor no longer
+/// holds the authorization at all (it was voided or expired there): the
+/// payment can never be captured or voided again, so it becomes `cancelled`
+/// rather than staying capturable (and the rescuer voiding it forever). A
+/// refusal about the amount (`amount_exceeds_capturable`) leaves the
+/// authorization as it is.
+fn authorization_released(kind: Kind, code: &str) -> bool {
+    match kind {
+        Kind::Capture => code == CHARGE_NOT_CAPTURABLE_CODE,
+        Kind::Void => code == CHARGE_NOT_VOIDABLE_CODE,
+        Kind::Refund => false,
+    }
+}
+
 /// The processor's idempotency key of an operation: stable across every
 /// attempt and worker.
 pub fn idempotency_key(op: &OperationRow) -> String {
@@ -158,6 +175,7 @@ pub(crate) async fn process(
                 charge_id,
                 request: CaptureRequest {
                     amount: Some(op.amount),
+                    statement_descriptor: op.statement_descriptor.clone(),
                 },
             };
             settle(ctx, &capture, unknown).await
@@ -195,12 +213,13 @@ pub(crate) async fn process(
             op.finished(ctx, row.is_some(), "succeeded");
         }
         Settled::Failed { code, message } => {
+            let released = authorization_released(op.kind(), &code);
             let audit = Audit {
                 actor: &ctx.worker_id,
                 reason: "processor refused",
             };
             let row = ctx
-                .db(|| operations::fail(&ctx.pool, &op, &code, &message, audit))
+                .db(|| operations::fail(&ctx.pool, &op, &code, &message, released, audit))
                 .await?;
             op.finished(ctx, row.is_some(), "failed");
         }
@@ -236,7 +255,7 @@ impl Work for OperationRow {
         let row = match *change {
             Change::Retry(retry) => operations::schedule_retry(pool, self, &retry, audit).await?,
             Change::FailNotProcessed { code, message } => {
-                operations::fail(pool, self, code, message, audit).await?
+                operations::fail(pool, self, code, message, false, audit).await?
             }
             Change::Hold { last_error } => operations::hold(pool, self, last_error, audit).await?,
             Change::FailUnclaimed { message } => {

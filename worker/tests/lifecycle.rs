@@ -44,12 +44,17 @@ async fn an_authorization_is_captured_in_part_and_the_rest_released() {
     let (status, body) = app
         .post_with(
             &format!("/v1/payments/{id}/capture"),
-            json!({"amount": 6_000}),
+            json!({"amount": 6_000, "statement_descriptor": "ACME SHIPPED",
+                   "metadata": {"shipment": "s-1"}}),
             &[("Prefer", "wait=20")],
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["captured"], true, "{body}");
+    // What the capture was sent with is applied, not dropped.
+    assert_eq!(body["statement_descriptor"], "ACME SHIPPED", "{body}");
+    assert_eq!(body["metadata"]["shipment"], "s-1", "{body}");
+    assert_eq!(app.payment(&id).await["metadata"]["shipment"], "s-1");
     assert_eq!(body["amount_captured"], 6_000);
     assert_eq!(body["amount_capturable"], 0, "the rest is released");
     assert!(body["captured_at"].as_str().is_some());
@@ -498,20 +503,238 @@ async fn an_authorization_left_uncaptured_past_its_ttl_is_voided_by_the_system()
     assert_eq!(app.sim_stats().await.voids, 1);
 }
 
+/// Voids the payment's authorization at the simulator itself, behind our
+/// back: an issuer that expired or reversed it.
+async fn void_at_the_processor(app: &TestApp, id: &str) {
+    let charge: String = sqlx::query_scalar(
+        "SELECT processor_response->>'charge_id' FROM payments WHERE id = $1::uuid",
+    )
+    .bind(id.trim_start_matches("pay_"))
+    .fetch_one(&app.pool)
+    .await
+    .expect("the payment's charge id");
+    let response = app
+        .http
+        .post(format!("{}/v1/charges/{charge}/void", app.sim_url))
+        .header("Idempotency-Key", format!("issuer-{charge}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("void at the simulator");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// The events of `kind` this merchant has, newest first.
+async fn events(app: &TestApp, kind: &str) -> Vec<Value> {
+    let (status, list) = app.get(&format!("/v1/events?type={kind}")).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    list["data"].as_array().expect("data").clone()
+}
+
+/// Checks the payment the processor no longer holds: cancelled, nothing
+/// capturable, the failure on it, and nothing more can be done to it.
+async fn assert_released(app: &TestApp, id: &str, kind: &str, code: &str) -> Value {
+    let payment = app.payment(id).await;
+    assert_eq!(payment["status"], "cancelled", "{payment}");
+    assert_eq!(payment["captured"], false);
+    assert_eq!(payment["amount_capturable"], 0);
+    assert_eq!(payment["amount_captured"], 0);
+    assert_eq!(payment["last_operation_error"]["type"], kind, "{payment}");
+    assert_eq!(payment["last_operation_error"]["failure_code"], code);
+    assert!(payment["last_operation_error"]["failure_message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    for action in ["capture", "cancel"] {
+        let (status, body) = app
+            .post(&format!("/v1/payments/{id}/{action}"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{action} again: {body}");
+    }
+    payment
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_the_processor_refuses_is_answered_as_a_failure_and_the_payment_tells_the_truth()
+{
+    let app = TestApp::spawn().await;
+    let id = succeeded(&app, cards::VISA, 10_000, false).await;
+    void_at_the_processor(&app, &id).await;
+    let (status, body) = app
+        .post_with(
+            &format!("/v1/payments/{id}/capture"),
+            json!({}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert_eq!(body["error"]["type"], "processor_error");
+    assert_eq!(body["error"]["code"], "capture_failed");
+    assert_eq!(body["error"]["failure_code"], "charge_not_capturable");
+    assert_eq!(
+        body["error"]["payment"]["id"],
+        id.as_str(),
+        "names the payment"
+    );
+    assert_eq!(body["error"]["payment"]["amount_capturable"], 0);
+
+    let payment = assert_released(&app, &id, "capture", "charge_not_capturable").await;
+    assert_eq!(payment["cancellation_reason"], "automatic");
+    let failed = events(&app, "payment.capture_failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["data"]["object"]["id"], id.as_str());
+    assert_eq!(
+        failed[0]["data"]["object"]["last_operation_error"]["failure_code"],
+        "charge_not_capturable"
+    );
+    assert_eq!(events(&app, "payment.cancelled").await.len(), 1);
+
+    // Past its TTL, nothing is left to void: no operation, no call.
+    sqlx::query("UPDATE payments SET finished_at = now() - interval '169 hours'")
+        .execute(&app.pool)
+        .await
+        .expect("age it");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.capture_requests, 1, "one capture sent: {stats:?}");
+    assert_eq!(stats.void_requests, 1, "only the issuer's void: {stats:?}");
+    assert_eq!(stats.captures, 0, "{stats:?}");
+    assert_eq!(app.count("operations").await, 1, "the one capture");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_the_processor_refuses_is_answered_as_a_failure_and_the_payment_tells_the_truth() {
+    let app = TestApp::spawn().await;
+    let id = succeeded(&app, cards::VISA, 8_000, false).await;
+    void_at_the_processor(&app, &id).await;
+    let (status, body) = app
+        .post_with(
+            &format!("/v1/payments/{id}/cancel"),
+            json!({"reason": "abandoned"}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert_eq!(body["error"]["code"], "void_failed");
+    assert_eq!(body["error"]["failure_code"], "charge_not_voidable");
+    assert_eq!(body["error"]["payment"]["status"], "cancelled");
+
+    let payment = assert_released(&app, &id, "void", "charge_not_voidable").await;
+    assert_eq!(
+        payment["cancellation_reason"], "abandoned",
+        "the cancel's reason"
+    );
+    assert_eq!(events(&app, "payment.void_failed").await.len(), 1);
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.void_requests, 2, "the issuer's and ours: {stats:?}");
+    assert_eq!(stats.voids, 1, "only the issuer's: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_authorization_the_processor_already_released_is_voided_once_never_every_pass() {
+    let app = TestApp::spawn().await;
+    let id = succeeded(&app, cards::VISA, 4_000, false).await;
+    void_at_the_processor(&app, &id).await;
+    sqlx::query("UPDATE payments SET finished_at = now() - interval '169 hours'")
+        .execute(&app.pool)
+        .await
+        .expect("age it");
+    app.wait_payment(&id, "cancelled", |p| p["status"] == "cancelled")
+        .await;
+    // Several rescuer passes (every 500 ms here).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let payment = assert_released(&app, &id, "void", "charge_not_voidable").await;
+    assert_eq!(payment["cancellation_reason"], "automatic");
+    assert_eq!(
+        app.count_where("operations", "kind = 'void' AND requested_by = 'system'")
+            .await,
+        1,
+        "one automatic void"
+    );
+    let stats = app.sim_stats().await;
+    assert_eq!(stats.void_requests, 2, "the issuer's and ours: {stats:?}");
+    assert_eq!(events(&app, "payment.void_failed").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_shows_what_was_captured_refunds_by_status_and_the_settled_net() {
+    let app = TestApp::spawn().await;
+    let id = succeeded(&app, cards::VISA, 10_000, false).await;
+    let (status, body) = app
+        .post_with(
+            &format!("/v1/payments/{id}/capture"),
+            json!({"amount": 2_500}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, refund) = app
+        .post_with(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"amount": 500, "reason": "other"}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refund}");
+    assert_eq!(refund["status"], "succeeded");
+    // A second refund held at a slow processor: pending on the receipt.
+    app.set_faults(json!({"latency_ms": 3000})).await;
+    let pending = request_refund(&app, &id, json!({"amount": 1_000, "reason": "other"})).await;
+    wait_refund_in_flight(&app, &pending).await;
+
+    let page = app
+        .http
+        .get(app.url(&format!("/receipts/{id}")))
+        .send()
+        .await
+        .expect("receipt")
+        .text()
+        .await
+        .expect("page");
+    let text: String = page.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains(r#"<p class="amount">25.00 USD</p>"#),
+        "the headline is what the card was charged: {text}"
+    );
+    assert!(
+        text.contains("<th>Authorized</th><td>100.00 USD</td>"),
+        "{text}"
+    );
+    assert!(text.contains("<th>Refunded</th><td>5.00 USD on "), "{text}");
+    assert!(
+        text.contains("<th>Refund pending</th><td>10.00 USD on "),
+        "{text}"
+    );
+    assert!(
+        text.contains("<th>Net (refunds pending not deducted)</th><td>20.00 USD</td>"),
+        "net of what is settled: {text}"
+    );
+    app.set_faults(json!({"latency_ms": 0})).await;
+    wait_refund(&app, &pending, "succeeded").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_refund_with_one_idempotency_key_refunds_once() {
     let app = TestApp::spawn().await;
     let id = succeeded(&app, cards::VISA, 5_000, true).await;
     let path = format!("/v1/payments/{id}/refund");
     let body = json!({"amount": 1_000, "reason": "other"});
-    let (first_status, first) = app
-        .post_with(&path, body.clone(), &[("Idempotency-Key", "r-1")])
-        .await;
-    let (second_status, second) = app
-        .post_with(&path, body, &[("Idempotency-Key", "r-1")])
-        .await;
-    assert_eq!(first_status, StatusCode::ACCEPTED);
-    assert_eq!(second_status, StatusCode::ACCEPTED);
+    let send = || {
+        app.request(reqwest::Method::POST, &path)
+            .header("Idempotency-Key", "r-1")
+            .json(&body)
+            .send()
+    };
+    let first = send().await.expect("first refund");
+    let second = send().await.expect("second refund");
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    assert_eq!(second.status(), StatusCode::ACCEPTED);
+    assert!(second.headers().get("idempotent-replayed").is_some());
+    // The first answer had no `Location`; its replay has none either (it
+    // once pointed at `/v1/payments/ref_…`).
+    assert!(first.headers().get("location").is_none());
+    assert!(second.headers().get("location").is_none());
+    let first: Value = first.json().await.expect("json");
+    let second: Value = second.json().await.expect("json");
     assert_eq!(first["id"], second["id"], "the same refund");
     assert_eq!(app.count("operations").await, 1);
 }

@@ -477,6 +477,64 @@ async fn delivery_refuses_a_name_that_now_resolves_to_loopback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_refuses_every_special_purpose_ipv6_literal() {
+    let mut settings = testkit::fast_worker_settings();
+    settings.webhook_allow_private = false;
+    let app = TestApp::with(Options {
+        worker: settings,
+        ..Options::default()
+    })
+    .await;
+    // Written directly (the API refuses them at registration): the worker
+    // checks again at every delivery.
+    let merchant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM merchants LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .expect("merchant");
+    let urls = [
+        "http://[fec0::1]/",
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+        "http://[2001:20::1]/",
+        "http://[100::1]/",
+        "http://[2001:db8::1]/",
+    ];
+    for url in urls {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, events, secret)
+             VALUES ($1, $2, $3, '{payment.succeeded}', $4)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(merchant)
+        .bind(url)
+        .bind(common::webhooks::new_secret())
+        .execute(&app.pool)
+        .await
+        .expect("endpoint");
+    }
+    pay(&app, cards::VISA, 1000, true).await;
+    app.eventually(
+        "every endpoint blocked",
+        Duration::from_secs(20),
+        || async {
+            let endpoints: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT endpoint_id) FROM webhook_attempts WHERE outcome = 'blocked'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("attempts");
+            (endpoints == urls.len() as i64).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        app.count_where("webhook_attempts", "outcome <> 'blocked'")
+            .await,
+        0,
+        "no attempt reached any of them"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_relay_cut_from_the_database_holds_its_events_and_sends_each_once_when_back() {
     let mut app = TestApp::with(Options {
         api_db_proxy: true,

@@ -363,7 +363,10 @@ macro_rules! succeed_with {
 }
 
 /// `processing` → `succeeded` under this claim, applying the effect on the
-/// payment (captured, cancelled) in the same statement.
+/// payment (captured, cancelled) in the same statement. A capture also
+/// applies what it was sent with: its `statement_descriptor` replaces the
+/// payment's, its `metadata` keys are merged into the payment's (Stripe's
+/// rule for a capture's parameters).
 pub async fn succeed<'e>(
     db: impl PgExecutor<'e>,
     op: &OperationRow,
@@ -374,6 +377,9 @@ pub async fn succeed<'e>(
         Kind::Capture => succeed_with!(db, op, processor_id, audit, also: ", pay AS (
                  UPDATE payments SET captured = true, amount_captured = u.amount,
                      amount_capturable = 0, captured_at = now(),
+                     statement_descriptor = COALESCE(u.statement_descriptor,
+                                                     payments.statement_descriptor),
+                     metadata = payments.metadata || u.metadata,
                      capture_details = jsonb_build_object(
                          'captured_amount', u.amount,
                          'capture_time', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
@@ -400,13 +406,21 @@ pub async fn succeed<'e>(
     }
 }
 
-/// `processing` → `failed` under this claim. A failed refund releases its
-/// reserved amount in the same statement.
+/// `processing` → `failed` under this claim, on the processor's definitive
+/// answer, with its effect on the payment in the same statement: a failed
+/// refund releases its reserved amount; every failure is the payment's
+/// `last_operation_error` (and an event, by trigger). `released`: the
+/// processor said it no longer holds the authorization (a capture or void
+/// refused as `charge_not_capturable` or `charge_not_voidable`), so the
+/// payment, authorized and uncaptured, becomes `cancelled` (for the void's
+/// reason; `automatic` after a capture) with nothing capturable: nothing can be taken from it any more, and the
+/// rescuer has nothing left to void.
 pub async fn fail<'e>(
     db: impl PgExecutor<'e>,
     op: &OperationRow,
     failure_code: &str,
     failure_message: &str,
+    released: bool,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
     operation_transition!(
@@ -416,11 +430,42 @@ pub async fn fail<'e>(
         guard: own_claim,
         set: "status = 'failed', failure_code = $5, failure_message = $6, outcome_unknown_since = NULL,
          next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
-        also: release_refund,
+        also: ", gone AS (
+             SELECT u.payment_id FROM updated u JOIN payments p ON p.id = u.payment_id
+             WHERE $7 AND u.kind <> 'refund' AND p.status = 'succeeded' AND NOT p.captured
+         ), pay AS (
+             UPDATE payments SET
+                 amount_refunded = amount_refunded
+                     - CASE WHEN u.kind = 'refund' THEN u.amount ELSE 0 END,
+                 last_operation_error = jsonb_build_object('type', u.kind,
+                     'failure_code', u.failure_code, 'failure_message', u.failure_message,
+                     'failed_at', u.finished_at),
+                 status = CASE WHEN gone.payment_id IS NULL THEN payments.status
+                               ELSE 'cancelled' END,
+                 amount_capturable = CASE WHEN gone.payment_id IS NULL
+                                          THEN payments.amount_capturable ELSE 0 END,
+                 cancelled_at = CASE WHEN gone.payment_id IS NULL THEN payments.cancelled_at
+                                     ELSE now() END,
+                 cancellation_reason = CASE WHEN gone.payment_id IS NULL
+                                                 THEN payments.cancellation_reason
+                                            WHEN u.kind = 'void'
+                                                 THEN COALESCE(u.reason, 'requested_by_customer')
+                                            ELSE 'automatic' END,
+                 updated_at = now()
+             FROM updated u LEFT JOIN gone ON gone.payment_id = u.payment_id
+             WHERE payments.id = u.payment_id
+             RETURNING payments.id
+         ), pay_history AS (
+             INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
+             SELECT payment_id, 'succeeded', 'cancelled', $2,
+                    'the processor no longer holds the authorization'
+             FROM gone
+         )",
         binds: [
             op.attempts,
             failure_code,
             failure_message,
+            released,
         ],
     )
 }
@@ -428,7 +473,8 @@ pub async fn fail<'e>(
 /// `pending` → `failed` for a job given up before any claim (a message that
 /// kept killing workers), as [`super::payments::fail_unclaimed`]: only an
 /// operation known never to have reached the processor (not held, no unknown
-/// outcome). A refund releases its reserved amount in the same statement.
+/// outcome). A refund releases its reserved amount in the same statement;
+/// the failure is the payment's `last_operation_error`.
 pub async fn fail_unclaimed<'e>(
     db: impl PgExecutor<'e>,
     id: Uuid,
@@ -442,7 +488,7 @@ pub async fn fail_unclaimed<'e>(
         audit,
         guard: known_unprocessed,
         set: fail_unclaimed,
-        also: release_refund,
+        also: record_failure,
         binds: [
             failure_code,
             failure_message,
@@ -585,7 +631,9 @@ pub async fn take_overdue<'e>(
 }
 
 /// Authorizations approved more than `ttl` ago and still uncaptured, with no
-/// capture or void under way: up to `limit` of them, to be voided.
+/// capture or void under way and never voided by the system before (at most
+/// one automatic void per payment: one that failed is for an operator, never
+/// sent again every pass): up to `limit` of them, to be voided.
 pub async fn expired_authorizations<'e>(
     db: impl PgExecutor<'e>,
     ttl: Duration,
@@ -597,7 +645,8 @@ pub async fn expired_authorizations<'e>(
            AND p.finished_at < now() - make_interval(secs => $1)
            AND NOT EXISTS (SELECT 1 FROM operations o
                            WHERE o.payment_id = p.id AND o.kind IN ('capture', 'void')
-                             AND o.status IN ('pending', 'processing'))
+                             AND (o.status IN ('pending', 'processing')
+                                  OR (o.kind = 'void' AND o.requested_by = 'system')))
          ORDER BY p.finished_at
          LIMIT $2",
         ttl.as_secs_f64(),

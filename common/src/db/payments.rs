@@ -76,6 +76,10 @@ pub struct PaymentRow {
     pub amount_refunded: i64,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub cancellation_reason: Option<String>,
+    /// The latest capture, void or refund of this payment that ended
+    /// `failed`: `{"type", "failure_code", "failure_message", "failed_at"}`
+    /// (written by [`super::operations::fail`]).
+    pub last_operation_error: Option<Json<Value>>,
 }
 
 impl PaymentRow {
@@ -337,19 +341,39 @@ pub async fn cancel_unprocessed<'e>(
     db: impl PgExecutor<'e>,
     id: PaymentId,
     reason: &str,
+    origin: &Origin,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: "old.status = 'pending' AND p.outcome_unknown_since IS NULL",
-        set: "status = 'cancelled', cancelled_at = now(), cancellation_reason = $4, held_at = NULL,
-         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
-        binds: [
-            reason,
+    // `transition!`'s shape, with the request behind the change in the
+    // history row: its `payment.cancelled` event names it.
+    payment_row!(
+        [
+            "WITH old AS (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE),
+             updated AS (
+                 UPDATE payments p SET status = 'cancelled', cancelled_at = now(),
+                     cancellation_reason = $4, held_at = NULL, next_attempt_at = NULL,
+                     lease_expires_at = NULL, due_at = NULL, finished_at = now(),
+                     updated_at = now()
+                 FROM old
+                 WHERE p.id = old.id AND old.status = 'pending'
+                   AND p.outcome_unknown_since IS NULL
+                 RETURNING p.*, old.status AS from_status
+             ), history AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,
+                     reason, request_id, idempotency_key)
+                 SELECT id, from_status, status, $2, $3, $5, $6 FROM updated
+             ) " +
         ],
+        "FROM updated",
+        id.0,
+        audit.actor,
+        audit.reason,
+        reason,
+        origin.request_id.as_deref(),
+        origin.idempotency_key.as_deref(),
     )
+    .fetch_optional(db)
+    .await
 }
 
 /// `processing` (this worker's claim) → `pending`, held for an operator:

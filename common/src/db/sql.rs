@@ -42,7 +42,8 @@ macro_rules! payment_row {
                 outcome_unknown_since, held_at, claimed_by, amount_capturable, amount_captured,
                 captured_at,
                 capture_details AS \"capture_details: Json<Value>\",
-                amount_refunded, cancelled_at, cancellation_reason "
+                amount_refunded, cancelled_at, cancellation_reason,
+                last_operation_error AS \"last_operation_error: Json<Value>\" "
             + $after
             $($binds)*
         )
@@ -165,15 +166,21 @@ macro_rules! payment_transition {
 }
 
 /// An operation's [`transition!`], with `also` for its effect on the
-/// payment; `also: release_refund` gives back the amount a refund reserved
-/// (a capture or void reserves nothing), for the statements that fail one.
+/// payment; `also: record_failure` gives back the amount a refund reserved
+/// (a capture or void reserves nothing) and writes the payment's
+/// `last_operation_error`, for the statements that fail one.
 macro_rules! operation_transition {
-    ($db:expr, $id:expr, $audit:expr, guard: $guard:tt, set: $set:tt, also: release_refund,
+    ($db:expr, $id:expr, $audit:expr, guard: $guard:tt, set: $set:tt, also: record_failure,
      binds: $binds:tt $(,)?) => {
         operation_transition!($db, $id, $audit, guard: $guard, set: $set, also: ", pay AS (
-                UPDATE payments SET amount_refunded = amount_refunded - u.amount,
+                UPDATE payments SET
+                    amount_refunded = amount_refunded
+                        - CASE WHEN u.kind = 'refund' THEN u.amount ELSE 0 END,
+                    last_operation_error = jsonb_build_object('type', u.kind,
+                        'failure_code', u.failure_code, 'failure_message', u.failure_message,
+                        'failed_at', u.finished_at),
                     updated_at = now()
-                FROM updated u WHERE payments.id = u.payment_id AND u.kind = 'refund'
+                FROM updated u WHERE payments.id = u.payment_id
                 RETURNING payments.id
             )", binds: $binds)
     };
