@@ -380,3 +380,47 @@ fn the_secret_key_is_never_printed_by_help() {
     assert!(text.contains("STRIPE_SECRET_KEY"), "{text}");
     assert!(!text.contains("sk_test_never_shown"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_and_a_void_whose_answers_are_lost_are_settled_by_the_payment_intents_status() {
+    let system = System::with(TEST_KEY, true).await;
+    let proxy = system.proxy.as_ref().expect("proxy");
+    let to_capture = system.pay(VISA, 8_000, false).await;
+    let to_void = system.pay(VISA, 3_000, false).await;
+    assert_eq!(to_capture["status"], "succeeded", "{to_capture}");
+    assert_eq!(to_void["status"], "succeeded", "{to_void}");
+
+    // localstripe answers 400 to a second capture or cancel: only asking
+    // first, never resending, ends these as done.
+    proxy.lose_answers(1);
+    let id = to_capture["id"].as_str().expect("id");
+    let (status, captured) = system
+        .app
+        .post_with(
+            &format!("/v1/payments/{id}/capture"),
+            json!({"amount": 5_000}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{captured}");
+    assert_eq!(proxy.answers_lost(), 1, "the capture's answer was lost");
+    assert_eq!(captured["amount_captured"], 5_000, "{captured}");
+    let intent = system.only_intent(&to_capture).await;
+    assert_eq!(intent["status"], "succeeded", "{intent}");
+
+    proxy.lose_answers(1);
+    let id = to_void["id"].as_str().expect("id");
+    let (status, voided) = system
+        .app
+        .post_with(
+            &format!("/v1/payments/{id}/cancel"),
+            json!({}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{voided}");
+    assert_eq!(proxy.answers_lost(), 2, "the void's answer was lost");
+    assert_eq!(voided["status"], "cancelled", "{voided}");
+    let intent = system.only_intent(&to_void).await;
+    assert_eq!(intent["status"], "canceled", "{intent}");
+}
