@@ -353,8 +353,54 @@ fn invalid<A, D>(status: u16, error: ApiError, refusals: &[(&str, &str)]) -> Out
     ))
 }
 
+/// Each lookup within one `PROCESSOR_TIMEOUT_MS`, each send (with its
+/// quick resends and a decline's card) within two: a settle stays within
+/// the three the lease is sized for (`LEASE_SECS`). Past it, the outcome is
+/// unknown.
 impl CardProcessor for StripeClient {
     async fn charge(&self, charge: &Charge) -> OutcomeOf<Charge> {
+        self.bounded(2, self.send_charge(charge)).await
+    }
+    async fn find_charge(&self, charge: &Charge) -> OutcomeOf<Charge> {
+        self.bounded(1, self.lookup_charge(charge)).await
+    }
+    async fn capture(&self, capture: &Capture) -> OutcomeOf<Capture> {
+        self.bounded(2, self.send_capture(capture)).await
+    }
+    async fn find_capture(&self, capture: &Capture) -> OutcomeOf<Capture> {
+        self.bounded(1, self.lookup_capture(capture)).await
+    }
+    async fn void(&self, void: &Void) -> OutcomeOf<Void> {
+        self.bounded(2, self.send_void(void)).await
+    }
+    async fn find_void(&self, void: &Void) -> OutcomeOf<Void> {
+        self.bounded(1, self.lookup_void(void)).await
+    }
+    async fn refund(&self, refund: &Refund) -> OutcomeOf<Refund> {
+        self.bounded(2, self.send_refund(refund)).await
+    }
+    async fn find_refund(&self, refund: &Refund) -> OutcomeOf<Refund> {
+        self.bounded(1, self.lookup_refund(refund)).await
+    }
+}
+
+impl StripeClient {
+    /// `work` within `timeouts` × `PROCESSOR_TIMEOUT_MS`, else unknown.
+    async fn bounded<A, D>(
+        &self,
+        timeouts: u32,
+        work: impl std::future::Future<Output = Outcome<A, D>>,
+    ) -> Outcome<A, D> {
+        let limit = self.timeout * timeouts;
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Outcome::transient(
+                format!("no answer from Stripe within {} ms", limit.as_millis()),
+                Knowledge::Unknown,
+            )
+        })
+    }
+
+    async fn send_charge(&self, charge: &Charge) -> OutcomeOf<Charge> {
         let request = &charge.request;
         let token = request.token.as_str();
         let (payment_method, payment_method_data) = if token.starts_with("tok_") {
@@ -395,7 +441,7 @@ impl CardProcessor for StripeClient {
         }
     }
 
-    async fn find_charge(&self, charge: &Charge) -> OutcomeOf<Charge> {
+    async fn lookup_charge(&self, charge: &Charge) -> OutcomeOf<Charge> {
         let cutoff = charge.created_at.timestamp() - CLOCK_SKEW_SECS;
         let mut after: Option<String> = None;
         for _ in 0..LOOKUP_PAGES {
@@ -432,7 +478,7 @@ impl CardProcessor for StripeClient {
         )
     }
 
-    async fn capture(&self, capture: &Capture) -> OutcomeOf<Capture> {
+    async fn send_capture(&self, capture: &Capture) -> OutcomeOf<Capture> {
         let body = CaptureIntent {
             amount_to_capture: capture.request.amount,
             expand: ["latest_charge"],
@@ -454,7 +500,7 @@ impl CardProcessor for StripeClient {
         }
     }
 
-    async fn find_capture(&self, capture: &Capture) -> OutcomeOf<Capture> {
+    async fn lookup_capture(&self, capture: &Capture) -> OutcomeOf<Capture> {
         match self.intent(&capture.charge_id).await {
             Ok(intent) => match intent.status.as_str() {
                 "requires_capture" => Outcome::NotFound,
@@ -465,7 +511,7 @@ impl CardProcessor for StripeClient {
         }
     }
 
-    async fn void(&self, void: &Void) -> OutcomeOf<Void> {
+    async fn send_void(&self, void: &Void) -> OutcomeOf<Void> {
         let path = format!("/v1/payment_intents/{}/cancel", urlencode(&void.charge_id));
         let refusals = [("payment_intent_unexpected_state", CHARGE_NOT_VOIDABLE_CODE)];
         match decode(self.post(&path, &void.key, &NoFields {}).await, &refusals) {
@@ -474,7 +520,7 @@ impl CardProcessor for StripeClient {
         }
     }
 
-    async fn find_void(&self, void: &Void) -> OutcomeOf<Void> {
+    async fn lookup_void(&self, void: &Void) -> OutcomeOf<Void> {
         match self.intent(&void.charge_id).await {
             Ok(intent) => match intent.status.as_str() {
                 "requires_capture" => Outcome::NotFound,
@@ -484,7 +530,7 @@ impl CardProcessor for StripeClient {
         }
     }
 
-    async fn refund(&self, refund: &Refund) -> OutcomeOf<Refund> {
+    async fn send_refund(&self, refund: &Refund) -> OutcomeOf<Refund> {
         let body = CreateRefund {
             payment_intent: &refund.request.charge,
             amount: refund.request.amount,
@@ -506,7 +552,7 @@ impl CardProcessor for StripeClient {
         }
     }
 
-    async fn find_refund(&self, refund: &Refund) -> OutcomeOf<Refund> {
+    async fn lookup_refund(&self, refund: &Refund) -> OutcomeOf<Refund> {
         let mut after: Option<String> = None;
         for _ in 0..LOOKUP_PAGES {
             let mut path = format!(
@@ -1005,6 +1051,18 @@ mod tests {
             }
             other => panic!("not rejected: {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_time_budget_is_an_unknown_outcome() {
+        let client = StripeClient::new(
+            "http://127.0.0.1:9",
+            SecretKey::new("sk_test_x"),
+            Duration::from_millis(20),
+        )
+        .expect("client");
+        let outcome: Outcome<(), ()> = client.bounded(2, std::future::pending()).await;
+        assert_eq!(outcome.label(), "unknown", "{outcome:?}");
     }
 
     #[test]
