@@ -20,6 +20,8 @@ const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker");
 const VISA: &str = "4242424242424242";
 /// Declined when a PaymentIntent is confirmed with it.
 const DECLINED_ON_CHARGE: &str = "4000000000000341";
+/// Asks for 3-D Secure authentication (`requires_action`).
+const THREE_D_SECURE: &str = "4000002500003155";
 
 /// One test's system: the API in-process, localstripe, and a worker
 /// process talking to it (through `proxy` when asked).
@@ -423,4 +425,32 @@ async fn a_capture_and_a_void_whose_answers_are_lost_are_settled_by_the_payment_
     assert_eq!(voided["status"], "cancelled", "{voided}");
     let intent = system.only_intent(&to_void).await;
     assert_eq!(intent["status"], "canceled", "{intent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_that_asks_for_3d_secure_is_held_with_that_reason_and_never_failed() {
+    let system = System::start().await;
+    let pm = system
+        .stripe
+        .payment_method(THREE_D_SECURE)
+        .await
+        .expect("pm");
+    let id = system
+        .app
+        .create_payment_as(&system.app.key, &payment_of(&pm, 1_200, true))
+        .await;
+    let held = system
+        .app
+        .wait_payment(&id, "the payment held", |p| {
+            p["last_error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("held for an operator"))
+        })
+        .await;
+    assert_eq!(held["status"], "pending", "never failed: {held}");
+    let error = held["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("3-D Secure"), "{error}");
+    assert!(error.contains("requires_action"), "{error}");
+    let intent = system.only_intent(&held).await;
+    assert_eq!(intent["status"], "requires_action", "{intent}");
 }
