@@ -3,7 +3,8 @@
 //! kills them), and TCP proxies to cut a connection for that test alone.
 //!
 //! Tests talk to the real PostgreSQL and RabbitMQ of the machine; nothing is
-//! mocked. The card processor is `processor-sim` over real HTTP.
+//! mocked. The card processor is `processor-sim` over real HTTP, or for the
+//! Stripe adapter a `localstripe` server of the test's own.
 //!
 //! Where to find what:
 //! - [`app`]: [`TestApp`], one test's whole system, started and stopped;
