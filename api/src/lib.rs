@@ -133,6 +133,13 @@ pub struct ServeArgs {
     #[arg(long, env = "RATE_LIMIT_BURST", default_value = "200", value_parser = rate_limit::parse_rate, global = true)]
     pub rate_limit_burst: NonZeroU32,
 
+    /// The keys that seal webhook signing secrets at rest: base64 keys of
+    /// 32 bytes, comma-separated, the sealing one first (`openssl rand
+    /// -base64 32`). Required to serve; the workers need the same list.
+    /// Never logged. See `common::secret`.
+    #[arg(long, env = "SECRETS_KEY", hide_env_values = true, global = true)]
+    pub secrets_key: Option<common::secret::SecretsKeys>,
+
     /// What the operator views need to know of the workers.
     #[command(flatten)]
     pub console: console::ConsoleArgs,
@@ -188,6 +195,8 @@ pub struct AppState {
     /// The webhook queues (a connection of their own, opened on first use).
     pub webhook_broker: Arc<Broker>,
     pub limiter: Arc<rate_limit::Limiter>,
+    /// Seals webhook signing secrets before they are stored.
+    pub secrets: Arc<common::secret::SecretsKeys>,
     waiters: Arc<Waiters>,
     outbox: Outbox,
     shutdown: CancellationToken,
@@ -222,7 +231,27 @@ pub async fn serve(
     settings: ServeArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let secrets = Arc::new(settings.secrets_key.clone().context(
+        "SECRETS_KEY is not set: the API seals webhook signing secrets with it \
+         (`openssl rand -base64 32`; the workers need the same value)",
+    )?);
     let background = CancellationToken::new();
+    // Secrets stored before sealing, or under a key rotated out, are sealed
+    // under the first key now (off the request path; the next start tries
+    // again if the database is not there yet).
+    tokio::spawn({
+        let (pool, secrets) = (pool.clone(), secrets.clone());
+        async move {
+            match common::db::webhooks::reseal_secrets(&pool, &secrets).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(resealed = n, "webhook signing secrets resealed"),
+                Err(err) => tracing::error!(
+                    error = format!("{err:#}"),
+                    "resealing webhook signing secrets"
+                ),
+            }
+        }
+    });
     let waiters = Arc::new(Waiters::default());
     let listen = tokio::spawn(waiters.clone().listen(pool.clone(), background.clone()));
     let (outbox, outbox_tasks) = Outbox::start(
@@ -258,6 +287,7 @@ pub async fn serve(
         metrics: Arc::new(metrics::Metrics::default()),
         webhook_broker: webhook_broker.clone(),
         limiter,
+        secrets,
         waiters,
         outbox,
         shutdown: shutdown.clone(),

@@ -266,15 +266,17 @@ async fn create_endpoint(
         .await
         .invalid("url", "invalid_url")?;
     let secret = hooks::new_secret();
+    let id = Uuid::now_v7();
     let row = db::create_endpoint(
         &state.pool,
         &NewEndpoint {
-            id: Uuid::now_v7(),
+            id,
             merchant_id: sent.caller.merchant_id,
             url: url.as_str(),
             events: &request.events,
             description: request.description.as_deref(),
-            secret: &secret,
+            // Stored sealed: a dump of the database signs nothing.
+            secret: &state.secrets.seal(&secret, id.as_bytes()),
         },
     )
     .await?
@@ -408,7 +410,8 @@ async fn rotate_secret(
     caller.require(Scope::WebhooksWrite)?;
     let uuid = endpoint_id(&id)?;
     let secret = hooks::new_secret();
-    let row = db::rotate_secret(&state.pool, caller.merchant_id, uuid, &secret)
+    let sealed = state.secrets.seal(&secret, uuid.as_bytes());
+    let row = db::rotate_secret(&state.pool, caller.merchant_id, uuid, &sealed)
         .await?
         .ok_or_else(no_such_endpoint)?;
     Ok(Json(Endpoint::from_row(row, Some(secret))))

@@ -415,6 +415,41 @@ async fn a_receipt_is_an_html_page_with_the_card_and_the_amount_in_major_units()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_numbers_count_per_merchant_and_say_nothing_of_the_others() {
+    let app = TestApp::api_only().await;
+    let other = app
+        .key_for("other", &["payments:read", "payments:write"])
+        .await;
+    let body = payment_body(cards::VISA);
+    let number = |payment: Value| payment["receipt_number"].as_str().map(str::to_owned);
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    // Interleaved: A, B, A, B, A.
+    for i in 0..5 {
+        if i % 2 == 0 {
+            let id = app.create_payment(cards::VISA).await;
+            ours.push(number(app.payment(&id).await));
+        } else {
+            let id = app.create_payment_as(&other, &body).await;
+            let payment: Value = app
+                .get_as(&other, &format!("/v1/payments/{id}"))
+                .await
+                .json()
+                .await
+                .expect("json");
+            theirs.push(number(payment));
+        }
+    }
+    let expect = |n: usize| {
+        (1..=n)
+            .map(|i| Some(format!("0000-{i:04}")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ours, expect(3), "the first merchant's own count");
+    assert_eq!(theirs, expect(2), "the second merchant's own count");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_name_with_markup_is_escaped_on_the_receipt() {
     let app = TestApp::api_only().await;
     let name = "<script>alert('owned')</script> & \"Sons\"";

@@ -210,6 +210,89 @@ async fn scopes_guard_endpoints_and_merchants_never_see_each_others() {
     assert_eq!(deleted["deleted"], true);
     assert_eq!(app.count("webhook_endpoints").await, 0);
 }
+/// An endpoint's stored secret columns.
+async fn stored_secrets(app: &TestApp, endpoint: uuid::Uuid) -> (String, Option<String>) {
+    sqlx::query_as("SELECT secret, previous_secret FROM webhook_endpoints WHERE id = $1")
+        .bind(endpoint)
+        .fetch_one(&app.pool)
+        .await
+        .expect("the endpoint")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_secrets_are_stored_sealed_and_a_dump_holds_none_of_them() {
+    let mut app = TestApp::api_only().await;
+    let (id, first) = app
+        .register_webhook("http://127.0.0.1:9/hooks", &["*"])
+        .await;
+    let endpoint: uuid::Uuid = id.trim_start_matches("we_").parse().expect("uuid");
+    let keys: common::secret::SecretsKeys = testkit::TEST_SECRETS_KEY.parse().expect("keys");
+    let holds = |stored: &str, secret: &str| {
+        stored.contains(secret) || stored.contains(secret.trim_start_matches("whsec_"))
+    };
+
+    let (stored, previous) = stored_secrets(&app, endpoint).await;
+    assert!(stored.starts_with("sealed:v1:"), "{stored}");
+    assert!(!holds(&stored, &first), "the column holds no secret");
+    assert_eq!(previous, None);
+    assert_eq!(
+        keys.open(&stored, endpoint.as_bytes()).expect("opens"),
+        first
+    );
+    assert!(
+        keys.open(&stored, uuid::Uuid::now_v7().as_bytes()).is_err(),
+        "bound to its own row"
+    );
+
+    let (status, rotated) = app
+        .post(
+            &format!("/v1/webhook_endpoints/{id}/rotate_secret"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let second = rotated["secret"].as_str().expect("secret");
+    let (stored, previous) = stored_secrets(&app, endpoint).await;
+    let previous = previous.expect("the previous secret");
+    for column in [&stored, &previous] {
+        assert!(column.starts_with("sealed:v1:"), "{column}");
+        assert!(!holds(column, &first) && !holds(column, second), "{column}");
+    }
+
+    // A secret stored in the clear (before sealing) is sealed when an API
+    // starts, and still opens to itself.
+    let merchant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM merchants LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .expect("merchant");
+    let legacy = uuid::Uuid::now_v7();
+    let clear = common::webhooks::new_secret();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, events, secret)
+         VALUES ($1, $2, 'http://127.0.0.1:9/old', '{*}', $3)",
+    )
+    .bind(legacy)
+    .bind(merchant)
+    .bind(&clear)
+    .execute(&app.pool)
+    .await
+    .expect("a legacy endpoint");
+    app.stop_api().await;
+    app.start_api().await.expect("restart");
+    let sealed = app
+        .eventually(
+            "the legacy secret sealed",
+            Duration::from_secs(10),
+            || async {
+                let (stored, _) = stored_secrets(&app, legacy).await;
+                stored.starts_with("sealed:v1:").then_some(stored)
+            },
+        )
+        .await;
+    assert!(!holds(&sealed, &clear));
+    assert_eq!(keys.open(&sealed, legacy.as_bytes()).expect("opens"), clear);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_killed_after_its_commit_still_gets_the_event_out() {
     let mut app = TestApp::spawn().await;

@@ -215,7 +215,8 @@ async fn insert(pool: &PgPool, merchant: uuid::Uuid, n: u64, spacing: f64) -> an
     sqlx::query(
         r#"INSERT INTO payments (id, merchant_id, status, amount, currency, capture, captured,
                card_token, order_id, invoice_id, customer_id, description, card,
-               processor_response, attempts, created_at, updated_at, finished_at)
+               processor_response, attempts, created_at, updated_at, finished_at,
+               receipt_number)
            SELECT
                (lpad(to_hex((extract(epoch FROM g.ts) * 1000)::bigint), 12, '0') || '7'
                    || substr(md5(random()::text), 1, 3)
@@ -235,7 +236,8 @@ async fn insert(pool: &PgPool, merchant: uuid::Uuid, n: u64, spacing: f64) -> an
                    'risk_score', 12, 'decline_code', NULL)
                END,
                CASE WHEN g.status = 'pending' THEN 0 ELSE 1 END,
-               g.ts, g.ts, CASE WHEN g.status IN ('succeeded', 'failed') THEN g.ts END
+               g.ts, g.ts, CASE WHEN g.status IN ('succeeded', 'failed') THEN g.ts END,
+               nextval(receipt_sequence($1))
            FROM (
                SELECT i,
                       now() - make_interval(secs => ($2 - i) * $3 + random() * $3) AS ts,

@@ -48,12 +48,14 @@ BEGIN;
 WITH p AS (
     INSERT INTO payments (id, merchant_id, status, amount, currency, capture, card_token,
         order_id, invoice_id, customer_id, customer_email, customer_name, description,
-        statement_descriptor, billing_address, metadata, notify_on_finish, due_at)
+        statement_descriptor, billing_address, metadata, notify_on_finish, due_at,
+        receipt_number)
     VALUES (encode(overlay(uuid_send(gen_random_uuid())
                 PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
                 FROM 1 FOR 6), 'hex')::uuid,
         :merchant, 'pending', :amount, :currency, :capture, :token, :order_id, NULL,
-        :customer_id, NULL, NULL, :description, NULL, NULL, :metadata, :notify, now())
+        :customer_id, NULL, NULL, :description, NULL, NULL, :metadata, :notify, now(),
+        nextval(receipt_sequence(:merchant)))
     RETURNING *
 ), h AS (
     INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)

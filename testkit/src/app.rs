@@ -183,6 +183,7 @@ impl TestApp {
             webhook_allow_private: self.options.worker.webhook_allow_private,
             rate_limit_per_second: self.options.rate_limit_per_second,
             rate_limit_burst: self.options.rate_limit_burst,
+            secrets_key: self.options.worker.secrets_key.clone(),
             console: api::console::ConsoleArgs {
                 retry_delays: self.options.worker.retry_delays.clone(),
                 webhook_retry_delays: self.options.worker.webhook_retry_delays.clone(),
@@ -341,6 +342,7 @@ impl TestApp {
                 },
             )
             .env("STRIPE_API_BASE", &settings.stripe.stripe_api_base)
+            .env("SECRETS_KEY", crate::TEST_SECRETS_KEY)
             .env("METRICS_BIND", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
@@ -366,6 +368,7 @@ impl TestApp {
             .env("QUEUE_PREFIX", &self.prefix)
             .env("API_BIND", format!("127.0.0.1:{port}"))
             .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+            .env("SECRETS_KEY", crate::TEST_SECRETS_KEY)
             .env("RUST_LOG", "warn")
             .kill_on_drop(true);
         cmd

@@ -77,6 +77,10 @@ pub fn amqp_addr() -> SocketAddr {
 
 /// Worker settings that make tests fast: short timeouts, leases and delays;
 /// payments in flight as a worker's default, so the fault tests exercise it.
+/// The `SECRETS_KEY` of every test system (a test's own database holds
+/// only its own endpoints).
+pub const TEST_SECRETS_KEY: &str = "dGVzdC1rZXktZm9yLXNlYWxpbmctc2VjcmV0cy0zMiE=";
+
 pub fn fast_worker_settings() -> worker::Settings {
     worker::Settings {
         processor: worker::ProcessorKind::Sim,
@@ -106,6 +110,7 @@ pub fn fast_worker_settings() -> worker::Settings {
         webhook_timeout: Duration::from_millis(2000),
         // Test receivers listen on loopback.
         webhook_allow_private: true,
+        secrets_key: Some(TEST_SECRETS_KEY.parse().expect("the test key")),
         metrics_bind: "127.0.0.1:0".into(),
     }
 }

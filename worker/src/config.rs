@@ -194,6 +194,11 @@ pub struct Settings {
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", global = true)]
     pub webhook_allow_private: bool,
 
+    /// The keys that open webhook signing secrets (the API's `SECRETS_KEY`:
+    /// the same list). Required to run. Never logged.
+    #[arg(long, env = "SECRETS_KEY", hide_env_values = true, global = true)]
+    pub secrets_key: Option<common::secret::SecretsKeys>,
+
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(
         long,

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use common::queue::{Broker, Topology};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -62,6 +64,10 @@ impl Context {
             settings.webhook_timeout,
             settings.webhook_retry_delays.clone(),
             settings.webhook_allow_private,
+            settings.secrets_key.clone().context(
+                "SECRETS_KEY is not set: the worker opens webhook signing secrets with it \
+                 (the API's value)",
+            )?,
         )?;
         Ok(Self {
             webhooks,

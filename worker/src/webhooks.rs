@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use common::db::webhooks::{self as db, Attempt, Claim, DeliveryWork, Next};
 use common::domain::EventId;
 use common::queue::{Broker, RetryTiers, Topology};
+use common::secret::SecretsKeys;
 use common::webhooks::{self as hooks, DeliveryJob};
 use lapin::types::FieldTable;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -47,6 +48,8 @@ pub struct Deliverer {
     allow_private: bool,
     timeout: Duration,
     delays: RetryTiers,
+    /// Opens the stored signing secrets.
+    secrets: SecretsKeys,
 }
 
 impl Deliverer {
@@ -55,6 +58,7 @@ impl Deliverer {
         timeout: Duration,
         delays: RetryTiers,
         allow_private: bool,
+        secrets: SecretsKeys,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -70,6 +74,7 @@ impl Deliverer {
             allow_private,
             timeout,
             delays,
+            secrets,
         })
     }
 
@@ -108,8 +113,22 @@ impl Deliverer {
         }
         let event_id = EventId(work.event_id).to_string();
         let timestamp = chrono::Utc::now().timestamp();
-        let mut secrets = vec![work.secret.as_str()];
-        secrets.extend(work.previous_secret.as_deref());
+        let aad = work.endpoint_id.as_bytes();
+        let opened: Result<Vec<String>, _> = std::iter::once(&work.secret)
+            .chain(work.previous_secret.as_ref())
+            .map(|stored| self.secrets.open(stored, aad))
+            .collect();
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                return (
+                    Outcome::Failed,
+                    None,
+                    Some(format!("cannot open the signing secret: {err}")),
+                )
+            }
+        };
+        let secrets: Vec<&str> = opened.iter().map(String::as_str).collect();
         let signature =
             match hooks::signature_header(&secrets, &event_id, timestamp, work.body.as_bytes()) {
                 Ok(signature) => signature,

@@ -151,9 +151,9 @@ pub async fn insert(
                  INSERT INTO payments (id, merchant_id, status, amount, currency, capture,
                      card_token, order_id, invoice_id, customer_id, customer_email, customer_name,
                      description, statement_descriptor, billing_address, metadata,
-                     notify_on_finish, due_at)
+                     notify_on_finish, due_at, receipt_number)
                  VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                     $15, $16, now())
+                     $15, $16, now(), nextval(receipt_sequence($2)))
                  RETURNING *
              ), h AS (
                  INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,

@@ -148,6 +148,66 @@ pub async fn rotate_secret<'e>(
     .await
 }
 
+/// Seals every stored signing secret (current and previous) that is not
+/// sealed under the first key of `keys` yet: those stored before secrets
+/// were sealed, and those of a key that was rotated out (see
+/// [`crate::secret`]). Each row is rewritten only if it still holds what was
+/// read, so API processes starting together do not undo each other. Returns
+/// how many rows were resealed. A secret that opens with no listed key is
+/// left as it is, and counted in the error.
+pub async fn reseal_secrets(
+    pool: &sqlx::PgPool,
+    keys: &crate::secret::SecretsKeys,
+) -> anyhow::Result<u64> {
+    let current = format!("sealed:v1:{}:%", keys.current_fingerprint());
+    let rows = sqlx::query!(
+        "SELECT id, secret, previous_secret FROM webhook_endpoints
+         WHERE secret NOT LIKE $1 OR previous_secret NOT LIKE $1",
+        current,
+    )
+    .fetch_all(pool)
+    .await?;
+    let (mut resealed, mut unopened) = (0, 0);
+    for row in rows {
+        let aad = row.id.as_bytes();
+        let reseal = |stored: &str| -> Option<String> {
+            if keys.is_current(stored) {
+                return Some(stored.to_owned());
+            }
+            keys.open(stored, aad)
+                .ok()
+                .map(|plain| keys.seal(&plain, aad))
+        };
+        let secret = reseal(&row.secret);
+        let previous = row.previous_secret.as_deref().map(reseal);
+        let (Some(secret), Some(previous)) = (secret, previous.unwrap_or(Some(String::new())))
+        else {
+            unopened += 1;
+            continue;
+        };
+        let previous = row.previous_secret.as_ref().map(|_| previous);
+        let done = sqlx::query!(
+            "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3
+             WHERE id = $1 AND secret = $4 AND previous_secret IS NOT DISTINCT FROM $5",
+            row.id,
+            secret,
+            previous,
+            row.secret,
+            row.previous_secret,
+        )
+        .execute(pool)
+        .await?;
+        resealed += done.rows_affected();
+    }
+    if unopened > 0 {
+        anyhow::bail!(
+            "{unopened} webhook signing secrets open with no key of SECRETS_KEY \
+             (sealed with a key no longer listed?); {resealed} resealed"
+        );
+    }
+    Ok(resealed)
+}
+
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: Uuid,
