@@ -133,6 +133,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RATE_LIMIT_BURST", default_value = "200", value_parser = rate_limit::parse_rate, global = true)]
     pub rate_limit_burst: NonZeroU32,
 
+    /// Days events and their delivery attempts are kept (1 to 3650); older
+    /// ones are pruned in batches by every API process, hourly.
+    #[arg(long, env = "EVENT_RETENTION_DAYS", default_value_t = 30, value_parser = parse_retention_days, global = true)]
+    pub event_retention_days: u32,
+
     /// The keys that seal webhook signing secrets at rest: base64 keys of
     /// 32 bytes, comma-separated, the sealing one first (`openssl rand
     /// -base64 32`). Required to serve; the workers need the same list.
@@ -143,6 +148,16 @@ pub struct ServeArgs {
     /// What the operator views need to know of the workers.
     #[command(flatten)]
     pub console: console::ConsoleArgs,
+}
+
+/// `EVENT_RETENTION_DAYS`: 1 to 3650 (ten years), naming the variable.
+fn parse_retention_days(value: &str) -> Result<u32, String> {
+    value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|days| (1..=3650).contains(days))
+        .ok_or_else(|| "EVENT_RETENTION_DAYS is a whole number of days from 1 to 3650".into())
 }
 
 /// The longest idempotency-key retention, in hours: ten years.
@@ -274,6 +289,11 @@ pub async fn serve(
         settings.public_base_url.clone(),
         background.clone(),
     ));
+    let pruner = tokio::spawn(webhooks::pruner(
+        pool.clone(),
+        settings.event_retention_days,
+        background.clone(),
+    ));
     let shutdown_timeout = settings.shutdown_timeout;
     let limiter = Arc::new(rate_limit::Limiter::new(
         settings.rate_limit_per_second,
@@ -313,6 +333,7 @@ pub async fn serve(
     }
     let _ = listen.await;
     let _ = event_relay.await;
+    let _ = pruner.await;
     let _ = reaper.await;
     let _ = sweeper.await;
     broker.close().await;

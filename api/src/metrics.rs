@@ -30,6 +30,9 @@ pub struct Metrics {
     pub idempotent_replays: Counter,
     outbox_backlog: Gauge,
     queue_depth: Family<QueueLabel, Gauge>,
+    /// Broker connections opened after a lost one, brought up to date at
+    /// scrape time from the brokers' own counts.
+    broker_reconnections: Counter,
 }
 
 impl Default for Metrics {
@@ -59,8 +62,15 @@ impl Default for Metrics {
             "Messages ready in each queue, read at scrape time",
             queue_depth.clone(),
         );
+        let broker_reconnections = Counter::default();
+        registry.register(
+            "broker_reconnections",
+            "Broker connections opened after a lost one (possibly to another node)",
+            broker_reconnections.clone(),
+        );
         Self {
             registry,
+            broker_reconnections,
             accepted,
             idempotent_replays,
             outbox_backlog,
@@ -87,6 +97,10 @@ pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(backlog) = common::db::outbox::backlog(&state.pool).await {
         metrics.outbox_backlog.set(backlog);
     }
+    let reconnections = state.broker.reconnections() + state.webhook_broker.reconnections();
+    metrics
+        .broker_reconnections
+        .inc_by(reconnections.saturating_sub(metrics.broker_reconnections.get()));
     for (queue, depth) in state.broker.queue_depths().await {
         metrics
             .queue_depth

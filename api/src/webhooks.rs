@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use common::db::operations::OperationRow;
 use common::db::payments::PaymentRow;
@@ -542,16 +543,20 @@ async fn list_attempts(
     tag = "webhooks",
     operation_id = "list_events",
     summary = "List events",
-    description = "The merchant's events, newest first, optionally of one `type`.",
+    description = "The merchant's events, newest first, optionally of one `type`. Events (and \
+their delivery attempts) are kept `EVENT_RETENTION_DAYS` days (default 30), then pruned; the \
+answer's `Event-Retention-Days` header says how far back this list goes.",
     params(EventListQuery),
-    responses((status = 200, description = "A page of events.", body = List<Event>)),
+    responses((status = 200, description = "A page of events.", body = List<Event>, headers(
+        ("Event-Retention-Days" = u32, description = "Days events are kept: the list goes back no further.")
+    ))),
     security(("bearer" = ["webhooks:read"]))
 )]
 async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<EventListQuery>,
-) -> Result<Json<List<Value>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::WebhooksRead)?;
     let limit = page_limit(query.limit)?;
     if let Some(kind) = &query.kind {
@@ -589,12 +594,19 @@ async fn list_events(
         .iter()
         .map(|row| event_json(row, base))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(List {
+    let list = Json(List {
         object: "list",
         url: "/v1/events".to_owned(),
         has_more,
         data,
-    }))
+    });
+    Ok((
+        [(
+            "event-retention-days",
+            state.settings.event_retention_days.to_string(),
+        )],
+        list,
+    ))
 }
 
 #[utoipa::path(
@@ -731,6 +743,43 @@ async fn publish(broker: &Broker, deliveries: &[Uuid]) {
 }
 
 /// Renders new events and publishes their deliveries until `shutdown`.
+/// How often each API process prunes events past their retention.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Events pruned per statement.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Prunes events (with their deliveries and attempts) older than `days`:
+/// once at start, then every [`PRUNE_INTERVAL`], in batches until a batch
+/// comes back short. Every API process runs it; `SKIP LOCKED` lets them
+/// share the work.
+pub async fn pruner(pool: PgPool, days: u32, shutdown: CancellationToken) {
+    loop {
+        let mut pruned = 0;
+        loop {
+            match db::prune_events(&pool, days, PRUNE_BATCH).await {
+                Ok(n) => {
+                    pruned += n;
+                    if n < PRUNE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning old events failed; will retry");
+                    break;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, days, "pruned events past their retention");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+    }
+}
+
 pub async fn relay(
     pool: PgPool,
     broker: Arc<Broker>,

@@ -366,7 +366,12 @@ async fn unknown_routes_and_methods_answer_in_the_envelope_and_health_endpoints_
     let ready: Value = ready.json().await.expect("json");
     assert_eq!(
         ready,
-        json!({"status": "ok", "database": "ok", "broker": "ok"})
+        json!({
+            "status": "ok",
+            "database": "ok",
+            "broker": "ok",
+            "broker_node": testkit::amqp_addr().to_string(),
+        })
     );
 }
 

@@ -33,6 +33,17 @@ async fn the_same_key_and_request_replays_the_stored_response() {
     assert_eq!(second.headers().get("location").cloned(), first_location);
     let second: Value = second.json().await.expect("json");
     assert_eq!(first, second, "the stored body, byte for byte in meaning");
+    assert_eq!(
+        testkit::http::key_order(&first),
+        testkit::http::key_order(&second),
+        "its keys in the same order"
+    );
+    let id = first["id"].as_str().expect("id");
+    assert_eq!(
+        testkit::http::key_order(&second),
+        testkit::http::key_order(&app.payment(id).await),
+        "the order of GET"
+    );
     assert_eq!(app.payment_count().await, 1, "one payment for one key");
 }
 

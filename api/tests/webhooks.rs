@@ -294,6 +294,111 @@ async fn signing_secrets_are_stored_sealed_and_a_dump_holds_none_of_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_their_retention_are_pruned_with_their_deliveries_and_attempts() {
+    let mut app = TestApp::api_only().await;
+    // An event with a delivery that was delivered (and its attempt): done.
+    let done_payment = app.create_payment(cards::VISA).await;
+    let (endpoint, _) = app
+        .register_webhook("http://127.0.0.1:9/hooks", &["*"])
+        .await;
+    let endpoint: uuid::Uuid = endpoint.trim_start_matches("we_").parse().expect("uuid");
+    let done: uuid::Uuid = sqlx::query_scalar(
+        "SELECT id FROM events WHERE payment_id = $1::uuid AND type = 'payment.created'",
+    )
+    .bind(done_payment.trim_start_matches("pay_"))
+    .fetch_one(&app.pool)
+    .await
+    .expect("the first event");
+    sqlx::query(
+        "WITH d AS (INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts)
+                    VALUES ($1, $2, 'delivered', 1) RETURNING id)
+         INSERT INTO webhook_attempts (delivery_id, endpoint_id, event_id, attempt, outcome,
+                                       status_code, duration_ms)
+         SELECT id, $2, $1, 1, 'delivered', 200, 5 FROM d",
+    )
+    .bind(done)
+    .bind(endpoint)
+    .execute(&app.pool)
+    .await
+    .expect("a delivered delivery");
+    // An event whose delivery is still pending (no worker runs here).
+    app.create_payment(cards::VISA).await;
+    app.eventually("the events rendered", Duration::from_secs(10), || async {
+        (app.count_where("events", "dispatched_at IS NULL").await == 0).then_some(())
+    })
+    .await;
+    sqlx::query("UPDATE events SET created_at = now() - interval '31 days'")
+        .execute(&app.pool)
+        .await
+        .expect("age them");
+    let pending = app
+        .count_where(
+            "events",
+            "id IN (SELECT event_id FROM webhook_deliveries WHERE status = 'pending')",
+        )
+        .await;
+    assert!(pending >= 1, "an event waits for its delivery");
+    // A recent one.
+    app.create_payment(cards::VISA).await;
+    let recent = app
+        .count_where("events", "created_at > now() - interval '1 day'")
+        .await;
+
+    // The pruner runs when an API starts.
+    app.stop_api().await;
+    app.start_api().await.expect("restart");
+    app.eventually(
+        "the old, finished events pruned",
+        Duration::from_secs(10),
+        || async { (app.count("events").await == pending + recent).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        app.count_where("events", &format!("id = '{done}'")).await,
+        0
+    );
+    assert_eq!(
+        app.count("webhook_attempts").await,
+        0,
+        "its attempt went with it"
+    );
+    assert_eq!(
+        app.count_where("webhook_deliveries", "status = 'delivered'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count_where("webhook_deliveries", "status = 'pending'")
+            .await,
+        pending + recent,
+        "pending deliveries kept, and their events"
+    );
+
+    let response = app
+        .request(reqwest::Method::GET, "/v1/events")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("event-retention-days")
+            .and_then(|v| v.to_str().ok()),
+        Some("30"),
+        "the list says how far back it goes"
+    );
+    // An event's object has the keys of `GET`, in its order.
+    let events: Value = response.json().await.expect("json");
+    let object = &events["data"][0]["data"]["object"];
+    let id = object["id"].as_str().expect("the payment id");
+    assert_eq!(
+        testkit::http::key_order(object),
+        testkit::http::key_order(&app.payment(id).await)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_killed_after_its_commit_still_gets_the_event_out() {
     let mut app = TestApp::spawn().await;
     let receiver = Receiver::start().await;

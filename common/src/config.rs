@@ -39,11 +39,14 @@ impl fmt::Debug for DatabaseArgs {
 /// Where the broker is and which names to use on it.
 #[derive(Clone, clap::Args)]
 pub struct BrokerArgs {
-    /// AMQP URL of RabbitMQ.
+    /// AMQP URL of RabbitMQ, or the URLs of a cluster's nodes,
+    /// comma-separated: the first that answers is used, the next one when
+    /// its connection is lost (DESIGN.md §15).
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_parser = parse_amqp_urls
     )]
     pub amqp_url: String,
 
@@ -60,6 +63,10 @@ impl fmt::Debug for BrokerArgs {
             .field("queue_prefix", &self.queue_prefix)
             .finish()
     }
+}
+
+fn parse_amqp_urls(value: &str) -> Result<String, String> {
+    crate::queue::parse_nodes(value).map(|_| value.to_owned())
 }
 
 fn parse_prefix(value: &str) -> Result<String, String> {

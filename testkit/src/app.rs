@@ -152,8 +152,14 @@ impl TestApp {
     pub fn amqp_url_via(&self, proxy: Option<&Proxy>) -> String {
         match proxy {
             Some(proxy) => format!("amqp://guest:guest@{}/%2f", proxy.addr()),
-            None => amqp_url(),
+            None => self.broker_url(),
         }
+    }
+
+    /// The `AMQP_URL` of this test's processes: [`Options::amqp_url`], or
+    /// the machine's broker.
+    pub fn broker_url(&self) -> String {
+        self.options.amqp_url.clone().unwrap_or_else(amqp_url)
     }
 
     /// Starts (or restarts) the in-process API.
@@ -184,6 +190,7 @@ impl TestApp {
             rate_limit_per_second: self.options.rate_limit_per_second,
             rate_limit_burst: self.options.rate_limit_burst,
             secrets_key: self.options.worker.secrets_key.clone(),
+            event_retention_days: 30,
             console: api::console::ConsoleArgs {
                 retry_delays: self.options.worker.retry_delays.clone(),
                 webhook_retry_delays: self.options.worker.webhook_retry_delays.clone(),
@@ -282,7 +289,7 @@ impl TestApp {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &self.database_url)
-            .env("AMQP_URL", amqp_url())
+            .env("AMQP_URL", self.broker_url())
             .env("QUEUE_PREFIX", &self.prefix)
             .env("PROCESSOR_URL", &self.sim_url)
             .env("WORKER_CONCURRENCY", settings.concurrency.to_string())
@@ -385,7 +392,7 @@ impl TestApp {
             database_max_connections: 4,
         };
         config.broker = BrokerArgs {
-            amqp_url: amqp_url(),
+            amqp_url: self.broker_url(),
             queue_prefix: self.prefix.clone(),
         };
         config.settings = self.worker_settings();

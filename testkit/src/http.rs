@@ -231,3 +231,34 @@ pub fn with_field(mut body: Value, path: &[&str], value: Value) -> Value {
     target[path[path.len() - 1]] = value;
     body
 }
+
+/// Every key of `value`, depth first, in the order the answer wrote them
+/// (`serde_json` keeps the order here: its `preserve_order` feature), as
+/// dotted paths; array elements share their array's path. Two answers of one
+/// object list the same keys in the same order.
+pub fn key_order(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let here = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    out.push(here.clone());
+                    walk(child, &here, out);
+                }
+            }
+            Value::Array(items) => {
+                if let Some(first) = items.first() {
+                    walk(first, path, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", &mut out);
+    out
+}

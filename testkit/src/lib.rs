@@ -21,9 +21,11 @@
 //!   lose), a webhook receiver.
 //! - [`localstripe`]: a fake Stripe of the test's own, for the Stripe
 //!   adapter.
+//! - [`cluster`]: a three-node RabbitMQ cluster of the test's own.
 
 pub mod app;
 pub mod cards;
+pub mod cluster;
 pub mod http;
 pub mod localstripe;
 pub mod proxy;
@@ -40,6 +42,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 pub use app::TestApp;
+pub use cluster::Cluster;
 pub use http::{assert_error, with_field};
 pub use localstripe::LocalStripe;
 pub use proxy::Proxy;
@@ -138,6 +141,10 @@ pub struct Options {
     /// (several send hundreds of requests at once with one key).
     pub rate_limit_per_second: NonZeroU32,
     pub rate_limit_burst: NonZeroU32,
+    /// The `AMQP_URL` of the API and workers instead of the machine's
+    /// broker: a cluster's node list, say (`testkit::cluster`). Queues of
+    /// the test left on it are not removed (the cluster's owner removes it).
+    pub amqp_url: Option<String>,
 }
 
 impl Default for Options {
@@ -153,6 +160,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(40),
             rate_limit_per_second: NO_RATE_LIMIT,
             rate_limit_burst: NO_RATE_LIMIT,
+            amqp_url: None,
         }
     }
 }

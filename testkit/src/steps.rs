@@ -45,7 +45,7 @@ impl TestApp {
     /// One pass of the API's event relay; how many events it dispatched.
     pub async fn relay_events_once(&self) -> usize {
         let broker = common::queue::Broker::connect(
-            crate::amqp_url(),
+            self.broker_url(),
             common::queue::Topology::webhooks(&self.prefix),
         )
         .await

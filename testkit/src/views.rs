@@ -10,7 +10,7 @@ use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{json, Value};
 
-use crate::{amqp_url, TestApp};
+use crate::TestApp;
 
 impl TestApp {
     /// Rows of `table`.
@@ -157,7 +157,7 @@ impl TestApp {
     /// Messages ready in a queue of this test's prefix; `None` if the queue
     /// is not declared (yet).
     pub async fn try_queue_depth(&self, suffix: &str) -> Option<u32> {
-        let broker = Broker::connect(amqp_url(), Topology::new(&self.prefix))
+        let broker = Broker::connect(self.broker_url(), Topology::new(&self.prefix))
             .await
             .expect("broker");
         let channel = broker.open_channel().await.expect("channel");
@@ -179,7 +179,9 @@ impl TestApp {
     pub async fn broker(&self) -> Broker {
         let topology =
             Topology::new(&self.prefix).with_retry_delays(&self.options.worker.retry_delays);
-        Broker::connect(amqp_url(), topology).await.expect("broker")
+        Broker::connect(self.broker_url(), topology)
+            .await
+            .expect("broker")
     }
 
     /// Waits until the queue `suffix` of this test's prefix holds `depth`

@@ -49,6 +49,11 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 }
 
 async fn refresh_queue_depths(ctx: &Context) {
+    let reconnections = ctx.broker.reconnections() + ctx.webhooks.broker.reconnections();
+    let counted = ctx.metrics.broker_reconnections.get();
+    ctx.metrics
+        .broker_reconnections
+        .inc_by(reconnections.saturating_sub(counted));
     for (queue, depth) in ctx.broker.queue_depths().await {
         ctx.metrics
             .queue_depth

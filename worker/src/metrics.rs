@@ -39,6 +39,9 @@ pub struct Metrics {
     webhook_deliveries: Family<OutcomeLabel, Counter>,
     webhook_latency: Histogram,
     webhook_endpoints_disabled: Counter,
+    /// Broker connections opened after a lost one (both of this process's
+    /// connections), brought up to date at scrape time.
+    pub broker_reconnections: Counter,
 }
 
 impl Default for Metrics {
@@ -132,8 +135,15 @@ impl Default for Metrics {
             "Webhook endpoints disabled because they answered 410 Gone",
             webhook_endpoints_disabled.clone(),
         );
+        let broker_reconnections = Counter::default();
+        registry.register(
+            "broker_reconnections",
+            "Broker connections opened after a lost one (possibly to another node)",
+            broker_reconnections.clone(),
+        );
         Self {
             registry,
+            broker_reconnections,
             webhook_deliveries,
             webhook_latency,
             webhook_endpoints_disabled,

@@ -54,7 +54,13 @@ async fn an_authorization_is_captured_in_part_and_the_rest_released() {
     // What the capture was sent with is applied, not dropped.
     assert_eq!(body["statement_descriptor"], "ACME SHIPPED", "{body}");
     assert_eq!(body["metadata"]["shipment"], "s-1", "{body}");
-    assert_eq!(app.payment(&id).await["metadata"]["shipment"], "s-1");
+    let read = app.payment(&id).await;
+    assert_eq!(read["metadata"]["shipment"], "s-1");
+    assert_eq!(
+        testkit::http::key_order(&body),
+        testkit::http::key_order(&read),
+        "a capture's answer is the payment, keys in GET's order"
+    );
     assert_eq!(body["amount_captured"], 6_000);
     assert_eq!(body["amount_capturable"], 0, "the rest is released");
     assert!(body["captured_at"].as_str().is_some());

@@ -113,9 +113,13 @@ pub async fn complete<'e>(
     body: &Value,
     payment_id: Uuid,
 ) -> sqlx::Result<bool> {
+    // Sent as text into a `json` column: stored as written, so a replay has
+    // the first answer's keys in the same order (`jsonb` would sort them).
+    let body = serde_json::to_string(body).map_err(|err| sqlx::Error::Encode(err.into()))?;
     let result = sqlx::query!(
         "UPDATE idempotency_keys
-         SET state = 'completed', response_status = $4, response_body = $5, payment_id = $6
+         SET state = 'completed', response_status = $4, response_body = $5::text::json,
+             payment_id = $6
          WHERE merchant_id = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'",
         merchant_id,
         key,

@@ -208,6 +208,35 @@ pub async fn reseal_secrets(
     Ok(resealed)
 }
 
+/// Deletes up to `batch` of the oldest events written more than `days`
+/// days ago, with their deliveries and (by cascade) attempts. An event still
+/// to be rendered, or with a delivery still pending, is kept until it is
+/// done. Only the oldest `batch` events are looked at (by their order of
+/// writing, the `seq` index), so a pass with nothing to prune costs one
+/// short index scan. Returns how many events went; the caller repeats while
+/// a whole batch went.
+pub async fn prune_events(pool: &sqlx::PgPool, days: u32, batch: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "WITH old AS (
+             SELECT e.id FROM events e
+             WHERE e.seq IN (SELECT seq FROM events ORDER BY seq LIMIT $2)
+               AND e.created_at < now() - make_interval(days => $1)
+               AND e.dispatched_at IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                               WHERE d.event_id = e.id AND d.status = 'pending')
+             FOR UPDATE SKIP LOCKED
+         ), deliveries AS (
+             DELETE FROM webhook_deliveries WHERE event_id IN (SELECT id FROM old)
+         )
+         DELETE FROM events WHERE id IN (SELECT id FROM old)",
+        i32::try_from(days).unwrap_or(i32::MAX),
+        batch,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: Uuid,

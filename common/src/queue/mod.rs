@@ -6,7 +6,7 @@ mod message;
 mod tiers;
 mod topology;
 
-pub use broker::{Broker, BrokerTimeout, PublishError};
+pub use broker::{parse_nodes, Broker, BrokerTimeout, PublishError};
 pub use message::{headers, Job};
 pub use tiers::RetryTiers;
-pub use topology::{Topology, DELIVERY_LIMIT};
+pub use topology::{Topology, DELIVERY_LIMIT, QUORUM_GROUP_SIZE};

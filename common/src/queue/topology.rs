@@ -19,6 +19,9 @@ use super::headers;
 /// it, far fewer times than this.
 pub const DELIVERY_LIMIT: i64 = 20;
 
+/// Nodes each queue is replicated on, at most (fewer on a smaller cluster).
+pub const QUORUM_GROUP_SIZE: i32 = 3;
+
 #[derive(Debug, Clone)]
 pub struct Topology {
     prefix: String,
@@ -103,37 +106,49 @@ impl Topology {
             .await
             .context("declaring the exchange")?;
 
-        // The main queue is a quorum queue: replicated where the cluster has
-        // several nodes, and it counts deliveries, which gives the poison
-        // message safety net. Unroutable-after-limit messages go to the
-        // dead-letter queue through our own exchange.
-        let main_args = headers::build(&[
-            ("x-queue-type", headers::string("quorum")),
+        // Every queue is a quorum queue (DESIGN.md §15): replicated on up to
+        // three nodes of a cluster (the broker caps the group at the
+        // cluster's size, so one node works as before), and a publish is
+        // confirmed only once a majority holds it, so losing one node of
+        // three loses no message.
+        //
+        // The main queue also counts deliveries, which gives the poison
+        // message safety net: past the limit a message goes to the
+        // dead-letter queue through our own exchange. Dead-lettering is
+        // at-least-once (the broker keeps the message until the target
+        // queue confirms it, instead of dropping it if a node dies in
+        // between), which the broker allows only with `reject-publish`
+        // overflow; no queue has a length limit, so nothing is rejected.
+        let main_args = Self::quorum_args(&[
             ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
             ("x-dead-letter-exchange", headers::string(self.exchange())),
             ("x-dead-letter-routing-key", headers::string(Self::DEAD_KEY)),
+            ("x-dead-letter-strategy", headers::string("at-least-once")),
+            ("x-overflow", headers::string("reject-publish")),
         ]);
         self.declare_bound(channel, &self.process_queue(), Self::PROCESS_KEY, main_args)
             .await?;
 
-        // The dead-letter queue is a classic durable queue: an operator lists
-        // it by taking messages without acking and returning them, and a
-        // classic queue puts returned messages back in their original place.
+        // The dead-letter queue dead-letters nothing itself. An operator
+        // lists it by taking messages without acking and closing the
+        // channel; a quorum queue delivers returned messages first, in the
+        // order they were returned, so the list stays oldest first.
         self.declare_bound(
             channel,
             &self.dead_queue(),
             Self::DEAD_KEY,
-            FieldTable::default(),
+            Self::quorum_args(&[]),
         )
         .await?;
 
         // One queue per retry tier, because TTL expiry happens only at the
         // head of a queue: mixing delays in one queue would hold short delays
         // behind long ones. Expired messages dead-letter back to the main
-        // queue. Classic queues: they hold messages only briefly, and quorum
-        // queues in this broker version do not support message TTL.
+        // queue, at least once (see above), so a node lost while a retry
+        // waits loses no payment. Quorum queues have message TTL since
+        // RabbitMQ 3.10.
         for delay in &self.retry_delays {
-            let args = headers::build(&[
+            let args = Self::quorum_args(&[
                 (
                     "x-message-ttl",
                     AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
@@ -143,6 +158,8 @@ impl Topology {
                     "x-dead-letter-routing-key",
                     headers::string(Self::PROCESS_KEY),
                 ),
+                ("x-dead-letter-strategy", headers::string("at-least-once")),
+                ("x-overflow", headers::string("reject-publish")),
             ]);
             self.declare_bound(
                 channel,
@@ -153,6 +170,22 @@ impl Topology {
             .await?;
         }
         Ok(())
+    }
+
+    /// A quorum queue's arguments plus `extra`. Redeclaring a queue that
+    /// exists with other arguments (a classic queue of an older version,
+    /// say) fails with `PRECONDITION_FAILED`: see the README on migrating.
+    fn quorum_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut args = vec![
+            ("x-queue-type", headers::string("quorum")),
+            // Replicas: a majority of three survives one node's loss.
+            (
+                "x-quorum-initial-group-size",
+                AMQPValue::LongInt(QUORUM_GROUP_SIZE),
+            ),
+        ];
+        args.extend(extra.iter().cloned());
+        headers::build(&args)
     }
 
     async fn declare_bound(
