@@ -65,7 +65,10 @@ pub enum KeysCommand {
 /// What `main` runs.
 pub async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    common::telemetry::init(config.log.log_format);
+    match config.command {
+        None | Some(Command::Serve) => common::telemetry::init(config.log.log_format),
+        Some(_) => common::telemetry::init_quiet(config.log.log_format),
+    }
     run(config).await
 }
 
@@ -126,24 +129,23 @@ async fn keys(pool: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()> {
             println!("{secret}");
         }
         KeysCommand::List => {
-            println!(
-                "{:<36}  {:<16}  {:<16}  {:<10}  {:<32}  status",
-                "id", "merchant", "name", "prefix", "scopes"
-            );
+            let mut table =
+                common::cli::Table::new(&["id", "merchant", "name", "prefix", "scopes", "status"]);
             for key in api_keys::list(pool).await? {
                 let status = match key.revoked_at {
                     Some(at) => format!("revoked {}", at.to_rfc3339()),
                     None => "active".into(),
                 };
-                println!(
-                    "{:<36}  {:<16}  {:<16}  {:<10}  {:<32}  {status}",
-                    key.id,
+                table.row(&[
+                    &key.id.to_string(),
                     key.merchant.as_deref().unwrap_or("(operator)"),
-                    key.name,
-                    key.prefix,
-                    key.scopes.join(",")
-                );
+                    &key.name,
+                    &key.prefix,
+                    &key.scopes.join(","),
+                    &status,
+                ]);
             }
+            table.print()?;
         }
         KeysCommand::Revoke { id } => {
             if api_keys::revoke(pool, id).await? {

@@ -69,30 +69,20 @@ fn parse_request_timeout(value: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(
-        long = "bind",
-        env = "API_BIND",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long = "bind", env = "API_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
 
     /// Public base URL of the API, used in `Location` headers and receipt URLs.
-    #[arg(
-        long,
-        env = "PUBLIC_BASE_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://127.0.0.1:8080")]
     pub public_base_url: String,
 
     /// Seconds an outbox row waits for the fast path before the relay
     /// publishes it.
-    #[arg(long, env = "OUTBOX_RELAY_AFTER", default_value = "5", value_parser = common::config::parse_secs, global = true)]
+    #[arg(long, env = "OUTBOX_RELAY_AFTER", default_value = "5", value_parser = common::config::parse_secs)]
     pub relay_after: Duration,
 
     /// Seconds between outbox relay runs.
-    #[arg(long, env = "OUTBOX_RELAY_INTERVAL", default_value = "1", value_parser = common::config::parse_secs, global = true)]
+    #[arg(long, env = "OUTBOX_RELAY_INTERVAL", default_value = "1", value_parser = common::config::parse_secs)]
     pub relay_interval: Duration,
 
     /// Hours an idempotency key is kept: at least 24, at most ten years
@@ -102,7 +92,6 @@ pub struct ServeArgs {
         env = "IDEMPOTENCY_KEY_TTL_HOURS",
         default_value_t = 24,
         value_parser = parse_ttl_hours,
-        global = true
     )]
     pub idempotency_ttl_hours: u64,
 
@@ -110,39 +99,39 @@ pub struct ServeArgs {
     /// 408), at most 300. Keep it above 30 so every `Prefer: wait` can be
     /// honoured. An idempotency key stays locked 10 s longer than this, so
     /// the lock always outlives the request holding it.
-    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "40", value_parser = parse_request_timeout, global = true)]
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "40", value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
 
     /// Seconds to finish in-flight requests after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = common::config::parse_secs, global = true)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = common::config::parse_secs)]
     pub shutdown_timeout: Duration,
 
     /// Let webhook endpoints resolve to loopback, private and link-local
     /// addresses (development and tests only; the worker has the same
     /// setting for delivery).
-    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", global = true)]
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
 
     /// Requests per second each API key may make, sustained (1 to a
     /// million). Per API process: see the README.
-    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value = "100", value_parser = rate_limit::parse_rate, global = true)]
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value = "100", value_parser = rate_limit::parse_rate)]
     pub rate_limit_per_second: NonZeroU32,
 
     /// Requests each API key may make at once, above the sustained rate (1
     /// to a million).
-    #[arg(long, env = "RATE_LIMIT_BURST", default_value = "200", value_parser = rate_limit::parse_rate, global = true)]
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value = "200", value_parser = rate_limit::parse_rate)]
     pub rate_limit_burst: NonZeroU32,
 
     /// Days events and their delivery attempts are kept (1 to 3650); older
     /// ones are pruned in batches by every API process, hourly.
-    #[arg(long, env = "EVENT_RETENTION_DAYS", default_value_t = 30, value_parser = parse_retention_days, global = true)]
+    #[arg(long, env = "EVENT_RETENTION_DAYS", default_value_t = 30, value_parser = parse_retention_days)]
     pub event_retention_days: u32,
 
     /// The keys that seal webhook signing secrets at rest: base64 keys of
     /// 32 bytes, comma-separated, the sealing one first (`openssl rand
     /// -base64 32`). Required to serve; the workers need the same list.
     /// Never logged. See `common::secret`.
-    #[arg(long, env = "SECRETS_KEY", hide_env_values = true, global = true)]
+    #[arg(long, env = "SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<common::secret::SecretsKeys>,
 
     /// What the operator views need to know of the workers.

@@ -1,4 +1,4 @@
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    api::cli::main().await
+async fn main() -> std::process::ExitCode {
+    common::cli::exit_with(api::cli::main().await)
 }

@@ -269,6 +269,45 @@ async fn an_operator_key_belongs_to_no_merchant_and_cannot_touch_payments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_commands_are_quiet_and_their_list_lines_up() {
+    let app = TestApp::with(Options::no_services()).await;
+    let quiet = |args: &'static [&'static str]| {
+        let mut command = tokio::process::Command::new(API_BIN);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &app.database_url)
+            .args(args);
+        async move { command.output().await.expect("run the api binary") }
+    };
+    let long = &[
+        "keys",
+        "create",
+        "--name",
+        "a-rather-long-key-name-for-the-table",
+        "--scopes",
+        "payments:read,payments:write,webhooks:read,webhooks:write",
+    ];
+    for args in [
+        &long[..],
+        &["keys", "create", "--name", "k", "--scopes", "payments:read"][..],
+    ] {
+        let output = quiet(args).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.is_empty(), "no log lines unless asked: {stderr}");
+    }
+    let output = quiet(&["keys", "list"]).await;
+    assert!(String::from_utf8_lossy(&output.stderr).is_empty());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let status = lines[0].find("status").expect("a status column");
+    for line in &lines[1..] {
+        assert_eq!(line.find("active"), Some(status), "aligned: {stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_ttl_that_would_overflow_is_refused_at_start_naming_the_setting() {
     let app = TestApp::with(Options::no_services()).await;
     for hours in ["5124095576030432", "87601"] {

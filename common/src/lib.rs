@@ -9,6 +9,7 @@
 //! precise 4xx); plumbing returns `anyhow::Result` with `.context(..)` so the
 //! chain says what was being done.
 
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod dead_letters;

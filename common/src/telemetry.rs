@@ -34,6 +34,12 @@ pub fn init(format: LogFormat) {
     init_with_writer(format, "info", io::stderr);
 }
 
+/// As [`init`], for a one-off command (`api keys …`, `worker dlq …`):
+/// quiet unless something is wrong, or `RUST_LOG` asks for more.
+pub fn init_quiet(format: LogFormat) {
+    init_with_writer(format, "warn", io::stderr);
+}
+
 /// Installs the global subscriber with a default filter (`RUST_LOG` wins)
 /// and a writer of the caller's choice (tests capture logs this way). A
 /// second call is a no-op.

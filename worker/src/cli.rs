@@ -36,8 +36,9 @@ pub enum DlqCommand {
         /// Replay every dead letter (that matches the filters).
         #[arg(long, conflicts_with = "ids")]
         all: bool,
-        /// Payment ids (`pay_…`) to replay.
-        #[arg(required_unless_present = "all")]
+        /// Payment ids (`pay_…`) to replay; none with `--reason` or
+        /// `--older-than`: every dead letter those select.
+        #[arg(required_unless_present_any = ["all", "reason", "older_than"])]
         ids: Vec<PaymentId>,
         /// Only dead letters with this reason (attempts_exhausted,
         /// processor_rejected, redelivered_too_often, undecodable,
@@ -60,7 +61,10 @@ pub enum DlqCommand {
 /// What `main` runs.
 pub async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    common::telemetry::init(config.log.log_format);
+    match config.command {
+        None | Some(Command::Run) => common::telemetry::init(config.log.log_format),
+        Some(Command::Dlq { .. }) => common::telemetry::init_quiet(config.log.log_format),
+    }
     run(config).await
 }
 
@@ -112,23 +116,27 @@ async fn dlq_command(
                 println!("{}", serde_json::to_string_pretty(&letters)?);
                 return Ok(());
             }
-            println!(
-                "{:<40}  {:<36}  {:<22}  {:>8}  {:<20}  last error",
-                "payment", "merchant", "reason", "attempts", "dead-lettered at"
-            );
+            let mut table = common::cli::Table::new(&[
+                "payment",
+                "merchant",
+                "reason",
+                "attempts",
+                "dead-lettered at",
+                "last error",
+            ]);
             for l in &letters {
-                println!(
-                    "{:<40}  {:<36}  {:<22}  {:>8}  {:<20}  {}",
+                table.row(&[
                     l.payment_id.as_deref().unwrap_or("(undecodable)"),
-                    l.merchant_id.map(|m| m.to_string()).unwrap_or_default(),
-                    l.reason,
-                    l.attempts.map(|a| a.to_string()).unwrap_or_default(),
-                    l.dead_lettered_at
+                    &l.merchant_id.map(|m| m.to_string()).unwrap_or_default(),
+                    &l.reason.to_string(),
+                    &l.attempts.map(|a| a.to_string()).unwrap_or_default(),
+                    &l.dead_lettered_at
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                         .unwrap_or_default(),
                     l.last_error.as_deref().unwrap_or(""),
-                );
+                ]);
             }
+            table.print()?;
             println!("{} dead letter(s)", letters.len());
         }
         DlqCommand::Replay {
@@ -138,7 +146,9 @@ async fn dlq_command(
             older_than,
         } => {
             let filter = dlq::Filter {
-                ids: (!all).then(|| ids.into_iter().collect::<HashSet<_>>()),
+                // No ids (`--all`, or only `--reason`/`--older-than`): every
+                // dead letter the filters select.
+                ids: (!all && !ids.is_empty()).then(|| ids.into_iter().collect::<HashSet<_>>()),
                 reason,
                 older_than,
             };

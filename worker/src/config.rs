@@ -76,14 +76,13 @@ pub struct StripeArgs {
     #[arg(
         long,
         env = "STRIPE_API_BASE",
-        default_value = "https://api.stripe.com",
-        global = true
+        default_value = "https://api.stripe.com"
     )]
     pub stripe_api_base: String,
 
     /// Stripe secret key (`sk_test_…` or `sk_live_…`); required when
     /// `PROCESSOR=stripe`. Never logged.
-    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true, global = true)]
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<SecretKey>,
 }
 
@@ -101,28 +100,18 @@ impl StripeArgs {
 pub struct Settings {
     /// Card processor adapter: `sim` (processor-sim at `PROCESSOR_URL`) or
     /// `stripe` (Stripe's API at `STRIPE_API_BASE`).
-    #[arg(long, env = "PROCESSOR", value_enum, default_value_t = ProcessorKind::Sim, global = true)]
+    #[arg(long, env = "PROCESSOR", value_enum, default_value_t = ProcessorKind::Sim)]
     pub processor: ProcessorKind,
 
     #[command(flatten)]
     pub stripe: StripeArgs,
 
     /// Base URL of the card processor (`PROCESSOR=sim`).
-    #[arg(
-        long,
-        env = "PROCESSOR_URL",
-        default_value = "http://127.0.0.1:8090",
-        global = true
-    )]
+    #[arg(long, env = "PROCESSOR_URL", default_value = "http://127.0.0.1:8090")]
     pub processor_url: String,
 
     /// Name recorded as `processor_response.processor`.
-    #[arg(
-        long,
-        env = "PROCESSOR_NAME",
-        default_value = "processor-sim",
-        global = true
-    )]
+    #[arg(long, env = "PROCESSOR_NAME", default_value = "processor-sim")]
     pub processor_name: String,
 
     /// Payments in flight in this process (also the prefetch). A payment
@@ -131,81 +120,76 @@ pub struct Settings {
     /// (`DATABASE_MAX_CONNECTIONS`) is held only for each short statement.
     /// Raise it when the processor is slow (payments/s per worker is at most
     /// this ÷ the processor's latency); it bounds the worker's memory.
-    #[arg(long = "concurrency", env = "WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_CONCURRENCY)), global = true)]
+    #[arg(long = "concurrency", env = "WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_CONCURRENCY)))]
     pub concurrency: u16,
 
     /// Processing attempts before a job is dead-lettered.
-    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=100), global = true)]
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub max_attempts: i32,
 
     /// Retry delay tiers in seconds, comma-separated; attempt n waits the
     /// n-th (the last repeats). One delay queue per tier.
-    #[arg(long, env = "RETRY_DELAYS", default_value = "1,5,30,120,600", value_parser = parse_tiers, global = true)]
+    #[arg(long, env = "RETRY_DELAYS", default_value = "1,5,30,120,600", value_parser = parse_tiers)]
     pub retry_delays: RetryTiers,
 
     /// Timeout of one processor call, in milliseconds.
-    #[arg(long = "processor-timeout-ms", env = "PROCESSOR_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis, global = true)]
+    #[arg(long = "processor-timeout-ms", env = "PROCESSOR_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
     pub processor_timeout: Duration,
 
     /// Seconds a claim (lease) lasts; must exceed three processor timeouts.
-    #[arg(long = "lease-secs", env = "LEASE_SECS", default_value = "60", value_parser = parse_secs, global = true)]
+    #[arg(long = "lease-secs", env = "LEASE_SECS", default_value = "60", value_parser = parse_secs)]
     pub lease: Duration,
 
     /// Seconds without a heartbeat after which a worker counts as dead and
     /// its claims as void (it beats every fifth of this).
-    #[arg(long = "worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = parse_secs, global = true)]
+    #[arg(long = "worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = parse_secs)]
     pub dead_after: Duration,
 
     /// Hours an authorization (`capture: false`) may stay uncaptured before
     /// the worker voids it and the payment becomes `cancelled`.
-    #[arg(long, env = "AUTHORIZATION_TTL_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=8760), global = true)]
+    #[arg(long, env = "AUTHORIZATION_TTL_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=8760))]
     pub authorization_ttl_hours: u64,
 
     /// Seconds between rescuer passes.
-    #[arg(long, env = "RESCUE_INTERVAL", default_value = "10", value_parser = parse_secs, global = true)]
+    #[arg(long, env = "RESCUE_INTERVAL", default_value = "10", value_parser = parse_secs)]
     pub rescue_interval: Duration,
 
     /// Seconds a payment may be overdue before the rescuer re-enqueues it.
-    #[arg(long, env = "RESCUE_AFTER", default_value = "60", value_parser = parse_secs, global = true)]
+    #[arg(long, env = "RESCUE_AFTER", default_value = "60", value_parser = parse_secs)]
     pub rescue_after: Duration,
 
     /// Seconds to finish in-flight payments after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_secs, global = true)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_secs)]
     pub shutdown_timeout: Duration,
 
     /// Webhook deliveries in flight in this process (also their prefetch),
     /// apart from `WORKER_CONCURRENCY`: a slow receiver never holds a
     /// payment slot.
-    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000), global = true)]
+    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub webhook_concurrency: u16,
 
     /// Webhook retry delays in seconds, comma-separated: attempt n that
     /// fails waits the n-th (jittered by up to −20 %); after the last the
     /// delivery is dead-lettered. One delay queue per delay.
-    #[arg(long, env = "WEBHOOK_RETRY_DELAYS", default_value = "10,60,300,1800,7200,21600,86400", value_parser = parse_tiers, global = true)]
+    #[arg(long, env = "WEBHOOK_RETRY_DELAYS", default_value = "10,60,300,1800,7200,21600,86400", value_parser = parse_tiers)]
     pub webhook_retry_delays: RetryTiers,
 
     /// Timeout of one webhook request, in milliseconds.
-    #[arg(long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis, global = true)]
+    #[arg(long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
     pub webhook_timeout: Duration,
 
     /// Let webhook deliveries connect to loopback, private and link-local
     /// addresses (development and tests only).
-    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", global = true)]
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
 
     /// The keys that open webhook signing secrets (the API's `SECRETS_KEY`:
     /// the same list). Required to run. Never logged.
-    #[arg(long, env = "SECRETS_KEY", hide_env_values = true, global = true)]
+    #[arg(long, env = "SECRETS_KEY", hide_env_values = true)]
     pub secrets_key: Option<common::secret::SecretsKeys>,
 
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(
-        long,
-        env = "METRICS_BIND",
-        default_value = "127.0.0.1:9091",
-        global = true
-    )]
+    #[arg(long, env = "METRICS_BIND", default_value = "127.0.0.1:9091")]
     pub metrics_bind: String,
 }
 

@@ -1,4 +1,4 @@
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    worker::cli::main().await
+async fn main() -> std::process::ExitCode {
+    common::cli::exit_with(worker::cli::main().await)
 }

@@ -718,6 +718,121 @@ async fn a_receipt_shows_what_was_captured_refunds_by_status_and_the_settled_net
     wait_refund(&app, &pending, "succeeded").await;
 }
 
+/// A keyed `POST` to `path`: in flight (its operation's history row waits
+/// on a lock the test holds, its key already claimed) the same key is
+/// `409`; once answered the same key and body replay the first answer; the
+/// same key with `other` is `422`. One operation is created in all.
+async fn keyed_post_replays_refuses_another_body_and_an_in_flight_key(
+    app: &TestApp,
+    path: &str,
+    body: Value,
+    other: Value,
+) {
+    let key = format!("key-{path}");
+    let send = |body: &Value| {
+        app.request(reqwest::Method::POST, path)
+            .header("Idempotency-Key", &key)
+            .json(body)
+            .send()
+    };
+    let before = app.count("operations").await;
+    let keys_before = app.count("idempotency_keys").await;
+    let blocker = app
+        .hold_lock("LOCK TABLE operation_status_history IN EXCLUSIVE MODE")
+        .await;
+    let first = app
+        .request(reqwest::Method::POST, path)
+        .header("Idempotency-Key", &key)
+        .json(&body);
+    let first = tokio::spawn(async move { first.send().await.expect("first") });
+    app.eventually(
+        "the first to claim its key",
+        Duration::from_secs(10),
+        || async { (app.count("idempotency_keys").await == keys_before + 1).then_some(()) },
+    )
+    .await;
+    let busy = send(&body).await.expect("send");
+    assert_eq!(busy.status(), StatusCode::CONFLICT, "{path}");
+    let error: Value = busy.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "idempotency_key_in_use", "{error}");
+    blocker.rollback().await.expect("release");
+
+    let first = first.await.expect("join");
+    assert_eq!(first.status(), StatusCode::ACCEPTED, "{path}");
+    let first: Value = first.json().await.expect("json");
+    let replay = send(&body).await.expect("send");
+    assert_eq!(replay.status(), StatusCode::ACCEPTED);
+    assert!(replay.headers().get("idempotent-replayed").is_some());
+    let replay: Value = replay.json().await.expect("json");
+    assert_eq!(replay, first, "the first answer, replayed");
+
+    let reused = send(&other).await.expect("send");
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+    let error: Value = reused.json().await.expect("json");
+    assert_eq!(error["error"]["code"], "idempotency_key_reused", "{error}");
+    assert_eq!(app.count("operations").await, before + 1, "one operation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_and_a_refund_replay_refuse_another_body_and_an_in_flight_key() {
+    let app = TestApp::spawn().await;
+    let authorized = succeeded(&app, cards::VISA, 9_000, false).await;
+    keyed_post_replays_refuses_another_body_and_an_in_flight_key(
+        &app,
+        &format!("/v1/payments/{authorized}/capture"),
+        json!({"amount": 4_000}),
+        json!({"amount": 5_000}),
+    )
+    .await;
+    let captured = succeeded(&app, cards::VISA, 9_000, true).await;
+    keyed_post_replays_refuses_another_body_and_an_in_flight_key(
+        &app,
+        &format!("/v1/payments/{captured}/refund"),
+        json!({"amount": 1_000, "reason": "other"}),
+        json!({"amount": 2_000, "reason": "other"}),
+    )
+    .await;
+    // Done once each at the processor.
+    app.eventually(
+        "the capture and the refund done",
+        Duration::from_secs(20),
+        || async {
+            let stats = app.sim_stats().await;
+            (stats.captures == 1 && stats.refunds == 1).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_whose_metadata_would_pass_the_limit_once_merged_is_a_400_naming_it() {
+    let app = TestApp::spawn().await;
+    let mut body = payment_of(cards::VISA, 3_000, false);
+    let full: serde_json::Map<String, Value> =
+        (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+    body["metadata"] = Value::Object(full);
+    let (status, payment) = app
+        .post_with("/v1/payments", body, &[("Prefer", "wait=20")])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{payment}");
+    let id = payment["id"].as_str().expect("id");
+    let capture = format!("/v1/payments/{id}/capture");
+    let (status, error) = app.post(&capture, json!({"metadata": {"new": "x"}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"]["param"], "metadata");
+    assert_eq!(app.count("operations").await, 0, "nothing written");
+    // Replacing a key the payment has keeps it within the limit.
+    let (status, captured) = app
+        .post_with(
+            &capture,
+            json!({"metadata": {"k0": "w"}}),
+            &[("Prefer", "wait=20")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{captured}");
+    assert_eq!(captured["metadata"]["k0"], "w");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_refund_with_one_idempotency_key_refunds_once() {
     let app = TestApp::spawn().await;

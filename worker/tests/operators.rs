@@ -45,3 +45,58 @@ async fn an_older_than_past_ten_years_is_a_clear_cli_error_and_replays_nothing()
     );
     assert_eq!(app.payment(&id).await["status"], "failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dlq_commands_are_quiet_aligned_show_their_own_help_and_refuse_in_one_line() {
+    let app = TestApp::with(Options::one_attempt()).await;
+    let id = app.dead_letter(1).await.remove(0);
+    let run = |args: &[&str]| {
+        let mut command = app.worker_command(WORKER_BIN);
+        // As an operator types it: no RUST_LOG.
+        command.env_remove("RUST_LOG").args(args);
+        async move { command.output().await.expect("run worker dlq") }
+    };
+
+    let output = run(&["dlq", "list"]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.is_empty(), "no log lines unless asked: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let reason = lines[0].find("reason").expect("a reason column");
+    assert_eq!(
+        lines[1].find("attempts_exhausted"),
+        Some(reason),
+        "aligned: {stdout}"
+    );
+
+    let help = run(&["dlq", "--help"]).await;
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("replay"), "{help}");
+    assert!(
+        !help.contains("PROCESSOR_URL") && !help.contains("--concurrency"),
+        "only the dlq's own options, not all of run's: {help}"
+    );
+
+    let refused = run(&["dlq", "purge"]).await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("--yes"),
+        "{stderr}"
+    );
+    assert_eq!(app.queue_depth("dead").await, 1, "nothing purged");
+
+    // `--reason` alone selects: no ids, no `--all`.
+    let output = run(&["dlq", "replay", "--reason", "attempts_exhausted"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("1 replayed"), "{stdout}");
+    app.wait_payment(&id, "charged after the replay", |p| {
+        p["status"] == "succeeded"
+    })
+    .await;
+}

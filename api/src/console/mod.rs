@@ -15,20 +15,20 @@ use common::queue::RetryTiers;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsoleArgs {
     /// The workers' retry tiers, in seconds (as the worker's setting).
-    #[arg(long = "console-retry-delays", env = "RETRY_DELAYS", default_value = "1,5,30,120,600", value_parser = RetryTiers::parse, global = true)]
+    #[arg(long = "console-retry-delays", env = "RETRY_DELAYS", default_value = "1,5,30,120,600", value_parser = RetryTiers::parse)]
     pub retry_delays: RetryTiers,
 
     /// The webhook deliveries' retry tiers, in seconds (as the worker's
     /// setting).
-    #[arg(long = "console-webhook-retry-delays", env = "WEBHOOK_RETRY_DELAYS", default_value = "10,60,300,1800,7200,21600,86400", value_parser = RetryTiers::parse, global = true)]
+    #[arg(long = "console-webhook-retry-delays", env = "WEBHOOK_RETRY_DELAYS", default_value = "10,60,300,1800,7200,21600,86400", value_parser = RetryTiers::parse)]
     pub webhook_retry_delays: RetryTiers,
 
     /// Seconds past due after which a payment is overdue (the worker's
     /// rescuer takes it then).
-    #[arg(long = "console-rescue-after", env = "RESCUE_AFTER", default_value = "60", value_parser = common::config::parse_secs, global = true)]
+    #[arg(long = "console-rescue-after", env = "RESCUE_AFTER", default_value = "60", value_parser = common::config::parse_secs)]
     pub rescue_after: Duration,
 
     /// Seconds without a heartbeat after which a worker is dead.
-    #[arg(long = "console-worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = common::config::parse_secs, global = true)]
+    #[arg(long = "console-worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = common::config::parse_secs)]
     pub worker_dead_after: Duration,
 }
