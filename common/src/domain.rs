@@ -112,8 +112,9 @@ impl<'de> Deserialize<'de> for Currency {
     }
 }
 
-/// A processor card token (`tok_…`). Its `Debug` form hides the value so a
-/// token can never reach a log line by accident.
+/// A processor card token: a vault token (`tok_…`) or a Stripe
+/// PaymentMethod id (`pm_…`), both of which Stripe takes. Its `Debug` form
+/// hides the value so a token can never reach a log line by accident.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CardToken(String);
 
@@ -121,13 +122,14 @@ impl CardToken {
     pub const MAX_LEN: usize = 255;
 
     pub fn parse(value: &str) -> Result<Self, DomainError> {
-        let rest = value
-            .strip_prefix("tok_")
-            .ok_or_else(|| invalid("Card token must start with `tok_`."))?;
+        let (prefix, rest) = ["tok_", "pm_"]
+            .iter()
+            .find_map(|prefix| value.strip_prefix(prefix).map(|rest| (*prefix, rest)))
+            .ok_or_else(|| invalid("Card token must start with `tok_` (or `pm_`)."))?;
         if rest.is_empty() || value.len() > Self::MAX_LEN {
             return Err(invalid(format!(
-                "Card token must be `tok_` followed by 1 to {} characters.",
-                Self::MAX_LEN - 4
+                "Card token must be `{prefix}` followed by 1 to {} characters.",
+                Self::MAX_LEN - prefix.len()
             )));
         }
         if !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -455,6 +457,8 @@ mod tests {
         assert!(CardToken::parse("tok_a b").is_err());
         assert!(CardToken::parse(&format!("tok_{}", "a".repeat(252))).is_err());
         assert!(CardToken::parse(&format!("tok_{}", "a".repeat(251))).is_ok());
+        assert!(CardToken::parse("pm_1PqR2s").is_ok());
+        assert!(CardToken::parse("pm_").is_err());
     }
 
     #[test]

@@ -181,10 +181,12 @@ impl ProcessorResponse {
     pub fn approved(charge: &ChargeApproved, processor: &str) -> Self {
         Self {
             approved: Some(true),
-            authorization_code: Some(charge.authorization_code.clone()),
-            avs_result: Some(charge.avs_result.clone()),
-            cvv_result: Some(charge.cvv_result.clone()),
-            network_transaction_id: Some(charge.network_transaction_id.clone()),
+            // A processor that does not give one (Stripe has no
+            // authorization code for every card) leaves it `null`, not "".
+            authorization_code: non_empty(&charge.authorization_code),
+            avs_result: non_empty(&charge.avs_result),
+            cvv_result: non_empty(&charge.cvv_result),
+            network_transaction_id: non_empty(&charge.network_transaction_id),
             processor: Some(processor.to_owned()),
             risk_score: Some(charge.risk_score),
             decline_code: None,
@@ -195,7 +197,7 @@ impl ProcessorResponse {
     pub fn declined(charge: &ChargeDeclined, processor: &str) -> Self {
         Self {
             approved: Some(false),
-            network_transaction_id: Some(charge.network_transaction_id.clone()),
+            network_transaction_id: non_empty(&charge.network_transaction_id),
             processor: Some(processor.to_owned()),
             risk_score: Some(charge.risk_score),
             decline_code: Some(charge.decline_code.clone()),
@@ -203,6 +205,10 @@ impl ProcessorResponse {
             ..Self::default()
         }
     }
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// Body of `POST /v1/charges/:id/capture`. The body may also be left empty,

@@ -341,6 +341,14 @@ impl TestApp {
                 "WEBHOOK_ALLOW_PRIVATE",
                 settings.webhook_allow_private.to_string(),
             )
+            .env(
+                "PROCESSOR",
+                match settings.processor {
+                    worker::ProcessorKind::Sim => "sim",
+                    worker::ProcessorKind::Stripe => "stripe",
+                },
+            )
+            .env("STRIPE_API_BASE", &settings.stripe.stripe_api_base)
             .env("SECRETS_KEY", crate::TEST_SECRETS_KEY)
             .env("METRICS_BIND", "127.0.0.1:0")
             .env(
@@ -349,6 +357,9 @@ impl TestApp {
             )
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
+        if let Some(key) = &settings.stripe.stripe_secret_key {
+            cmd.env("STRIPE_SECRET_KEY", key.expose());
+        }
         cmd
     }
 

@@ -3,7 +3,8 @@
 //! kills them), and TCP proxies to cut a connection for that test alone.
 //!
 //! Tests talk to the real PostgreSQL and RabbitMQ of the machine; nothing is
-//! mocked. The card processor is `processor-sim` over real HTTP.
+//! mocked. The card processor is `processor-sim` over real HTTP, or for the
+//! Stripe adapter a `localstripe` server of the test's own.
 //!
 //! Where to find what:
 //! - [`app`]: [`TestApp`], one test's whole system, started and stopped;
@@ -16,13 +17,17 @@
 //! - [`steps`]: one worker step, one rescuer pass, one relay pass, driven
 //!   by the test without a background loop.
 //! - [`cards`]: the simulator's test tokens and what each one does.
-//! - [`proxy`], [`receiver`]: a connection to cut, a webhook receiver.
+//! - [`proxy`], [`receiver`]: a connection to cut (or whose answers to
+//!   lose), a webhook receiver.
+//! - [`localstripe`]: a fake Stripe of the test's own, for the Stripe
+//!   adapter.
 //! - [`cluster`]: a three-node RabbitMQ cluster of the test's own.
 
 pub mod app;
 pub mod cards;
 pub mod cluster;
 pub mod http;
+pub mod localstripe;
 pub mod proxy;
 pub mod receiver;
 pub mod steps;
@@ -39,6 +44,7 @@ use serde_json::{json, Value};
 pub use app::TestApp;
 pub use cluster::Cluster;
 pub use http::{assert_error, with_field};
+pub use localstripe::LocalStripe;
 pub use proxy::Proxy;
 
 /// The machine's PostgreSQL server (override with `TEST_PG_URL`).
@@ -80,6 +86,8 @@ pub const TEST_SECRETS_KEY: &str = "dGVzdC1rZXktZm9yLXNlYWxpbmctc2VjcmV0cy0zMiE=
 
 pub fn fast_worker_settings() -> worker::Settings {
     worker::Settings {
+        processor: worker::ProcessorKind::Sim,
+        stripe: worker::StripeArgs::default(),
         processor_url: String::new(),
         processor_name: "processor-sim".into(),
         concurrency: worker::DEFAULT_CONCURRENCY,

@@ -26,10 +26,87 @@ pub const MAX_CONCURRENCY: u16 = 10_000;
 /// default `max_connections` of 100.
 pub const DEFAULT_DATABASE_CONNECTIONS: u32 = 8;
 
+/// Which card processor adapter the worker talks to (`PROCESSOR`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProcessorKind {
+    /// `processor-sim` at `PROCESSOR_URL`.
+    #[default]
+    Sim,
+    /// Stripe's API at `STRIPE_API_BASE`, with `STRIPE_SECRET_KEY`.
+    Stripe,
+}
+
+/// A Stripe secret key. Never printed: its `Debug` is redacted, and clap
+/// hides its environment value in `--help`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(String);
+
+impl SecretKey {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret, for the one place that needs it: the `Authorization`
+    /// header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for SecretKey {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err("STRIPE_SECRET_KEY is empty".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+/// The Stripe adapter's settings (used when `PROCESSOR=stripe`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StripeArgs {
+    /// Base URL of Stripe's API (a fake such as localstripe in tests).
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+
+    /// Stripe secret key (`sk_test_…` or `sk_live_…`); required when
+    /// `PROCESSOR=stripe`. Never logged.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<SecretKey>,
+}
+
+impl StripeArgs {
+    /// The key, or the start-up error that names the setting.
+    pub fn secret_key(&self) -> anyhow::Result<SecretKey> {
+        self.stripe_secret_key
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("STRIPE_SECRET_KEY is required when PROCESSOR=stripe"))
+    }
+}
+
 /// Settings of `worker run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// Base URL of the card processor.
+    /// Card processor adapter: `sim` (processor-sim at `PROCESSOR_URL`) or
+    /// `stripe` (Stripe's API at `STRIPE_API_BASE`).
+    #[arg(long, env = "PROCESSOR", value_enum, default_value_t = ProcessorKind::Sim)]
+    pub processor: ProcessorKind,
+
+    #[command(flatten)]
+    pub stripe: StripeArgs,
+
+    /// Base URL of the card processor (`PROCESSOR=sim`).
     #[arg(long, env = "PROCESSOR_URL", default_value = "http://127.0.0.1:8090")]
     pub processor_url: String,
 
@@ -144,6 +221,14 @@ impl Settings {
             self.dead_after >= Duration::from_secs(1),
             "WORKER_DEAD_AFTER must be at least 1 second"
         );
+        if self.processor == ProcessorKind::Stripe {
+            self.stripe.secret_key()?;
+            anyhow::ensure!(
+                self.stripe.stripe_api_base.starts_with("http://")
+                    || self.stripe.stripe_api_base.starts_with("https://"),
+                "STRIPE_API_BASE must be an http(s) URL"
+            );
+        }
         Ok(())
     }
 }
@@ -187,6 +272,37 @@ mod tests {
         );
         assert_eq!(config.settings.concurrency, DEFAULT_CONCURRENCY);
         config.settings.validate().expect("the defaults are valid");
+    }
+
+    #[test]
+    fn stripe_needs_its_secret_key_and_never_prints_it() {
+        let config = Config::try_parse_from(["worker", "--processor", "stripe"])
+            .expect("parses without a key");
+        let err = config.settings.validate().expect_err("no key");
+        assert!(err.to_string().contains("STRIPE_SECRET_KEY"), "{err}");
+
+        let config = Config::try_parse_from([
+            "worker",
+            "--processor",
+            "stripe",
+            "--stripe-secret-key",
+            "sk_test_secret123",
+        ])
+        .expect("parses");
+        config.settings.validate().expect("valid with a key");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("sk_test_secret123"), "{shown}");
+        assert_eq!(config.settings.processor, ProcessorKind::Stripe);
+        assert_eq!(
+            config.settings.stripe.stripe_api_base,
+            "https://api.stripe.com"
+        );
+    }
+
+    #[test]
+    fn the_simulator_is_the_default_processor() {
+        let config = Config::try_parse_from(["worker"]).expect("the defaults parse");
+        assert_eq!(config.settings.processor, ProcessorKind::Sim);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::processor::ProcessorClient;
+use crate::processor::Processor;
 use crate::step::StepError;
 use crate::{webhooks, Settings};
 
@@ -29,7 +29,7 @@ pub struct Context {
     /// claims, a slow `/readyz` would call a busy worker unready.
     pub heartbeat_pool: PgPool,
     pub broker: Arc<Broker>,
-    pub processor: ProcessorClient,
+    pub processor: Processor,
     pub settings: Settings,
     /// Webhook deliveries: their broker handle and HTTP client.
     pub webhooks: webhooks::Deliverer,
@@ -55,7 +55,7 @@ impl Context {
         let pool_turns = usize::try_from(pool.options().get_max_connections())
             .unwrap_or(1)
             .max(1);
-        let processor = ProcessorClient::new(&settings.processor_url, settings.processor_timeout)?;
+        let processor = Processor::new(&settings)?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let webhook_topology = Topology::webhooks(broker.topology().prefix())
             .with_retry_delays(&settings.webhook_retry_delays);

@@ -30,7 +30,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::config::{
-    Config, Settings, DEFAULT_CONCURRENCY, DEFAULT_DATABASE_CONNECTIONS, MAX_CONCURRENCY,
+    Config, ProcessorKind, SecretKey, Settings, StripeArgs, DEFAULT_CONCURRENCY,
+    DEFAULT_DATABASE_CONNECTIONS, MAX_CONCURRENCY,
 };
 pub use crate::context::Context;
 

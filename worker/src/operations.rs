@@ -191,6 +191,7 @@ pub(crate) async fn process(
         Kind::Refund => {
             let refund = Refund {
                 key,
+                payment_id: job.payment_id().to_string(),
                 request: RefundRequest {
                     charge: charge_id,
                     amount: op.amount,

@@ -95,7 +95,7 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
     match outcome {
         Outcome::Approved(approved) => {
             let card = &approved.card;
-            let response = ProcessorResponse::approved(&approved, &ctx.settings.processor_name);
+            let response = ProcessorResponse::approved(&approved, ctx.processor.name());
             let audit = Audit {
                 actor: &ctx.worker_id,
                 reason: if unknown {
@@ -120,7 +120,7 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
             payment.finished(ctx, row.is_some(), "succeeded");
         }
         Outcome::Declined(declined) => {
-            let response = ProcessorResponse::declined(&declined, &ctx.settings.processor_name);
+            let response = ProcessorResponse::declined(&declined, ctx.processor.name());
             record_failure(
                 ctx,
                 &payment,
@@ -128,7 +128,9 @@ async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result
                     recorded: payments::Failure {
                         code: &declined.code,
                         message: &declined.message,
-                        card: Some(&declined.card),
+                        // A processor that could not say which card (a
+                        // Stripe decline of a card token) records none.
+                        card: Some(&declined.card).filter(|card| !card.last4.is_empty()),
                         processor_response: Some(&response),
                     },
                     why: "processor declined",
@@ -388,8 +390,8 @@ pub(crate) async fn hold<W: Work>(
         payment_id = %job.payment_id(),
         operation_id = ?job.operation_id(),
         error = reason,
-        processor_url = %ctx.settings.processor_url,
-        "the card processor refused our request: check PROCESSOR_URL and the credentials; \
+        processor = %ctx.processor.location(),
+        "the card processor refused our request: check its URL and the credentials; \
          the job is held in the dead-letter queue until `worker dlq replay`"
     );
     publish_dead(

@@ -72,8 +72,8 @@ pub struct PaymentMethodIn {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardIn {
-    /// A card token from the card vault, `tok_…`.
-    #[schema(pattern = "^tok_", max_length = 255, example = "tok_visa")]
+    /// A card token from the card vault, `tok_…`, or a Stripe PaymentMethod id, `pm_…`.
+    #[schema(pattern = "^(tok|pm)_", max_length = 255, example = "tok_visa")]
     pub token: String,
 }
 

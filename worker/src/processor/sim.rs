@@ -1,29 +1,21 @@
-//! The card processor client, and the one mechanism every processor
-//! operation goes through: send with an idempotency key, and when an earlier
-//! call's outcome is unknown, look the operation up by that key before doing
-//! anything else.
+//! The simulator's adapter (`PROCESSOR=sim`): `processor-sim`'s protocol
+//! (`common::processor`) behind [`CardProcessor`]. Every operation is sent
+//! with its idempotency key and looked up by that key (`GET` at the
+//! operation's path with `?idempotency_key=`).
 //!
-//! Answers are sorted by what they tell us about money:
-//! - approved and declined are final;
-//! - `NotFound` (a lookup only) proves the processor never took the key;
-//! - `Rejected`: the processor refused the request itself (a 4xx that no
-//!   retry can fix: wrong `PROCESSOR_URL`, bad credentials); the job is
-//!   held for an operator;
-//! - `Transient`: not now. Its [`Knowledge`] says whether the call may have
-//!   reached the processor (a timeout, a connection cut after sending, a 5xx
-//!   other than 503, a 409 "same key in progress", an answer we cannot
-//!   read) or certainly did not (cannot connect, 503, 429). Only the latter
-//!   is retried in-process at once, and only the latter can ever let a
-//!   payment be called "not processed".
+//! How its answers are sorted: `200` approved, `402` declined, `409`/`400`
+//! with a refusal code refused, a lookup's `404 operation_not_found` not
+//! found, other 4xx rejected; a timeout, a connection cut after sending, a
+//! 5xx other than 503, a 409 "same key in progress" or an answer we cannot
+//! read are unknown outcomes; cannot connect, 503 and 429 certainly did not
+//! reach it, and only those are retried in-process at once.
 
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
-use common::db::payments::{Knowledge, PaymentRow};
-use common::domain::PaymentId;
+use common::db::payments::Knowledge;
 use common::processor::{
-    CaptureRequest, CaptureSucceeded, ChargeApproved, ChargeDeclined, ChargeRequest,
-    ProcessorErrorBody, RefundDeclined, RefundRequest, RefundSucceeded, VoidRequest, VoidSucceeded,
+    CaptureRequest, ChargeRequest, ProcessorErrorBody, RefundRequest, VoidRequest,
     AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE, CHARGE_NOT_CAPTURABLE_CODE,
     CHARGE_NOT_REFUNDABLE_CODE, CHARGE_NOT_VOIDABLE_CODE, IDEMPOTENCY_HEADER, LOOKUP_QUERY_PARAM,
     OPERATION_NOT_FOUND_CODE,
@@ -32,192 +24,55 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// An operation the processor performs at most once per idempotency key,
-/// and can be asked about by that key.
-pub trait Operation {
-    /// The processor's answer when it did the operation (`200`).
-    type Approved: DeserializeOwned;
-    /// The processor's answer when it refused for a business reason
-    /// (`402`): final, never retried.
-    type Declined: DeserializeOwned;
-    type Request: Serialize;
+use super::{Capture, CardProcessor, Charge, Operation, Outcome, OutcomeOf, Refund, Void};
+
+/// How the simulator addresses an operation.
+pub trait SimOperation: Operation<Approved: DeserializeOwned, Declined: DeserializeOwned> {
+    type Request: Serialize + Sync;
 
     /// Path of the operation (`POST`) and of its lookup (`GET` with
     /// `?idempotency_key=`), e.g. `/v1/charges`.
     fn path(&self) -> String;
-    /// Stable across every call and every worker for this operation.
-    fn idempotency_key(&self) -> String;
     fn request(&self) -> &Self::Request;
-    /// What the operation is called in messages (`charge`, `refund`, …).
-    fn name(&self) -> &'static str;
 }
 
-/// What the processor told us.
-#[derive(Debug)]
-pub enum Outcome<A, D> {
-    Approved(A),
-    Declined(D),
-    /// A lookup found no trace of the key: the operation never happened.
-    NotFound,
-    /// The processor refused the request itself; retrying cannot help.
-    Rejected(String),
-    /// The processor refused the operation for what the charge is (already
-    /// captured, not capturable, nothing left to refund…): final, like a
-    /// decline, and nothing happened.
-    Refused {
-        code: String,
-        message: String,
-    },
-    /// Not now. The text is ours, safe to show a client.
-    Transient {
-        reason: String,
-        knowledge: Knowledge,
-    },
-}
-
-impl<A, D> Outcome<A, D> {
-    fn transient(reason: impl Into<String>, knowledge: Knowledge) -> Self {
-        Self::Transient {
-            reason: reason.into(),
-            knowledge,
-        }
-    }
-
-    /// For metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Approved(_) => "approved",
-            Self::Declined(_) => "declined",
-            Self::NotFound => "not_found",
-            Self::Rejected(_) => "rejected",
-            Self::Refused { .. } => "refused",
-            Self::Transient {
-                knowledge: Knowledge::Unknown,
-                ..
-            } => "unknown",
-            Self::Transient { .. } => "transient",
-        }
-    }
-}
-
-/// A charge of a payment; its idempotency key is the payment id.
-pub struct Charge {
-    key: String,
-    request: ChargeRequest,
-}
-
-impl Charge {
-    pub fn of(payment: &PaymentRow) -> Self {
-        let id = PaymentId(payment.id);
-        Self {
-            key: id.to_string(),
-            request: ChargeRequest {
-                amount: payment.amount,
-                currency: payment.currency.to_string(),
-                token: payment.card_token.expose().to_owned(),
-                capture: payment.capture,
-                description: payment.description.clone(),
-                statement_descriptor: payment.statement_descriptor.clone(),
-                reference: id.to_string(),
-            },
-        }
-    }
-}
-
-impl Operation for Charge {
-    type Approved = ChargeApproved;
-    type Declined = ChargeDeclined;
+impl SimOperation for Charge {
     type Request = ChargeRequest;
-
     fn path(&self) -> String {
         "/v1/charges".into()
-    }
-    fn idempotency_key(&self) -> String {
-        self.key.clone()
     }
     fn request(&self) -> &ChargeRequest {
         &self.request
     }
-    fn name(&self) -> &'static str {
-        "charge"
-    }
 }
 
-/// A capture of an authorized charge; its key is the operation's id.
-pub struct Capture {
-    pub key: String,
-    pub charge_id: String,
-    pub request: CaptureRequest,
-}
-
-impl Operation for Capture {
-    type Approved = CaptureSucceeded;
-    /// Never sent (a capture is refused with a code, not declined).
-    type Declined = ProcessorErrorBody;
+impl SimOperation for Capture {
     type Request = CaptureRequest;
-
     fn path(&self) -> String {
         format!("/v1/charges/{}/capture", self.charge_id)
-    }
-    fn idempotency_key(&self) -> String {
-        self.key.clone()
     }
     fn request(&self) -> &CaptureRequest {
         &self.request
     }
-    fn name(&self) -> &'static str {
-        "capture"
-    }
 }
 
-/// A void of an uncaptured authorization.
-pub struct Void {
-    pub key: String,
-    pub charge_id: String,
-    pub request: VoidRequest,
-}
-
-impl Operation for Void {
-    type Approved = VoidSucceeded;
-    type Declined = ProcessorErrorBody;
+impl SimOperation for Void {
     type Request = VoidRequest;
-
     fn path(&self) -> String {
         format!("/v1/charges/{}/void", self.charge_id)
-    }
-    fn idempotency_key(&self) -> String {
-        self.key.clone()
     }
     fn request(&self) -> &VoidRequest {
         &self.request
     }
-    fn name(&self) -> &'static str {
-        "void"
-    }
 }
 
-/// A refund of (part of) a captured charge.
-pub struct Refund {
-    pub key: String,
-    pub request: RefundRequest,
-}
-
-impl Operation for Refund {
-    type Approved = RefundSucceeded;
-    type Declined = RefundDeclined;
+impl SimOperation for Refund {
     type Request = RefundRequest;
-
     fn path(&self) -> String {
         "/v1/refunds".into()
     }
-    fn idempotency_key(&self) -> String {
-        self.key.clone()
-    }
     fn request(&self) -> &RefundRequest {
         &self.request
-    }
-    fn name(&self) -> &'static str {
-        "refund"
     }
 }
 
@@ -230,8 +85,6 @@ const REFUSAL_CODES: [&str; 5] = [
     CHARGE_NOT_REFUNDABLE_CODE,
     AMOUNT_EXCEEDS_REFUNDABLE_CODE,
 ];
-
-pub type OutcomeOf<O> = Outcome<<O as Operation>::Approved, <O as Operation>::Declined>;
 
 #[derive(Debug, Clone)]
 pub struct ProcessorClient {
@@ -254,32 +107,15 @@ impl ProcessorClient {
         })
     }
 
-    /// Settles `op` as far as the processor lets us now. If an earlier call's
-    /// outcome is unknown, asks first: what the processor stored is the
-    /// answer, and only "never took that key" lets the operation be sent
-    /// (again, with the same key).
-    pub async fn settle<O: Operation>(&self, op: &O, outcome_unknown: bool) -> OutcomeOf<O> {
-        if outcome_unknown {
-            match self.lookup(op).await {
-                Outcome::NotFound => {}
-                Outcome::Transient { reason, .. } => {
-                    // Still unknown, whatever this lookup's own fate.
-                    return Outcome::transient(
-                        format!("asking the processor about the {}: {reason}", op.name()),
-                        Knowledge::Unknown,
-                    );
-                }
-                known => return known,
-            }
-        }
-        self.execute(op).await
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// Sends the operation. A call that certainly did not reach the
     /// processor is retried twice at once with short jittered backoff (same
     /// key); a call that may have reached it is not (a timeout already used
     /// the whole budget, and the next attempt must ask first).
-    pub async fn execute<O: Operation>(&self, op: &O) -> OutcomeOf<O> {
+    pub async fn execute<O: SimOperation>(&self, op: &O) -> OutcomeOf<O> {
         let url = format!("{}{}", self.base_url, op.path());
         let key = op.idempotency_key();
         let mut pauses = ExponentialBuilder::default()
@@ -311,7 +147,7 @@ impl ProcessorClient {
     }
 
     /// Asks what became of the operation's key.
-    pub async fn lookup<O: Operation>(&self, op: &O) -> OutcomeOf<O> {
+    pub async fn lookup<O: SimOperation>(&self, op: &O) -> OutcomeOf<O> {
         let url = format!("{}{}", self.base_url, op.path());
         let sent = self
             .http
@@ -402,5 +238,32 @@ impl ProcessorClient {
         } else {
             Outcome::transient("connection to the processor failed", Knowledge::Unknown)
         }
+    }
+}
+
+impl CardProcessor for ProcessorClient {
+    async fn charge(&self, charge: &Charge) -> OutcomeOf<Charge> {
+        self.execute(charge).await
+    }
+    async fn find_charge(&self, charge: &Charge) -> OutcomeOf<Charge> {
+        self.lookup(charge).await
+    }
+    async fn capture(&self, capture: &Capture) -> OutcomeOf<Capture> {
+        self.execute(capture).await
+    }
+    async fn find_capture(&self, capture: &Capture) -> OutcomeOf<Capture> {
+        self.lookup(capture).await
+    }
+    async fn void(&self, void: &Void) -> OutcomeOf<Void> {
+        self.execute(void).await
+    }
+    async fn find_void(&self, void: &Void) -> OutcomeOf<Void> {
+        self.lookup(void).await
+    }
+    async fn refund(&self, refund: &Refund) -> OutcomeOf<Refund> {
+        self.execute(refund).await
+    }
+    async fn find_refund(&self, refund: &Refund) -> OutcomeOf<Refund> {
+        self.lookup(refund).await
     }
 }
