@@ -120,6 +120,13 @@ where
 /// rather than staying capturable (and the rescuer voiding it forever). A
 /// refusal about the amount (`amount_exceeds_capturable`) leaves the
 /// authorization as it is.
+///
+/// Read as "released" because nothing in this system can have captured it:
+/// at most one capture or void is open per payment, and an unknown outcome
+/// is settled with the processor before it is recorded. A charge captured
+/// outside this system (a processor's dashboard) would be refused the same
+/// way; the processor's own message, kept as `last_operation_error`, says
+/// which state it found.
 fn authorization_released(kind: Kind, code: &str) -> bool {
     match kind {
         Kind::Capture => code == CHARGE_NOT_CAPTURABLE_CODE,
