@@ -831,6 +831,14 @@ async fn a_capture_whose_metadata_would_pass_the_limit_once_merged_is_a_400_nami
         .await;
     assert_eq!(status, StatusCode::OK, "{captured}");
     assert_eq!(captured["metadata"]["k0"], "w");
+    // A refund's metadata is its own, never merged: no such limit.
+    let (status, refund) = app
+        .post(
+            &format!("/v1/payments/{id}/refund"),
+            json!({"amount": 100, "reason": "other", "metadata": {"new": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

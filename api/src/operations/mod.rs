@@ -707,9 +707,7 @@ async fn refund(
         Ok(claim) => claim,
         Err(replay) => return Ok(replay),
     };
-    let found = find_payment(&state, &sent.caller, id)
-        .await
-        .and_then(|row| check_merged_metadata(&row, &metadata));
+    let found = find_payment(&state, &sent.caller, id).await;
     idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
     let new = NewOperation {
         amount: body.amount,

@@ -413,8 +413,8 @@ pub async fn succeed<'e>(
 /// processor said it no longer holds the authorization (a capture or void
 /// refused as `charge_not_capturable` or `charge_not_voidable`), so the
 /// payment, authorized and uncaptured, becomes `cancelled` (for the void's
-/// reason; `automatic` after a capture) with nothing capturable: nothing can be taken from it any more, and the
-/// rescuer has nothing left to void.
+/// reason; `automatic` after a capture) with nothing capturable: nothing
+/// can be taken from it any more, and the rescuer has nothing left to void.
 pub async fn fail<'e>(
     db: impl PgExecutor<'e>,
     op: &OperationRow,
