@@ -259,6 +259,24 @@ fn data_error(path: &str, message: &str) -> ApiError {
             "duplicate_parameter",
             format!("`{param}` appears more than once."),
         )
+    } else if message.starts_with("unknown variant") {
+        // A value outside a closed set: list the set, never echo the value.
+        let param = if parent.is_empty() {
+            "body".to_owned()
+        } else {
+            parent.to_owned()
+        };
+        let allowed = message
+            .split("expected ")
+            .nth(1)
+            .and_then(|rest| rest.split(" at line").next())
+            .unwrap_or("a documented value")
+            .replace('`', "");
+        ApiError::invalid(
+            param.clone(),
+            "invalid_value",
+            format!("`{param}` must be {allowed}."),
+        )
     } else if message.starts_with("missing field") {
         let param = join(quoted);
         ApiError::invalid(
