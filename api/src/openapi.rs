@@ -54,7 +54,7 @@ key are rate-limited per key (`RateLimit-*` headers on every answer, `429` with 
 over the limit).",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
-    components(schemas(ErrorEnvelope, ErrorType, Expansion)),
+    components(schemas(ErrorEnvelope, ErrorType, crate::payments::view::Expansion)),
     tags(
         (name = "payments", description = "Create, read, list, capture and cancel payments."),
         (name = "refunds", description = "Refund captured payments and read refunds."),
@@ -429,17 +429,6 @@ pub struct PreferHeader {
     prefer: Option<String>,
 }
 
-/// What `expand[]` may name on a payment read.
-#[derive(utoipa::ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum Expansion {
-    /// Every refund instead of the latest 10.
-    Refunds,
-    /// The customer object, from `customer_id` when nothing else is known.
-    Customer,
-}
-
 /// `expand[]=…` on a payment read.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -448,7 +437,7 @@ pub struct ExpandQuery {
     /// Objects to expand: `refunds`, `customer`. Any other value, or any
     /// other query parameter, is `400` naming it.
     #[param(rename = "expand[]", explode, style = Form, required = false)]
-    expand: Option<Vec<Expansion>>,
+    expand: Option<Vec<crate::payments::view::Expansion>>,
 }
 
 #[cfg(test)]

@@ -43,6 +43,18 @@ pub(crate) async fn view<'e>(
     Ok(payment)
 }
 
+/// What `expand[]` may name on a payment read: the documented type, and
+/// the one each value is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema, strum::EnumString)]
+#[schema(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Expansion {
+    /// Every refund instead of the latest 10.
+    Refunds,
+    /// The customer object, from `customer_id` when nothing else is known.
+    Customer,
+}
+
 /// `expand[]=…` on a payment read.
 #[derive(Debug, Default)]
 pub(crate) struct Expand {
@@ -64,10 +76,10 @@ impl Expand {
                     "This parameter is not known here.",
                 ));
             }
-            match value.as_ref() {
-                "refunds" => expand.refunds = true,
-                "customer" => expand.customer = true,
-                _ => {
+            match value.parse::<Expansion>() {
+                Ok(Expansion::Refunds) => expand.refunds = true,
+                Ok(Expansion::Customer) => expand.customer = true,
+                Err(_) => {
                     return Err(ApiError::invalid(
                         "expand[]",
                         "invalid_expand",
