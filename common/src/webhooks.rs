@@ -30,6 +30,102 @@ pub const EVENT_TYPES: [&str; 10] = [
     "refund.failed",
 ];
 
+/// An event's type, as stored in `events.type` and sent as `type`; its
+/// spellings are [`EVENT_TYPES`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
+)]
+pub enum EventKind {
+    #[strum(serialize = "payment.created")]
+    PaymentCreated,
+    #[strum(serialize = "payment.succeeded")]
+    PaymentSucceeded,
+    #[strum(serialize = "payment.failed")]
+    PaymentFailed,
+    #[strum(serialize = "payment.captured")]
+    PaymentCaptured,
+    #[strum(serialize = "payment.capture_failed")]
+    PaymentCaptureFailed,
+    #[strum(serialize = "payment.cancelled")]
+    PaymentCancelled,
+    #[strum(serialize = "payment.void_failed")]
+    PaymentVoidFailed,
+    #[strum(serialize = "refund.created")]
+    RefundCreated,
+    #[strum(serialize = "refund.succeeded")]
+    RefundSucceeded,
+    #[strum(serialize = "refund.failed")]
+    RefundFailed,
+}
+
+impl EventKind {
+    /// Whether the event's object is a refund (else the payment).
+    pub fn is_refund(self) -> bool {
+        matches!(
+            self,
+            Self::RefundCreated | Self::RefundSucceeded | Self::RefundFailed
+        )
+    }
+}
+
+/// Whether an endpoint receives events: `disabled` after a `410 Gone`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum EndpointStatus {
+    Enabled,
+    Disabled,
+}
+
+/// How one delivery attempt ended.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// A `2xx` answer.
+    Delivered,
+    /// An answer other than `2xx` (or `410`).
+    Failed,
+    /// `410 Gone`: the endpoint is disabled.
+    Gone,
+    /// No answer within `WEBHOOK_TIMEOUT_MS`.
+    Timeout,
+    /// The connection failed or was cut.
+    ConnectionError,
+    /// The address is not public: nothing was sent.
+    Blocked,
+    /// The endpoint was disabled meanwhile: nothing was sent.
+    EndpointDisabled,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Longest endpoint URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
 
@@ -222,6 +318,17 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("an address")
+    }
+
+    #[test]
+    fn every_event_type_is_an_event_kind_and_back() {
+        use strum::VariantNames as _;
+        assert_eq!(EventKind::VARIANTS, EVENT_TYPES);
+        for name in EVENT_TYPES {
+            let kind: EventKind = name.parse().expect("a kind");
+            assert_eq!(<&str>::from(kind), name);
+            assert_eq!(kind.is_refund(), name.starts_with("refund."));
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use common::db::webhooks::{self as db, Attempt, Claim, DeliveryWork, Next};
 use common::domain::EventId;
 use common::queue::{Broker, RetryTiers, Topology};
 use common::secret::SecretsKeys;
-use common::webhooks::{self as hooks, DeliveryJob};
+use common::webhooks::{self as hooks, AttemptOutcome, DeliveryJob};
 use lapin::types::FieldTable;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -97,15 +97,15 @@ impl Deliverer {
     }
 
     /// One attempt: what happened, never the answer's body.
-    async fn send(&self, work: &DeliveryWork) -> (Outcome, Option<u16>, Option<String>) {
+    async fn send(&self, work: &DeliveryWork) -> (AttemptOutcome, Option<u16>, Option<String>) {
         let url = match hooks::parse_url(&work.url) {
             Ok(url) => url,
-            Err(err) => return (Outcome::Blocked, None, Some(err.0)),
+            Err(err) => return (AttemptOutcome::Blocked, None, Some(err.0)),
         };
         if let Some(ip) = hooks::literal_address(&url) {
             if !self.allow_private && !hooks::is_public(ip) {
                 return (
-                    Outcome::Blocked,
+                    AttemptOutcome::Blocked,
                     None,
                     Some("the address is not public".into()),
                 );
@@ -122,7 +122,7 @@ impl Deliverer {
             Ok(opened) => opened,
             Err(err) => {
                 return (
-                    Outcome::Failed,
+                    AttemptOutcome::Failed,
                     None,
                     Some(format!("cannot open the signing secret: {err}")),
                 )
@@ -132,7 +132,13 @@ impl Deliverer {
         let signature =
             match hooks::signature_header(&secrets, &event_id, timestamp, work.body.as_bytes()) {
                 Ok(signature) => signature,
-                Err(err) => return (Outcome::Failed, None, Some(format!("cannot sign: {err}"))),
+                Err(err) => {
+                    return (
+                        AttemptOutcome::Failed,
+                        None,
+                        Some(format!("cannot sign: {err}")),
+                    )
+                }
             };
         let request = self
             .client
@@ -157,53 +163,30 @@ impl Deliverer {
                     }
                 }
                 let outcome = if status.is_success() {
-                    Outcome::Delivered
+                    AttemptOutcome::Delivered
                 } else if status == reqwest::StatusCode::GONE {
-                    Outcome::Gone
+                    AttemptOutcome::Gone
                 } else {
-                    Outcome::Failed
+                    AttemptOutcome::Failed
                 };
                 let error = (!status.is_success()).then(|| format!("answered {status}"));
                 (outcome, Some(status.as_u16()), error)
             }
             Err(err) if is_blocked(&err) => (
-                Outcome::Blocked,
+                AttemptOutcome::Blocked,
                 None,
                 Some("the host resolves to no public address".into()),
             ),
             Err(err) if err.is_timeout() => (
-                Outcome::Timeout,
+                AttemptOutcome::Timeout,
                 None,
                 Some(format!("no answer within {} ms", self.timeout.as_millis())),
             ),
             Err(_) => (
-                Outcome::ConnectionError,
+                AttemptOutcome::ConnectionError,
                 None,
                 Some("could not connect or the connection broke".into()),
             ),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Delivered,
-    Failed,
-    Gone,
-    Timeout,
-    ConnectionError,
-    Blocked,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Failed => "failed",
-            Self::Gone => "gone",
-            Self::Timeout => "timeout",
-            Self::ConnectionError => "connection_error",
-            Self::Blocked => "blocked",
         }
     }
 }
@@ -240,7 +223,7 @@ pub async fn handle(ctx: &Context, data: &[u8]) -> Result<(), StepError> {
     };
     if !work.endpoint_enabled {
         let attempt = Attempt {
-            outcome: "endpoint_disabled",
+            outcome: AttemptOutcome::EndpointDisabled,
             status_code: None,
             error: Some("the endpoint is disabled; nothing was sent"),
             duration: Duration::ZERO,
@@ -254,13 +237,13 @@ pub async fn handle(ctx: &Context, data: &[u8]) -> Result<(), StepError> {
     let took = started.elapsed();
     let attempts = usize::try_from(work.attempt).unwrap_or(usize::MAX);
     let next = match outcome {
-        Outcome::Delivered => Next::Delivered,
-        Outcome::Gone => Next::Disable,
+        AttemptOutcome::Delivered => Next::Delivered,
+        AttemptOutcome::Gone => Next::Disable,
         _ if attempts <= hooks.delays.len() => Next::Retry(hooks.delays.jittered(work.attempt).1),
         _ => Next::Dead,
     };
     let attempt = Attempt {
-        outcome: outcome.as_str(),
+        outcome,
         status_code,
         error: error.as_deref(),
         duration: took,

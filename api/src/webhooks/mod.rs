@@ -27,7 +27,10 @@ use common::db::payments::PaymentRow;
 use common::db::webhooks::{self as db, AttemptRow, EndpointRow, EventRow, NewEndpoint};
 use common::domain::{EndpointId, EventId, Scope};
 use common::queue::Broker;
-use common::webhooks::{self as hooks, DeliveryJob, EVENT_TYPES, MAX_ENDPOINTS};
+use common::webhooks::{
+    self as hooks, AttemptOutcome, DeliveryJob, EndpointStatus, EventKind, EVENT_TYPES,
+    MAX_ENDPOINTS,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -99,7 +102,7 @@ pub struct Endpoint {
     pub url: String,
     pub events: Vec<String>,
     /// `enabled`, or `disabled` (after a `410 Gone`).
-    pub status: String,
+    pub status: EndpointStatus,
     pub disabled_reason: Option<String>,
     pub description: Option<String>,
     pub created_at: String,
@@ -468,8 +471,9 @@ pub struct AttemptOut {
     /// Of this delivery of the event (a redelivery starts at 1 again).
     attempt: i32,
     /// `delivered`, `failed` (an answer other than 2xx), `gone` (410),
-    /// `timeout`, `connection_error`, `blocked` (a private address).
-    outcome: String,
+    /// `timeout`, `connection_error`, `blocked` (a private address),
+    /// `endpoint_disabled` (nothing sent).
+    outcome: AttemptOutcome,
     status_code: Option<i32>,
     error: Option<String>,
     duration_ms: i32,
@@ -693,7 +697,11 @@ pub fn render(row: &EventRow, base_url: &str) -> anyhow::Result<String> {
     struct RefundSnapshot {
         refund: OperationRow,
     }
-    let object = if row.kind.starts_with("refund.") {
+    let kind: EventKind = row
+        .kind
+        .parse()
+        .map_err(|_| anyhow::anyhow!("an event of an unknown type"))?;
+    let object = if kind.is_refund() {
         let snap: RefundSnapshot = serde_json::from_value(row.snapshot.0.clone())?;
         EventObject::Refund(Box::new(Refund::from_row(&snap.refund)))
     } else {

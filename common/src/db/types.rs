@@ -1,7 +1,8 @@
 //! Domain values as database columns.
 //!
 //! Rows carry [`PaymentStatus`], [`Currency`], [`CardToken`],
-//! [`Kind`] and [`OperationStatus`] instead of strings: each is stored as
+//! [`Kind`], [`OperationStatus`], [`EndpointStatus`] and
+//! [`AttemptOutcome`] instead of strings: each is stored as
 //! `text` and parsed when read, so a value the domain would reject (a
 //! status nobody wrote, a corrupt currency) fails the read with a decode
 //! error instead of travelling on as a string. The compile-time-checked
@@ -17,6 +18,7 @@ use sqlx::{Decode, Encode, Postgres, Type};
 
 use super::operations::{Kind, OperationStatus};
 use crate::domain::{CardToken, Currency, PaymentStatus};
+use crate::webhooks::{AttemptOutcome, EndpointStatus};
 
 /// `text` in the database, parsed with `$parse` when read and written as
 /// `$as_str`.
@@ -60,6 +62,16 @@ text_column!(
     OperationStatus,
     OperationStatus::from_str,
     |s: &OperationStatus| s.as_str()
+);
+text_column!(
+    EndpointStatus,
+    EndpointStatus::from_str,
+    |s: &EndpointStatus| { <&str>::from(*s) }
+);
+text_column!(
+    AttemptOutcome,
+    AttemptOutcome::from_str,
+    |o: &AttemptOutcome| o.as_str()
 );
 
 #[cfg(test)]

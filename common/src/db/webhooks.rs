@@ -11,7 +11,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::webhooks::{MAX_ENDPOINTS, PREVIOUS_SECRET_HOURS};
+use crate::webhooks::{AttemptOutcome, EndpointStatus, MAX_ENDPOINTS, PREVIOUS_SECRET_HOURS};
 
 #[derive(Debug, Clone)]
 pub struct EndpointRow {
@@ -20,7 +20,7 @@ pub struct EndpointRow {
     pub url: String,
     pub events: Vec<String>,
     pub description: Option<String>,
-    pub status: String,
+    pub status: EndpointStatus,
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -44,7 +44,8 @@ macro_rules! endpoint_row {
         sqlx::query_as!(
             EndpointRow,
             $($before)*
-            " id, merchant_id, url, events, description, status, disabled_reason, created_at,
+            " id, merchant_id, url, events, description,
+              status AS \"status: EndpointStatus\", disabled_reason, created_at,
               updated_at " + $after
             $($binds)*
         )
@@ -434,9 +435,7 @@ pub async fn claim_delivery(
 /// What one attempt found.
 #[derive(Debug, Clone)]
 pub struct Attempt<'a> {
-    /// `delivered`, `failed`, `gone`, `timeout`, `connection_error`,
-    /// `blocked` or `endpoint_disabled`.
-    pub outcome: &'a str,
+    pub outcome: AttemptOutcome,
     pub status_code: Option<u16>,
     pub error: Option<&'a str>,
     pub duration: Duration,
@@ -495,7 +494,7 @@ pub async fn record_attempt<'e>(
         work.attempt,
         status,
         delay,
-        attempt.outcome,
+        attempt.outcome.as_str(),
         attempt.status_code.map(i32::from),
         attempt.error,
         i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX),
@@ -539,7 +538,7 @@ pub struct AttemptRow {
     pub event_id: Uuid,
     pub event_type: String,
     pub attempt: i32,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub status_code: Option<i32>,
     pub error: Option<String>,
     pub duration_ms: i32,
@@ -555,7 +554,8 @@ pub async fn list_attempts<'e>(
 ) -> sqlx::Result<Vec<AttemptRow>> {
     sqlx::query_as!(
         AttemptRow,
-        "SELECT a.id, a.delivery_id, a.event_id, e.type AS event_type, a.attempt, a.outcome,
+        "SELECT a.id, a.delivery_id, a.event_id, e.type AS event_type, a.attempt,
+                a.outcome AS \"outcome: AttemptOutcome\",
                 a.status_code, a.error, a.duration_ms, a.created_at
          FROM webhook_attempts a JOIN events e ON e.id = a.event_id
          WHERE a.endpoint_id = $1 AND ($2::bigint IS NULL OR a.id < $2)
