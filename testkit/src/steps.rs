@@ -27,7 +27,7 @@ impl TestApp {
     /// step on it.
     pub async fn run_one_step(&self, ctx: &worker::Context) {
         let (body, headers) = self.take_message("process").await;
-        worker::step::handle(ctx, &body, headers.as_ref())
+        worker::jobs::handle(ctx, &body, headers.as_ref())
             .await
             .expect("the step finishes");
     }

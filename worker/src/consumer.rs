@@ -24,14 +24,15 @@ use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::step::{self, StepError};
+use crate::engine::StepError;
+use crate::jobs;
 use crate::webhooks;
 use crate::Context;
 
 /// What a consumer's messages are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Work {
-    /// Charges and operations (`step::handle`).
+    /// Charges and operations (`jobs::handle`).
     Payments,
     /// Webhook deliveries (`webhooks::handle`).
     Webhooks,
@@ -179,7 +180,7 @@ async fn process(ctx: &Context, work: Work, delivery: Delivery) {
         Work::Payments => {
             ctx.metrics.in_flight.inc();
             let result =
-                step::handle(ctx, &delivery.data, delivery.properties.headers().as_ref()).await;
+                jobs::handle(ctx, &delivery.data, delivery.properties.headers().as_ref()).await;
             ctx.metrics.in_flight.dec();
             result
         }

@@ -13,9 +13,9 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::StepError;
 use crate::metrics::Metrics;
 use crate::processor::Processor;
-use crate::step::StepError;
 use crate::{webhooks, Settings};
 
 /// What a step needs; shared by all in-flight steps.

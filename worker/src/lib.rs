@@ -8,17 +8,19 @@
 //! Scale by starting more processes: they compete for one queue with no
 //! coordination beyond the database's guarded updates.
 
+mod charge;
 pub mod cli;
 mod config;
 pub mod consumer;
 mod context;
+pub mod engine;
 mod heartbeat;
 mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod operations;
 pub mod processor;
 pub mod rescuer;
-pub mod step;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! unknown), record the outcome with its effect on the payment in one
 //! guarded statement, retry through the tiers, hold on a misconfiguration,
 //! and never call an unknown outcome a failure. Retrying, holding and the
-//! poison path are the charge's own functions (`step::Work`): a poison
+//! poison path are the charge's own functions (`engine::Work`): a poison
 //! message fails its operation as not processed only when it certainly never
 //! reached the processor (a refund then releases its amount), and holds it
 //! for an operator otherwise.
@@ -22,8 +22,8 @@ use lapin::types::FieldTable;
 use std::time::Duration;
 use uuid::Uuid;
 
+use crate::engine::{self, Change, StepError, Work};
 use crate::processor::{Capture, Operation, Outcome, Refund, Void};
-use crate::step::{self, Change, StepError, Work};
 use crate::Context;
 
 /// What the processor said, reduced to what the operation records.
@@ -147,7 +147,7 @@ pub(crate) async fn process(
     operation_id: Uuid,
     props: Option<&FieldTable>,
 ) -> Result<(), StepError> {
-    let claimed = step::claim_or_settle(
+    let claimed = engine::claim_or_settle(
         ctx,
         job,
         props,
@@ -171,7 +171,7 @@ pub(crate) async fn process(
         // An operation is only created on a payment the processor charged;
         // without its charge id nothing can be asked: hold it, loudly.
         let reason = "the payment has no processor charge id";
-        return step::hold(ctx, job, &op, reason).await;
+        return engine::hold(ctx, job, &op, reason).await;
     };
     let unknown = op.outcome_unknown_since.is_some();
     let key = idempotency_key(&op);
@@ -230,9 +230,9 @@ pub(crate) async fn process(
                 .await?;
             op.finished(ctx, row.is_some(), "failed");
         }
-        Settled::Rejected(reason) => step::hold(ctx, job, &op, &reason).await?,
+        Settled::Rejected(reason) => engine::hold(ctx, job, &op, &reason).await?,
         Settled::Transient { reason, knowledge } => {
-            step::retry_or_give_up(ctx, job, &op, &reason, knowledge).await?;
+            engine::retry_or_give_up(ctx, job, &op, &reason, knowledge).await?;
         }
     }
     Ok(())

@@ -32,7 +32,7 @@ use common::webhooks::{self as hooks, AttemptOutcome, DeliveryJob};
 use lapin::types::FieldTable;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::step::StepError;
+use crate::engine::StepError;
 use crate::Context;
 
 /// Bytes of a receiver's answer read (and thrown away) at most.

@@ -1,24 +1,24 @@
-//! One message, start to finish: the worker's step function.
+//! The job engine: what every job of the process queue goes through, a
+//! payment's charge (`charge.rs`) and an operation (`operations.rs`) alike.
 //!
-//! claim (guarded update, lease) → call the processor → record the outcome
-//! (guarded by the claim's attempt number) → publish a retry or dead letter
-//! when needed. The caller acks only after this returns `Ok`, i.e. after every
-//! write it implies has committed. Each step is safe to run twice for the same
-//! message: the database decides what happens, never the message.
+//! claim (guarded update, lease) → the caller calls the processor and
+//! records the outcome (guarded by the claim's attempt number) → a retry
+//! through a delay tier, a hold for an operator, or a dead letter when
+//! needed, here. The consumer acks only after the job returns `Ok`, i.e.
+//! after every write it implies has committed. Each step is safe to run twice
+//! for the same message: the database decides what happens, never the
+//! message. The engine knows its two users only through [`Work`].
 
 use std::future::Future;
 use std::time::Duration;
 
-use common::db::payments::{self, Audit, Knowledge, PaymentRow};
+use common::db::payments::{self, Audit, Knowledge};
 use common::dead_letters::DeadLetterReason;
 use common::domain::failure_codes;
 use common::queue::{headers, Job, PublishError, RetryTiers, Topology};
 use lapin::types::FieldTable;
-use tracing::Instrument as _;
 
-use crate::processor::{Charge, Outcome};
 use crate::Context;
-use common::processor::ProcessorResponse;
 
 /// Why a step could not finish. The message is not acked.
 #[derive(Debug, thiserror::Error)]
@@ -37,127 +37,6 @@ pub enum StepError {
 /// A message redelivered this often (workers died holding it) is treated as
 /// poison before the broker's own delivery limit takes it away silently.
 pub(crate) const POISON_REDELIVERIES: i64 = common::queue::DELIVERY_LIMIT / 2;
-
-/// Runs one message.
-pub async fn handle(
-    ctx: &Context,
-    body: &[u8],
-    props: Option<&FieldTable>,
-) -> Result<(), StepError> {
-    let job = match Job::from_bytes(body) {
-        Ok(job) => job,
-        Err(err) => {
-            // Only the class and position: serde's message can quote values
-            // from the body, and a body is never logged.
-            let error = format!(
-                "cannot decode the message ({:?} error at line {}, column {})",
-                err.classify(),
-                err.line(),
-                err.column()
-            );
-            tracing::warn!(error = %error, "undecodable message; dead-lettering it");
-            dead_letter_raw(ctx, body, DeadLetterReason::Undecodable, &error, 0).await?;
-            return Ok(());
-        }
-    };
-    let span = tracing::info_span!("payment", payment_id = %job.payment_id());
-    match job.operation_id() {
-        None => process(ctx, &job, props).instrument(span).await,
-        Some(operation_id) => {
-            crate::operations::process(ctx, &job, operation_id, props)
-                .instrument(span)
-                .await
-        }
-    }
-}
-
-async fn process(ctx: &Context, job: &Job, props: Option<&FieldTable>) -> Result<(), StepError> {
-    let id = job.payment_id();
-    let claimed = claim_or_settle(
-        ctx,
-        job,
-        props,
-        || payments::find(&ctx.pool, id),
-        |lease, dead_after, audit| payments::claim(&ctx.pool, id, lease, dead_after, audit),
-    )
-    .await?;
-    let Some(payment) = claimed else {
-        return Ok(());
-    };
-    tracing::debug!(payment_id = %id, attempt = payment.attempts, "claimed");
-
-    let started = std::time::Instant::now();
-    let unknown = payment.outcome_unknown_since.is_some();
-    let outcome = ctx.processor.settle(&Charge::of(&payment), unknown).await;
-    ctx.metrics
-        .processor_call(outcome.label(), started.elapsed());
-
-    match outcome {
-        Outcome::Approved(approved) => {
-            let card = &approved.card;
-            let response = ProcessorResponse::approved(&approved, ctx.processor.name());
-            let audit = Audit {
-                actor: &ctx.worker_id,
-                reason: if unknown {
-                    "processor approved (confirmed after an unknown outcome)"
-                } else {
-                    "processor approved"
-                },
-            };
-            let row = ctx
-                .db(|| {
-                    payments::succeed(
-                        &ctx.pool,
-                        id,
-                        payment.attempts,
-                        approved.captured,
-                        card,
-                        &response,
-                        audit,
-                    )
-                })
-                .await?;
-            payment.finished(ctx, row.is_some(), "succeeded");
-        }
-        Outcome::Declined(declined) => {
-            let response = ProcessorResponse::declined(&declined, ctx.processor.name());
-            record_failure(
-                ctx,
-                &payment,
-                Failure {
-                    recorded: payments::Failure {
-                        code: &declined.code,
-                        message: &declined.message,
-                        // A processor that could not say which card (a
-                        // Stripe decline of a card token) records none.
-                        card: Some(&declined.card).filter(|card| !card.last4.is_empty()),
-                        processor_response: Some(&response),
-                    },
-                    why: "processor declined",
-                    outcome: "declined",
-                },
-            )
-            .await?;
-        }
-        Outcome::Rejected(reason) => hold(ctx, job, &payment, &reason).await?,
-        // A charge is never refused with an operation's code; if a processor
-        // does, it refused our request: hold it for an operator.
-        Outcome::Refused { code, .. } => {
-            let reason = format!("processor refused the charge ({code})");
-            hold(ctx, job, &payment, &reason).await?;
-        }
-        Outcome::Transient { reason, knowledge } => {
-            retry_or_give_up(ctx, job, &payment, &reason, knowledge).await?;
-        }
-        Outcome::NotFound => {
-            // `settle` only looks up before sending, and a send never answers
-            // "not found"; should that change, retrying is the safe reading.
-            let reason = "processor answered \"not found\" to a charge";
-            retry_or_give_up(ctx, job, &payment, reason, Knowledge::Unknown).await?;
-        }
-    }
-    Ok(())
-}
 
 /// The message met another worker's live claim (a duplicate, or the
 /// broker's redelivery of a worker that died a moment ago and whose
@@ -312,68 +191,6 @@ async fn apply<W: Work>(
         .await
 }
 
-impl Work for PaymentRow {
-    fn noun(&self) -> &'static str {
-        "payment"
-    }
-    fn call(&self) -> &'static str {
-        "charge"
-    }
-    fn attempts_this_round(&self) -> i32 {
-        PaymentRow::attempts_this_round(self)
-    }
-    fn is_processing(&self) -> bool {
-        self.status == common::domain::PaymentStatus::Processing
-    }
-
-    async fn apply(
-        &self,
-        pool: &sqlx::PgPool,
-        change: &Change<'_>,
-        dead_after: Duration,
-        audit: Audit<'_>,
-    ) -> sqlx::Result<bool> {
-        let (id, attempt) = (self.payment_id(), self.attempts);
-        let row = match *change {
-            Change::Retry(retry) => {
-                payments::schedule_retry(pool, id, attempt, &retry, audit).await?
-            }
-            Change::FailNotProcessed { code, message } => {
-                let failure = payments::Failure {
-                    code,
-                    message,
-                    card: None,
-                    processor_response: None,
-                };
-                payments::fail(pool, id, attempt, &failure, audit).await?
-            }
-            Change::Hold { last_error } => {
-                payments::hold(pool, id, attempt, last_error, audit).await?
-            }
-            Change::FailUnclaimed { message } => {
-                let code = failure_codes::NOT_PROCESSED;
-                payments::fail_unclaimed(pool, id, code, message, audit).await?
-            }
-            Change::HoldUnclaimed { last_error } => {
-                payments::hold_unclaimed(pool, id, last_error, dead_after, audit).await?
-            }
-        };
-        Ok(row.is_some())
-    }
-
-    fn finished(&self, ctx: &Context, recorded: bool, outcome: &'static str) {
-        if recorded {
-            tracing::info!(payment_id = %self.payment_id(), outcome, attempts = self.attempts, "payment finished");
-            ctx.metrics.finished(outcome, self.created_at);
-        } else {
-            tracing::warn!(
-                payment_id = %self.payment_id(),
-                "lost the claim before recording (lease expired and another worker took over); its result stands"
-            );
-        }
-    }
-}
-
 /// The processor refused the request itself: a misconfiguration (wrong
 /// `PROCESSOR_URL`, bad credentials) that no retry fixes. The job goes to
 /// the dead-letter queue with the reason and the payment or operation is
@@ -421,40 +238,6 @@ pub(crate) async fn hold<W: Work>(
     )
     .await?;
     ctx.metrics.held();
-    Ok(())
-}
-
-/// A terminal failure of a claimed payment.
-struct Failure<'a> {
-    recorded: payments::Failure<'a>,
-    /// For the history.
-    why: &'a str,
-    /// For metrics and logs.
-    outcome: &'static str,
-}
-
-/// `processing` → `failed` under this worker's claim.
-async fn record_failure(
-    ctx: &Context,
-    payment: &PaymentRow,
-    failure: Failure<'_>,
-) -> Result<(), StepError> {
-    let audit = Audit {
-        actor: &ctx.worker_id,
-        reason: failure.why,
-    };
-    let row = ctx
-        .db(|| {
-            payments::fail(
-                &ctx.pool,
-                payment.payment_id(),
-                payment.attempts,
-                &failure.recorded,
-                audit,
-            )
-        })
-        .await?;
-    payment.finished(ctx, row.is_some(), failure.outcome);
     Ok(())
 }
 
