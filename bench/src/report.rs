@@ -38,19 +38,41 @@ const OTHER_LOAD_WARNING: f64 = 0.25;
 /// The page's text; see its first paragraph.
 const TEMPLATE: &str = include_str!("report.md");
 
-/// Block `name` of [`TEMPLATE`] with each `{key}` replaced by its value.
-pub fn render(name: &str, values: &[(&str, String)]) -> String {
-    let block = TEMPLATE
-        .split("\n%% ")
-        .find_map(|b| b.strip_prefix(name)?.strip_prefix('\n'));
-    let block = block.unwrap_or_default().trim_end_matches('\n');
-    values.iter().fold(block.to_owned(), |text, (key, value)| {
-        let key = format!("{{{key}}}");
-        match value.as_str() {
-            "" => text.replace(&format!("\n{key}\n"), "\n"),
-            value => text.replace(&key, value),
+/// Every block of [`TEMPLATE`] as a template of its own, by name. Blocks
+/// end with their text (no trailing newlines), as the page puts them
+/// together. Strict: a placeholder with no value is an error, never an empty
+/// string.
+static TEMPLATES: std::sync::LazyLock<minijinja::Environment<'static>> =
+    std::sync::LazyLock::new(|| {
+        let mut env = minijinja::Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .build()
+                .unwrap_or_else(|err| panic!("the report's template syntax: {err:#}")),
+        );
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        for block in TEMPLATE.split("\n%% ").skip(1) {
+            let (name, text) = block.split_once('\n').unwrap_or((block, ""));
+            let text = text.trim_end_matches('\n');
+            // Our own text, checked by every run and the smoke: a block
+            // that does not parse is a bug here.
+            env.add_template(name, text)
+                .unwrap_or_else(|err| panic!("the report's block {name}: {err:#}"));
         }
-    })
+        env
+    });
+
+/// Block `name` of [`TEMPLATE`], filled with `values`.
+pub fn render(name: &str, values: &[(&str, String)]) -> String {
+    let context: std::collections::BTreeMap<String, String> = values
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    TEMPLATES
+        .get_template(name)
+        .and_then(|template| template.render(context))
+        .unwrap_or_else(|err| panic!("the report's block {name}: {err:#}"))
 }
 
 /// `render(name, &[("key", value.to_string()), …])`, written `fill!(name, key = value, …)`.
