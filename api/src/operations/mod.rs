@@ -8,27 +8,34 @@
 //! Cancelling a payment nobody has claimed yet needs no processor: it is one
 //! guarded transition, and its queued job then finds nothing to do.
 
+mod cancel;
+mod capture;
+mod refund;
+
+use cancel::not_cancellable;
+pub use cancel::{CancelRequest, CancellationReason};
+pub use capture::CaptureRequest;
+pub use refund::{RefundList, RefundReason, RefundRequest};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::db::operations::{self, Kind, NewOperation, OperationRow, OperationStatus};
-use common::db::payments::{self, Audit, PaymentRow};
-use common::domain::{PaymentId, PaymentStatus, RefundId, Scope, MAX_AMOUNT};
+use common::db::payments::{self, PaymentRow};
+use common::domain::{PaymentId, PaymentStatus, MAX_AMOUNT};
 use common::queue::Job;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::http::auth::Caller;
-use crate::http::error::{ApiError, ErrorEnvelope, ErrorType, ResultExt as _};
+use crate::http::error::{ApiError, ErrorType, ResultExt as _};
 use crate::http::idempotency::{self, Begun, Claim};
-use crate::http::request::{JsonRequest, Sent, Submission, Submitted};
+use crate::http::request::Sent;
 use crate::http::wait::{outcome_unknown, wait_until};
-use crate::openapi::PaymentOperationParams;
 use crate::payments::no_such_payment;
 use crate::payments::validate;
 use crate::payments::view::{view, Expand};
@@ -36,128 +43,12 @@ use crate::payments::wire::{Payment, Refund};
 use crate::state::AppState;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
-        .routes(routes!(capture))
-        .routes(routes!(cancel))
-        .routes(routes!(refund))
-        .routes(routes!(list_refunds))
-        .routes(routes!(retrieve_refund))
-}
-
-/// `POST /v1/payments/:id/capture`; every field optional, no body at all
-/// is `{}`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CaptureRequest {
-    /// Minor units to capture, at most `amount_capturable`; default all of
-    /// it. The rest is released.
-    #[schema(minimum = 1, maximum = 99_999_999)]
-    amount: Option<i64>,
-    /// Printable ASCII without `< > \ ' " *`, at least one letter. Sent to
-    /// the processor with the capture; once captured it is the payment's
-    /// `statement_descriptor`.
-    #[schema(
-        min_length = 1,
-        max_length = 22,
-        pattern = "^[ !#-&()+-;=?-\\[\\]-~]*[A-Za-z][ !#-&()+-;=?-\\[\\]-~]*$"
-    )]
-    statement_descriptor: Option<String>,
-    /// Up to 50 keys of 1 to 40 characters, string values of at most 500.
-    /// Once captured, merged into the payment's `metadata` (a key sent here
-    /// replaces the payment's value); the merge may hold at most 50 keys.
-    metadata: Option<BTreeMap<String, String>>,
-}
-
-/// Why a payment is cancelled: the request's `reason`, read as this type
-/// (any other value is a `400` naming `reason` and listing these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema, strum::IntoStaticStr)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum CancellationReason {
-    Duplicate,
-    Fraudulent,
-    RequestedByCustomer,
-    Abandoned,
-}
-
-/// `POST /v1/payments/:id/cancel`; no body at all is `{}`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CancelRequest {
-    /// Default `requested_by_customer`.
-    reason: Option<CancellationReason>,
-}
-
-/// Why a payment is refunded: the request's `reason`, read as this type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema, strum::IntoStaticStr)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum RefundReason {
-    Duplicate,
-    Fraudulent,
-    RequestedByCustomer,
-    Defective,
-    Other,
-}
-
-/// `POST /v1/payments/:id/refund`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefundRequest {
-    /// Minor units to refund; default all that is still refundable.
-    #[schema(minimum = 1, maximum = 99_999_999)]
-    amount: Option<i64>,
-    /// Required.
-    #[schema(value_type = RefundReason)]
-    reason: Option<RefundReason>,
-    #[schema(min_length = 1, max_length = 500)]
-    notes: Option<String>,
-    /// Up to 50 keys of 1 to 40 characters, string values of at most 500.
-    metadata: Option<BTreeMap<String, String>>,
-}
-
-/// A page of a payment's refunds, newest first.
-#[derive(Debug, serde::Serialize, ToSchema)]
-pub struct RefundList {
-    /// Always `list`.
-    #[schema(example = "list")]
-    object: &'static str,
-    /// Always `/v1/refunds`.
-    #[schema(example = "/v1/refunds")]
-    url: &'static str,
-    has_more: bool,
-    data: Vec<Refund>,
-}
-
-const MAX_NOTES: usize = 500;
-
-impl JsonRequest for CaptureRequest {
-    fn when_absent() -> Option<Self> {
-        Some(Self::default())
-    }
-}
-
-impl Submission for CaptureRequest {
-    const SCOPE: Scope = Scope::PaymentsWrite;
-}
-
-impl JsonRequest for CancelRequest {
-    fn when_absent() -> Option<Self> {
-        Some(Self::default())
-    }
-}
-
-impl Submission for CancelRequest {
-    const SCOPE: Scope = Scope::PaymentsWrite;
-}
-
-impl JsonRequest for RefundRequest {}
-
-impl Submission for RefundRequest {
-    const SCOPE: Scope = Scope::PaymentsWrite;
+        .merge(capture::routes())
+        .merge(cancel::routes())
+        .merge(refund::routes())
 }
 
 fn check_amount(amount: Option<i64>) -> Result<(), ApiError> {
@@ -434,364 +325,8 @@ fn not_allowed(row: &PaymentRow, kind: Kind) -> ApiError {
     }
 }
 
-fn not_cancellable() -> ApiError {
-    ApiError::bad_request(
-        StatusCode::BAD_REQUEST,
-        "payment_not_cancellable",
-        "Captured, failed and cancelled payments cannot be cancelled; refund a captured payment instead.",
-    )
-}
-
-/// A capture's `metadata` is merged into the payment's when it is done:
-/// the merge stays within the limit of keys, or the capture is `400`.
-fn check_merged_metadata(row: &PaymentRow, capture: &Value) -> Result<(), ApiError> {
-    let (Value::Object(payment), Value::Object(capture)) = (&row.metadata.0, capture) else {
-        return Ok(());
-    };
-    let added = capture.keys().filter(|k| !payment.contains_key(*k)).count();
-    if payment.len() + added > validate::MAX_METADATA_KEYS {
-        return Err(ApiError::invalid(
-            "metadata",
-            "too_many_metadata_keys",
-            format!(
-                "The payment's `metadata` merged with the capture's would have more than {} keys.",
-                validate::MAX_METADATA_KEYS
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError> {
     value.map_or(Ok(json!({})), validate::check_metadata)
-}
-
-/// Captures an authorized, uncaptured payment.
-#[utoipa::path(
-    post,
-    path = "/v1/payments/{id}/capture",
-    tag = "payments",
-    operation_id = "capture_payment",
-    summary = "Capture an authorization",
-    description = "Captures all of an authorized, uncaptured payment's `amount_capturable`, or \
-`amount` of it (the rest is released). Answers `202` with the payment at once; with \
-`Prefer: wait=N`, `200` once the capture is done, or `402` (`capture_failed`) if the processor \
-refused it. A processor that no longer holds the authorization (`charge_not_capturable`) leaves \
-the payment `cancelled` with nothing capturable; the failure is the payment's \
-`last_operation_error` and a `payment.capture_failed` event.",
-    params(PaymentOperationParams),
-    request_body(content = Option<CaptureRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
-    responses(
-        (status = 202, description = "Capture under way.", body = Payment),
-        (status = 200, description = "With `Prefer: wait=N`: the capture is done.", body = Payment),
-        (status = 402, description = "With `Prefer: wait=N`: the processor refused the capture (`capture_failed`); the payment as it is now is in the error.", body = OperationFailedEnvelope),
-        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
-        (status = 409, description = "Another capture or cancellation is under way, or the `Idempotency-Key` is in flight.", body = ErrorEnvelope),
-        (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
-    ),
-    security(("bearer" = ["payments:write"]))
-)]
-async fn capture(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Submitted { body, sent }: Submitted<CaptureRequest>,
-) -> Result<Response, ApiError> {
-    let id = parse_payment_id(&id)?;
-    check_amount(body.amount)?;
-    validate::check_descriptor(&body.statement_descriptor)?;
-    let metadata = metadata(body.metadata.as_ref())?;
-    let claim = match claim(&state, &sent, &route(id, "capture")).await? {
-        Ok(claim) => claim,
-        Err(replay) => return Ok(replay),
-    };
-    let found = find_payment(&state, &sent.caller, id)
-        .await
-        .and_then(|row| check_merged_metadata(&row, &metadata));
-    idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
-    let new = NewOperation {
-        amount: body.amount,
-        statement_descriptor: body.statement_descriptor,
-        metadata,
-        ..new_operation(id, Kind::Capture, &sent)
-    };
-    create_operation(&state, &sent, claim, new).await
-}
-
-/// Cancels a payment, voiding its authorization if it has one.
-#[utoipa::path(
-    post,
-    path = "/v1/payments/{id}/cancel",
-    tag = "payments",
-    operation_id = "cancel_payment",
-    summary = "Cancel a payment",
-    description = "A `pending` payment not yet processed is cancelled at once and never charged \
-(`200`); an authorized, uncaptured one is voided at the processor (`202`, or `200` with \
-`Prefer: wait=N` once done; `402` `void_failed` if the processor refused the void). A payment \
-being processed is `409`; a captured, failed or \
-cancelled one `400` (`payment_not_cancellable`).",
-    params(PaymentOperationParams),
-    request_body(content = Option<CancelRequest>, content_type = "application/json", description = "Optional: no body is `{}`."),
-    responses(
-        (status = 200, description = "Cancelled.", body = Payment),
-        (status = 202, description = "Void under way.", body = Payment),
-        (status = 402, description = "With `Prefer: wait=N`: the processor refused the void (`void_failed`); the payment as it is now is in the error.", body = OperationFailedEnvelope),
-        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
-        (status = 409, description = "The payment is being processed, or the `Idempotency-Key` is in flight.", body = ErrorEnvelope),
-        (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
-    ),
-    security(("bearer" = ["payments:write"]))
-)]
-async fn cancel(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Submitted { body, sent }: Submitted<CancelRequest>,
-) -> Result<Response, ApiError> {
-    let id = parse_payment_id(&id)?;
-    let reason: &'static str = body
-        .reason
-        .unwrap_or(CancellationReason::RequestedByCustomer)
-        .into();
-    // The key first: a retried cancel gets its first answer back, whatever
-    // the payment's status is now (it is `cancelled` after the first).
-    let claim = match claim(&state, &sent, &route(id, "cancel")).await? {
-        Ok(claim) => claim,
-        Err(replay) => return Ok(replay),
-    };
-    let found = find_payment(&state, &sent.caller, id).await;
-    let row = idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
-    match row.status {
-        // Nobody has claimed it: cancelled at once, never charged. Its
-        // queued job finds a cancelled payment and does nothing.
-        PaymentStatus::Pending if row.outcome_unknown_since.is_none() => {
-            cancel_unprocessed(&state, &sent, claim, &row, reason).await
-        }
-        // Being processed, or its outcome is being confirmed: no answer
-        // about the card yet.
-        PaymentStatus::Pending | PaymentStatus::Processing => {
-            idempotency::abandon_on_error(&state, claim.as_ref(), Err(payment_processing())).await
-        }
-        PaymentStatus::Succeeded if !row.captured => {
-            let new = NewOperation {
-                reason: Some(reason.to_owned()),
-                ..new_operation(id, Kind::Void, &sent)
-            };
-            create_operation(&state, &sent, claim, new).await
-        }
-        _ => idempotency::abandon_on_error(&state, claim.as_ref(), Err(not_cancellable())).await,
-    }
-}
-
-fn payment_processing() -> ApiError {
-    ApiError::bad_request(
-        StatusCode::CONFLICT,
-        "payment_processing",
-        "The payment is being processed. Retry once it is no longer pending or processing.",
-    )
-}
-
-async fn cancel_unprocessed(
-    state: &AppState,
-    sent: &Sent,
-    claim: Option<Claim>,
-    row: &PaymentRow,
-    reason: &str,
-) -> Result<Response, ApiError> {
-    let done = async {
-        let mut tx = state.pool.begin().await?;
-        let audit = Audit {
-            actor: "api",
-            reason: "cancelled before processing",
-        };
-        let Some(cancelled) =
-            payments::cancel_unprocessed(&mut *tx, row.payment_id(), reason, &sent.origin, audit)
-                .await?
-        else {
-            // A worker claimed it meanwhile.
-            return Err(payment_processing());
-        };
-        let body =
-            serde_json::to_value(view(&mut *tx, state, &cancelled, &Expand::default()).await?)?;
-        if let Some(claim) = &claim {
-            claim
-                .complete(&mut *tx, StatusCode::OK, &body, row.id)
-                .await?;
-        }
-        tx.commit().await.map_err(outcome_unknown)?;
-        Ok::<_, ApiError>(body)
-    }
-    .await;
-    let body = idempotency::abandon_on_error(state, claim.as_ref(), done).await?;
-    Ok(answer(StatusCode::OK, body, None))
-}
-
-/// Refunds all or part of a captured payment.
-#[utoipa::path(
-    post,
-    path = "/v1/payments/{id}/refund",
-    tag = "refunds",
-    operation_id = "refund_payment",
-    summary = "Refund a payment",
-    description = "Refunds `amount` (default: all that is still refundable) of a captured \
-payment. Answers `202` with the refund (`pending`); with `Prefer: wait=N`, `200` once it \
-`succeeded` or `failed`. Asking for more than is refundable is `400` \
-(`amount_exceeds_refundable`), also under concurrent requests.",
-    params(PaymentOperationParams),
-    request_body(content = RefundRequest, content_type = "application/json"),
-    responses(
-        (status = 202, description = "Refund under way.", body = Refund, links(
-            ("get" = (operation_id = "get_refund", parameters(("id" = "$response.body#/id"))))
-        )),
-        (status = 200, description = "With `Prefer: wait=N`: the refund is done.", body = Refund, links(
-            ("get" = (operation_id = "get_refund", parameters(("id" = "$response.body#/id"))))
-        )),
-        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope),
-        (status = 409, description = "The `Idempotency-Key` is in flight.", body = ErrorEnvelope),
-        (status = 422, description = "This `Idempotency-Key` was used with a different request.", body = ErrorEnvelope)
-    ),
-    security(("bearer" = ["payments:write"]))
-)]
-async fn refund(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Submitted { body, sent }: Submitted<RefundRequest>,
-) -> Result<Response, ApiError> {
-    let id = parse_payment_id(&id)?;
-    check_amount(body.amount)?;
-    let Some(reason) = body.reason else {
-        return Err(ApiError::invalid(
-            "reason",
-            "parameter_missing",
-            "`reason` is required: one of duplicate, fraudulent, requested_by_customer, \
-             defective, other.",
-        ));
-    };
-    let reason: &'static str = reason.into();
-    validate::check_len("notes", &body.notes, 1, MAX_NOTES)?;
-    let metadata = metadata(body.metadata.as_ref())?;
-    let claim = match claim(&state, &sent, &route(id, "refund")).await? {
-        Ok(claim) => claim,
-        Err(replay) => return Ok(replay),
-    };
-    let found = find_payment(&state, &sent.caller, id).await;
-    idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
-    let new = NewOperation {
-        amount: body.amount,
-        reason: Some(reason.to_owned()),
-        notes: body.notes,
-        metadata,
-        ..new_operation(id, Kind::Refund, &sent)
-    };
-    create_operation(&state, &sent, claim, new).await
-}
-
-fn no_such_refund() -> ApiError {
-    ApiError::not_found("No such refund.")
-}
-
-/// One refund.
-#[utoipa::path(
-    get,
-    path = "/v1/refunds/{id}",
-    tag = "refunds",
-    operation_id = "get_refund",
-    summary = "Retrieve a refund",
-    params(
-        ("id" = String, Path, description = "The refund's id, `ref_…`.", example = "ref_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")
-    ),
-    responses(
-        (status = 200, description = "The refund.", body = Refund),
-        (status = 404, description = "No such refund (of this merchant).", body = ErrorEnvelope)
-    ),
-    security(("bearer" = ["payments:read"]))
-)]
-async fn retrieve_refund(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Refund>, ApiError> {
-    caller.require(Scope::PaymentsRead)?;
-    let id: RefundId = id.parse().map_err(|_| no_such_refund())?;
-    let row = operations::find_for_merchant(&state.pool, caller.merchant_id, id.0, Kind::Refund)
-        .await?
-        .ok_or_else(no_such_refund)?;
-    Ok(Json(Refund::from_row(&row)))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct RefundListQuery {
-    /// The payment whose refunds to list, `pay_…`.
-    #[param(example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")]
-    payment_id: String,
-    /// 1 to 100, default 10.
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<i64>,
-    /// A refund id: the page starts just after it.
-    starting_after: Option<String>,
-}
-
-/// `GET /v1/refunds?payment_id=…`: the payment's refunds, newest first,
-/// `limit` (1–100, default 10) and `starting_after` (a refund id).
-#[utoipa::path(
-    get,
-    path = "/v1/refunds",
-    tag = "refunds",
-    operation_id = "list_refunds",
-    summary = "List a payment's refunds",
-    params(RefundListQuery),
-    responses(
-        (status = 200, description = "A page of refunds, newest first.", body = RefundList),
-        (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope)
-    ),
-    security(("bearer" = ["payments:read"]))
-)]
-async fn list_refunds(
-    State(state): State<AppState>,
-    caller: Caller,
-    RawQuery(query): RawQuery,
-) -> Result<Json<RefundList>, ApiError> {
-    caller.require(Scope::PaymentsRead)?;
-    let query: RefundListQuery = crate::http::extract::parse_query(query.as_deref().unwrap_or(""))?;
-    let payment_id: PaymentId = query.payment_id.parse().map_err(|_| {
-        ApiError::invalid(
-            "payment_id",
-            "invalid_id",
-            "`payment_id` is not a payment id.",
-        )
-    })?;
-    let limit = crate::http::extract::page_limit(query.limit, 10, 100)?;
-    let starting_after = query
-        .starting_after
-        .as_deref()
-        .map(|id| {
-            id.parse::<RefundId>().map(|r| r.0).map_err(|_| {
-                ApiError::invalid(
-                    "starting_after",
-                    "invalid_id",
-                    "`starting_after` is not a refund id.",
-                )
-            })
-        })
-        .transpose()?;
-    // Another merchant's payment is unknown here too.
-    find_payment(&state, &caller, payment_id).await?;
-    let mut rows = operations::list_for_payment(
-        &state.pool,
-        payment_id.0,
-        Kind::Refund,
-        starting_after,
-        limit + 1,
-    )
-    .await?;
-    let has_more = crate::http::page::take_page(&mut rows, limit);
-    let data: Vec<Refund> = rows.iter().map(Refund::from_row).collect();
-    Ok(Json(RefundList {
-        object: "list",
-        url: "/v1/refunds",
-        has_more,
-        data,
-    }))
 }
 
 #[cfg(test)]
