@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use common::config::DatabaseArgs;
-use common::db::payments::{self, Audit, NewPayment};
+use common::db::lifecycle::Audit;
+use common::db::payments::{self, NewPayment};
 use common::db::{api_keys, outbox};
 use common::domain::{Amount, CardToken, Currency, PaymentId};
 use common::processor::{CardDetails, ProcessorResponse};

@@ -9,7 +9,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::db::payments::{self, Audit};
+use crate::db::lifecycle::Audit;
+use crate::db::payments;
 use crate::domain::{failure_codes, DomainError, PaymentId};
 use crate::queue::{headers, Broker, Job};
 use anyhow::Context as _;

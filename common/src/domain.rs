@@ -510,3 +510,49 @@ mod tests {
         assert!(Scope::ALL.iter().all(|s| s.as_str() != OPERATOR_SCOPE));
     }
 }
+
+/// What an operation does at the processor.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Kind {
+    Capture,
+    Void,
+    Refund,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Where an operation is: a payment's statuses less `cancelled` (an
+/// operation that cannot be done fails).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::EnumString, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum OperationStatus {
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl OperationStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}

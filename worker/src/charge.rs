@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use common::db::payments::{self, Audit, Knowledge, PaymentRow};
+use common::db::lifecycle::{Audit, Knowledge};
+use common::db::payments::{self, PaymentRow};
 use common::domain::failure_codes;
 use common::processor::ProcessorResponse;
 use common::queue::Job;

@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use common::db::payments::{self, Audit, Knowledge};
+use common::db::lifecycle::{Audit, Knowledge, Retry};
 use common::dead_letters::DeadLetterReason;
 use common::domain::failure_codes;
 use common::queue::{headers, Job, PublishError, RetryTiers, Topology};
@@ -169,7 +169,7 @@ pub(crate) trait Work: Sync {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Change<'a> {
     /// Under this claim: `processing` → `pending`, retried as it says.
-    Retry(payments::Retry<'a>),
+    Retry(Retry<'a>),
     /// Under this claim: `processing` → `failed` as not processed (`code`).
     FailNotProcessed { code: &'a str, message: &'a str },
     /// Under this claim: `processing` → `pending`, held for an operator.
@@ -306,7 +306,7 @@ pub(crate) async fn retry_or_give_up<W: Work>(
             Knowledge::NotProcessed => "transient processor error; retry scheduled",
         },
     };
-    let change = Change::Retry(payments::Retry {
+    let change = Change::Retry(Retry {
         last_error: &last_error,
         delay,
         tier,

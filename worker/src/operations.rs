@@ -10,9 +10,11 @@
 //! reached the processor (a refund then releases its amount), and holds it
 //! for an operator otherwise.
 
-use common::db::operations::{self, Kind, OperationRow, OperationStatus};
-use common::db::payments::{self, Audit, Knowledge};
+use common::db::lifecycle::{Audit, Knowledge};
+use common::db::operations::{self, OperationRow};
+use common::db::payments;
 use common::domain::failure_codes;
+use common::domain::{Kind, OperationStatus};
 use common::processor::{
     CaptureRequest, RefundRequest, VoidRequest, CHARGE_NOT_CAPTURABLE_CODE,
     CHARGE_NOT_VOIDABLE_CODE,

@@ -11,8 +11,9 @@
 
 use std::sync::Arc;
 
-use common::db::operations::{self, Kind, NewOperation};
+use common::db::operations::{self, NewOperation};
 use common::db::{outbox, payments, workers};
+use common::domain::Kind;
 use common::domain::PaymentId;
 use common::queue::Job;
 
@@ -110,7 +111,7 @@ async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
     for (payment_id, merchant_id) in expired {
         let new = NewOperation {
             id: uuid::Uuid::now_v7(),
-            payment_id,
+            payment_id: PaymentId(payment_id),
             merchant_id,
             kind: Kind::Void,
             amount: None,

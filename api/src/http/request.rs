@@ -17,7 +17,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use common::db::payments::Origin;
+use common::db::lifecycle::Origin;
 use common::domain::{IdempotencyKey, Scope};
 use serde::de::DeserializeOwned;
 

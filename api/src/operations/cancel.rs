@@ -4,8 +4,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use common::db::operations::{Kind, NewOperation};
-use common::db::payments::{self, Audit, PaymentRow};
+use common::db::lifecycle::Audit;
+use common::db::operations::NewOperation;
+use common::db::payments::{self, PaymentRow};
+use common::domain::Kind;
 use common::domain::{PaymentStatus, Scope};
 use serde::Deserialize;
 

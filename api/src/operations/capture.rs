@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use common::db::operations::{Kind, NewOperation};
+use common::db::operations::NewOperation;
 use common::db::payments::PaymentRow;
+use common::domain::Kind;
 use common::domain::Scope;
 use serde::Deserialize;
 use serde_json::Value;

@@ -23,8 +23,9 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use common::db::operations::{self, Kind, NewOperation, OperationRow, OperationStatus};
+use common::db::operations::{self, NewOperation, OperationRow};
 use common::db::payments::{self, PaymentRow};
+use common::domain::{Kind, OperationStatus};
 use common::domain::{PaymentId, PaymentStatus, MAX_AMOUNT};
 use common::queue::Job;
 use serde::Serialize;
@@ -81,7 +82,7 @@ async fn find_payment(
 fn new_operation(id: PaymentId, kind: Kind, sent: &Sent) -> NewOperation {
     NewOperation {
         id: Uuid::now_v7(),
-        payment_id: id.0,
+        payment_id: id,
         merchant_id: sent.caller.merchant_id,
         kind,
         amount: None,
@@ -131,22 +132,19 @@ async fn create_operation(
             // Why, read in this transaction: the payment row is locked by
             // it, and a second connection would wait behind the very
             // requests that queue on that lock.
-            let row = payments::find_for_merchant(
-                &mut *tx,
-                sent.caller.merchant_id,
-                PaymentId(new.payment_id),
-            )
-            .await?
-            .ok_or_else(no_such_payment)?;
+            let row =
+                payments::find_for_merchant(&mut *tx, sent.caller.merchant_id, new.payment_id)
+                    .await?
+                    .ok_or_else(no_such_payment)?;
             return Err(not_allowed(&row, new.kind));
         };
-        let row = payments::find(&mut *tx, PaymentId(new.payment_id))
+        let row = payments::find(&mut *tx, new.payment_id)
             .await?
             .ok_or_else(no_such_payment)?;
         let body = render(&mut *tx, state, &created.operation, &row).await?;
         if let Some(claim) = &claim {
             claim
-                .complete(&mut *tx, StatusCode::ACCEPTED, &body, new.payment_id)
+                .complete(&mut *tx, StatusCode::ACCEPTED, &body, new.payment_id.0)
                 .await?;
         }
         tx.commit().await.map_err(outcome_unknown)?;
@@ -156,7 +154,7 @@ async fn create_operation(
     let (created, body) = idempotency::abandon_on_error(state, claim.as_ref(), created).await?;
     let job = Job::operation(
         created.operation.id,
-        new.payment_id,
+        new.payment_id.0,
         sent.caller.merchant_id,
     );
     state
@@ -184,7 +182,7 @@ async fn create_operation(
     let Ok(op) = waited else {
         return Ok(answer(StatusCode::ACCEPTED, body, Some(wait)));
     };
-    let Ok(Some(row)) = payments::find(&state.pool, PaymentId(new.payment_id)).await else {
+    let Ok(Some(row)) = payments::find(&state.pool, new.payment_id).await else {
         return Ok(answer(StatusCode::ACCEPTED, body, Some(wait)));
     };
     // Committed: a failure to read now answers with what was committed,

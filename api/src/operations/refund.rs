@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use axum::Json;
-use common::db::operations::{self, Kind, NewOperation};
+use common::db::operations::{self, NewOperation};
+use common::domain::Kind;
 use common::domain::{PaymentId, RefundId, Scope};
 use serde::Deserialize;
 

@@ -1,7 +1,8 @@
 //! A payment as `GET` shows it, and `expand[]`.
 
-use common::db::operations::{self, Kind};
+use common::db::operations;
 use common::db::payments::PaymentRow;
+use common::domain::Kind;
 
 use crate::http::error::ApiError;
 use crate::payments::wire::Payment;

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::db::operations::{OperationRow, OperationStatus};
+use common::db::operations::OperationRow;
 use common::db::payments::PaymentRow;
+use common::domain::OperationStatus;
 use common::domain::{PaymentId, RefundId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

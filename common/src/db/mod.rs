@@ -21,6 +21,7 @@ pub mod audit;
 pub mod console_sessions;
 pub mod console_views;
 pub mod idempotency;
+pub mod lifecycle;
 pub mod operations;
 pub mod outbox;
 pub mod payment_list;

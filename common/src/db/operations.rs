@@ -18,36 +18,10 @@ use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::lifecycle::{Audit, Knowledge, Origin, Retry};
 use super::outbox;
-use super::payments::{Audit, Knowledge, Retry};
-use crate::domain::Currency;
+use crate::domain::{Currency, Kind, OperationStatus, PaymentId};
 use crate::queue::Job;
-
-/// What an operation does at the processor.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Deserialize,
-    strum::EnumString,
-    strum::IntoStaticStr,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Kind {
-    Capture,
-    Void,
-    Refund,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
 
 /// An operation as stored (also read back from an event's snapshot).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -98,31 +72,11 @@ impl OperationRow {
     }
 }
 
-/// Where an operation is: a payment's statuses less `cancelled` (an
-/// operation that cannot be done fails).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::EnumString, strum::IntoStaticStr,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum OperationStatus {
-    Pending,
-    Processing,
-    Succeeded,
-    Failed,
-}
-
-impl OperationStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
-
 /// A new operation as a merchant (or the system) asks for it.
 #[derive(Debug, Clone)]
 pub struct NewOperation {
     pub id: Uuid,
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub merchant_id: Uuid,
     pub kind: Kind,
     /// `None`: all that is capturable, voidable or still refundable.
@@ -132,7 +86,7 @@ pub struct NewOperation {
     pub notes: Option<String>,
     pub statement_descriptor: Option<String>,
     pub metadata: Value,
-    pub origin: super::payments::Origin,
+    pub origin: Origin,
 }
 
 /// An operation just written, and the outbox row of its job.
@@ -168,7 +122,7 @@ macro_rules! create_operation {
                  ) " +
             ],
             "FROM o",
-            $new.payment_id,
+            $new.payment_id.0,
             $new.merchant_id,
             $new.amount,
             $new.id,
@@ -240,8 +194,8 @@ pub async fn create(
     let Some(operation) = operation else {
         return Ok(None);
     };
-    let job = Job::operation(new.id, new.payment_id, new.merchant_id);
-    let outbox_id = outbox::insert(&mut **tx, new.payment_id, &job, relay_after).await?;
+    let job = Job::operation(new.id, new.payment_id.0, new.merchant_id);
+    let outbox_id = outbox::insert(&mut **tx, new.payment_id.0, &job, relay_after).await?;
     Ok(Some(Created {
         operation,
         outbox_id,

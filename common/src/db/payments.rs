@@ -16,6 +16,7 @@ use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::lifecycle::{Audit, Knowledge, Origin, Retry};
 use super::outbox;
 use crate::domain::{Amount, CardToken, Currency, PaymentId, PaymentStatus};
 use crate::processor::{CardDetails, ProcessorResponse};
@@ -92,15 +93,6 @@ impl PaymentRow {
     pub fn attempts_this_round(&self) -> i32 {
         self.attempts - self.replayed_attempts
     }
-}
-
-/// The API request behind a change: its id and `Idempotency-Key`, kept in
-/// the history row so the change's event can name it. Empty for changes
-/// the worker makes.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    pub request_id: Option<String>,
-    pub idempotency_key: Option<String>,
 }
 
 /// A validated payment to insert.
@@ -209,13 +201,6 @@ pub async fn find<'e>(db: impl PgExecutor<'e>, id: PaymentId) -> sqlx::Result<Op
     payment_row!([], "FROM payments WHERE id = $1", id.0)
         .fetch_optional(db)
         .await
-}
-
-/// Who made a change and why, for the history table.
-#[derive(Debug, Clone, Copy)]
-pub struct Audit<'a> {
-    pub actor: &'a str,
-    pub reason: &'a str,
 }
 
 /// `pending` (not held), or `processing` under a void claim, → `processing`
@@ -421,29 +406,6 @@ pub async fn hold_unclaimed<'e>(
             dead_after.as_secs_f64(),
         ],
     )
-}
-
-/// What the latest processor call left us knowing, for [`schedule_retry`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Knowledge {
-    /// The call may have reached the processor: mark the outcome unknown
-    /// (keeping the earliest time it became so).
-    Unknown,
-    /// The processor certainly did not act on it (refused before acting, or
-    /// a lookup found nothing): the outcome is known again.
-    NotProcessed,
-}
-
-/// A retry to schedule after a transient error: in `delay` (jittered
-/// within the retry tier `tier`). The rescuer looks again only after the
-/// tier's full delay, the upper bound of the jitter, so a retry waiting in
-/// its tier never looks overdue.
-#[derive(Debug, Clone, Copy)]
-pub struct Retry<'a> {
-    pub last_error: &'a str,
-    pub delay: Duration,
-    pub tier: Duration,
-    pub knowledge: Knowledge,
 }
 
 /// `processing` → `pending` after a transient error, to be retried as

@@ -2,8 +2,9 @@
 
 use sqlx::PgConnection;
 
-use crate::db::operations::{self, Kind, OperationRow};
+use crate::db::operations::{self, OperationRow};
 use crate::db::payments::{self, PaymentRow};
+use crate::domain::Kind;
 use crate::domain::PaymentId;
 
 /// A payment with its merchant's name and its refunds.

@@ -16,8 +16,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
-use super::operations::{Kind, OperationStatus};
-use crate::domain::{CardToken, Currency, PaymentStatus};
+use crate::domain::{CardToken, Currency, Kind, OperationStatus, PaymentStatus};
 use crate::webhooks::{AttemptOutcome, EndpointStatus};
 
 /// `text` in the database, parsed with `$parse` when read and written as

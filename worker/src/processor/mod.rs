@@ -27,7 +27,8 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use common::db::payments::{Knowledge, PaymentRow};
+use common::db::lifecycle::Knowledge;
+use common::db::payments::PaymentRow;
 use common::domain::PaymentId;
 use common::processor::{
     CaptureRequest, CaptureSucceeded, ChargeApproved, ChargeDeclined, ChargeRequest,

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
-use common::db::payments::Knowledge;
+use common::db::lifecycle::Knowledge;
 use common::processor::{
     CaptureRequest, ChargeRequest, ProcessorErrorBody, RefundRequest, VoidRequest,
     AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE, CHARGE_NOT_CAPTURABLE_CODE,

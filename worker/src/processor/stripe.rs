@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
-use common::db::payments::Knowledge;
+use common::db::lifecycle::Knowledge;
 use common::processor::{
     CaptureSucceeded, CardDetails, ChargeApproved, ChargeDeclined, RefundDeclined, RefundStatus,
     RefundSucceeded, VoidSucceeded, AMOUNT_EXCEEDS_CAPTURABLE_CODE, AMOUNT_EXCEEDS_REFUNDABLE_CODE,
