@@ -102,12 +102,10 @@ async fn cancel(
         .into();
     // The key first: a retried cancel gets its first answer back, whatever
     // the payment's status is now (it is `cancelled` after the first).
-    let claim = match claim(&state, &sent, &route(id, "cancel")).await? {
-        Ok(claim) => claim,
+    let (claim, row) = match claim_and_find(&state, &sent, id, "cancel").await? {
+        Ok(claimed) => claimed,
         Err(replay) => return Ok(replay),
     };
-    let found = find_payment(&state, &sent.caller, id).await;
-    let row = idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
     match row.status {
         // Nobody has claimed it: cancelled at once, never charged. Its
         // queued job finds a cancelled payment and does nothing.

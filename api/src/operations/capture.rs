@@ -116,14 +116,12 @@ async fn capture(
     check_amount(body.amount)?;
     validate::check_descriptor(&body.statement_descriptor)?;
     let metadata = metadata(body.metadata.as_ref())?;
-    let claim = match claim(&state, &sent, &route(id, "capture")).await? {
-        Ok(claim) => claim,
+    let (claim, row) = match claim_and_find(&state, &sent, id, "capture").await? {
+        Ok(claimed) => claimed,
         Err(replay) => return Ok(replay),
     };
-    let found = find_payment(&state, &sent.caller, id)
-        .await
-        .and_then(|row| check_merged_metadata(&row, &metadata));
-    idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
+    let merged = check_merged_metadata(&row, &metadata);
+    idempotency::abandon_on_error(&state, claim.as_ref(), merged).await?;
     let new = NewOperation {
         amount: body.amount,
         statement_descriptor: body.statement_descriptor,

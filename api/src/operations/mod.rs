@@ -100,18 +100,25 @@ fn route(id: PaymentId, action: &str) -> String {
     format!("POST /v1/payments/{id}/{action}")
 }
 
-/// Claims the request's idempotency key for `route`: `Err` with the stored
-/// answer for a replay.
-async fn claim(
+/// What every capture, cancel and refund does first: claims the request's
+/// idempotency key for `POST /v1/payments/{id}/{action}` (before anything
+/// is decided, so a retry gets the first answer back whatever the payment
+/// is now), then reads the payment, releasing the key if it cannot be read.
+/// `Err` inside: the stored answer of a replay, to send as it is.
+async fn claim_and_find(
     state: &AppState,
     sent: &Sent,
-    route: &str,
-) -> Result<Result<Option<Claim>, Response>, ApiError> {
-    Ok(match sent.begin(state, route).await? {
-        Begun::Replay(response) => Err(response),
-        Begun::Unkeyed => Ok(None),
-        Begun::Claimed(claim) => Ok(Some(claim)),
-    })
+    id: PaymentId,
+    action: &str,
+) -> Result<Result<(Option<Claim>, PaymentRow), Response>, ApiError> {
+    let claim = match sent.begin(state, &route(id, action)).await? {
+        Begun::Replay(response) => return Ok(Err(response)),
+        Begun::Unkeyed => None,
+        Begun::Claimed(claim) => Some(claim),
+    };
+    let found = find_payment(state, &sent.caller, id).await;
+    let row = idempotency::abandon_on_error(state, claim.as_ref(), found).await?;
+    Ok(Ok((claim, row)))
 }
 
 /// Creates the operation under the request's idempotency key (claimed by

@@ -14,12 +14,12 @@ use serde::Deserialize;
 use super::*;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorEnvelope};
-use crate::http::idempotency;
 use crate::http::request::{JsonRequest, Submission, Submitted};
 use crate::openapi::PaymentOperationParams;
 use crate::payments::validate;
 use crate::payments::wire::Refund;
 use crate::state::AppState;
+use strum::VariantNames as _;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +32,17 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Why a payment is refunded: the request's `reason`, read as this type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema, strum::IntoStaticStr)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum RefundReason {
@@ -117,19 +127,21 @@ async fn refund(
         return Err(ApiError::invalid(
             "reason",
             "parameter_missing",
-            "`reason` is required: one of duplicate, fraudulent, requested_by_customer, \
-             defective, other.",
+            format!(
+                "`reason` is required: one of {}.",
+                RefundReason::VARIANTS.join(", ")
+            ),
         ));
     };
     let reason: &'static str = reason.into();
     validate::check_len("notes", &body.notes, 1, MAX_NOTES)?;
     let metadata = metadata(body.metadata.as_ref())?;
-    let claim = match claim(&state, &sent, &route(id, "refund")).await? {
-        Ok(claim) => claim,
+    // The payment is read only to be found (404 otherwise); the guarded
+    // statement decides what it allows.
+    let (claim, _payment) = match claim_and_find(&state, &sent, id, "refund").await? {
+        Ok(claimed) => claimed,
         Err(replay) => return Ok(replay),
     };
-    let found = find_payment(&state, &sent.caller, id).await;
-    idempotency::abandon_on_error(&state, claim.as_ref(), found).await?;
     let new = NewOperation {
         amount: body.amount,
         reason: Some(reason.to_owned()),
