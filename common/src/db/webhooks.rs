@@ -180,13 +180,15 @@ pub async fn reseal_secrets(
                 .map(|plain| keys.seal(&plain, aad))
         };
         let secret = reseal(&row.secret);
-        let previous = row.previous_secret.as_deref().map(reseal);
-        let (Some(secret), Some(previous)) = (secret, previous.unwrap_or(Some(String::new())))
-        else {
+        // `Some(None)`: there is no previous secret; `None`: it does not open.
+        let previous = match row.previous_secret.as_deref() {
+            None => Some(None),
+            Some(stored) => reseal(stored).map(Some),
+        };
+        let (Some(secret), Some(previous)) = (secret, previous) else {
             unopened += 1;
             continue;
         };
-        let previous = row.previous_secret.as_ref().map(|_| previous);
         let done = sqlx::query!(
             "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3
              WHERE id = $1 AND secret = $4 AND previous_secret IS NOT DISTINCT FROM $5",
