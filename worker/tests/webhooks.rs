@@ -580,3 +580,49 @@ async fn the_event_relay_cut_from_the_database_holds_its_events_and_sends_each_o
         5
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_sealed_under_a_key_the_worker_does_not_hold_signs_and_sends_nothing() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    // Sealed under a key that is not in the workers' SECRETS_KEY (a key
+    // dropped from the list too early): the worker cannot open it.
+    let other: common::secret::SecretsKeys = "b3RoZXIta2V5LW5vdC1pbi10aGUtd29ya2VyLWxpc3Q="
+        .parse()
+        .expect("a key");
+    let merchant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM merchants LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .expect("merchant");
+    let endpoint = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, events, secret)
+         VALUES ($1, $2, $3, '{payment.succeeded}', $4)",
+    )
+    .bind(endpoint)
+    .bind(merchant)
+    .bind(receiver.url())
+    .bind(other.seal(&common::webhooks::new_secret(), endpoint.as_bytes()))
+    .execute(&app.pool)
+    .await
+    .expect("endpoint");
+    pay(&app, cards::VISA, 1000, true).await;
+    let error: String = app
+        .eventually("a failed attempt", Duration::from_secs(20), || async {
+            sqlx::query_scalar(
+                "SELECT error FROM webhook_attempts WHERE endpoint_id = $1 AND outcome = 'failed'
+                 LIMIT 1",
+            )
+            .bind(endpoint)
+            .fetch_optional(&app.pool)
+            .await
+            .expect("attempts")
+            .flatten()
+        })
+        .await;
+    assert!(error.contains("cannot open the signing secret"), "{error}");
+    assert!(
+        receiver.got().is_empty(),
+        "nothing unsigned or mis-signed was sent"
+    );
+}
