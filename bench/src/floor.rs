@@ -561,9 +561,11 @@ impl PgFloor {
             let _ = deleter.send(inserted.outbox_id);
         }
         let actor = ACTOR;
-        let claimed = payments::claim(
+        // One payment per statement: the floor is the work of one payment
+        // at a time (a worker batches the payments it holds).
+        let claimed = payments::claim_many(
             &self.pool,
-            new.id,
+            &[new.id],
             LEASE,
             LEASE,
             Audit {
@@ -572,21 +574,20 @@ impl PgFloor {
             },
         )
         .await?
+        .pop()
         .context("claim found the payment not claimable")?;
-        payments::succeed(
-            &self.pool,
-            new.id,
-            claimed.attempts,
-            true,
-            &self.card,
-            &self.response,
-            Audit {
-                actor,
-                reason: "processor approved",
-            },
-        )
-        .await?
-        .context("succeed found the claim gone")?;
+        let approval = payments::Approval {
+            id: new.id,
+            attempt: claimed.attempts,
+            captured: true,
+            card: self.card.clone(),
+            processor_response: self.response.clone(),
+            reason: "processor approved",
+        };
+        payments::succeed_many(&self.pool, &[approval], actor)
+            .await?
+            .pop()
+            .context("succeed found the claim gone")?;
         Ok(new.id)
     }
 }

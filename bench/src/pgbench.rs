@@ -70,7 +70,7 @@ VALUES (:payment_id::uuid,
     now() + make_interval(secs => :relay_after));
 COMMIT;
 
--- payments::claim
+-- payments::claim_many, for this one payment
 WITH old AS (SELECT id, status FROM payments WHERE id = :payment_id FOR UPDATE),
 updated AS (
     UPDATE payments p SET status = 'processing', attempts = p.attempts + 1, claimed_by = :actor,
@@ -90,7 +90,7 @@ updated AS (
 )
 SELECT * FROM updated;
 
--- payments::succeed (the claim above is the payment's first: attempt 1)
+-- payments::succeed_many, for this one payment (the claim above is its first: attempt 1)
 WITH old AS (SELECT id, status FROM payments WHERE id = :payment_id FOR UPDATE),
 updated AS (
     UPDATE payments p SET status = 'succeeded', captured = :captured, card = :card,

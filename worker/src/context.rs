@@ -13,6 +13,8 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Batch, Database};
+use crate::charge::{Approvals, Claims};
 use crate::engine::StepError;
 use crate::metrics::Metrics;
 use crate::processor::Processor;
@@ -36,12 +38,16 @@ pub struct Context {
     pub worker_id: String,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
+    /// Claims of payments, many in one statement (`batch.rs`).
+    pub(crate) claims: Batch<Claims>,
+    /// Approved charges recorded, many in one statement.
+    pub(crate) approvals: Batch<Approvals>,
     /// Turns at the database: as many as `pool` has connections. Hundreds
     /// of steps may want a statement at once; they wait here, in order and
     /// without a deadline, so the pool's short acquire timeout keeps meaning
     /// "the database is unavailable" and never "busy, wait your turn" (which
     /// would send a step into the outage backoff while connections idle).
-    db_turns: Semaphore,
+    db_turns: Arc<Semaphore>,
 }
 
 impl Context {
@@ -56,7 +62,32 @@ impl Context {
             .unwrap_or(1)
             .max(1);
         let processor = Processor::new(&settings)?;
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let db_turns = Arc::new(Semaphore::new(pool_turns));
+        let worker_id = format!(
+            "worker:{}:{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let database = Database {
+            pool: pool.clone(),
+            turns: db_turns.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let claims = Batch::start(
+            Claims {
+                lease: settings.lease,
+                dead_after: settings.dead_after,
+                worker_id: worker_id.clone(),
+            },
+            database.clone(),
+        );
+        let approvals = Batch::start(
+            Approvals {
+                worker_id: worker_id.clone(),
+            },
+            database,
+        );
         let webhook_topology = Topology::webhooks(broker.topology().prefix())
             .with_retry_delays(&settings.webhook_retry_delays);
         let webhooks = webhooks::Deliverer::new(
@@ -76,14 +107,12 @@ impl Context {
             broker,
             processor,
             settings,
-            worker_id: format!(
-                "worker:{host}:{}:{}",
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
+            worker_id,
             metrics: Metrics::default(),
             shutdown,
-            db_turns: Semaphore::new(pool_turns),
+            claims,
+            approvals,
+            db_turns,
         })
     }
 
@@ -92,39 +121,54 @@ impl Context {
     /// every slot ends up waiting here, so the worker stops taking messages,
     /// and resumes where it was when the database is back. Each try waits
     /// for its turn at the database first (one per pooled connection).
-    pub async fn db<T, F, Fut>(&self, mut op: F) -> Result<T, StepError>
+    pub async fn db<T, F, Fut>(&self, op: F) -> Result<T, StepError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = sqlx::Result<T>>,
     {
-        let mut delays = common::retry::reconnect_delays();
-        let mut warned = false;
-        loop {
-            let result = {
-                // Never closed, so never an error; without a turn the
-                // statement would merely queue in the pool.
-                let _turn = self.db_turns.acquire().await.ok();
-                op().await
-            };
-            match result {
-                Ok(value) => return Ok(value),
-                // Unreachable, or up but unable right now (a lock or
-                // statement timeout, a deadlock): wait with growing delays,
-                // never requeue, so the message's delivery count (the
-                // poison check) does not grow with the database's trouble.
-                Err(err) if common::db::is_transient(&err) => {
-                    if !warned {
-                        tracing::warn!(error = %err, "database unavailable or busy; holding the message until it answers");
-                        warned = true;
-                    }
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return Err(StepError::Interrupted),
-                        () = tokio::time::sleep(delay) => {}
-                    }
+        waiting_out(&self.db_turns, &self.shutdown, op).await
+    }
+}
+
+/// [`Context::db`]'s loop, for the batches' tasks too: `op` after a turn at
+/// the database (`turns`), again with growing delays while the database is
+/// unavailable or busy, until it answers or `shutdown` comes.
+pub(crate) async fn waiting_out<T, F, Fut>(
+    turns: &Semaphore,
+    shutdown: &CancellationToken,
+    mut op: F,
+) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = sqlx::Result<T>>,
+{
+    let mut delays = common::retry::reconnect_delays();
+    let mut warned = false;
+    loop {
+        let result = {
+            // Never closed, so never an error; without a turn the
+            // statement would merely queue in the pool.
+            let _turn = turns.acquire().await.ok();
+            op().await
+        };
+        match result {
+            Ok(value) => return Ok(value),
+            // Unreachable, or up but unable right now (a lock or
+            // statement timeout, a deadlock): wait with growing delays,
+            // never requeue, so the message's delivery count (the
+            // poison check) does not grow with the database's trouble.
+            Err(err) if common::db::is_transient(&err) => {
+                if !warned {
+                    tracing::warn!(error = %err, "database unavailable or busy; holding the message until it answers");
+                    warned = true;
                 }
-                Err(err) => return Err(StepError::Database(err)),
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tokio::select! {
+                    () = shutdown.cancelled() => return Err(StepError::Interrupted),
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
+            Err(err) => return Err(StepError::Database(err)),
         }
     }
 }

@@ -63,21 +63,22 @@ pub(crate) async fn defer(ctx: &Context, job: &Job) -> Result<(), StepError> {
 /// is given up before any claim ([`give_up_unclaimed`]); otherwise the row
 /// is claimed under this worker's lease, and a row that cannot be claimed is
 /// left to [`not_claimed`]. `None`: the message is settled, there is nothing
-/// more to do. `find` reads the row; `claim` runs its guarded claim with the
-/// lease, `dead_after` and audit it is given.
-pub(crate) async fn claim_or_settle<'a, W, Find, FindFut, Claim, ClaimFut>(
-    ctx: &'a Context,
+/// more to do. `find` reads the row; `claim` runs its guarded claim (waiting
+/// out an unavailable database: a payment's goes through the worker's batch
+/// of claims, an operation's through [`Context::db`]).
+pub(crate) async fn claim_or_settle<W, Find, FindFut, Claim, ClaimFut>(
+    ctx: &Context,
     job: &Job,
     props: Option<&FieldTable>,
     mut find: Find,
-    mut claim: Claim,
+    claim: Claim,
 ) -> Result<Option<W>, StepError>
 where
     W: Work,
     Find: FnMut() -> FindFut,
     FindFut: Future<Output = sqlx::Result<Option<W>>>,
-    Claim: FnMut(Duration, Duration, Audit<'a>) -> ClaimFut,
-    ClaimFut: Future<Output = sqlx::Result<Option<W>>>,
+    Claim: FnOnce() -> ClaimFut,
+    ClaimFut: Future<Output = Result<Option<W>, StepError>>,
 {
     let noun = job.subject();
     let redeliveries = headers::get_int(props, "x-delivery-count").unwrap_or(0);
@@ -101,12 +102,7 @@ where
         give_up_unclaimed(ctx, job, redeliveries, found.as_ref()).await?;
         return Ok(None);
     }
-    let audit = Audit {
-        actor: &ctx.worker_id,
-        reason: "claimed",
-    };
-    let (lease, dead_after) = (ctx.settings.lease, ctx.settings.dead_after);
-    let claimed = ctx.db(|| claim(lease, dead_after, audit)).await?;
+    let claimed = claim().await?;
     if claimed.is_none() {
         let found = ctx.db(&mut find).await?;
         not_claimed(ctx, job, found.as_ref()).await?;

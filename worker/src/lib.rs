@@ -8,6 +8,7 @@
 //! Scale by starting more processes: they compete for one queue with no
 //! coordination beyond the database's guarded updates.
 
+mod batch;
 mod charge;
 pub mod cli;
 mod config;

@@ -154,8 +154,13 @@ pub(crate) async fn process(
         job,
         props,
         || operations::find(&ctx.pool, operation_id),
-        |lease, dead_after, audit| {
-            operations::claim(&ctx.pool, operation_id, lease, dead_after, audit)
+        || {
+            let audit = Audit {
+                actor: &ctx.worker_id,
+                reason: "claimed",
+            };
+            let (lease, dead_after) = (ctx.settings.lease, ctx.settings.dead_after);
+            ctx.db(move || operations::claim(&ctx.pool, operation_id, lease, dead_after, audit))
         },
     )
     .await?;

@@ -89,6 +89,132 @@ async fn a_worker_killed_mid_call_loses_nothing_and_charges_nothing_twice() {
     assert!(second.wait().await.expect("exit").success());
 }
 
+/// A worker records its outcomes in batches, one statement for the approvals
+/// of many payments. Killed with its outcomes half recorded (the fast
+/// payments' statements committed, the statement of a slow one blocked by a
+/// row lock this test holds, so it never commits), it leaves each payment
+/// recorded exactly once: what committed stands, and the rest is taken over
+/// by the next worker, which asks the processor and charges nothing twice.
+/// (A statement the dead worker had sent may still commit after its death;
+/// the test ends that connection, as a lost host's would end, to see the
+/// takeover.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_its_outcomes_half_recorded_records_each_payment_once() {
+    let mut worker = testkit::fast_worker_settings();
+    worker.concurrency = 64;
+    worker.processor_timeout = Duration::from_secs(10);
+    worker.lease = Duration::from_secs(40);
+    let app = TestApp::with(Options {
+        worker,
+        ..Options::api_only()
+    })
+    .await;
+    let (slow, fast) = (10, 30);
+    app.set_faults(json!({"latency_ms": 4000})).await;
+    let mut first = app
+        .worker_command(WORKER_BIN)
+        .spawn()
+        .expect("spawn worker");
+    app.submit(cards::VISA, slow).await;
+    app.eventually(
+        "the slow payments at the processor",
+        Duration::from_secs(30),
+        || async { (app.count_status("processing").await == slow as i64).then_some(()) },
+    )
+    .await;
+    // One slow payment's row, locked: its approval cannot be recorded.
+    let mut lock = app.pool.begin().await.expect("begin");
+    let locked: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM payments ORDER BY id LIMIT 1 FOR UPDATE")
+            .fetch_one(&mut *lock)
+            .await
+            .expect("lock a slow payment");
+    app.set_faults(json!({"latency_ms": 0})).await;
+    app.submit(cards::VISA, fast).await;
+    app.eventually(
+        "the fast payments recorded",
+        Duration::from_secs(60),
+        || async { (app.count_status("succeeded").await >= fast as i64).then_some(()) },
+    )
+    .await;
+    app.eventually("every call answered", Duration::from_secs(60), || async {
+        (app.sim_stats().await.charges == (slow + fast) as u64).then_some(())
+    })
+    .await;
+    app.eventually(
+        "a record statement waiting for the lock",
+        Duration::from_secs(30),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .expect("pg_stat_activity");
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    testkit::sigkill(&first);
+    first.wait().await.expect("reaped");
+    let recorded = app.count_status("succeeded").await;
+    assert!(
+        recorded >= fast as i64 && recorded < (slow + fast) as i64,
+        "killed with some outcomes committed and others not: {recorded} of {} recorded",
+        slow + fast
+    );
+    // The dead worker's blocked statement would still commit once the lock
+    // is released (PostgreSQL notices a vanished client only when it
+    // answers): end its connection first, as a crashed host's would end.
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("end the dead worker's connection");
+    assert!(!ended.is_empty() && ended.iter().all(|&e| e), "{ended:?}");
+    lock.rollback().await.expect("release the lock");
+
+    let mut second = app
+        .worker_command(WORKER_BIN)
+        .spawn()
+        .expect("spawn replacement");
+    let counts = app
+        .wait_all_terminal((slow + fast) as i64, Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        counts.get("succeeded"),
+        Some(&((slow + fast) as i64)),
+        "{counts:?}"
+    );
+    app.assert_charged_once_each((slow + fast) as u64).await;
+    let (rows, payments): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT payment_id) FROM payment_status_history
+         WHERE to_status = 'succeeded'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("history");
+    assert_eq!(
+        (rows, payments),
+        ((slow + fast) as i64, (slow + fast) as i64),
+        "each payment recorded succeeded exactly once"
+    );
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM payments WHERE id = $1")
+        .bind(locked)
+        .fetch_one(&app.pool)
+        .await
+        .expect("the locked payment");
+    assert_eq!(
+        attempts, 2,
+        "the payment whose outcome was not recorded was claimed again by the next worker"
+    );
+    testkit::sigterm(&second);
+    assert!(second.wait().await.expect("exit").success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_home() {
     let app = TestApp::with(Options::max_attempts(3)).await;

@@ -204,58 +204,134 @@ pub async fn find<'e>(db: impl PgExecutor<'e>, id: PaymentId) -> sqlx::Result<Op
 }
 
 /// `pending` (not held), or `processing` under a void claim, → `processing`
-/// under a new claim by `audit.actor` for `lease`. Taking over a void claim
-/// marks the outcome unknown: the dead worker may have sent the call, so the
-/// next step asks the processor before doing anything. `None`: a live worker
-/// holds it, it is held for an operator, or it is terminal.
-pub async fn claim<'e>(
+/// under a new claim by `audit.actor` for `lease`, for each of `ids` at once
+/// (one statement, one commit: a worker claims the payments of the messages
+/// it holds together). Taking over a void claim marks the outcome unknown:
+/// the dead worker may have sent the call, so the next step asks the
+/// processor before doing anything. Returns the payments claimed; one that
+/// is missing is held by a live worker, held for an operator, terminal or
+/// unknown. The rows are locked in id order, so two claims of overlapping
+/// sets wait for each other instead of deadlocking.
+pub async fn claim_many<'e>(
     db: impl PgExecutor<'e>,
-    id: PaymentId,
+    ids: &[PaymentId],
     lease: Duration,
     dead_after: Duration,
     audit: Audit<'_>,
-) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: claimable,
-        set: claim,
-        binds: [
-            lease.as_secs_f64(),
-            dead_after.as_secs_f64(),
+) -> sqlx::Result<Vec<PaymentRow>> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    payment_row!(
+        [
+            "WITH old AS (
+                 SELECT id, status FROM payments WHERE id = ANY($1) ORDER BY id FOR UPDATE
+             ), updated AS (
+                 UPDATE payments p SET status = 'processing', attempts = p.attempts + 1,
+                     claimed_by = $2,
+                     outcome_unknown_since = CASE WHEN old.status = 'processing'
+                         THEN COALESCE(p.outcome_unknown_since, now())
+                         ELSE p.outcome_unknown_since END,
+                     lease_expires_at = now() + make_interval(secs => $4),
+                     due_at = now() + make_interval(secs => $4), next_attempt_at = NULL,
+                     updated_at = now()
+                 FROM old
+                 WHERE p.id = old.id
+                   AND ((old.status = 'pending' AND p.held_at IS NULL)
+                        OR (old.status = 'processing'
+                            AND claim_is_void(p.lease_expires_at, p.claimed_by, $5)))
+                 RETURNING p.*, old.status AS from_status
+             ), history AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,
+                     reason)
+                 SELECT id, from_status, status, $2, $3 FROM updated
+             ) " +
         ],
+        "FROM updated",
+        &ids,
+        audit.actor,
+        audit.reason,
+        lease.as_secs_f64(),
+        dead_after.as_secs_f64(),
     )
+    .fetch_all(db)
+    .await
 }
 
-/// `processing` → `succeeded`: the processor approved.
-pub async fn succeed<'e>(
+/// One approved charge to record ([`succeed_many`]).
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub id: PaymentId,
+    /// The claim's attempt: the fencing token.
+    pub attempt: i32,
+    pub captured: bool,
+    pub card: CardDetails,
+    pub processor_response: ProcessorResponse,
+    /// For the history row.
+    pub reason: &'static str,
+}
+
+/// `processing` → `succeeded` for each approval, under its own claim (the
+/// attempt it was claimed with: a worker whose lease expired and whose
+/// payment was claimed again cannot overwrite the newer claim's result), in
+/// one statement and one commit, each with its history row. Returns the
+/// payments recorded; one that is missing lost its claim, and its result
+/// stands as the newer claim records it. `approvals` name each payment once.
+pub async fn succeed_many<'e>(
     db: impl PgExecutor<'e>,
-    id: PaymentId,
-    attempt: i32,
-    captured: bool,
-    card: &CardDetails,
-    processor_response: &ProcessorResponse,
-    audit: Audit<'_>,
-) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: own_claim,
-        set: "status = 'succeeded', captured = $5, card = $6, processor_response = $7,
-         amount_captured = CASE WHEN $5 THEN p.amount ELSE 0 END,
-         amount_capturable = CASE WHEN $5 THEN 0 ELSE p.amount END,
-         captured_at = CASE WHEN $5 THEN now() END,
-         last_error = NULL, next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL,
-         outcome_unknown_since = NULL, finished_at = now()",
-        binds: [
-            attempt,
-            captured,
-            Json(card) as _,
-            Json(processor_response) as _,
+    approvals: &[Approval],
+    actor: &str,
+) -> sqlx::Result<Vec<PaymentRow>> {
+    let ids: Vec<Uuid> = approvals.iter().map(|a| a.id.0).collect();
+    let attempts: Vec<i32> = approvals.iter().map(|a| a.attempt).collect();
+    let captured: Vec<bool> = approvals.iter().map(|a| a.captured).collect();
+    let to_json =
+        |value: serde_json::Result<Value>| value.map_err(|err| sqlx::Error::Encode(err.into()));
+    let cards = approvals
+        .iter()
+        .map(|a| to_json(serde_json::to_value(&a.card)))
+        .collect::<sqlx::Result<Vec<Value>>>()?;
+    let responses = approvals
+        .iter()
+        .map(|a| to_json(serde_json::to_value(&a.processor_response)))
+        .collect::<sqlx::Result<Vec<Value>>>()?;
+    let reasons: Vec<&str> = approvals.iter().map(|a| a.reason).collect();
+    payment_row!(
+        [
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::bool[], $4::jsonb[],
+                     $5::jsonb[], $6::text[])
+                     AS i(id, attempt, captured, card, processor_response, reason)
+             ), old AS (
+                 SELECT p.id, p.status FROM payments p
+                 WHERE p.id IN (SELECT id FROM input) ORDER BY p.id FOR UPDATE
+             ), updated AS (
+                 UPDATE payments p SET status = 'succeeded', captured = i.captured,
+                     card = i.card, processor_response = i.processor_response,
+                     amount_captured = CASE WHEN i.captured THEN p.amount ELSE 0 END,
+                     amount_capturable = CASE WHEN i.captured THEN 0 ELSE p.amount END,
+                     captured_at = CASE WHEN i.captured THEN now() END,
+                     last_error = NULL, next_attempt_at = NULL, lease_expires_at = NULL,
+                     due_at = NULL, outcome_unknown_since = NULL, finished_at = now(),
+                     updated_at = now()
+                 FROM old JOIN input i ON i.id = old.id
+                 WHERE p.id = old.id AND old.status = 'processing' AND p.attempts = i.attempt
+                 RETURNING p.*, old.status AS from_status, i.reason AS audit_reason
+             ), history AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,
+                     reason)
+                 SELECT id, from_status, status, $7, audit_reason FROM updated
+             ) " +
         ],
+        "FROM updated",
+        &ids,
+        &attempts,
+        &captured,
+        &cards,
+        &responses,
+        &reasons as &[&str],
+        actor,
     )
+    .fetch_all(db)
+    .await
 }
 
 /// Why a claimed payment failed, and what the processor said if it

@@ -1,7 +1,7 @@
 //! The `workers` table: live workers prove it with a heartbeat.
 //!
 //! A claim held by a worker whose heartbeat is older than `WORKER_DEAD_AFTER`
-//! is void (see `payments::claim`), so a dead worker's payments are claimed
+//! is void (see `payments::claim_many`), so a dead worker's payments are claimed
 //! again within seconds rather than after a lease.
 
 use sqlx::PgExecutor;

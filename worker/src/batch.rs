@@ -1,0 +1,151 @@
+//! Statements that many steps want at once, made as one (DESIGN.md §16).
+//!
+//! A worker runs up to `WORKER_CONCURRENCY` steps, and under load hundreds
+//! of them want the same statement at the same moment: claim my payment,
+//! record my approval. Each step hands its item to a [`Batch`] and waits for
+//! its own answer; one task per batch takes every item waiting (up to
+//! [`MAX_ITEMS`]), runs one statement for all of them, and answers each. It
+//! never waits to fill a batch: an idle worker's statement goes at once, and
+//! a batch grows only while the previous statement runs, so batching adds
+//! no latency of its own (group commit, as PostgreSQL does for WAL).
+//!
+//! The guarantees are the statement's own: one statement is one commit, so
+//! an item is answered only after its row change is committed, and a step
+//! acks its message only after that (the consumer's rule is unchanged). A
+//! crash before the commit leaves every item of the batch as it was, to be
+//! taken over like any unrecorded step.
+//!
+//! An unavailable database is waited out here, as [`Context::db`] does, with
+//! the steps waiting for their answers. Any other error splits the batch:
+//! each item runs alone, so one bad row fails only its own step.
+//!
+//! [`Context::db`]: crate::Context::db
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::StepError;
+
+/// Items one statement takes at most.
+pub const MAX_ITEMS: usize = 128;
+
+/// One kind of statement that runs for many items.
+pub(crate) trait Statement: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    /// The answer for one item.
+    type Answer: Send + 'static;
+    /// Two items with one key never share a statement (the second waits for
+    /// the next one): one statement changes a row once.
+    type Key: Eq + Hash + Send;
+
+    fn key(item: &Self::Item) -> Self::Key;
+
+    /// Runs the statement for `items`, answering each, in order.
+    fn run<'a>(
+        &'a self,
+        pool: &'a PgPool,
+        items: &'a [Self::Item],
+    ) -> impl Future<Output = sqlx::Result<Vec<Self::Answer>>> + Send + 'a;
+}
+
+type Reply<A> = oneshot::Sender<Result<A, StepError>>;
+
+/// A queue of items for one [`Statement`], and the task that runs it.
+pub(crate) struct Batch<S: Statement> {
+    queue: mpsc::UnboundedSender<(S::Item, Reply<S::Answer>)>,
+}
+
+/// What the task that runs a batch's statements needs of the worker.
+#[derive(Clone)]
+pub(crate) struct Database {
+    pub pool: PgPool,
+    /// The worker's turns at the database (`Context::db`'s).
+    pub turns: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+}
+
+impl<S: Statement> Batch<S> {
+    /// Starts the task; it ends when the batch is dropped.
+    pub fn start(statement: S, db: Database) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(serve(statement, db, waiting));
+        Self { queue }
+    }
+
+    /// Runs the statement for `item`, with other steps' items, and answers
+    /// after the commit.
+    pub async fn run(&self, item: S::Item) -> Result<S::Answer, StepError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((item, reply))
+            .map_err(|_| StepError::Interrupted)?;
+        answer.await.unwrap_or(Err(StepError::Interrupted))
+    }
+}
+
+async fn serve<S: Statement>(
+    statement: S,
+    db: Database,
+    mut waiting: mpsc::UnboundedReceiver<(S::Item, Reply<S::Answer>)>,
+) {
+    // Items that met another of the same key in a batch: first in the next.
+    let mut later = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut later);
+        if batch.is_empty() {
+            match waiting.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+        }
+        let mut keys: HashSet<S::Key> = batch.iter().map(|(item, _)| S::key(item)).collect();
+        while batch.len() < MAX_ITEMS {
+            let Ok(next) = waiting.try_recv() else { break };
+            if keys.insert(S::key(&next.0)) {
+                batch.push(next);
+            } else {
+                later.push(next);
+            }
+        }
+        let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match run_waiting_out(&statement, &db, &items).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(StepError::Database(err)) if items.len() > 1 => {
+                tracing::warn!(error = %err, items = items.len(), "a batched statement failed; running its items one by one");
+                for (item, reply) in items.iter().zip(replies) {
+                    let alone = run_waiting_out(&statement, &db, std::slice::from_ref(item))
+                        .await
+                        .map(|mut answers| answers.remove(0));
+                    let _ = reply.send(alone);
+                }
+            }
+            Err(err) => {
+                // One item (the error is its own), or the worker shut down
+                // while waiting: the steps leave their messages unacked.
+                let mut err = Some(err);
+                for reply in replies {
+                    let _ = reply.send(Err(err.take().unwrap_or(StepError::Interrupted)));
+                }
+            }
+        }
+    }
+}
+
+/// The statement, waiting out an unavailable database.
+async fn run_waiting_out<S: Statement>(
+    statement: &S,
+    db: &Database,
+    items: &[S::Item],
+) -> Result<Vec<S::Answer>, StepError> {
+    crate::context::waiting_out(&db.turns, &db.shutdown, || statement.run(&db.pool, items)).await
+}
