@@ -1,9 +1,9 @@
 //! Operator endpoints: the dead-letter queue over HTTP (`worker dlq list`,
 //! `replay` and `purge` without a shell), the audit log, and the read models
-//! the operator console shows (overview, needs attention, a payment's whole
-//! story).
+//! the operator console shows (overview, needs attention; a payment's whole
+//! story is in [`super::payment_story`]).
 //!
-//! The console (module `console`) calls the same functions as these
+//! The console ([`super::console`]) calls the same functions as these
 //! handlers ([`replay_dead_letters`], [`purge_dead_letters`], …), so every
 //! action, from a script or a browser, goes through one place and writes one
 //! `operator_audit` row (who, what, on what, with what result).

@@ -181,11 +181,20 @@ pub(crate) async fn story(
 }
 
 /// The ids (`pay_…`) of every merchant's payments with this order id,
-/// newest first, at most 50.
+/// newest first, at most 50. An order id is 1 to 255 characters without
+/// control characters (as a payment stores it; PostgreSQL refuses NUL).
 pub(crate) async fn find_by_order_id(
     state: &AppState,
     order_id: &str,
 ) -> Result<Vec<PaymentId>, ApiError> {
+    let length = order_id.chars().count();
+    if !(1..=255).contains(&length) || order_id.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "order_id",
+            "invalid_order_id",
+            "`order_id` is 1 to 255 characters, none of them control characters.",
+        ));
+    }
     Ok(
         db::console_views::payments_by_order_id(&state.pool, order_id)
             .await?
@@ -198,7 +207,8 @@ pub(crate) async fn find_by_order_id(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct FindQuery {
-    /// The merchant's order id (1 to 255 characters), any merchant's.
+    /// The merchant's order id (1 to 255 characters, no control
+    /// characters), any merchant's.
     order_id: String,
 }
 
@@ -230,14 +240,6 @@ async fn find_handler(
     _operator: Operator,
     Query(query): Query<FindQuery>,
 ) -> Result<Json<FoundPayments>, ApiError> {
-    let length = query.order_id.chars().count();
-    if !(1..=255).contains(&length) {
-        return Err(ApiError::invalid(
-            "order_id",
-            "invalid_order_id",
-            "`order_id` is 1 to 255 characters.",
-        ));
-    }
     let ids = find_by_order_id(&state, &query.order_id).await?;
     Ok(Json(FoundPayments {
         object: "list",

@@ -81,7 +81,7 @@ impl Browser {
             "--no-sandbox",
             "--disable-gpu",
             "--disable-dev-shm-usage",
-            "--window-size=1280,1000",
+            "--window-size=1280,1100",
         ];
         // Screenshots of the same width whatever the machine's settings.
         options.push("--force-device-scale-factor=1");

@@ -5,7 +5,8 @@
 //! Colours and strokes are presentation attributes and classes of the
 //! console's style sheet, never `style` attributes (the policy allows no
 //! inline style). Each chart is an image with a title and a description in
-//! words, for screen readers; the numbers are also in a table beside it.
+//! words, for screen readers; the overview also has the numbers as a table
+//! (in a `details` element).
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use common::db::console_views::Minute;

@@ -127,17 +127,18 @@ impl FromRequestParts<AppState> for Session {
 /// A cookie of the console: `HttpOnly`, `SameSite=Strict`, under
 /// `/console`, `Secure` behind https; removed when `max_age` is zero.
 fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Duration) -> HeaderValue {
-    let secure = if state.settings.public_base_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
+    let secure = state.settings.public_base_url.starts_with("https://");
+    // The name is ours and the value base64url: always a valid header.
+    HeaderValue::try_from(cookie_line(name, value, max_age, secure))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn cookie_line(name: &str, value: &str, max_age: Duration, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
         "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         max_age.as_secs()
-    );
-    // The name is ours and the value base64url: always a valid header.
-    HeaderValue::try_from(cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,4 +314,50 @@ pub(crate) async fn sign_out(
         set_cookie(&state, SESSION_COOKIE, "", Duration::ZERO),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_secure_behind_https() {
+        let line = cookie_line(SESSION_COOKIE, "cs_x", Duration::from_secs(60), true);
+        assert_eq!(
+            line,
+            "console_session=cs_x; Path=/console; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        let plain = cookie_line(SESSION_COOKIE, "cs_x", Duration::from_secs(60), false);
+        assert!(!plain.contains("Secure"), "{plain}");
+    }
+
+    #[test]
+    fn a_cookie_is_read_from_any_cookie_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; console_sign_in=n"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("console_session=s"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("s"));
+        assert_eq!(cookie(&headers, SIGN_IN_COOKIE), Some("n"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn a_form_without_the_token_or_with_another_is_refused() {
+        let session = Session {
+            key_id: Uuid::nil(),
+            csrf_token: "the-token".into(),
+            token_hash: [0; 32],
+        };
+        let form = |token: &str| vec![(CSRF_FIELD.to_owned(), token.to_owned())];
+        assert!(session.csrf_refusal(&form("the-token")).is_none());
+        assert!(session.csrf_refusal(&form("the-toke")).is_some());
+        assert!(session.csrf_refusal(&form("")).is_some());
+        assert!(session.csrf_refusal(&[]).is_some());
+    }
 }

@@ -76,6 +76,31 @@ fn content(overview: &Overview) -> Markup {
                     }
                 }
             }
+            @if !overview.last_hour.is_empty() {
+                details {
+                    summary { "The last hour as a table" }
+                    table {
+                        thead {
+                            tr {
+                                th scope="col" { "Minute" }
+                                th scope="col" class="num" { "Finished" }
+                                th scope="col" class="num" { "Median latency" }
+                                th scope="col" class="num" { "95th percentile" }
+                            }
+                        }
+                        tbody {
+                            @for minute in overview.last_hour.iter().rev() {
+                                tr {
+                                    th scope="row" { (html::time(minute.minute)) }
+                                    td class="num" { (minute.finished) }
+                                    td class="num" { (html::duration(minute.p50_ms / 1000.0)) }
+                                    td class="num" { (html::duration(minute.p95_ms / 1000.0)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         section aria-labelledby="queues" {
             h2 id="queues" { "Queues" }

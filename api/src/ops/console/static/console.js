@@ -3,9 +3,10 @@
 //
 // A live part is an element with `data-live="<fragment URL>"`. Every few
 // seconds its fragment is fetched and, when it changed, swapped in. Ticked
-// checkboxes stay ticked across a swap; nothing is swapped while the
-// keyboard focus is inside the part (so a focused button never vanishes
-// under the operator), nor while the tab is hidden. A fragment answer
+// checkboxes stay ticked and open `details` stay open across a swap;
+// nothing is swapped while the keyboard focus is inside the part (so a
+// focused button never vanishes under the operator), nor while the tab is
+// hidden. A fragment answer
 // carries `X-Console-Fragment: 1`; anything else (the session ended and the
 // sign-in page came back, an error) stops the refresh and says so.
 "use strict";
@@ -53,6 +54,7 @@
     const ticked = new Set(
       Array.from(region.querySelectorAll("input[type=checkbox]:checked"), (box) => box.value),
     );
+    const opened = Array.from(region.querySelectorAll("details"), (details) => details.open);
     region.innerHTML = html;
     region.dataset.liveLast = html;
     for (const box of region.querySelectorAll("input[type=checkbox]")) {
@@ -60,6 +62,9 @@
         box.checked = true;
       }
     }
+    region.querySelectorAll("details").forEach((details, i) => {
+      details.open = opened[i] === true;
+    });
     region.dispatchEvent(new CustomEvent("console:refreshed", { bubbles: true }));
   }
 
