@@ -8,7 +8,9 @@
 //! - The console in a real headless Chromium, driven over WebDriver
 //!   ([`browser`]): sign in, watch a dead letter arrive without a reload,
 //!   replay it with the page's button (charged once), a form posted without
-//!   its CSRF token changing nothing, a merchant key refused. With
+//!   its CSRF token changing nothing, a merchant key refused, the ticked
+//!   ones and every match of a filter replayed, a purge only with its
+//!   confirmation. With
 //!   `CONSOLE_SCREENSHOTS=docs/console` (a path from the workspace root) it
 //!   also writes a screenshot of each page, the README's pictures.
 //!
@@ -542,5 +544,96 @@ async fn in_a_browser_a_merchant_key_cannot_sign_in_and_is_told_why() {
     .await
     .expect("the refusal is audited");
     assert_eq!(result, "refused: a merchant key");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_the_selected_and_all_matching_are_replayed_and_a_purge_needs_its_confirmation(
+) {
+    let app = TestApp::with(Options::one_attempt()).await;
+    let Some(browser) = Browser::start(&app.api_url).await else {
+        return;
+    };
+    let operator = app.operator_key().await;
+    let ids = app.dead_letter(3).await;
+    browser.goto("/console/sign-in").await;
+    browser.sign_in(&operator).await;
+    browser.wait_text("h1", "Overview").await;
+
+    // The ticked one only.
+    browser.goto("/console/dead-letters").await;
+    browser.wait_text(".count", "3 dead letters match").await;
+    browser
+        .click(&format!(r#"input[name="payment_id"][value="{}"]"#, ids[1]))
+        .await;
+    browser
+        .click(r#"button[name="scope"][value="selected"]"#)
+        .await;
+    browser
+        .wait_text(".notice", "Replay done: replayed 1,")
+        .await;
+    app.wait_payment(&ids[1], "the selected one succeeds", |p| {
+        p["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        app.payment(&ids[0]).await["status"],
+        "failed",
+        "not selected"
+    );
+
+    // Every one that matches the filter.
+    browser
+        .goto("/console/dead-letters?reason=attempts_exhausted")
+        .await;
+    browser.wait_text(".count", "2 dead letters match").await;
+    browser.click(r#"button[name="scope"][value="all"]"#).await;
+    browser
+        .wait_text(".notice", "Replay done: replayed 2,")
+        .await;
+    for id in [&ids[0], &ids[2]] {
+        app.wait_payment(id, "every match succeeds", |p| p["status"] == "succeeded")
+            .await;
+    }
+    app.assert_charged_once_each(3).await;
+    let target: String = sqlx::query_scalar(
+        "SELECT target FROM operator_audit WHERE action = 'dead_letters.replay' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("audited");
+    assert!(
+        target.starts_with("every match of reason attempts_exhausted (2)"),
+        "{target}"
+    );
+
+    // A purge posted without its confirmation purges nothing; with it, all.
+    app.set_faults(json!({"outage": true})).await;
+    let late = app.submit(testkit::cards::VISA, 1).await;
+    app.wait_all_terminal(4, Duration::from_secs(60)).await;
+    app.wait_queue_depth("dead", 1).await;
+    app.set_faults(json!({"outage": false})).await;
+    browser.goto("/console/dead-letters/purge").await;
+    browser.wait_text("main", "1 now").await;
+    let csrf = browser.attr(r#"input[name="csrf"]"#, "value").await;
+    let session = browser.session_cookie().await.expect("signed in");
+    let response = no_redirects()
+        .post(app.url("/console/dead-letters/purge"))
+        .header("cookie", format!("console_session={session}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+    assert_eq!(app.queue_depth("dead").await, 1, "nothing purged");
+    browser.click("#confirm").await;
+    browser.click("button.danger").await;
+    browser.wait_text(".notice", "Purge done: purged 1").await;
+    assert_eq!(app.queue_depth("dead").await, 0);
+    assert_eq!(
+        app.payment(&late[0]).await["status"],
+        "failed",
+        "stays failed"
+    );
     browser.close().await;
 }

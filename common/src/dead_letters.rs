@@ -254,8 +254,19 @@ async fn next(channel: &Channel, broker: &Broker) -> anyhow::Result<Option<Basic
         .context("reading a dead letter")
 }
 
+/// Walks of the dead-letter queue take turns within a process. A listing
+/// holds the messages it has read until it closes its channel, so a replay
+/// or purge walking beside it would not see them and do less than asked
+/// (the operator console lists the queue every few seconds while it is
+/// open, and its replay button runs meanwhile). Walks of two processes (a
+/// second API, `worker dlq`) can still interleave: a replay then reports
+/// fewer replayed than selected, never one it did not do, and what it did
+/// not see stays dead-lettered for the next replay.
+static WALK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Up to `limit` dead letters, oldest first; the queue is left as it was.
 pub async fn list(broker: &Broker, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+    let _turn = WALK.lock().await;
     let (channel, count) = dead_letter_channel(broker).await?;
     let mut letters = Vec::new();
     for _ in 0..count.min(u32::try_from(limit).unwrap_or(u32::MAX)) {
@@ -289,6 +300,7 @@ pub async fn replay(
     filter: &Filter,
     actor: &str,
 ) -> anyhow::Result<ReplayReport> {
+    let _turn = WALK.lock().await;
     let (channel, count) = dead_letter_channel(broker).await?;
     let mut report = ReplayReport::default();
     for _ in 0..count {
@@ -337,6 +349,7 @@ pub async fn replay(
 /// Discards every dead letter, noting it in each payment's history.
 /// Returns how many were discarded.
 pub async fn purge(pool: &PgPool, broker: &Broker, actor: &str) -> anyhow::Result<usize> {
+    let _turn = WALK.lock().await;
     let (channel, count) = dead_letter_channel(broker).await?;
     let mut purged = 0;
     for _ in 0..count {

@@ -5,6 +5,7 @@
 //!
 //! Waits poll with a deadline; nothing sleeps to synchronise.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +59,10 @@ impl Browser {
                      (`.ci/run` installs Debian's chromium and chromium-driver)"
                 );
             }
-            eprintln!(
+            // Straight to stderr, not `eprintln!`: the harness captures
+            // that for a passing test, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED: chromedriver is not installed (apt-get install chromium \
                  chromium-driver); the console's browser tests did not run"
             );
@@ -166,6 +170,16 @@ impl Browser {
         self.until(&format!("the text of {css}"), || async {
             let element = self.client.find(Locator::Css(css)).await.ok()?;
             element.text().await.ok()
+        })
+        .await
+    }
+
+    /// The attribute `name` of the first element matching `css` (waiting
+    /// for one that has it).
+    pub async fn attr(&self, css: &str, name: &str) -> String {
+        self.until(&format!("{name} of {css}"), || async {
+            let element = self.client.find(Locator::Css(css)).await.ok()?;
+            element.attr(name).await.ok().flatten()
         })
         .await
     }
