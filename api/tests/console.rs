@@ -487,9 +487,6 @@ async fn in_a_browser_an_operator_sees_a_dead_letter_arrive_live_and_replays_it_
     browser.goto("/console").await;
     browser.wait_text("h1", "Overview").await;
     browser.screenshot("overview").await;
-    browser.goto("/console/dead-letters/purge").await;
-    browser.wait_text("h1", "Purge the dead letters").await;
-    browser.screenshot("purge").await;
     browser.goto("/console/audit").await;
     let audit = browser.text("main").await;
     assert!(audit.contains("dead_letters.replay"), "{audit}");
@@ -615,6 +612,7 @@ async fn in_a_browser_the_selected_and_all_matching_are_replayed_and_a_purge_nee
     app.set_faults(json!({"outage": false})).await;
     browser.goto("/console/dead-letters/purge").await;
     browser.wait_text("main", "1 now").await;
+    browser.screenshot("purge").await;
     let csrf = browser.attr(r#"input[name="csrf"]"#, "value").await;
     let session = browser.session_cookie().await.expect("signed in");
     let response = no_redirects()

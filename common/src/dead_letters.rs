@@ -277,7 +277,37 @@ pub async fn list(broker: &Broker, limit: usize) -> anyhow::Result<Vec<DeadLette
     }
     // Closing returns every unacked message to its place.
     channel.close(200, "listing done").await.ok();
+    wait_until_returned(broker, count).await;
     Ok(letters)
+}
+
+/// How long a listing waits for the messages it read to be back.
+const RETURN_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (at most [`RETURN_WAIT`]) until the queue holds `count` ready
+/// messages again. The broker requeues a closed channel's unacked messages
+/// a moment after it confirms the close, and a replay that counted the
+/// queue in that moment would see none of them; so the listing, still
+/// holding its turn ([`WALK`]), returns only once they are back. Fewer
+/// after the wait (another process replayed or purged meanwhile) is not an
+/// error.
+async fn wait_until_returned(broker: &Broker, count: u32) {
+    let deadline = tokio::time::Instant::now() + RETURN_WAIT;
+    loop {
+        match dead_letter_channel(broker).await {
+            Ok((channel, ready)) => {
+                channel.close(200, "counted").await.ok();
+                if ready >= count {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What a replay did.
@@ -343,6 +373,8 @@ pub async fn replay(
             .context("acking a replayed dead letter")?;
     }
     channel.close(200, "replay done").await.ok();
+    // What it kept is back in the queue before the next walk counts it.
+    wait_until_returned(broker, u32::try_from(report.kept).unwrap_or(u32::MAX)).await;
     Ok(report)
 }
 
