@@ -474,7 +474,13 @@ mod tests {
             served.contains("/v1/payments") && served.contains("/v1/payments/{id}/refund"),
             "could not read the router's paths: {served:?}"
         );
-        let undocumented: Vec<_> = served.difference(&documented).collect();
+        // The operator console's pages answer HTML to a browser, not the
+        // API's JSON: they are in the route table (`console::routes()`) but
+        // not in the API's contract.
+        let undocumented: Vec<_> = served
+            .difference(&documented)
+            .filter(|path| !path.starts_with("/console"))
+            .collect();
         let unserved: Vec<_> = documented.difference(&served).collect();
         assert!(
             undocumented.is_empty() && unserved.is_empty(),
@@ -541,7 +547,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(keyed, 23, "the keyed operations");
+        assert_eq!(keyed, 25, "the keyed operations");
         assert_eq!(
             doc["components"]["securitySchemes"][BEARER]["scheme"],
             "bearer"

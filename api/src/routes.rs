@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::http::error::ApiError;
 use crate::http::{rate_limit, request_id};
-use crate::ops::{admin, health};
+use crate::ops::{admin, console, health, payment_story};
 use crate::payments::{list, receipts};
 use crate::state::{metrics, AppState};
 use crate::{openapi, operations, payments, webhooks};
@@ -27,7 +27,8 @@ pub(crate) fn route_table(state: Option<AppState>) -> OpenApiRouter<AppState> {
         .merge(operations::routes())
         .merge(list::routes())
         .merge(webhooks::routes())
-        .merge(admin::routes());
+        .merge(admin::routes())
+        .merge(payment_story::routes());
     let keyed = match state {
         Some(state) => keyed.route_layer(axum::middleware::from_fn_with_state(
             state,
@@ -41,7 +42,9 @@ pub(crate) fn route_table(state: Option<AppState>) -> OpenApiRouter<AppState> {
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(openapi::routes());
-    keyed.merge(public)
+    // The operator console: a session cookie, not a key (its own sign-in);
+    // HTML pages, in no OpenAPI document.
+    keyed.merge(public).merge(console::routes())
 }
 
 /// The whole HTTP surface.
@@ -68,16 +71,20 @@ pub fn router(state: AppState) -> Router {
 /// any error answer that is not JSON with the envelope of its status. Inside
 /// the request-id layer, so the envelope quotes the request id. JSON error
 /// answers are left alone: they are the envelope already, or a deliberate
-/// report such as `/readyz`'s.
+/// report such as `/readyz`'s. HTML error answers are left alone too: only
+/// the operator console makes them, for a person in a browser (no layer or
+/// extractor of axum answers HTML).
 async fn envelope_every_error(response: Response) -> Response {
     let status = response.status();
     let is_error = status.is_client_error() || status.is_server_error();
-    let is_json = response
+    let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_error || is_json {
+        .unwrap_or("");
+    let is_own =
+        content_type.starts_with("application/json") || content_type.starts_with("text/html");
+    if !is_error || is_own {
         return response;
     }
     tracing::debug!(

@@ -254,8 +254,19 @@ async fn next(channel: &Channel, broker: &Broker) -> anyhow::Result<Option<Basic
         .context("reading a dead letter")
 }
 
+/// Walks of the dead-letter queue take turns within a process. A listing
+/// holds the messages it has read until it closes its channel, so a replay
+/// or purge walking beside it would not see them and do less than asked
+/// (the operator console lists the queue every few seconds while it is
+/// open, and its replay button runs meanwhile). Walks of two processes (a
+/// second API, `worker dlq`) can still interleave: a replay then reports
+/// fewer replayed than selected, never one it did not do, and what it did
+/// not see stays dead-lettered for the next replay.
+static WALK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Up to `limit` dead letters, oldest first; the queue is left as it was.
 pub async fn list(broker: &Broker, limit: usize) -> anyhow::Result<Vec<DeadLetter>> {
+    let _turn = WALK.lock().await;
     let (channel, count) = dead_letter_channel(broker).await?;
     let mut letters = Vec::new();
     for _ in 0..count.min(u32::try_from(limit).unwrap_or(u32::MAX)) {
@@ -266,7 +277,37 @@ pub async fn list(broker: &Broker, limit: usize) -> anyhow::Result<Vec<DeadLette
     }
     // Closing returns every unacked message to its place.
     channel.close(200, "listing done").await.ok();
+    wait_until_returned(broker, count).await;
     Ok(letters)
+}
+
+/// How long a listing waits for the messages it read to be back.
+const RETURN_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (at most [`RETURN_WAIT`]) until the queue holds `count` ready
+/// messages again. The broker requeues a closed channel's unacked messages
+/// a moment after it confirms the close, and a replay that counted the
+/// queue in that moment would see none of them; so the listing, still
+/// holding its turn ([`WALK`]), returns only once they are back. Fewer
+/// after the wait (another process replayed or purged meanwhile) is not an
+/// error.
+async fn wait_until_returned(broker: &Broker, count: u32) {
+    let deadline = tokio::time::Instant::now() + RETURN_WAIT;
+    loop {
+        match dead_letter_channel(broker).await {
+            Ok((channel, ready)) => {
+                channel.close(200, "counted").await.ok();
+                if ready >= count {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What a replay did.
@@ -289,6 +330,7 @@ pub async fn replay(
     filter: &Filter,
     actor: &str,
 ) -> anyhow::Result<ReplayReport> {
+    let _turn = WALK.lock().await;
     let (channel, count) = dead_letter_channel(broker).await?;
     let mut report = ReplayReport::default();
     for _ in 0..count {
@@ -331,12 +373,15 @@ pub async fn replay(
             .context("acking a replayed dead letter")?;
     }
     channel.close(200, "replay done").await.ok();
+    // What it kept is back in the queue before the next walk counts it.
+    wait_until_returned(broker, u32::try_from(report.kept).unwrap_or(u32::MAX)).await;
     Ok(report)
 }
 
 /// Discards every dead letter, noting it in each payment's history.
 /// Returns how many were discarded.
 pub async fn purge(pool: &PgPool, broker: &Broker, actor: &str) -> anyhow::Result<usize> {
+    let _turn = WALK.lock().await;
     let (channel, count) = dead_letter_channel(broker).await?;
     let mut purged = 0;
     for _ in 0..count {

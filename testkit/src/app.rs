@@ -196,6 +196,7 @@ impl TestApp {
                 webhook_retry_delays: self.options.worker.webhook_retry_delays.clone(),
                 rescue_after: self.options.worker.rescue_after,
                 worker_dead_after: self.options.worker.dead_after,
+                session_ttl: Duration::from_secs(3600),
             },
         };
         let stop = CancellationToken::new();

@@ -328,8 +328,8 @@ impl<T> DomainResultExt<T> for Result<T, DomainError> {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    fn log(&self) {
         if let Some(source) = &self.source {
             if self.status.is_server_error() {
                 tracing::error!(
@@ -339,6 +339,20 @@ impl IntoResponse for ApiError {
                 );
             }
         }
+    }
+
+    /// The status and the message a client may read, the cause logged as
+    /// [`IntoResponse`] logs it: for answers that are not the JSON envelope
+    /// (the operator console's HTML pages).
+    pub fn into_status_and_message(self) -> (StatusCode, String) {
+        self.log();
+        (self.status, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
         let body = ErrorEnvelope {
             error: ErrorBody {
                 kind: self.kind,

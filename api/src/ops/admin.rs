@@ -1,9 +1,9 @@
 //! Operator endpoints: the dead-letter queue over HTTP (`worker dlq list`,
 //! `replay` and `purge` without a shell), the audit log, and the read models
-//! the operator console shows (overview, needs attention, a payment's whole
-//! story).
+//! the operator console shows (overview, needs attention; a payment's whole
+//! story is in [`super::payment_story`]).
 //!
-//! The console (module `console`) calls the same functions as these
+//! The console ([`super::console`]) calls the same functions as these
 //! handlers ([`replay_dead_letters`], [`purge_dead_letters`], …), so every
 //! action, from a script or a browser, goes through one place and writes one
 //! `operator_audit` row (who, what, on what, with what result).
@@ -165,7 +165,7 @@ async fn replay(
         Some(ids) => describe_ids(ids),
     };
     let report = replay_dead_letters(&state, &operator, &filter, &target).await?;
-    Ok(Json(report))
+    Ok(Json(report.value))
 }
 
 fn older_than(secs: Option<u64>) -> Result<Option<Age>, ApiError> {
@@ -233,6 +233,14 @@ pub(crate) async fn list_dead_letters(
         .collect())
 }
 
+/// What an action did, and the audit row that records it (`None` if that
+/// row could not be written; the action happened all the same).
+#[derive(Debug)]
+pub(crate) struct Audited<T> {
+    pub value: T,
+    pub audit_id: Option<i64>,
+}
+
 /// Replays the dead letters `filter` selects, and audits it (`target` says
 /// what was asked for).
 pub(crate) async fn replay_dead_letters(
@@ -240,7 +248,7 @@ pub(crate) async fn replay_dead_letters(
     operator: &Operator,
     filter: &Filter,
     target: &str,
-) -> Result<ReplayReport, ApiError> {
+) -> Result<Audited<ReplayReport>, ApiError> {
     let actor = format!("api-key:{}", operator.key_id);
     let outcome = dead_letters::replay(&state.pool, &state.broker, filter, &actor).await;
     let result = match &outcome {
@@ -252,7 +260,7 @@ pub(crate) async fn replay_dead_letters(
         ),
         Err(err) => format!("failed: {err:#}"),
     };
-    audit(
+    let audit_id = audit(
         state,
         Some(operator.key_id),
         "dead_letters.replay",
@@ -267,7 +275,10 @@ pub(crate) async fn replay_dead_letters(
         actor = %actor,
         "dead letters replayed by an operator"
     );
-    Ok(report)
+    Ok(Audited {
+        value: report,
+        audit_id,
+    })
 }
 
 /// What a purge did.
@@ -281,14 +292,14 @@ pub struct PurgeReport {
 pub(crate) async fn purge_dead_letters(
     state: &AppState,
     operator: &Operator,
-) -> Result<PurgeReport, ApiError> {
+) -> Result<Audited<PurgeReport>, ApiError> {
     let actor = format!("api-key:{}", operator.key_id);
     let outcome = dead_letters::purge(&state.pool, &state.broker, &actor).await;
     let result = match &outcome {
         Ok(purged) => format!("purged {purged}"),
         Err(err) => format!("failed: {err:#}"),
     };
-    audit(
+    let audit_id = audit(
         state,
         Some(operator.key_id),
         "dead_letters.purge",
@@ -298,22 +309,34 @@ pub(crate) async fn purge_dead_letters(
     .await;
     let purged = outcome.map_err(dependency_error)?;
     tracing::info!(purged, actor = %actor, "dead letters purged by an operator");
-    Ok(PurgeReport { purged })
+    Ok(Audited {
+        value: PurgeReport { purged },
+        audit_id,
+    })
 }
 
-/// Writes an audit row. The action it records has happened already, so a
-/// failure to write it is logged (loudly) rather than reported as the
-/// action's failure.
+/// Writes an audit row; its id. The action it records has happened
+/// already, so a failure to write it is logged (loudly) rather than reported
+/// as the action's failure.
 pub(crate) async fn audit(
     state: &AppState,
     key_id: Option<Uuid>,
     action: &str,
     target: &str,
     result: &str,
-) {
-    if let Err(err) = db::audit::record(&state.pool, key_id, action, target, result).await {
-        tracing::error!(error = %err, action, target, result, "could not write the audit row");
+) -> Option<i64> {
+    match db::audit::record(&state.pool, key_id, action, target, result).await {
+        Ok(id) => Some(id),
+        Err(err) => {
+            tracing::error!(error = %err, action, target, result, "could not write the audit row");
+            None
+        }
     }
+}
+
+/// One audit row (the console's notice after an action).
+pub(crate) async fn audit_row(state: &AppState, id: i64) -> Result<Option<AuditRow>, ApiError> {
+    Ok(db::audit::find(&state.pool, id).await?)
 }
 
 /// Body of `POST /v1/admin/dead-letters/purge`.
@@ -352,7 +375,7 @@ async fn purge(
             "A purge cannot be undone: send `\"confirm\": true`.",
         ));
     }
-    Ok(Json(purge_dead_letters(&state, &operator).await?))
+    Ok(Json(purge_dead_letters(&state, &operator).await?.value))
 }
 
 /// The newest operator actions.
@@ -378,7 +401,8 @@ struct AuditQuery {
     tag = "operators",
     operation_id = "list_audit",
     summary = "List operator actions",
-    description = "Every operator action (dead-letter replays and purges), newest first.",
+    description = "Every operator action (dead-letter replays and purges, console sign-ins \
+and sign-outs), newest first.",
     params(AuditQuery),
     responses(
         (status = 200, description = "The audit rows.", body = AuditList)

@@ -1,6 +1,9 @@
-//! The operators' side: the dead-letter and audit API (`admin`), health
-//! probes and metrics (`health`), and the console's settings.
+//! The operators' side: the operator API (`admin`: dead letters, the audit
+//! log, the overview and needs-attention views; `payment_story`: one
+//! payment of any merchant), health probes and metrics (`health`), and the
+//! browser console built on the operator API (`console`).
 
 pub mod admin;
 pub mod console;
 pub mod health;
+pub mod payment_story;

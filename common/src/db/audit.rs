@@ -18,24 +18,38 @@ pub struct AuditRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Records an action.
+/// Records an action; the new row's id (the console shows it as the
+/// action's outcome after a redirect, so the notice comes from this table
+/// and not from a query string anyone could write).
 pub async fn record<'e>(
     db: impl PgExecutor<'e>,
     key_id: Option<Uuid>,
     action: &str,
     target: &str,
     result: &str,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO operator_audit (key_id, action, target, result) VALUES ($1, $2, $3, $4)",
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        "INSERT INTO operator_audit (key_id, action, target, result) VALUES ($1, $2, $3, $4)
+         RETURNING id",
         key_id,
         action,
         target,
         result,
     )
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_one(db)
+    .await
+}
+
+/// One row by id.
+pub async fn find<'e>(db: impl PgExecutor<'e>, id: i64) -> sqlx::Result<Option<AuditRow>> {
+    sqlx::query_as!(
+        AuditRow,
+        "SELECT id, key_id, action, target, result, created_at
+         FROM operator_audit WHERE id = $1",
+        id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// The newest `limit` rows, newest first.

@@ -1,17 +1,52 @@
-//! The operator console (issue 23, DESIGN.md section 14): its settings.
+//! The operator console (issue 23, DESIGN.md section 14): HTML pages at
+//! `/console` for the operator on call, served by the API itself.
 //!
-//! Only the settings have landed so far: the operator API additions they
-//! feed (`/v1/admin/overview`, `/v1/admin/attention`, purge, audit, in
-//! `admin`) are in place; the browser pages are not written yet.
+//! - Who may use it: an operator key signs in ([`session`]); the session is
+//!   a cookie (`HttpOnly`, `SameSite=Strict`, `Secure` when
+//!   `PUBLIC_BASE_URL` is https) that ends after `CONSOLE_SESSION_TTL`, or
+//!   at sign-out, or when its key is revoked. Every form carries the
+//!   session's CSRF token, compared in constant time before anything is
+//!   done. A merchant key is refused, saying so.
+//! - What it shows ([`pages`]): the overview (payments by status, the last
+//!   hour as SVG charts drawn here in [`charts`], every queue's depth, the
+//!   workers), what needs attention, the dead letters, a payment's whole
+//!   story, the audit log.
+//! - What it does: every read and every action is one of the operator
+//!   API's functions ([`super::admin`], [`super::payment_story`]), the same
+//!   code as the JSON endpoints, so an action from the browser writes the
+//!   same `operator_audit` row as one from a script. The console reads no
+//!   table of its own, except its sessions.
+//! - How it looks after itself: server-rendered HTML (`maud` escapes every
+//!   value), one style sheet and one small script of our own
+//!   (`static/`), no third-party front-end code. Every page works without
+//!   JavaScript; the script only refreshes the live parts of a page
+//!   (`data-live` regions) by fetching their fragment every few seconds.
+//!   Every answer carries a strict Content-Security-Policy (scripts and
+//!   styles from this origin only, no inline script, no framing).
+//!
+//! Errors are pages, not the API's JSON envelope: an operator in a browser
+//! reads them. Internal causes are logged, never shown (as everywhere).
+
+mod charts;
+mod html;
+mod pages;
+mod session;
 
 use std::time::Duration;
 
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{get, post};
 use common::queue::RetryTiers;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
 
 /// Settings the operator views need: the workers' retry tiers (to read each
 /// tier's queue depth), `RESCUE_AFTER` (when a payment is overdue) and
-/// `WORKER_DEAD_AFTER` (when a worker is dead). Same variables and defaults
-/// as the worker's, so one environment configures both.
+/// `WORKER_DEAD_AFTER` (when a worker is dead), the same variables and
+/// defaults as the worker's so one environment configures both; and how
+/// long a console session lasts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsoleArgs {
     /// The workers' retry tiers, in seconds (as the worker's setting).
@@ -31,4 +66,113 @@ pub struct ConsoleArgs {
     /// Seconds without a heartbeat after which a worker is dead.
     #[arg(long = "console-worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = common::config::parse_secs)]
     pub worker_dead_after: Duration,
+
+    /// Seconds a console sign-in lasts (60 to 604800, a week); the operator
+    /// signs in again after it.
+    #[arg(long = "console-session-ttl", env = "CONSOLE_SESSION_TTL", default_value = "28800", value_parser = parse_session_ttl)]
+    pub session_ttl: Duration,
+}
+
+/// The longest `CONSOLE_SESSION_TTL`: a week.
+const MAX_SESSION_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// `CONSOLE_SESSION_TTL`: a minute to a week, naming the variable.
+fn parse_session_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = common::config::parse_secs(value)?;
+    if ttl < Duration::from_secs(60) || ttl > MAX_SESSION_TTL {
+        return Err(format!(
+            "CONSOLE_SESSION_TTL is 60 to {} seconds (a week)",
+            MAX_SESSION_TTL.as_secs()
+        ));
+    }
+    Ok(ttl)
+}
+
+/// The console's routes. Not in the OpenAPI document (they answer HTML to
+/// a browser) and not behind the per-key rate limit (no API key: a session
+/// cookie), so `routes.rs` merges them as a group of their own.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .route("/console", get(pages::overview::page))
+        .route("/console/live/overview", get(pages::overview::live))
+        .route("/console/attention", get(pages::attention::page))
+        .route("/console/live/attention", get(pages::attention::live))
+        .route("/console/dead-letters", get(pages::dead_letters::page))
+        .route("/console/live/dead-letters", get(pages::dead_letters::live))
+        .route(
+            "/console/dead-letters/replay",
+            post(pages::dead_letters::replay),
+        )
+        .route(
+            "/console/dead-letters/purge",
+            get(pages::dead_letters::confirm_purge).post(pages::dead_letters::purge),
+        )
+        .route("/console/payments", get(pages::payment::search))
+        .route("/console/payments/{id}", get(pages::payment::page))
+        .route("/console/audit", get(pages::audit::page))
+        .route(
+            "/console/sign-in",
+            get(session::sign_in_page).post(session::sign_in),
+        )
+        .route("/console/sign-out", post(session::sign_out))
+        .route("/console/static/console.js", get(script))
+        .route("/console/static/console.css", get(style_sheet))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Scripts, styles, images and fetches from this origin only; no inline
+/// script, no plugin, no base, forms posting only here, never framed.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+base-uri 'none'; frame-ancestors 'none'";
+
+/// What every console answer carries: the policy above, no framing (the
+/// header older browsers read), no content sniffing, no referrer (ids in
+/// URLs stay here), and no caching of pages that show every merchant's data.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The live-refresh script (see `static/console.js`).
+async fn script() -> Response {
+    static_file(
+        include_str!("static/console.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+async fn style_sheet() -> Response {
+    static_file(
+        include_str!("static/console.css"),
+        "text/css; charset=utf-8",
+    )
+}
+
+fn static_file(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Revalidated on every load, so a new version is never stale.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
