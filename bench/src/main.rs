@@ -29,6 +29,7 @@ mod list;
 mod load;
 mod machine;
 mod pgbench;
+mod pgstats;
 mod procstat;
 mod report;
 mod scenarios;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::chart::TARGET_P99_MS;
 use crate::floor::{best_rate, FloorPhase, FloorResult};
 use crate::machine::Machine;
+use crate::pgstats::{DbWork, MIB};
 use crate::procstat::CpuUsage;
 use crate::scenarios::{AcceptResult, Check, E2eResult};
 use crate::stats::{ms, per_1000, Percentiles};
@@ -253,6 +254,9 @@ impl Report {
             e2e_table = self.e2e_table(),
             steady = steady,
             resources_table = self.resources_table(),
+            database_numbers = self.database_numbers(),
+            database_missing = self.database_missing(),
+            database_table = self.database_table(),
             list = list,
             checks_table = self.checks_table(),
         );
@@ -404,6 +408,110 @@ impl Report {
         table(head, rows)
     }
 
+    /// Every database reading of the run, burst and steady, with the
+    /// payments it is divided by.
+    fn database_work(&self) -> impl Iterator<Item = (&DbWork, u64)> {
+        self.end_to_end.iter().flat_map(|e| {
+            let steady = e.steady.as_ref();
+            let steady = steady.and_then(|st| st.database.as_ref().map(|d| (d, st.accepted)));
+            e.database
+                .as_ref()
+                .map(|d| (d, e.accepted))
+                .into_iter()
+                .chain(steady)
+        })
+    }
+
+    /// How long the readings waited for the flushes and how many of the
+    /// bench's own statements were taken out, shortest to longest; it
+    /// follows a sentence, so it starts with a space (or is empty).
+    fn database_numbers(&self) -> String {
+        let work: Vec<&DbWork> = self.database_work().map(|(d, _)| d).collect();
+        if work.is_empty() {
+            return String::new();
+        }
+        let range = |values: Vec<f64>, unit: &str, digits: usize| {
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(0.0, f64::max);
+            if format!("{min:.digits$}") == format!("{max:.digits$}") {
+                format!("{max:.digits$}{unit}")
+            } else {
+                format!("{min:.digits$} to {max:.digits$}{unit}")
+            }
+        };
+        format!(
+            " In this run a reading waited {} for the flushes, and {} of the bench's own \
+             statements were taken out of a window.",
+            range(work.iter().map(|d| d.settle_s).collect(), " s", 1),
+            range(
+                work.iter().map(|d| d.own_statements as f64).collect(),
+                "",
+                0
+            )
+        )
+    }
+
+    fn database_missing(&self) -> String {
+        if self.database_work().next().is_none() && !self.end_to_end.is_empty() {
+            "This run's results were written before the bench read these counters: only \
+             PostgreSQL CPU was measured."
+                .into()
+        } else {
+            String::new()
+        }
+    }
+
+    fn database_table(&self) -> String {
+        let head = "scenario | phase | payments/s | ÷ floor | postgres CPU s / 1,000 | commits / \
+             1,000 | rollbacks / 1,000 | statements / 1,000 | WAL MiB / 1,000 | WAL records / \
+             1,000 | full-page images / 1,000";
+        let cells = |d: Option<&DbWork>, payments: u64| {
+            let per = |n: u64| per_1000(n as f64, payments);
+            let Some(d) = d else {
+                return row!["-", "-", "-", "-", "-", "-"];
+            };
+            let statements = match (d.statements, &d.statements_missing) {
+                (Some(n), _) => format!("{:.0}", per(n)),
+                (None, Some(why)) => format!("n/a ({why})"),
+                (None, None) => "n/a".into(),
+            };
+            row![
+                format!("{:.0}", per(d.commits)),
+                format!("{:.1}", per(d.rollbacks)),
+                statements,
+                format!("{:.2}", per(d.wal_bytes) / MIB),
+                format!("{:.0}", per(d.wal_records)),
+                format!("{:.0}", per(d.wal_fpi))
+            ]
+        };
+        let rows = self.end_to_end.iter().flat_map(|e| {
+            let scenario = format!("{} worker(s), {} ms", e.workers, e.processor_latency_ms);
+            let floor = (e.processor_latency_ms == 0 && self.floor.floor_payments_per_s > 0.0)
+                .then(|| format!("{:.2}", e.payments_per_s / self.floor.floor_payments_per_s));
+            let mut burst = row![
+                scenario,
+                "burst",
+                format!("{:.0}", e.payments_per_s),
+                floor.unwrap_or_else(|| "-".into()),
+                format!("{:.3}", per_1000(e.cpu.postgres_s, e.accepted))
+            ];
+            burst.extend(cells(e.database.as_ref(), e.accepted));
+            let steady = e.steady.as_ref().map(|st| {
+                let mut r = row![
+                    scenario,
+                    "steady",
+                    format!("{:.0}", st.offered_per_s),
+                    "-",
+                    format!("{:.3}", per_1000(st.cpu.postgres_s, st.accepted))
+                ];
+                r.extend(cells(st.database.as_ref(), st.accepted));
+                r
+            });
+            std::iter::once(burst).chain(steady)
+        });
+        table(head, rows)
+    }
+
     fn resources_table(&self) -> String {
         let head = "scenario | api CPU s / 1,000 | workers CPU s / 1,000 | postgres CPU s / 1,000 \
              | rabbitmq CPU s / 1,000 | processor-sim CPU s / 1,000 | api peak RSS | worker \
@@ -478,6 +586,28 @@ impl Report {
             .filter(|(_, cpu)| cpu.wall_s > 0.0 && cpu.other_s / cpu.wall_s > OTHER_LOAD_WARNING)
             .map(|(name, cpu)| format!("{name} ({:.2} cores)", cpu.other_s / cpu.wall_s))
             .collect();
+        let unsettled: Vec<String> = self
+            .end_to_end
+            .iter()
+            .flat_map(|e| {
+                let what = format!("{} worker(s), {} ms", e.workers, e.processor_latency_ms);
+                let burst = e.database.as_ref().map(|d| (format!("{what}, burst"), d));
+                let steady = e.steady.as_ref().and_then(|st| st.database.as_ref());
+                burst
+                    .into_iter()
+                    .chain(steady.map(|d| (format!("{what}, steady"), d)))
+            })
+            .filter(|(_, d)| !d.settled)
+            .map(|(name, _)| name)
+            .collect();
+        if !unsettled.is_empty() {
+            notes.push(format!(
+                "{WARNING}: the database counters of {} were read before every backend had \
+                 flushed its statistics (the wait reached its limit): their commits and WAL may \
+                 be short.",
+                unsettled.join("; ")
+            ));
+        }
         if !disturbed.is_empty() {
             notes.push(format!(
                 "{WARNING}: something outside the system under test used the CPU during: {}. Those \

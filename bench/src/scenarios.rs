@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::load::{self, SubmitOutcome, Target};
+use crate::pgstats::{DbStats, DbWork};
 use crate::procstat::{ClockTicks, CpuSnapshot, CpuUsage};
 use crate::stats::{ms, per_1000, Percentiles};
 use crate::system::{Cleanup, Env, Sim, System};
@@ -229,6 +230,10 @@ pub struct E2eResult {
     pub concurrency_limit_per_s: Option<f64>,
     /// The open-loop phase at a sustainable rate after the burst.
     pub steady: Option<SteadyResult>,
+    /// What PostgreSQL did over the burst (the CPU's window). `None` in
+    /// results written before the bench counted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DbWork>,
 }
 
 /// Payments offered at a fixed rate the system keeps up with, after the
@@ -246,6 +251,9 @@ pub struct SteadyResult {
     pub per_worker: Vec<u64>,
     pub cpu: CpuUsage,
     pub worker_cpu_s_per_1000: f64,
+    /// What PostgreSQL did over the steady phase (`None` in older results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DbWork>,
 }
 
 /// Payments finished that were created in `[$1, $2)` (`$2` null: no end).
@@ -254,9 +262,11 @@ const CREATED_IN: &str = "FROM payments WHERE finished_at IS NOT NULL AND create
 
 type Since = chrono::DateTime<chrono::Utc>;
 
-/// Accept→terminal of the payments created in `[from, until)`.
+/// Accept→terminal of the payments created in `[from, until)`. Like every
+/// query of the bench on the scenario's database while it measures, it
+/// counts itself in `own_statements`.
 async fn latencies_of(
-    pool: &sqlx::PgPool,
+    sys: &mut System,
     from: Since,
     until: Option<Since>,
 ) -> anyhow::Result<Option<Percentiles>> {
@@ -266,20 +276,26 @@ async fn latencies_of(
     let mut latencies: Vec<f64> = sqlx::query_scalar(&sql)
         .bind(from)
         .bind(until)
-        .fetch_all(pool)
+        .fetch_all(&sys.pool)
         .await?;
+    sys.own_statements += 1;
     Ok(Percentiles::of(&mut latencies))
 }
 
 /// How many payments created in `[from, until)` each worker finished, in
 /// the workers' start order. A worker's id carries its process id.
-async fn per_worker(sys: &System, from: Since, until: Option<Since>) -> anyhow::Result<Vec<u64>> {
+async fn per_worker(
+    sys: &mut System,
+    from: Since,
+    until: Option<Since>,
+) -> anyhow::Result<Vec<u64>> {
     let sql = format!("SELECT claimed_by, count(*) {CREATED_IN} GROUP BY claimed_by");
     let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&sql)
         .bind(from)
         .bind(until)
         .fetch_all(&sys.pool)
         .await?;
+    sys.own_statements += 1;
     let mut counts = vec![0_u64; sys.workers.len()];
     for (claimer, n) in rows {
         let pid = claimer
@@ -309,6 +325,7 @@ async fn wait_terminal(
         )
         .fetch_one(&sys.pool)
         .await?;
+        sys.own_statements += 1;
         if expected().is_some_and(|n| terminal >= n) {
             return Ok(Some(started.elapsed()));
         }
@@ -358,8 +375,11 @@ pub async fn end_to_end(
         bail!("[{name}] the warm-up payments did not finish");
     }
     crate::floor::analyze(&sys.pool).await?;
-    let now = "SELECT now()";
-    let measured_from: Since = sqlx::query_scalar(now).fetch_one(&sys.pool).await?;
+    // The database's counters bracket the same windows as the CPU's; each
+    // reading waits for the backends' flushes first (see `pgstats`).
+    let db = DbStats::new(env, sys.database()).await?;
+    let db_before = db.settled(sys.own_statements).await?;
+    let measured_from: Since = db_before.at;
 
     let snapshot = |sys: &System| snapshot(sys, Some(sim));
     let before = snapshot(&sys);
@@ -372,6 +392,7 @@ pub async fn end_to_end(
     let expected = || done.get().map(|d: &SubmitOutcome| baseline + d.ok as i64);
     let all_terminal = wait_terminal(&mut sys, started, stall, expected).await?;
     let cpu = before.usage_until(&snapshot(&sys), clk);
+    let db_after = db.settled(sys.own_statements).await?;
     let Some(submitted) = done.get().cloned() else {
         submit.abort();
         bail!(
@@ -381,15 +402,17 @@ pub async fn end_to_end(
     };
     let all_terminal_s = all_terminal.map(|d| d.as_secs_f64());
     let payments_per_s = all_terminal_s.map_or(0.0, |s| submitted.ok as f64 / s);
-    let steady_from: Since = sqlx::query_scalar(now).fetch_one(&sys.pool).await?;
-    let accept_to_terminal = latencies_of(&sys.pool, measured_from, Some(steady_from)).await?;
-    let burst_per_worker = per_worker(&sys, measured_from, Some(steady_from)).await?;
+    let database = db.work(&db_before, &db_after);
+    let steady_from: Since = db_after.at;
+    let accept_to_terminal = latencies_of(&mut sys, measured_from, Some(steady_from)).await?;
+    let burst_per_worker = per_worker(&mut sys, measured_from, Some(steady_from)).await?;
     eprintln!(
         "[{name}] {payments_per_s:.0} payments/s (all terminal after {}), accept→terminal {}, \
-         per worker {burst_per_worker:?}; {}",
+         per worker {burst_per_worker:?}; {}; database {}",
         all_terminal_s.map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
         tail(accept_to_terminal),
-        cpu.cores_line()
+        cpu.cores_line(),
+        database.line(submitted.ok)
     );
 
     // The steady phase: a rate the system just showed it sustains, halved.
@@ -403,11 +426,12 @@ pub async fn end_to_end(
         expected += i64::try_from(outcome.ok)?;
         let waited = wait_terminal(&mut sys, Instant::now(), stall, || Some(expected)).await?;
         let cpu = before.usage_until(&snapshot(&sys), clk);
+        let database = db.work(&db_after, &db.settled(sys.own_statements).await?);
         // `open_loop` returns after the last answer; what is left is the
         // tail of processing.
         let drained_after_s =
             waited.map(|w| (outcome.elapsed.saturating_sub(steady_for) + w).as_secs_f64());
-        let latency = latencies_of(&sys.pool, steady_from, None).await?;
+        let latency = latencies_of(&mut sys, steady_from, None).await?;
         let result = SteadyResult {
             offered_per_s: rate,
             duration_s: steady_for.as_secs_f64(),
@@ -416,16 +440,22 @@ pub async fn end_to_end(
             errors: outcome.errors,
             drained_after_s,
             accept_to_terminal: latency,
-            per_worker: per_worker(&sys, steady_from, None).await?,
+            per_worker: per_worker(&mut sys, steady_from, None).await?,
             worker_cpu_s_per_1000: per_1000(cpu.part("workers"), outcome.ok),
             cpu,
+            database: Some(database),
         };
         eprintln!(
-            "[{name}] steady at {rate:.0}/s for {:.0} s: accept→terminal {}, per worker {:?}; {}",
+            "[{name}] steady at {rate:.0}/s for {:.0} s: accept→terminal {}, per worker {:?}; \
+             {}; database {}",
             steady_for.as_secs_f64(),
             tail(latency),
             result.per_worker,
-            result.cpu.cores_line()
+            result.cpu.cores_line(),
+            result
+                .database
+                .as_ref()
+                .map_or_else(String::new, |d| d.line(result.accepted))
         );
         Some(result)
     };
@@ -513,5 +543,6 @@ pub async fn end_to_end(
             workers as f64 * f64::from(env.effective_concurrency) * 1000.0 / latency_ms as f64
         }),
         steady,
+        database: Some(database),
     })
 }

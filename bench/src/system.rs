@@ -319,6 +319,10 @@ pub struct System {
     /// The bench's own small pool on the scenario's database (progress
     /// polling and the checks).
     pub pool: PgPool,
+    /// Statements the bench ran on the scenario's database while measuring
+    /// (each its own transaction), subtracted from the database's counters
+    /// (see [`crate::pgstats`]).
+    pub own_statements: u64,
     prefix: String,
 }
 
@@ -402,8 +406,14 @@ impl System {
             api_url,
             key,
             pool,
+            own_statements: 0,
             prefix: scenario,
         })
+    }
+
+    /// The scenario's database (also its queue prefix).
+    pub fn database(&self) -> &str {
+        &self.prefix
     }
 
     pub fn worker_ticks(&self) -> u64 {
