@@ -72,7 +72,7 @@ pub async fn run(
     checks: &mut Vec<Check>,
 ) -> anyhow::Result<ListResult> {
     // No worker runs, so no processor is needed.
-    let sys = System::start(env, cleanup, "http://127.0.0.1:9", "list", 0).await?;
+    let sys = System::start(env, cleanup, "http://127.0.0.1:9", "list", 1, 0).await?;
     eprintln!(
         "[list] filling: {payments} payments of one merchant, {} of {OTHERS} others",
         OTHERS * (payments / OTHER_SHARE)

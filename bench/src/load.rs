@@ -18,6 +18,7 @@
 //! counted as an error.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant as StdInstant;
@@ -50,21 +51,32 @@ pub fn payment_body() -> Arc<str> {
     .into()
 }
 
-/// Where and as whom to post.
+/// Where and as whom to post: to each API process in turn.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub url: String,
+    urls: Arc<[String]>,
+    next: Arc<AtomicUsize>,
     pub key: String,
     pub body: Arc<str>,
 }
 
 impl Target {
-    pub fn new(api_url: &str, key: &str) -> Self {
+    pub fn new(api_urls: &[String], key: &str) -> Self {
         Self {
-            url: format!("{api_url}/v1/payments"),
+            urls: api_urls
+                .iter()
+                .map(|url| format!("{url}/v1/payments"))
+                .collect(),
+            next: Arc::default(),
             key: key.to_owned(),
             body: payment_body(),
         }
+    }
+
+    /// The next API's `/v1/payments`.
+    fn url(&self) -> &str {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.urls[turn % self.urls.len()]
     }
 }
 
@@ -83,7 +95,7 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
 /// `202 Accepted`, else the kind of failure.
 async fn post(client: &reqwest::Client, target: &Target) -> Result<(), String> {
     let response = client
-        .post(&target.url)
+        .post(target.url())
         .bearer_auth(&target.key)
         .header(CONTENT_TYPE, "application/json")
         .body(target.body.to_string())

@@ -88,6 +88,12 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     workers: Option<Vec<usize>>,
 
+    /// API processes of every end-to-end scenario; the load is spread over
+    /// them in turn, as a load balancer would (the accept path always
+    /// measures one).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    apis: u8,
+
     /// Processor latencies of the end-to-end scenarios, in ms
     /// [default: 0,50,300,1000; 0 with --smoke].
     #[arg(long, value_delimiter = ',')]
@@ -167,6 +173,10 @@ struct Args {
     amqp_url: String,
 }
 
+fn one() -> usize {
+    1
+}
+
 /// What a run measures, with the defaults resolved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
@@ -174,6 +184,10 @@ pub struct Plan {
     pub step_secs: f64,
     pub payments: u64,
     pub workers: Vec<usize>,
+    /// API processes of every end-to-end scenario (submissions spread over
+    /// them in turn); 1 in runs that predate the setting.
+    #[serde(default = "one")]
+    pub apis: usize,
     pub latencies_ms: Vec<u64>,
     pub steady_secs: f64,
     pub steady_fraction: f64,
@@ -212,6 +226,7 @@ impl Plan {
                 .workers
                 .clone()
                 .unwrap_or_else(|| pick(s, vec![1, 2, 4], vec![1])),
+            apis: usize::from(args.apis),
             latencies_ms: args
                 .latencies_ms
                 .clone()

@@ -12,7 +12,7 @@ use crate::floor::{best_rate, FloorPhase, FloorResult};
 use crate::machine::Machine;
 use crate::pgstats::{DbWork, MIB};
 use crate::procstat::CpuUsage;
-use crate::scenarios::{AcceptResult, Check, E2eResult};
+use crate::scenarios::{AcceptResult, AcceptStep, Check, E2eResult};
 use crate::stats::{ms, per_1000, Percentiles};
 use crate::Plan;
 
@@ -345,7 +345,52 @@ impl Report {
             ]);
             r
         });
-        table(head, rows)
+        let mut out = table(head, rows);
+        if let Some(line) = self.accept_at_half_capacity() {
+            out.push_str("\n\n");
+            out.push_str(&line);
+        }
+        out
+    }
+
+    /// The accept path's capacity (the highest rate it answered, every
+    /// request with a `202`) and its tail at the step nearest half of it.
+    fn accept_at_half_capacity(&self) -> Option<String> {
+        let steps = &self.accept.steps;
+        // Kept up: every request answered `202`, at (nearly) the offered rate.
+        let full = |s: &&AcceptStep| {
+            s.error_count == 0
+                && s.accepted == s.scheduled
+                && s.achieved_per_s >= 0.95 * s.offered_per_s
+        };
+        let capacity = steps
+            .iter()
+            .filter(full)
+            .map(|s| s.achieved_per_s)
+            .fold(None, |best: Option<f64>, r| {
+                Some(best.map_or(r, |b| b.max(r)))
+            })?;
+        let half = steps.iter().filter(full).min_by(|a, b| {
+            let off = |s: &AcceptStep| (s.offered_per_s - capacity / 2.0).abs();
+            off(a).total_cmp(&off(b))
+        })?;
+        let p99 = half
+            .latency
+            .as_ref()
+            .map_or("-".to_owned(), |l| format!("{:.1} ms", l.p99_ms));
+        let top = steps.iter().map(|s| s.offered_per_s).fold(0.0, f64::max);
+        let bound = if capacity >= 0.95 * top {
+            " (it kept up with every step of this run: the capacity is at least this)"
+        } else {
+            ""
+        };
+        Some(format!(
+            "Capacity of one API process here: {capacity:.0} req/s, the highest rate it kept up \
+             with, every request answered{bound}. At {:.0} req/s offered, the step nearest half of it ({:.0} % of \
+             capacity), p99 {p99}.",
+            half.offered_per_s,
+            100.0 * half.offered_per_s / capacity
+        ))
     }
 
     fn e2e_table(&self) -> String {
@@ -837,7 +882,7 @@ fn notes(plan: &Plan, smoke: bool) -> Vec<String> {
     };
     notes.push(format!(
         "Run size: accept path at {} req/s for {} s each; {} payments per end-to-end scenario \
-         and per floor run, then {} s at half the scenario's rate; workers {:?}; processor \
+         and per floor run, then {} s at half the scenario's rate; {}workers {:?}; processor \
          latency {:?} ms. Settings: `WORKER_CONCURRENCY={}`{concurrency}, \
          `DATABASE_MAX_CONNECTIONS` {} for the API and {} per worker{connections}; \
          `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST` {} (the bench's one key offers \
@@ -847,6 +892,14 @@ fn notes(plan: &Plan, smoke: bool) -> Vec<String> {
         plan.step_secs,
         plan.payments,
         plan.steady_secs,
+        if plan.apis > 1 {
+            format!(
+                "{} API processes (submissions spread over them in turn); ",
+                plan.apis
+            )
+        } else {
+            String::new()
+        },
         plan.workers,
         plan.latencies_ms,
         plan.worker_concurrency,

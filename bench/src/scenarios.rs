@@ -87,7 +87,7 @@ pub struct AcceptResult {
 /// workers and processor-sim when they take part.
 fn snapshot(sys: &System, sim: Option<&Sim>) -> CpuSnapshot {
     let mut snapshot = CpuSnapshot::take();
-    snapshot.add("api", sys.api.cpu_ticks());
+    snapshot.add("api", sys.api_ticks());
     if let Some(sim) = sim {
         snapshot.add("workers", sys.worker_ticks());
         snapshot.add("processor-sim", sim.proc().cpu_ticks());
@@ -113,9 +113,9 @@ pub async fn accept_path(h: &Harness<'_>, checks: &mut Vec<Check>) -> anyhow::Re
     let (env, cleanup, clk) = (h.env, h.cleanup, h.clk);
     let (rates, warmup) = (&h.plan.rates, h.plan.warmup_requests);
     let step = Duration::from_secs_f64(h.plan.step_secs);
-    let mut sys = System::start(env, cleanup, &h.sim.url, "accept", 0).await?;
+    let mut sys = System::start(env, cleanup, &h.sim.url, "accept", 1, 0).await?;
     let client = load::client()?;
-    let target = Target::new(&sys.api_url, &sys.key);
+    let target = Target::new(&sys.api_urls, &sys.key);
 
     eprintln!("[accept] warm-up: {warmup} requests");
     let warm = load::submit_bounded(client.clone(), target.clone(), warmup, 16).await;
@@ -185,7 +185,7 @@ pub async fn accept_path(h: &Harness<'_>, checks: &mut Vec<Check>) -> anyhow::Re
         format!("{accepted_total} answered 202, {depth} messages queued"),
     ));
 
-    let api_peak_rss_mib = sys.api.peak_rss_mib();
+    let api_peak_rss_mib = sys.api_peak_rss_mib();
     sys.stop(env, cleanup).await?;
     Ok(AcceptResult {
         workers: 0,
@@ -354,11 +354,16 @@ pub async fn end_to_end(
     let steady_for = Duration::from_secs_f64(plan.steady_secs);
     // Payments run end to end before measuring.
     let warmup = (payments / 20).clamp(20, 1000);
-    let name = format!("e2e_w{}_l{}", workers, latency_ms);
-    let mut sys = System::start(env, cleanup, &sim.url, &name, workers).await?;
+    let apis = plan.apis;
+    let name = if apis > 1 {
+        format!("e2e_a{apis}_w{workers}_l{latency_ms}")
+    } else {
+        format!("e2e_w{workers}_l{latency_ms}")
+    };
+    let mut sys = System::start(env, cleanup, &sim.url, &name, apis, workers).await?;
     sim.prepare(latency_ms).await?;
     let client = load::client()?;
-    let target = Target::new(&sys.api_url, &sys.key);
+    let target = Target::new(&sys.api_urls, &sys.key);
     eprintln!(
         "[{name}] {} payments, {} workers × {}, processor latency {} ms",
         payments, workers, env.effective_concurrency, latency_ms
@@ -467,7 +472,7 @@ pub async fn end_to_end(
             .into_iter()
             .collect();
     let sim_stats = sim.stats().await?;
-    let api_peak_rss_mib = sys.api.peak_rss_mib();
+    let api_peak_rss_mib = sys.api_peak_rss_mib();
     let worker_peaks_rss_mib: Vec<f64> = sys.workers.iter().map(|w| w.peak_rss_mib()).collect();
     let worker_peak_rss_mib = worker_peaks_rss_mib.iter().copied().fold(0.0, f64::max);
     sys.stop(env, cleanup).await?;

@@ -310,11 +310,15 @@ async fn wait_for_200(http: &reqwest::Client, url: &str, proc: &mut Proc) -> any
     .await
 }
 
-/// One scenario's API and workers, on a fresh database and queue prefix.
+/// One scenario's API processes and workers, on a fresh database and queue
+/// prefix.
 pub struct System {
-    pub api: Proc,
+    pub apis: Vec<Proc>,
     pub workers: Vec<Proc>,
+    /// The first API's URL (the one reads go to).
     pub api_url: String,
+    /// Every API's URL; submissions go to each in turn.
+    pub api_urls: Vec<String>,
     pub key: String,
     /// The bench's own small pool on the scenario's database (progress
     /// polling and the checks).
@@ -332,6 +336,7 @@ impl System {
         cleanup: &Cleanup,
         sim_url: &str,
         name: &str,
+        apis: usize,
         workers: usize,
     ) -> anyhow::Result<Self> {
         let scenario = env.scenario_name(name);
@@ -360,20 +365,30 @@ impl System {
         // Creates the database, applies the migrations, prints the secret last.
         let key = create_key(env, &common_vars).await?;
 
-        let bind = format!("127.0.0.1:{}", free_port()?);
-        let api_url = format!("http://{bind}");
-        let api_vars = [
-            ("API_BIND", bind),
-            ("PUBLIC_BASE_URL", api_url.clone()),
-            ("RATE_LIMIT_PER_SECOND", RATE_LIMIT.to_string()),
-            ("RATE_LIMIT_BURST", RATE_LIMIT.to_string()),
-        ];
-        let api_vars = [common_vars.clone(), api_vars.to_vec()].concat();
-        let mut api = Proc::spawn(env, &format!("{name}-api"), "api", &api_vars)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?;
-        wait_for_200(&http, &format!("{api_url}/readyz"), &mut api).await?;
+        let (mut api_procs, mut api_urls) = (Vec::new(), Vec::new());
+        for i in 1..=apis.max(1) {
+            let bind = format!("127.0.0.1:{}", free_port()?);
+            let api_url = format!("http://{bind}");
+            let api_vars = [
+                ("API_BIND", bind),
+                ("PUBLIC_BASE_URL", api_url.clone()),
+                ("RATE_LIMIT_PER_SECOND", RATE_LIMIT.to_string()),
+                ("RATE_LIMIT_BURST", RATE_LIMIT.to_string()),
+            ];
+            let api_vars = [common_vars.clone(), api_vars.to_vec()].concat();
+            let label = if apis > 1 {
+                format!("{name}-api{i}")
+            } else {
+                format!("{name}-api")
+            };
+            let mut api = Proc::spawn(env, &label, "api", &api_vars)?;
+            wait_for_200(&http, &format!("{api_url}/readyz"), &mut api).await?;
+            api_procs.push(api);
+            api_urls.push(api_url);
+        }
 
         let mut worker_vars = common_vars;
         worker_vars.extend([
@@ -401,9 +416,10 @@ impl System {
             .await
             .context("connecting the bench's pool to the scenario database")?;
         Ok(Self {
-            api,
+            apis: api_procs,
             workers: procs,
-            api_url,
+            api_url: api_urls[0].clone(),
+            api_urls,
             key,
             pool,
             own_statements: 0,
@@ -420,9 +436,20 @@ impl System {
         self.workers.iter().map(Proc::cpu_ticks).sum()
     }
 
+    pub fn api_ticks(&self) -> u64 {
+        self.apis.iter().map(Proc::cpu_ticks).sum()
+    }
+
+    /// The largest peak resident size among the API processes.
+    pub fn api_peak_rss_mib(&self) -> f64 {
+        self.apis.iter().map(Proc::peak_rss_mib).fold(0.0, f64::max)
+    }
+
     /// Errors if any child has died.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
-        self.api.check_running()?;
+        for api in &mut self.apis {
+            api.check_running()?;
+        }
         for worker in &mut self.workers {
             worker.check_running()?;
         }
@@ -441,7 +468,9 @@ impl System {
         for worker in self.workers {
             worker.stop().await?;
         }
-        self.api.stop().await?;
+        for api in self.apis {
+            api.stop().await?;
+        }
         self.pool.close().await;
         drop_database(env, &self.prefix).await?;
         delete_queues(env, &self.prefix).await?;
