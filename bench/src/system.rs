@@ -59,6 +59,9 @@ pub struct Env {
     pub bin_dir: PathBuf,
     /// PostgreSQL server URL without a database name.
     pub pg_server: String,
+    /// One RabbitMQ URL, or a cluster's nodes separated by commas (as
+    /// `AMQP_URL`): the services get it whole, the bench's own checks use
+    /// the first node.
     pub amqp_url: String,
     pub logs_dir: PathBuf,
     pub run_id: String,
@@ -74,6 +77,11 @@ pub struct Env {
 }
 
 impl Env {
+    /// The first node of `amqp_url`.
+    pub fn first_node(&self) -> &str {
+        self.amqp_url.split(',').next().unwrap_or_default().trim()
+    }
+
     pub fn binary(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
@@ -511,7 +519,7 @@ async fn create_key(env: &Env, vars: &[(&str, String)]) -> anyhow::Result<String
 /// Ready messages and consumers of a queue, by a passive declare on a fresh
 /// connection (a failed passive declare closes its channel).
 async fn queue_counts(env: &Env, queue: &str) -> anyhow::Result<(u32, u32)> {
-    let conn = lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default())
+    let conn = lapin::Connection::connect(env.first_node(), lapin::ConnectionProperties::default())
         .await
         .context("connecting to RabbitMQ")?;
     let result = async {
@@ -568,7 +576,7 @@ pub async fn drop_database(env: &Env, name: &str) -> anyhow::Result<()> {
 /// its own channel: deleting a queue that was never declared (no worker ran,
 /// so no retry tiers) is an error that closes the channel.
 pub async fn delete_queues(env: &Env, prefix: &str) -> anyhow::Result<()> {
-    let conn = lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default())
+    let conn = lapin::Connection::connect(env.first_node(), lapin::ConnectionProperties::default())
         .await
         .context("connecting to RabbitMQ to delete queues")?;
     for topology in topologies(prefix) {
