@@ -3,8 +3,9 @@
 //! caller decides the transaction boundaries.
 //!
 //! Every statement with a fixed text is checked against the schema at build
-//! time (`sqlx::query!` and friends, through the macros of [`sql`]): offline
-//! from the committed `.sqlx/` (`SQLX_OFFLINE=true`, set in
+//! time (`sqlx::query!` and friends, also through the column lists of
+//! `sql` and the statements of [`lifecycle`] that payments and operations
+//! share): offline from the committed `.sqlx/` (`SQLX_OFFLINE=true`, set in
 //! `.cargo/config.toml`), and `cargo sqlx prepare --check` in CI proves that
 //! directory matches the code and the migrations. Checked only when they
 //! run: the payment list's filter (`payment_list`, a `QueryBuilder` whose
@@ -12,8 +13,12 @@
 //! and this module's bootstrap (`CREATE DATABASE` on the `postgres`
 //! database, before any schema exists).
 
+// The statement macros first: a `macro_rules!` is visible only to the
+// modules declared after it.
 #[macro_use]
 mod sql;
+#[macro_use]
+pub mod lifecycle;
 mod types;
 
 pub mod api_keys;
@@ -21,7 +26,6 @@ pub mod audit;
 pub mod console_sessions;
 pub mod console_views;
 pub mod idempotency;
-pub mod lifecycle;
 pub mod operations;
 pub mod outbox;
 pub mod payment_list;

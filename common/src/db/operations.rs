@@ -6,9 +6,13 @@
 //! operation, its history and its outbox row together, so concurrent
 //! requests can never capture twice or refund more than was captured. Its
 //! outcome is recorded by one statement that also applies the effect on the
-//! payment (captured, cancelled, refund released). Transitions share the
+//! payment (captured, cancelled, refund released). Transitions have the
 //! shape of [`super::payments`]' ones: guarded, with history, fenced by the
-//! attempt counter.
+//! attempt counter. Those a payment has too (claim, retry, hold, the
+//! give-ups before a claim, the rescuer's scan) call the statement written
+//! once in [`super::lifecycle`] over this table; the others (success, the
+//! processor's failure, replay) are written out in full below, each with
+//! its effect on the payment.
 
 use std::time::Duration;
 
@@ -18,7 +22,7 @@ use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::lifecycle::{Audit, Knowledge, Origin, Retry};
+use super::lifecycle::{Audit, Origin, Retry};
 use super::outbox;
 use crate::domain::{Currency, Kind, OperationStatus, PaymentId};
 use crate::queue::Job;
@@ -276,7 +280,8 @@ pub async fn latest_refunds<'e>(
 }
 
 /// `pending` (not held), or `processing` under a void claim, → `processing`
-/// under a new claim, exactly as a payment's claim.
+/// under a new claim: the statement of [`super::payments::claim_many`], for
+/// one operation.
 pub async fn claim<'e>(
     db: impl PgExecutor<'e>,
     id: Uuid,
@@ -284,35 +289,42 @@ pub async fn claim<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    operation_transition!(
-        db,
-        id,
-        audit,
-        guard: claimable,
-        set: claim,
-        also: "",
-        binds: [
-            lease.as_secs_f64(),
-            dead_after.as_secs_f64(),
-        ],
-    )
+    claim!(operation_row, "operations", "operation_status_history", "operation_id",
+        ids: std::slice::from_ref(&id), lease: lease, dead_after: dead_after, audit: audit)
+    .fetch_optional(db)
+    .await
 }
 
 /// `processing` → `succeeded` under this claim, with its effect on the
-/// payment in the same statement (`also`).
+/// payment in the same statement: `also` adds CTEs that read `updated`.
 macro_rules! succeed_with {
     ($db:expr, $op:expr, $processor_id:expr, $audit:expr, also: $also:literal) => {
-        operation_transition!(
-            $db,
-            $op.id,
-            $audit,
-            guard: own_claim,
-            set: "status = 'succeeded', processor_id = $5, last_error = NULL,
-                next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL,
-                outcome_unknown_since = NULL, finished_at = now()",
-            also: $also,
-            binds: [$op.attempts, $processor_id],
+        operation_row!(
+            [
+                "WITH old AS (SELECT id, status FROM operations WHERE id = $1 FOR UPDATE),
+                 updated AS (
+                     UPDATE operations p SET status = 'succeeded', processor_id = $5,
+                         last_error = NULL, next_attempt_at = NULL, lease_expires_at = NULL,
+                         due_at = NULL, outcome_unknown_since = NULL, finished_at = now(),
+                         updated_at = now()
+                     FROM old
+                     WHERE p.id = old.id AND old.status = 'processing' AND p.attempts = $4
+                     RETURNING p.*, old.status AS from_status
+                 ), history AS (
+                     INSERT INTO operation_status_history (operation_id, from_status, to_status,
+                         actor, reason)
+                     SELECT id, from_status, status, $2, $3 FROM updated
+                 )" + $also + " " +
+            ],
+            "FROM updated",
+            $op.id,        // $1
+            $audit.actor,  // $2
+            $audit.reason, // $3
+            $op.attempts,  // $4
+            $processor_id, // $5
         )
+        .fetch_optional($db)
+        .await
     };
 }
 
@@ -377,51 +389,64 @@ pub async fn fail<'e>(
     released: bool,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    operation_transition!(
-        db,
-        op.id,
-        audit,
-        guard: own_claim,
-        set: "status = 'failed', failure_code = $5, failure_message = $6, outcome_unknown_since = NULL,
-         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
-        also: ", gone AS (
-             SELECT u.payment_id FROM updated u JOIN payments p ON p.id = u.payment_id
-             WHERE $7 AND u.kind <> 'refund' AND p.status = 'succeeded' AND NOT p.captured
-         ), pay AS (
-             UPDATE payments SET
-                 amount_refunded = amount_refunded
-                     - CASE WHEN u.kind = 'refund' THEN u.amount ELSE 0 END,
-                 last_operation_error = jsonb_build_object('type', u.kind,
-                     'failure_code', u.failure_code, 'failure_message', u.failure_message,
-                     'failed_at', u.finished_at),
-                 status = CASE WHEN gone.payment_id IS NULL THEN payments.status
-                               ELSE 'cancelled' END,
-                 amount_capturable = CASE WHEN gone.payment_id IS NULL
-                                          THEN payments.amount_capturable ELSE 0 END,
-                 cancelled_at = CASE WHEN gone.payment_id IS NULL THEN payments.cancelled_at
-                                     ELSE now() END,
-                 cancellation_reason = CASE WHEN gone.payment_id IS NULL
-                                                 THEN payments.cancellation_reason
-                                            WHEN u.kind = 'void'
-                                                 THEN COALESCE(u.reason, 'requested_by_customer')
-                                            ELSE 'automatic' END,
-                 updated_at = now()
-             FROM updated u LEFT JOIN gone ON gone.payment_id = u.payment_id
-             WHERE payments.id = u.payment_id
-             RETURNING payments.id
-         ), pay_history AS (
-             INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
-             SELECT payment_id, 'succeeded', 'cancelled', $2,
-                    'the processor no longer holds the authorization'
-             FROM gone
-         )",
-        binds: [
-            op.attempts,
-            failure_code,
-            failure_message,
-            released,
+    operation_row!(
+        [
+            "WITH old AS (SELECT id, status FROM operations WHERE id = $1 FOR UPDATE),
+             updated AS (
+                 UPDATE operations p SET status = 'failed', failure_code = $5,
+                     failure_message = $6, outcome_unknown_since = NULL, next_attempt_at = NULL,
+                     lease_expires_at = NULL, due_at = NULL, finished_at = now(),
+                     updated_at = now()
+                 FROM old
+                 WHERE p.id = old.id AND old.status = 'processing' AND p.attempts = $4
+                 RETURNING p.*, old.status AS from_status
+             ), history AS (
+                 INSERT INTO operation_status_history (operation_id, from_status, to_status,
+                     actor, reason)
+                 SELECT id, from_status, status, $2, $3 FROM updated
+             ), gone AS (
+                 SELECT u.payment_id FROM updated u JOIN payments p ON p.id = u.payment_id
+                 WHERE $7 AND u.kind <> 'refund' AND p.status = 'succeeded' AND NOT p.captured
+             ), pay AS (
+                 UPDATE payments SET
+                     amount_refunded = amount_refunded
+                         - CASE WHEN u.kind = 'refund' THEN u.amount ELSE 0 END,
+                     last_operation_error = jsonb_build_object('type', u.kind,
+                         'failure_code', u.failure_code, 'failure_message', u.failure_message,
+                         'failed_at', u.finished_at),
+                     status = CASE WHEN gone.payment_id IS NULL THEN payments.status
+                                   ELSE 'cancelled' END,
+                     amount_capturable = CASE WHEN gone.payment_id IS NULL
+                                              THEN payments.amount_capturable ELSE 0 END,
+                     cancelled_at = CASE WHEN gone.payment_id IS NULL THEN payments.cancelled_at
+                                         ELSE now() END,
+                     cancellation_reason = CASE WHEN gone.payment_id IS NULL
+                                                     THEN payments.cancellation_reason
+                                                WHEN u.kind = 'void'
+                                                     THEN COALESCE(u.reason, 'requested_by_customer')
+                                                ELSE 'automatic' END,
+                     updated_at = now()
+                 FROM updated u LEFT JOIN gone ON gone.payment_id = u.payment_id
+                 WHERE payments.id = u.payment_id
+                 RETURNING payments.id
+             ), pay_history AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
+                 SELECT payment_id, 'succeeded', 'cancelled', $2,
+                        'the processor no longer holds the authorization'
+                 FROM gone
+             ) " +
         ],
+        "FROM updated",
+        op.id,           // $1
+        audit.actor,     // $2
+        audit.reason,    // $3
+        op.attempts,     // $4
+        failure_code,    // $5
+        failure_message, // $6
+        released,        // $7
     )
+    .fetch_optional(db)
+    .await
 }
 
 /// `pending` → `failed` for a job given up before any claim (a message that
@@ -436,18 +461,21 @@ pub async fn fail_unclaimed<'e>(
     failure_message: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    operation_transition!(
-        db,
-        id,
-        audit,
-        guard: known_unprocessed,
-        set: fail_unclaimed,
-        also: record_failure,
-        binds: [
-            failure_code,
-            failure_message,
-        ],
-    )
+    fail_unclaimed!(operation_row, "operations", "operation_status_history", "operation_id",
+        id: id, code: failure_code, message: failure_message, audit: audit,
+        also: ", pay AS (
+             UPDATE payments SET
+                 amount_refunded = amount_refunded
+                     - CASE WHEN u.kind = 'refund' THEN u.amount ELSE 0 END,
+                 last_operation_error = jsonb_build_object('type', u.kind,
+                     'failure_code', u.failure_code, 'failure_message', u.failure_message,
+                     'failed_at', u.finished_at),
+                 updated_at = now()
+             FROM updated u WHERE payments.id = u.payment_id
+             RETURNING payments.id
+         )")
+    .fetch_optional(db)
+    .await
 }
 
 /// A job given up before any claim whose operation may have reached the
@@ -462,18 +490,10 @@ pub async fn hold_unclaimed<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    operation_transition!(
-        db,
-        id,
-        audit,
-        guard: claimable,
-        set: hold_unclaimed,
-        also: "",
-        binds: [
-            last_error,
-            dead_after.as_secs_f64(),
-        ],
-    )
+    hold_unclaimed!(operation_row, "operations", "operation_status_history", "operation_id",
+        id: id, last_error: last_error, dead_after: dead_after, audit: audit)
+    .fetch_optional(db)
+    .await
 }
 
 /// `processing` → `pending`, retried as `retry` says, as
@@ -484,21 +504,10 @@ pub async fn schedule_retry<'e>(
     retry: &Retry<'_>,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    operation_transition!(
-        db,
-        op.id,
-        audit,
-        guard: own_claim,
-        set: retry,
-        also: "",
-        binds: [
-            op.attempts,
-            retry.last_error,
-            retry.delay.as_secs_f64(),
-            retry.tier.max(retry.delay).as_secs_f64(),
-            retry.knowledge == Knowledge::Unknown,
-        ],
-    )
+    schedule_retry!(operation_row, "operations", "operation_status_history", "operation_id",
+        id: op.id, attempt: op.attempts, retry: retry, audit: audit)
+    .fetch_optional(db)
+    .await
 }
 
 /// `processing` → `pending`, held for an operator, as
@@ -509,18 +518,10 @@ pub async fn hold<'e>(
     last_error: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    operation_transition!(
-        db,
-        op.id,
-        audit,
-        guard: own_claim,
-        set: hold,
-        also: "",
-        binds: [
-            op.attempts,
-            last_error,
-        ],
-    )
+    hold!(operation_row, "operations", "operation_status_history", "operation_id",
+        id: op.id, attempt: op.attempts, last_error: last_error, audit: audit)
+    .fetch_optional(db)
+    .await
 }
 
 /// Held or failed as not processed (`codes`) → `pending`: an operator
@@ -532,28 +533,43 @@ pub async fn replay<'e>(
     codes: &[&str],
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    operation_transition!(
-        db,
-        id,
-        audit,
-        guard: "((old.status = 'failed' AND p.failure_code = ANY($4)
-           AND (p.kind <> 'refund' OR EXISTS (
-               SELECT 1 FROM payments pay WHERE pay.id = p.payment_id
-                 AND pay.amount_refunded + p.amount <= pay.amount_captured)))
-          OR (old.status = 'pending' AND p.held_at IS NOT NULL))",
-        set: "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
-         replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
-         held_at = NULL, finished_at = NULL",
-        also: ", pay AS (
-             UPDATE payments SET amount_refunded = amount_refunded + u.amount, updated_at = now()
-             FROM updated u
-             WHERE payments.id = u.payment_id AND u.kind = 'refund' AND u.from_status = 'failed'
-             RETURNING payments.id
-         )",
-        binds: [
-            codes as _,
+    operation_row!(
+        [
+            "WITH old AS (SELECT id, status FROM operations WHERE id = $1 FOR UPDATE),
+             updated AS (
+                 UPDATE operations p SET status = 'pending', failure_code = NULL,
+                     failure_message = NULL, last_error = NULL,
+                     replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
+                     held_at = NULL, finished_at = NULL, updated_at = now()
+                 FROM old
+                 WHERE p.id = old.id
+                   AND ((old.status = 'failed' AND p.failure_code = ANY($4)
+                         AND (p.kind <> 'refund' OR EXISTS (
+                             SELECT 1 FROM payments pay WHERE pay.id = p.payment_id
+                               AND pay.amount_refunded + p.amount <= pay.amount_captured)))
+                        OR (old.status = 'pending' AND p.held_at IS NOT NULL))
+                 RETURNING p.*, old.status AS from_status
+             ), history AS (
+                 INSERT INTO operation_status_history (operation_id, from_status, to_status,
+                     actor, reason)
+                 SELECT id, from_status, status, $2, $3 FROM updated
+             ), pay AS (
+                 UPDATE payments SET amount_refunded = amount_refunded + u.amount,
+                     updated_at = now()
+                 FROM updated u
+                 WHERE payments.id = u.payment_id AND u.kind = 'refund'
+                   AND u.from_status = 'failed'
+                 RETURNING payments.id
+             ) " +
         ],
+        "FROM updated",
+        id,           // $1
+        audit.actor,  // $2
+        audit.reason, // $3
+        codes as _,   // $4
     )
+    .fetch_optional(db)
+    .await
 }
 
 /// Operations whose message is late, as [`super::payments::take_overdue`].
@@ -571,15 +587,8 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    take_overdue!(
-        Overdue,
-        "operations",
-        "id, payment_id, merchant_id",
-        grace,
-        dead_after,
-        backlog,
-        limit
-    )
+    take_overdue!(Overdue, "operations", "id, payment_id, merchant_id",
+        grace: grace, dead_after: dead_after, backlog: backlog, limit: limit)
     .fetch_all(db)
     .await
 }

@@ -4,9 +4,11 @@
 //! expected status checked (`WHERE status = ...`), the row updated and the
 //! history row written, all at once. A caller whose guard fails gets `None`
 //! and must not act: the database decides, never the message. Each
-//! transition is one function here: its guard and `SET` in plain SQL, in
-//! the one statement shape of `payment_transition!` (module `sql`), checked
-//! against the schema when the crate builds.
+//! transition is one function here. Those that operations have too (claim,
+//! retry, hold, the give-ups before a claim, the rescuer's scan) call the
+//! statement written once in [`super::lifecycle`] over this table; the
+//! others are written out in full below. All are checked against the schema
+//! when the crate builds.
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::lifecycle::{Audit, Knowledge, Origin, Retry};
+use super::lifecycle::{Audit, Origin, Retry};
 use super::outbox;
 use crate::domain::{Amount, CardToken, Currency, PaymentId, PaymentStatus};
 use crate::processor::{CardDetails, ProcessorResponse};
@@ -220,38 +222,8 @@ pub async fn claim_many<'e>(
     audit: Audit<'_>,
 ) -> sqlx::Result<Vec<PaymentRow>> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-    payment_row!(
-        [
-            "WITH old AS (
-                 SELECT id, status FROM payments WHERE id = ANY($1) ORDER BY id FOR UPDATE
-             ), updated AS (
-                 UPDATE payments p SET status = 'processing', attempts = p.attempts + 1,
-                     claimed_by = $2,
-                     outcome_unknown_since = CASE WHEN old.status = 'processing'
-                         THEN COALESCE(p.outcome_unknown_since, now())
-                         ELSE p.outcome_unknown_since END,
-                     lease_expires_at = now() + make_interval(secs => $4),
-                     due_at = now() + make_interval(secs => $4), next_attempt_at = NULL,
-                     updated_at = now()
-                 FROM old
-                 WHERE p.id = old.id
-                   AND ((old.status = 'pending' AND p.held_at IS NULL)
-                        OR (old.status = 'processing'
-                            AND claim_is_void(p.lease_expires_at, p.claimed_by, $5)))
-                 RETURNING p.*, old.status AS from_status
-             ), history AS (
-                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,
-                     reason)
-                 SELECT id, from_status, status, $2, $3 FROM updated
-             ) " +
-        ],
-        "FROM updated",
-        &ids,
-        audit.actor,
-        audit.reason,
-        lease.as_secs_f64(),
-        dead_after.as_secs_f64(),
-    )
+    claim!(payment_row, "payments", "payment_status_history", "payment_id",
+        ids: &ids, lease: lease, dead_after: dead_after, audit: audit)
     .fetch_all(db)
     .await
 }
@@ -353,23 +325,36 @@ pub async fn fail<'e>(
     failure: &Failure<'_>,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: own_claim,
-        set: "status = 'failed', card = COALESCE($5, p.card),
-         processor_response = COALESCE($6, p.processor_response),
-         failure_code = $7, failure_message = $8, outcome_unknown_since = NULL,
-         next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL, finished_at = now()",
-        binds: [
-            attempt,
-            failure.card.map(Json) as _,
-            failure.processor_response.map(Json) as _,
-            failure.code,
-            failure.message,
+    payment_row!(
+        [
+            "WITH old AS (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE),
+             updated AS (
+                 UPDATE payments p SET status = 'failed', card = COALESCE($5, p.card),
+                     processor_response = COALESCE($6, p.processor_response),
+                     failure_code = $7, failure_message = $8, outcome_unknown_since = NULL,
+                     next_attempt_at = NULL, lease_expires_at = NULL, due_at = NULL,
+                     finished_at = now(), updated_at = now()
+                 FROM old
+                 WHERE p.id = old.id AND old.status = 'processing' AND p.attempts = $4
+                 RETURNING p.*, old.status AS from_status
+             ), history AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,
+                     reason)
+                 SELECT id, from_status, status, $2, $3 FROM updated
+             ) " +
         ],
+        "FROM updated",
+        id.0,                                      // $1
+        audit.actor,                               // $2
+        audit.reason,                              // $3
+        attempt,                                   // $4
+        failure.card.map(Json) as _,               // $5
+        failure.processor_response.map(Json) as _, // $6
+        failure.code,                              // $7
+        failure.message,                           // $8
     )
+    .fetch_optional(db)
+    .await
 }
 
 /// `pending` → `failed` for a job given up before any claim (a message that
@@ -382,17 +367,10 @@ pub async fn fail_unclaimed<'e>(
     failure_message: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: known_unprocessed,
-        set: fail_unclaimed,
-        binds: [
-            failure_code,
-            failure_message,
-        ],
-    )
+    fail_unclaimed!(payment_row, "payments", "payment_status_history", "payment_id",
+        id: id.0, code: failure_code, message: failure_message, audit: audit)
+    .fetch_optional(db)
+    .await
 }
 
 /// `pending` → `cancelled` for a payment no worker has claimed and whose
@@ -405,8 +383,8 @@ pub async fn cancel_unprocessed<'e>(
     origin: &Origin,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    // `transition!`'s shape, with the request behind the change in the
-    // history row: its `payment.cancelled` event names it.
+    // The request behind the change is in the history row: its
+    // `payment.cancelled` event names it.
     payment_row!(
         [
             "WITH old AS (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE),
@@ -426,12 +404,12 @@ pub async fn cancel_unprocessed<'e>(
              ) " +
         ],
         "FROM updated",
-        id.0,
-        audit.actor,
-        audit.reason,
-        reason,
-        origin.request_id.as_deref(),
-        origin.idempotency_key.as_deref(),
+        id.0,                              // $1
+        audit.actor,                       // $2
+        audit.reason,                      // $3
+        reason,                            // $4
+        origin.request_id.as_deref(),      // $5
+        origin.idempotency_key.as_deref(), // $6
     )
     .fetch_optional(db)
     .await
@@ -448,17 +426,10 @@ pub async fn hold<'e>(
     last_error: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: own_claim,
-        set: hold,
-        binds: [
-            attempt,
-            last_error,
-        ],
-    )
+    hold!(payment_row, "payments", "payment_status_history", "payment_id",
+        id: id.0, attempt: attempt, last_error: last_error, audit: audit)
+    .fetch_optional(db)
+    .await
 }
 
 /// A job given up before any claim whose payment may have reached the
@@ -471,17 +442,10 @@ pub async fn hold_unclaimed<'e>(
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: claimable,
-        set: hold_unclaimed,
-        binds: [
-            last_error,
-            dead_after.as_secs_f64(),
-        ],
-    )
+    hold_unclaimed!(payment_row, "payments", "payment_status_history", "payment_id",
+        id: id.0, last_error: last_error, dead_after: dead_after, audit: audit)
+    .fetch_optional(db)
+    .await
 }
 
 /// `processing` → `pending` after a transient error, to be retried as
@@ -493,20 +457,10 @@ pub async fn schedule_retry<'e>(
     retry: &Retry<'_>,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: own_claim,
-        set: retry,
-        binds: [
-            attempt,
-            retry.last_error,
-            retry.delay.as_secs_f64(),
-            retry.tier.max(retry.delay).as_secs_f64(),
-            retry.knowledge == Knowledge::Unknown,
-        ],
-    )
+    schedule_retry!(payment_row, "payments", "payment_status_history", "payment_id",
+        id: id.0, attempt: attempt, retry: retry, audit: audit)
+    .fetch_optional(db)
+    .await
 }
 
 /// `failed` (dead-lettered, one of `codes`) or held → `pending`: an operator
@@ -518,19 +472,33 @@ pub async fn replay<'e>(
     codes: &[&str],
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    payment_transition!(
-        db,
-        id,
-        audit,
-        guard: "((old.status = 'failed' AND p.failure_code = ANY($4))
-          OR (old.status = 'pending' AND p.held_at IS NOT NULL))",
-        set: "status = 'pending', failure_code = NULL, failure_message = NULL, last_error = NULL,
-         replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
-         held_at = NULL, finished_at = NULL",
-        binds: [
-            codes as _,
+    payment_row!(
+        [
+            "WITH old AS (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE),
+             updated AS (
+                 UPDATE payments p SET status = 'pending', failure_code = NULL,
+                     failure_message = NULL, last_error = NULL,
+                     replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
+                     held_at = NULL, finished_at = NULL, updated_at = now()
+                 FROM old
+                 WHERE p.id = old.id
+                   AND ((old.status = 'failed' AND p.failure_code = ANY($4))
+                        OR (old.status = 'pending' AND p.held_at IS NOT NULL))
+                 RETURNING p.*, old.status AS from_status
+             ), history AS (
+                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,
+                     reason)
+                 SELECT id, from_status, status, $2, $3 FROM updated
+             ) " +
         ],
+        "FROM updated",
+        id.0,         // $1
+        audit.actor,  // $2
+        audit.reason, // $3
+        codes as _,   // $4
     )
+    .fetch_optional(db)
+    .await
 }
 
 /// Records an event that changes no status (an operator purging a dead
@@ -543,9 +511,9 @@ pub async fn record_event<'e>(
     let result = sqlx::query!(
         "INSERT INTO payment_status_history (payment_id, from_status, to_status, actor, reason)
          SELECT id, status, status, $2, $3 FROM payments WHERE id = ANY($1)",
-        ids,
-        audit.actor,
-        audit.reason,
+        ids,          // $1
+        audit.actor,  // $2
+        audit.reason, // $3
     )
     .execute(db)
     .await?;
@@ -564,8 +532,7 @@ pub struct Overdue {
 /// and marks them due again in `grace`, so each is re-enqueued at most once
 /// per grace period:
 /// - `processing` under a void claim (its worker died or its lease ended:
-///   the SQL function `claim_is_void`, which the `claimable` guard uses
-///   too) whose message the broker did not bring back;
+///   the SQL function `claim_is_void`, which the claim's guard uses too) whose message the broker did not bring back;
 /// - `pending` with a retry whose tier (the jitter's upper bound) passed;
 /// - `pending` waiting for its first (or replayed) delivery, only when
 ///   `backlog` is false: while the queue holds ready messages, a payment
@@ -581,15 +548,8 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    take_overdue!(
-        Overdue,
-        "payments",
-        r#"id, merchant_id, status AS "status: PaymentStatus""#,
-        grace,
-        dead_after,
-        backlog,
-        limit
-    )
+    take_overdue!(Overdue, "payments", r#"id, merchant_id, status AS "status: PaymentStatus""#,
+        grace: grace, dead_after: dead_after, backlog: backlog, limit: limit)
     .fetch_all(db)
     .await
 }
