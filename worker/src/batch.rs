@@ -95,24 +95,30 @@ async fn serve<S: Statement>(
     mut waiting: mpsc::UnboundedReceiver<(S::Item, Reply<S::Answer>)>,
 ) {
     // Items that met another of the same key in a batch: first in the next.
-    let mut later = Vec::new();
+    let mut later: Vec<(S::Item, Reply<S::Answer>)> = Vec::new();
     loop {
-        let mut batch = std::mem::take(&mut later);
-        if batch.is_empty() {
-            match waiting.recv().await {
-                Some(first) => batch.push(first),
-                None => return,
-            }
-        }
-        let mut keys: HashSet<S::Key> = batch.iter().map(|(item, _)| S::key(item)).collect();
-        while batch.len() < MAX_ITEMS {
-            let Ok(next) = waiting.try_recv() else { break };
+        let (mut batch, mut keys, mut deferred) = (Vec::new(), HashSet::new(), Vec::new());
+        let mut add = |next: (S::Item, Reply<S::Answer>), batch: &mut Vec<_>| {
             if keys.insert(S::key(&next.0)) {
                 batch.push(next);
             } else {
-                later.push(next);
+                deferred.push(next);
+            }
+        };
+        for next in std::mem::take(&mut later) {
+            add(next, &mut batch);
+        }
+        if batch.is_empty() {
+            match waiting.recv().await {
+                Some(first) => add(first, &mut batch),
+                None => return,
             }
         }
+        while batch.len() < MAX_ITEMS {
+            let Ok(next) = waiting.try_recv() else { break };
+            add(next, &mut batch);
+        }
+        later = deferred;
         let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         match run_waiting_out(&statement, &db, &items).await {
             Ok(answers) => {
@@ -148,4 +154,86 @@ async fn run_waiting_out<S: Statement>(
     items: &[S::Item],
 ) -> Result<Vec<S::Answer>, StepError> {
     crate::context::waiting_out(&db.turns, &db.shutdown, || statement.run(&db.pool, items)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Answers each item with ten times itself, keyed by the item, and
+    /// keeps the batches it was given.
+    #[derive(Default)]
+    struct Times10 {
+        batches: Arc<Mutex<Vec<Vec<u32>>>>,
+    }
+
+    impl Statement for Times10 {
+        type Item = u32;
+        type Answer = u32;
+        type Key = u32;
+
+        fn key(item: &u32) -> u32 {
+            *item
+        }
+
+        async fn run(&self, _pool: &PgPool, items: &[u32]) -> sqlx::Result<Vec<u32>> {
+            self.batches
+                .lock()
+                .expect("not poisoned")
+                .push(items.to_vec());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok(items.iter().map(|i| i * 10).collect())
+        }
+    }
+
+    fn database() -> Database {
+        Database {
+            // Never connected: the statement above does not use it.
+            pool: PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("a lazy pool"),
+            turns: Arc::new(Semaphore::new(1)),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn items_waiting_together_share_a_statement_but_one_key_is_never_twice_in_one() {
+        let statement = Times10::default();
+        let batches = statement.batches.clone();
+        let batch = Arc::new(Batch::start(statement, database()));
+        // The first runs alone (nothing waits yet); the rest arrive while it
+        // runs, among them three of one key.
+        let items = [1, 2, 3, 7, 7, 7, 4];
+        let runs: Vec<_> = items
+            .iter()
+            .map(|&item| {
+                let batch = batch.clone();
+                tokio::spawn(async move { batch.run(item).await.ok() })
+            })
+            .collect();
+        for (run, item) in runs.into_iter().zip(items) {
+            assert_eq!(
+                run.await.expect("the run finishes"),
+                Some(item * 10),
+                "each gets its own answer"
+            );
+        }
+        let batches = batches.lock().expect("not poisoned").clone();
+        assert!(
+            batches.len() < items.len(),
+            "items shared statements: {batches:?}"
+        );
+        for b in &batches {
+            let keys: HashSet<_> = b.iter().collect();
+            assert_eq!(
+                keys.len(),
+                b.len(),
+                "a key twice in one statement: {batches:?}"
+            );
+        }
+        let mut seen: Vec<u32> = batches.concat();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![1, 2, 3, 4, 7, 7, 7], "every item ran once");
+    }
 }
