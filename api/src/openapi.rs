@@ -59,7 +59,7 @@ over the limit).",
         (name = "payments", description = "Create, read, list, capture and cancel payments."),
         (name = "refunds", description = "Refund captured payments and read refunds."),
         (name = "webhooks", description = "Webhook endpoints, events and their deliveries."),
-        (name = "operators", description = "The dead-letter queue, for operator keys only."),
+        (name = "operators", description = "The dead-letter queue, dead webhook deliveries, the audit log and the console's views, for operator keys only."),
         (name = "receipts", description = "Receipt pages for a payment's customer (no key: the URL is the capability)."),
         (name = "service", description = "Health, readiness, metrics and this document (no key).")
     )

@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::http::error::ApiError;
 use crate::http::{rate_limit, request_id};
-use crate::ops::{admin, console, health, payment_story};
+use crate::ops::{admin, console, dead_deliveries, health, payment_story};
 use crate::payments::{list, receipts};
 use crate::state::{metrics, AppState};
 use crate::{openapi, operations, payments, webhooks};
@@ -28,6 +28,7 @@ pub(crate) fn route_table(state: Option<AppState>) -> OpenApiRouter<AppState> {
         .merge(list::routes())
         .merge(webhooks::routes())
         .merge(admin::routes())
+        .merge(dead_deliveries::routes())
         .merge(payment_story::routes());
     let keyed = match state {
         Some(state) => keyed.route_layer(axum::middleware::from_fn_with_state(

@@ -10,7 +10,9 @@
 //!   replay it with the page's button (charged once), a form posted without
 //!   its CSRF token changing nothing, a merchant key refused, the ticked
 //!   ones and every match of a filter replayed, a purge only with its
-//!   confirmation. With
+//!   confirmation; a dead webhook delivery redelivered from the Webhooks
+//!   page (the same `webhook-id`, audited), and not without its CSRF token.
+//!   With
 //!   `CONSOLE_SCREENSHOTS=docs/console` (a path from the workspace root) it
 //!   also writes a screenshot of each page, the README's pictures.
 //!
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use browser::Browser;
 use serde_json::{json, Value};
+use testkit::receiver::Receiver;
 use testkit::{Options, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,5 +636,199 @@ async fn in_a_browser_the_selected_and_all_matching_are_replayed_and_a_purge_nee
         "failed",
         "stays failed"
     );
+    browser.close().await;
+}
+
+/// A receiver answering 500 until told otherwise, an endpoint of this
+/// test's merchant sending it `payment.succeeded`, and a payment whose
+/// event's delivery dies (three attempts: the two test retry tiers and the
+/// first); the receiver and the event's id (`evt_…`).
+async fn a_dead_webhook_delivery(app: &TestApp) -> (Receiver, String) {
+    let receiver = Receiver::start().await;
+    receiver.answer(&[500; 20]);
+    app.register_webhook(&receiver.url(), &["payment.succeeded"])
+        .await;
+    app.create_payment(testkit::cards::VISA).await;
+    app.eventually(
+        "the webhook delivery to die",
+        Duration::from_secs(30),
+        || async {
+            let dead = app
+                .count_where("webhook_deliveries", "status = 'dead'")
+                .await;
+            (dead == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(receiver.got().len(), 3, "three attempts, each answered 500");
+    let event: String = sqlx::query_scalar(
+        "SELECT 'evt_' || id::text FROM events WHERE type = 'payment.succeeded'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("the event");
+    (receiver, event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_posted_without_its_csrf_token_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator_key().await;
+    let (receiver, event) = a_dead_webhook_delivery(&app).await;
+    let client = no_redirects();
+    let response = sign_in_over_http(&app, &client, &operator).await;
+    let cookie = set_cookie(&response, "console_session").expect("a session cookie");
+    let session = format!("console_session={}", cookie_value(&cookie));
+
+    let page = client
+        .get(app.url("/console/webhooks"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("the webhooks page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains(&event), "the dead delivery is listed: {html}");
+    let delivery: String =
+        sqlx::query_scalar("SELECT id::text FROM webhook_deliveries WHERE status = 'dead'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("the dead delivery");
+
+    for form in [
+        vec![("one", delivery.as_str())],
+        vec![("one", delivery.as_str()), ("csrf", "not-the-token")],
+        vec![("scope", "all")],
+    ] {
+        let response = client
+            .post(app.url("/console/webhooks/redeliver"))
+            .header("cookie", &session)
+            .form(&form)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 403, "{form:?}");
+    }
+    assert_eq!(app.count("webhook_deliveries").await, 1, "no new delivery");
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM operator_audit WHERE action LIKE 'webhooks.%'")
+            .fetch_all(&app.pool)
+            .await
+            .expect("audit");
+    assert!(
+        actions.is_empty(),
+        "nothing done, nothing audited: {actions:?}"
+    );
+    assert_eq!(
+        app.count_where("webhook_deliveries", "status = 'dead'")
+            .await,
+        1,
+        "still dead"
+    );
+
+    // The operator API behind the page: operators only, a selection
+    // required.
+    for response in [
+        app.get_as(&app.key, "/v1/admin/webhook-deliveries/dead")
+            .await,
+        app.post_as(
+            &app.key,
+            "/v1/admin/webhook-deliveries/redeliver",
+            &json!({"all": true}),
+        )
+        .await,
+    ] {
+        assert_eq!(response.status(), 403, "a merchant key is refused");
+    }
+    let response = app
+        .post_as(
+            &operator,
+            "/v1/admin/webhook-deliveries/redeliver",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), 400, "nothing selected");
+    let list: Value = app
+        .get_as(&operator, "/v1/admin/webhook-deliveries/dead")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["data"][0]["id"], delivery.as_str(), "{list}");
+    assert_eq!(list["data"][0]["event_id"], event.as_str(), "{list}");
+    assert_eq!(list["data"][0]["last_status_code"], 500, "{list}");
+    assert_eq!(list["data"][0]["attempts"], 3, "{list}");
+    assert_eq!(app.count("webhook_deliveries").await, 1, "still one");
+    drop(receiver);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_a_dead_webhook_delivery_is_redelivered_with_its_webhook_id_and_audited() {
+    let app = TestApp::spawn().await;
+    let Some(browser) = Browser::start(&app.api_url).await else {
+        return;
+    };
+    let operator = app.operator_key().await;
+    let (receiver, event) = a_dead_webhook_delivery(&app).await;
+
+    browser.goto("/console/sign-in").await;
+    browser.sign_in(&operator).await;
+    browser.wait_text("h1", "Overview").await;
+    browser.goto("/console/webhooks").await;
+    browser.wait_text("h1", "Webhooks").await;
+    let row = format!(r#"tr[data-event-id="{event}"]"#);
+    browser.wait_for(&row).await;
+    let shown = browser.text(&row).await;
+    for what in [
+        "payment.succeeded",
+        receiver.url().as_str(),
+        "failed (HTTP 500)",
+        "pay_",
+    ] {
+        assert!(shown.contains(what), "{what} in the row: {shown}");
+    }
+    browser
+        .wait_text(".count", "1 dead delivery matches.")
+        .await;
+    browser.screenshot("webhooks").await;
+
+    // The receiver is back; the row's button sends the event again.
+    receiver.state.script.lock().expect("lock").clear();
+    browser.click(&format!(r#"{row} button[name="one"]"#)).await;
+    browser
+        .wait_text(".notice", "Redelivery done: redelivered 1, not sent 0")
+        .await;
+    let got = receiver
+        .wait_for(&app, "the redelivery", |got| got.len() == 4)
+        .await;
+    assert_eq!(got[3].id(), event, "the same webhook-id");
+    assert_eq!(got[3].body, got[0].body, "the same body");
+    app.eventually(
+        "the new delivery to be delivered",
+        Duration::from_secs(10),
+        || async {
+            let delivered = app
+                .count_where("webhook_deliveries", "status = 'delivered'")
+                .await;
+            (delivered == 1).then_some(())
+        },
+    )
+    .await;
+    browser
+        .wait_text(".count", "No dead delivery matches.")
+        .await;
+
+    let (action, target, result): (String, String, String) = sqlx::query_as(
+        "SELECT action, target, result FROM operator_audit WHERE action LIKE 'webhooks.%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("audited");
+    assert_eq!(action, "webhooks.redeliver");
+    assert!(target.starts_with("delivery "), "{target}");
+    assert_eq!(result, "redelivered 1, not sent 0");
+    browser.goto("/console/audit").await;
+    let audit = browser.text("main").await;
+    assert!(audit.contains("webhooks.redeliver"), "{audit}");
     browser.close().await;
 }

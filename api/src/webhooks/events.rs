@@ -225,10 +225,25 @@ async fn redeliver(
     let row = db::find_event(&state.pool, caller.merchant_id, event_id(&id)?)
         .await?
         .ok_or_else(no_such_event)?;
-    let body = event_body(&row, &state.settings.public_base_url)?;
-    let deliveries = db::redeliver(&state.pool, &row, &body).await?;
-    publish(&state.webhook_broker, &deliveries).await;
+    let (body, _) = send_again(&state, &row, None).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::from_str(&body)?)))
+}
+
+/// Sends the event again: a new delivery to each of its merchant's enabled
+/// endpoints that want it (to `endpoint` alone, if given and one of them),
+/// with a fresh retry schedule, the same body and the same `webhook-id`.
+/// `POST /v1/events/:id/redeliver` and an operator's redelivery of a dead
+/// delivery ([`crate::ops::admin`]) both come here. The body and the new
+/// deliveries (none if the endpoint is disabled meanwhile).
+pub(crate) async fn send_again(
+    state: &AppState,
+    row: &EventRow,
+    endpoint: Option<Uuid>,
+) -> Result<(String, Vec<Uuid>), ApiError> {
+    let body = event_body(row, &state.settings.public_base_url)?;
+    let deliveries = db::redeliver(&state.pool, row, &body, endpoint).await?;
+    publish(&state.webhook_broker, &deliveries).await;
+    Ok((body, deliveries))
 }
 
 /// The event as sent (its stored body) or, for one never sent, rendered now

@@ -21,6 +21,7 @@ mod events;
 mod relay;
 
 use endpoints::find_endpoint;
+pub(crate) use events::send_again;
 pub use events::{render, Event, MAX_EVENT_BYTES};
 use relay::publish;
 pub use relay::{pruner, relay, relay_once};

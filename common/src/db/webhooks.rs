@@ -336,11 +336,14 @@ pub async fn dispatch<'e>(
 }
 
 /// A new delivery of the event to each of the merchant's enabled endpoints
-/// that want its type (`POST /v1/events/:id/redeliver`); the new ids.
+/// that want its type, or to `endpoint` alone if it is one of them
+/// (`POST /v1/events/:id/redeliver`; an operator's redelivery of a dead
+/// delivery); the new ids.
 pub async fn redeliver<'e>(
     db: impl PgExecutor<'e>,
     event: &EventRow,
     body: &str,
+    endpoint: Option<Uuid>,
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         "WITH e AS (
@@ -352,11 +355,13 @@ pub async fn redeliver<'e>(
          FROM e, webhook_endpoints w
          WHERE w.merchant_id = $2 AND w.status = 'enabled'
            AND ($4 = ANY (w.events) OR '*' = ANY (w.events))
+           AND ($5::uuid IS NULL OR w.id = $5)
          RETURNING id",
         event.id,
         event.merchant_id,
         body,
         &event.kind,
+        endpoint,
     )
     .fetch_all(db)
     .await
@@ -564,6 +569,79 @@ pub async fn list_attempts<'e>(
          ORDER BY a.id DESC LIMIT $3",
         endpoint_id,
         before_id,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// A delivery given up on (`dead`) that nobody has sent again since: no
+/// later delivery of its event to its endpoint exists (a redelivery, by the
+/// merchant or an operator, takes it off the list).
+#[derive(Debug, Clone)]
+pub struct DeadDeliveryRow {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub merchant_id: Uuid,
+    pub payment_id: Option<Uuid>,
+    pub endpoint_id: Uuid,
+    pub url: String,
+    pub endpoint_status: EndpointStatus,
+    pub attempts: i32,
+    /// When it was given up on.
+    pub dead_since: DateTime<Utc>,
+    pub event_created_at: DateTime<Utc>,
+    /// The last attempt's outcome, status code and error.
+    pub last_outcome: Option<AttemptOutcome>,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+}
+
+/// Which dead deliveries: any merchant's unless `merchant_id`, any
+/// endpoint's unless `endpoint_id`, any unless `ids`.
+#[derive(Debug, Clone, Default)]
+pub struct DeadFilter<'a> {
+    pub merchant_id: Option<Uuid>,
+    pub endpoint_id: Option<Uuid>,
+    pub ids: Option<&'a [Uuid]>,
+}
+
+/// Up to `limit` dead deliveries that `filter` selects, the longest dead
+/// first.
+pub async fn dead_deliveries<'e>(
+    db: impl PgExecutor<'e>,
+    filter: &DeadFilter<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<DeadDeliveryRow>> {
+    sqlx::query_as!(
+        DeadDeliveryRow,
+        r#"SELECT d.id, d.event_id, e.type AS event_type, e.merchant_id, e.payment_id,
+                  d.endpoint_id, w.url, w.status AS "endpoint_status: EndpointStatus",
+                  d.attempts, COALESCE(d.finished_at, d.updated_at) AS "dead_since!",
+                  e.created_at AS event_created_at,
+                  a.outcome AS "last_outcome?: AttemptOutcome",
+                  a.status_code AS "last_status_code?", a.error AS "last_error?"
+           FROM webhook_deliveries d
+           JOIN events e ON e.id = d.event_id
+           JOIN webhook_endpoints w ON w.id = d.endpoint_id
+           LEFT JOIN LATERAL (
+               SELECT outcome, status_code, error FROM webhook_attempts
+               WHERE delivery_id = d.id ORDER BY id DESC LIMIT 1
+           ) a ON true
+           WHERE d.status = 'dead'
+             AND NOT EXISTS (
+                 SELECT 1 FROM webhook_deliveries later
+                 WHERE later.event_id = d.event_id AND later.endpoint_id = d.endpoint_id
+                   AND later.created_at > d.created_at)
+             AND ($1::uuid IS NULL OR e.merchant_id = $1)
+             AND ($2::uuid IS NULL OR d.endpoint_id = $2)
+             AND ($3::uuid[] IS NULL OR d.id = ANY ($3))
+           ORDER BY COALESCE(d.finished_at, d.updated_at), d.id
+           LIMIT $4"#,
+        filter.merchant_id,
+        filter.endpoint_id,
+        filter.ids,
         limit,
     )
     .fetch_all(db)

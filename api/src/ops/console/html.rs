@@ -21,15 +21,17 @@ pub(crate) enum Nav {
     Overview,
     Attention,
     DeadLetters,
+    Webhooks,
     Payments,
     Audit,
 }
 
 impl Nav {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Overview,
         Self::Attention,
         Self::DeadLetters,
+        Self::Webhooks,
         Self::Payments,
         Self::Audit,
     ];
@@ -39,6 +41,7 @@ impl Nav {
             Self::Overview => "/console",
             Self::Attention => "/console/attention",
             Self::DeadLetters => "/console/dead-letters",
+            Self::Webhooks => "/console/webhooks",
             Self::Payments => "/console/payments",
             Self::Audit => "/console/audit",
         }
@@ -49,6 +52,7 @@ impl Nav {
             Self::Overview => "Overview",
             Self::Attention => "Needs attention",
             Self::DeadLetters => "Dead letters",
+            Self::Webhooks => "Webhooks",
             Self::Payments => "Payments",
             Self::Audit => "Audit log",
         }

@@ -9,10 +9,11 @@
 //!   done. A merchant key is refused, saying so.
 //! - What it shows ([`pages`]): the overview (payments by status, the last
 //!   hour as SVG charts drawn here in [`charts`], every queue's depth, the
-//!   workers), what needs attention, the dead letters, a payment's whole
-//!   story, the audit log.
+//!   workers), what needs attention, the dead letters, the dead webhook
+//!   deliveries, a payment's whole story, the audit log.
 //! - What it does: every read and every action is one of the operator
-//!   API's functions ([`super::admin`], [`super::payment_story`]), the same
+//!   API's functions ([`super::admin`], [`super::dead_deliveries`],
+//!   [`super::payment_story`]), the same
 //!   code as the JSON endpoints, so an action from the browser writes the
 //!   same `operator_audit` row as one from a script. The console reads no
 //!   table of its own, except its sessions.
@@ -106,6 +107,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .route(
             "/console/dead-letters/purge",
             get(pages::dead_letters::confirm_purge).post(pages::dead_letters::purge),
+        )
+        .route("/console/webhooks", get(pages::webhooks::page))
+        .route("/console/live/webhooks", get(pages::webhooks::live))
+        .route(
+            "/console/webhooks/redeliver",
+            post(pages::webhooks::redeliver),
         )
         .route("/console/payments", get(pages::payment::search))
         .route("/console/payments/{id}", get(pages::payment::page))

@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::response::Response;
 use common::db::console_views::{FailingEndpoint, StuckPayment};
-use common::domain::PaymentId;
+use common::domain::{EndpointId, PaymentId};
 use maud::{html, Markup};
 
 use crate::ops::admin::{self, Attention};
@@ -160,6 +160,11 @@ fn content(attention: &Attention) -> Markup {
                                 td {
                                     ul class="reasons" {
                                         @for reason in endpoint_why(endpoint) { li { (reason) } }
+                                    }
+                                    @if endpoint.dead_deliveries > 0 {
+                                        a href={ "/console/webhooks?endpoint=" (EndpointId(endpoint.id)) } {
+                                            "Its dead deliveries"
+                                        }
                                     }
                                 }
                             }

@@ -8,3 +8,4 @@ pub(crate) mod audit;
 pub(crate) mod dead_letters;
 pub(crate) mod overview;
 pub(crate) mod payment;
+pub(crate) mod webhooks;
