@@ -547,7 +547,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(keyed, 25, "the keyed operations");
+        assert_eq!(keyed, 27, "the keyed operations");
         assert_eq!(
             doc["components"]["securitySchemes"][BEARER]["scheme"],
             "bearer"
