@@ -339,15 +339,12 @@ const ANSWER_OBJECTS: &[&str] = &[
     "ProcessorResponse",
     "Refunds",
     "Refund",
-    "PaymentList",
-    "RefundList",
     "ErrorEnvelope",
     "ErrorBody",
     "OperationFailedEnvelope",
     "OperationFailed",
     "OperationError",
     "CaptureDetails",
-    "DeadLetterList",
 ];
 
 fn require_every_field(doc: &mut OpenApi) {

@@ -110,6 +110,7 @@ pub async fn serve(
         metrics: Arc::new(metrics::Metrics::default()),
         webhook_broker: webhook_broker.clone(),
         limiter,
+        sign_ins: Arc::default(),
         secrets,
         waiters,
         outbox,

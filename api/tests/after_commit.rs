@@ -143,19 +143,13 @@ async fn connection_lost_before_the_commit(table: &str, waiting: &str) {
     // The server finishes the statement once the lock is gone, finds the
     // client gone and rolls the transaction back.
     blocker.rollback().await.expect("release");
-    app.eventually(
+    app.wait_count_where(
         "the cut connection's transaction ended",
+        "pg_stat_activity",
+        "datname = current_database() AND backend_type = 'client backend'
+         AND xact_start IS NOT NULL AND pid <> pg_backend_pid()",
+        0,
         Duration::from_secs(10),
-        || async {
-            let open = app
-                .count_where(
-                    "pg_stat_activity",
-                    "datname = current_database() AND backend_type = 'client backend'
-                     AND xact_start IS NOT NULL AND pid <> pg_backend_pid()",
-                )
-                .await;
-            (open == 0).then_some(())
-        },
     )
     .await;
     assert_eq!(app.payment_count().await, 0, "nothing was written");

@@ -101,6 +101,21 @@ async fn a_replay_and_a_purge_are_audited_with_the_operator_key_and_a_purge_need
     );
     assert_eq!(rows[0]["key_id"], rows[1]["key_id"]);
     assert!(rows[0]["key_id"].is_string(), "names the operator key");
+    assert_eq!(audit["object"], "list");
+    assert_eq!(audit["url"], "/v1/admin/audit");
+    assert_eq!(audit["has_more"], false, "{audit}");
+    // A page of one: the newest, and more after it.
+    let first: Value = app
+        .get_as(&operator, "/v1/admin/audit?limit=1")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first["data"].as_array().map(Vec::len), Some(1), "{first}");
+    assert_eq!(first["data"][0]["action"], "dead_letters.purge");
+    assert_eq!(first["has_more"], true, "{first}");
+    let response = app.get_as(&operator, "/v1/admin/audit?limit=1001").await;
+    assert_eq!(response.status(), 400, "operator lists stop at 1000");
     app.assert_charged_once_each(1).await;
 }
 
@@ -225,11 +240,75 @@ async fn a_payment_story_shows_its_history_and_finding_by_order_id_answers_opera
         .await
         .expect("json");
     assert_eq!(found["data"], json!([ids[0]]), "{found}");
+    assert_eq!(found["has_more"], false, "{found}");
 
     let response = app
         .get_as(&operator, "/v1/admin/payments/pay_not-an-id")
         .await;
     assert_eq!(response.status(), 404);
+}
+
+/// Sign-in attempts are bounded for the whole console (each one looks a
+/// key up, and a refused one writes an audit row): past the burst the form
+/// answers 429 with `Retry-After`, before any lookup, and writes nothing.
+/// A sign-in also removes the sessions that have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_attempts_past_the_limit_are_refused_unlooked_and_a_sign_in_prunes_expired_sessions(
+) {
+    let app = TestApp::api_only().await;
+    let operator = app.operator_key().await;
+    let client = no_redirects();
+    sqlx::query(
+        "INSERT INTO console_sessions (token_hash, key_id, csrf_token, expires_at)
+         SELECT '\\x00'::bytea, id, 'stale', now() - interval '1 hour'
+         FROM api_keys WHERE merchant_id IS NULL LIMIT 1",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("an expired session");
+
+    let response = sign_in_over_http(&app, &client, &operator).await;
+    assert_eq!(response.status(), 303, "signed in");
+    assert_eq!(
+        app.count_where("console_sessions", "expires_at < now()")
+            .await,
+        0,
+        "the expired session is gone"
+    );
+    assert_eq!(app.count_where("console_sessions", "true").await, 1);
+
+    let mut refused_by_key = 0;
+    let limited = loop {
+        let response = sign_in_over_http(&app, &client, "sk_not_a_key").await;
+        match response.status().as_u16() {
+            401 => refused_by_key += 1,
+            429 => break response,
+            other => panic!("a wrong key is 401 or, past the limit, 429: {other}"),
+        }
+        assert!(refused_by_key < 100, "never limited");
+    };
+    assert!(
+        refused_by_key >= 9,
+        "the burst of ten (one was the good sign-in) is taken first: {refused_by_key}"
+    );
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("whole seconds");
+    assert!(wait >= 1, "{wait}");
+    let html = limited.text().await.expect("html");
+    assert!(html.contains("Too many sign-in attempts"), "{html}");
+    let audited = app
+        .count_where(
+            "operator_audit",
+            "action = 'console.sign_in' AND result LIKE 'refused:%'",
+        )
+        .await;
+    assert_eq!(
+        audited, refused_by_key,
+        "an audit row for each key looked up, none for the limited attempt"
+    );
 }
 
 /// Signs in over plain HTTP (as a browser would: the sign-in page's
@@ -649,15 +728,12 @@ async fn a_dead_webhook_delivery(app: &TestApp) -> (Receiver, String) {
     app.register_webhook(&receiver.url(), &["payment.succeeded"])
         .await;
     app.create_payment(testkit::cards::VISA).await;
-    app.eventually(
+    app.wait_count_where(
         "the webhook delivery to die",
+        "webhook_deliveries",
+        "status = 'dead'",
+        1,
         Duration::from_secs(30),
-        || async {
-            let dead = app
-                .count_where("webhook_deliveries", "status = 'dead'")
-                .await;
-            (dead == 1).then_some(())
-        },
     )
     .await;
     assert_eq!(receiver.got().len(), 3, "three attempts, each answered 500");
@@ -803,15 +879,12 @@ async fn in_a_browser_a_dead_webhook_delivery_is_redelivered_with_its_webhook_id
         .await;
     assert_eq!(got[3].id(), event, "the same webhook-id");
     assert_eq!(got[3].body, got[0].body, "the same body");
-    app.eventually(
+    app.wait_count_where(
         "the new delivery to be delivered",
+        "webhook_deliveries",
+        "status = 'delivered'",
+        1,
         Duration::from_secs(10),
-        || async {
-            let delivered = app
-                .count_where("webhook_deliveries", "status = 'delivered'")
-                .await;
-            (delivered == 1).then_some(())
-        },
     )
     .await;
     browser

@@ -85,6 +85,22 @@ impl TestApp {
         }
     }
 
+    /// Polls until exactly `n` rows of `table` meet `condition` (`what`
+    /// names the wait), or panics after `timeout`.
+    pub async fn wait_count_where(
+        &self,
+        what: &str,
+        table: &str,
+        condition: &str,
+        n: i64,
+        timeout: Duration,
+    ) {
+        self.eventually(what, timeout, || async {
+            (self.count_where(table, condition).await == n).then_some(())
+        })
+        .await;
+    }
+
     /// Polls `check` until it returns `Some`, or panics after `timeout`.
     pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
     where

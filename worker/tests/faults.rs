@@ -215,6 +215,121 @@ async fn a_worker_killed_with_its_outcomes_half_recorded_records_each_payment_on
     assert!(second.wait().await.expect("exit").success());
 }
 
+/// A batched statement that one row refuses (here a trigger that raises for
+/// the approvals of a few payments, a real error from PostgreSQL, not a
+/// transient one) fails for every item in it. The worker then runs the
+/// items one by one: every other payment of the batch is recorded, once;
+/// the refused ones stay `processing`, neither failed nor succeeded (the
+/// processor approved them), until the row is accepted again, when they
+/// are recorded without a second charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_one_row_refuses_is_split_and_every_other_payment_is_recorded_once() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut worker = testkit::fast_worker_settings();
+    worker.concurrency = 64;
+    let app = TestApp::with(Options {
+        worker,
+        ..Options::api_only()
+    })
+    .await;
+    let (refused, total) = (3, 40);
+    // Every call answered after the same delay: the approvals arrive
+    // together, and all but the first wait in one batch.
+    app.set_faults(json!({"latency_ms": 500})).await;
+    let ids = app.submit(cards::VISA, total).await;
+    let refused_ids: Vec<uuid::Uuid> = ids[..refused]
+        .iter()
+        .map(|id| {
+            id.parse::<common::domain::PaymentId>()
+                .expect("a payment id")
+                .0
+        })
+        .collect();
+    let list = refused_ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION refuse_some_approvals() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             RAISE EXCEPTION 'this test refuses the approval of %', NEW.id;
+         END $$;
+         CREATE TRIGGER refuse_some_approvals BEFORE UPDATE ON payments FOR EACH ROW
+             WHEN (NEW.status = 'succeeded' AND NEW.id IN ({list}))
+             EXECUTE FUNCTION refuse_some_approvals();"
+    ))
+    .execute(&app.pool)
+    .await
+    .expect("install the refusing trigger");
+
+    let mut first = app
+        .worker_command(WORKER_BIN)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn worker");
+    let mut lines = BufReader::new(first.stderr.take().expect("stderr")).lines();
+    let split = tokio::spawn(async move {
+        let mut split = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            split |= line.contains("a batched statement failed; running its items one by one");
+        }
+        split
+    });
+
+    let others = (total - refused) as i64;
+    app.eventually(
+        "every payment but the refused recorded",
+        Duration::from_secs(60),
+        || async { (app.count_status("succeeded").await == others).then_some(()) },
+    )
+    .await;
+    for id in &refused_ids {
+        let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("a refused payment");
+        assert_eq!(
+            status, "processing",
+            "a payment whose approval was not recorded is neither failed nor succeeded"
+        );
+    }
+    assert_eq!(app.count_status("failed").await, 0);
+
+    sqlx::raw_sql(
+        "DROP TRIGGER refuse_some_approvals ON payments;
+         DROP FUNCTION refuse_some_approvals();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("drop the trigger");
+    let counts = app
+        .wait_all_terminal(total as i64, Duration::from_secs(60))
+        .await;
+    assert_eq!(counts.get("succeeded"), Some(&(total as i64)), "{counts:?}");
+    app.assert_charged_once_each(total as u64).await;
+    let (rows, payments): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT payment_id) FROM payment_status_history
+         WHERE to_status = 'succeeded'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("history");
+    assert_eq!(
+        (rows, payments),
+        (total as i64, total as i64),
+        "each payment recorded succeeded exactly once"
+    );
+    testkit::sigterm(&first);
+    assert!(first.wait().await.expect("exit").success());
+    assert!(
+        split.await.expect("the log reader"),
+        "a batch holding a refused approval was split into single statements"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_outage_dead_letters_every_payment_and_a_replay_brings_them_home() {
     let app = TestApp::with(Options::max_attempts(3)).await;

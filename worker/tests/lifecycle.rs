@@ -257,6 +257,24 @@ async fn refunds_in_part_and_in_full_follow_pending_to_succeeded_and_are_listed(
         .await;
     assert_eq!(next["data"][0]["id"], refund_id);
     assert_eq!(next["has_more"], false);
+    // A cursor that is no refund of this payment pages nothing: it is a
+    // `400` naming it, not an empty page; one that is no refund id at all
+    // likewise, with its own code.
+    let elsewhere = format!("ref_{}", uuid::Uuid::now_v7());
+    for (cursor, code) in [
+        (elsewhere.as_str(), "resource_missing"),
+        ("ref_nope", "invalid_parameter"),
+        (id.as_str(), "invalid_parameter"),
+    ] {
+        let (status, body) = app
+            .get(&format!(
+                "/v1/refunds?payment_id={id}&starting_after={cursor}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{cursor}: {body}");
+        assert_eq!(body["error"]["param"], "starting_after", "{body}");
+        assert_eq!(body["error"]["code"], code, "{cursor}: {body}");
+    }
 
     let (status, expanded) = app
         .get(&format!(
@@ -474,10 +492,13 @@ async fn a_worker_killed_mid_capture_and_mid_refund_does_each_exactly_once() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let refund_id = request_refund(&app, &captured, json!({"reason": "other"})).await;
-    app.eventually("both calls in flight", Duration::from_secs(10), || async {
-        let n = app.count_where("operations", "status = 'processing'").await;
-        (n == 2).then_some(())
-    })
+    app.wait_count_where(
+        "both calls in flight",
+        "operations",
+        "status = 'processing'",
+        2,
+        Duration::from_secs(10),
+    )
     .await;
     testkit::sigkill(&first);
     first.wait().await.expect("reaped");
@@ -1125,10 +1146,13 @@ async fn a_refund_and_a_capture_held_by_a_wrong_processor_url_are_replayed_by_th
         .post(&format!("/v1/payments/{authorized}/capture"), json!({}))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    app.eventually("both held", Duration::from_secs(20), || async {
-        let held = app.count_where("operations", "held_at IS NOT NULL").await;
-        (held == 2).then_some(())
-    })
+    app.wait_count_where(
+        "both held",
+        "operations",
+        "held_at IS NOT NULL",
+        2,
+        Duration::from_secs(20),
+    )
     .await;
     let op = operation(&app, &refund_id).await;
     assert_eq!(

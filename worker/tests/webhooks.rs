@@ -285,12 +285,13 @@ async fn a_receiver_down_past_the_schedule_is_dead_lettered_and_redelivered_when
     let (endpoint, secret) = register(&app, &url, &["payment.succeeded"]).await;
     let (payment, _) = pay(&app, cards::VISA, 1000, true).await;
     // Two retry delays: three attempts, then the dead letter.
-    app.eventually("the delivery to die", Duration::from_secs(30), || async {
-        let dead = app
-            .count_where("webhook_deliveries", "status = 'dead'")
-            .await;
-        (dead == 1).then_some(())
-    })
+    app.wait_count_where(
+        "the delivery to die",
+        "webhook_deliveries",
+        "status = 'dead'",
+        1,
+        Duration::from_secs(30),
+    )
     .await;
     let log = attempts(&app, &endpoint).await;
     assert_eq!(log.len(), 3, "{log:?}");

@@ -59,21 +59,3 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
         ApiError::invalid(param, code, text)
     })
 }
-
-/// A list's `limit` parameter: `default` when absent, else 1 to `max`; out
-/// of range is a `400` naming `limit`.
-pub fn page_limit<N>(limit: Option<N>, default: N, max: N) -> Result<N, ApiError>
-where
-    N: Copy + PartialOrd + From<u8> + std::fmt::Display,
-{
-    let limit = limit.unwrap_or(default);
-    if (N::from(1)..=max).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid(
-            "limit",
-            "invalid_limit",
-            format!("`limit` must be a whole number from 1 to {max}."),
-        ))
-    }
-}

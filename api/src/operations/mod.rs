@@ -15,7 +15,7 @@ mod refund;
 use cancel::not_cancellable;
 pub use cancel::{CancelRequest, CancellationReason};
 pub use capture::CaptureRequest;
-pub use refund::{RefundList, RefundReason, RefundRequest};
+pub use refund::{RefundReason, RefundRequest};
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::*;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::page::{no_such_cursor, Cursor, List, PageSize};
 use crate::http::request::{JsonRequest, Submission, Submitted};
 use crate::openapi::PaymentOperationParams;
 use crate::payments::validate;
@@ -67,19 +68,6 @@ pub struct RefundRequest {
     notes: Option<String>,
     /// Up to 50 keys of 1 to 40 characters, string values of at most 500.
     metadata: Option<BTreeMap<String, String>>,
-}
-
-/// A page of a payment's refunds, newest first.
-#[derive(Debug, serde::Serialize, ToSchema)]
-pub struct RefundList {
-    /// Always `list`.
-    #[schema(example = "list")]
-    object: &'static str,
-    /// Always `/v1/refunds`.
-    #[schema(example = "/v1/refunds")]
-    url: &'static str,
-    has_more: bool,
-    data: Vec<Refund>,
 }
 
 const MAX_NOTES: usize = 500;
@@ -209,7 +197,7 @@ struct RefundListQuery {
     summary = "List a payment's refunds",
     params(RefundListQuery),
     responses(
-        (status = 200, description = "A page of refunds, newest first.", body = RefundList),
+        (status = 200, description = "A page of refunds, newest first.", body = List<Refund>),
         (status = 404, description = "No such payment (of this merchant).", body = ErrorEnvelope)
     ),
     security(("bearer" = ["payments:read"]))
@@ -218,7 +206,7 @@ async fn list_refunds(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<RefundList>, ApiError> {
+) -> Result<Json<List<Refund>>, ApiError> {
     caller.require(Scope::PaymentsRead)?;
     let query: RefundListQuery = crate::http::extract::parse_query(query.as_deref().unwrap_or(""))?;
     let payment_id: PaymentId = query.payment_id.parse().map_err(|_| {
@@ -228,36 +216,26 @@ async fn list_refunds(
             "`payment_id` is not a payment id.",
         )
     })?;
-    let limit = crate::http::extract::page_limit(query.limit, 10, 100)?;
-    let starting_after = query
-        .starting_after
-        .as_deref()
-        .map(|id| {
-            id.parse::<RefundId>().map(|r| r.0).map_err(|_| {
-                ApiError::invalid(
-                    "starting_after",
-                    "invalid_id",
-                    "`starting_after` is not a refund id.",
-                )
-            })
-        })
-        .transpose()?;
+    let limit = PageSize::MERCHANT.limit(query.limit)?;
+    let starting_after = Cursor::<RefundId>::starting_after(query.starting_after.as_deref())?;
     // Another merchant's payment is unknown here too.
     find_payment(&state, &caller, payment_id).await?;
-    let mut rows = operations::list_for_payment(
+    if let Some(cursor) = starting_after {
+        // A refund of another payment would page nothing: say so instead.
+        let refund = operations::find(&state.pool, cursor.0).await?;
+        if !refund.is_some_and(|r| r.payment_id == payment_id.0 && r.kind == Kind::Refund) {
+            return Err(no_such_cursor("starting_after", "this payment's refunds"));
+        }
+    }
+    let rows = operations::list_for_payment(
         &state.pool,
         payment_id.0,
         Kind::Refund,
-        starting_after,
-        limit + 1,
+        starting_after.map(|id| id.0),
+        limit.fetch(),
     )
     .await?;
-    let has_more = crate::http::page::take_page(&mut rows, limit);
-    let data: Vec<Refund> = rows.iter().map(Refund::from_row).collect();
-    Ok(Json(RefundList {
-        object: "list",
-        url: "/v1/refunds",
-        has_more,
-        data,
-    }))
+    Ok(Json(
+        List::page("/v1/refunds", rows, limit).map(|row| Refund::from_row(&row)),
+    ))
 }

@@ -28,12 +28,15 @@ use uuid::Uuid;
 use crate::http::auth::Operator;
 use crate::http::error::{ApiError, DomainResultExt as _};
 use crate::http::extract::Query;
+use crate::http::page::{List, PageSize};
 use crate::http::request::{JsonBody, JsonRequest};
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 const MAX_LIST: usize = 1000;
+/// The dead letters' list, as its `url` shows it.
+const URL: &str = "/v1/admin/dead-letters";
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
@@ -50,7 +53,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 struct ListQuery {
     /// Dead letters to show, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    limit: Option<i64>,
     /// Only dead letters with this reason.
     reason: Option<DeadLetterReason>,
     /// Only dead letters older than this many seconds (at most ten years).
@@ -60,25 +63,18 @@ struct ListQuery {
     merchant_id: Option<Uuid>,
 }
 
-/// The dead letters, oldest first.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct DeadLetterList {
-    /// Always `list`.
-    #[schema(example = "list")]
-    object: &'static str,
-    data: Vec<DeadLetter>,
-}
-
 #[utoipa::path(
     get,
     path = "/v1/admin/dead-letters",
     tag = "operators",
     operation_id = "list_dead_letters",
     summary = "List dead letters",
-    description = "Jobs the workers gave up on, every merchant's (so operator keys only).",
+    description = "Jobs the workers gave up on, every merchant's (so operator keys only), \
+oldest first. The queue is read without consuming, at most 1000 letters; `has_more` is true \
+when more match than `limit` or the queue holds more than that.",
     params(ListQuery),
     responses(
-        (status = 200, description = "The dead letters.", body = DeadLetterList)
+        (status = 200, description = "The dead letters.", body = List<DeadLetter>)
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -86,18 +82,17 @@ async fn list(
     State(state): State<AppState>,
     _operator: Operator,
     Query(query): Query<ListQuery>,
-) -> Result<Json<DeadLetterList>, ApiError> {
-    let limit = crate::http::extract::page_limit(query.limit, 100, MAX_LIST)?;
+) -> Result<Json<List<DeadLetter>>, ApiError> {
+    let limit = PageSize::OPERATOR.limit(query.limit)?;
     let selection = Selection {
         reason: query.reason,
         older_than: older_than(query.older_than_secs)?,
         merchant_id: query.merchant_id,
     };
-    let letters = list_dead_letters(&state, &selection, limit).await?;
-    Ok(Json(DeadLetterList {
-        object: "list",
-        data: letters,
-    }))
+    let (letters, unexamined) = examine_dead_letters(&state, &selection, limit.fetch_len()).await?;
+    let page = List::page(URL, letters, limit);
+    let has_more = page.has_more() || unexamined;
+    Ok(Json(List::cut(URL, page.into_data(), has_more)))
 }
 
 /// Which dead letters to replay: `all`, or `payment_ids`; optionally only
@@ -223,14 +218,27 @@ pub(crate) async fn list_dead_letters(
     selection: &Selection,
     limit: usize,
 ) -> Result<Vec<DeadLetter>, ApiError> {
-    let letters = dead_letters::list(&state.broker, MAX_LIST)
+    Ok(examine_dead_letters(state, selection, limit).await?.0)
+}
+
+/// [`list_dead_letters`], and whether the queue holds letters past the
+/// [`MAX_LIST`] examined (so more may match).
+async fn examine_dead_letters(
+    state: &AppState,
+    selection: &Selection,
+    limit: usize,
+) -> Result<(Vec<DeadLetter>, bool), ApiError> {
+    let mut letters = dead_letters::list(&state.broker, MAX_LIST + 1)
         .await
         .map_err(dependency_error)?;
-    Ok(letters
+    let unexamined = letters.len() > MAX_LIST;
+    letters.truncate(MAX_LIST);
+    let matching = letters
         .into_iter()
         .filter(|letter| selection.matches(letter))
         .take(limit)
-        .collect())
+        .collect();
+    Ok((matching, unexamined))
 }
 
 /// What an action did, and the audit row that records it (`None` if that
@@ -378,21 +386,12 @@ async fn purge(
     Ok(Json(purge_dead_letters(&state, &operator).await?.value))
 }
 
-/// The newest operator actions.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct AuditList {
-    /// Always `list`.
-    #[schema(example = "list")]
-    object: &'static str,
-    data: Vec<AuditRow>,
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// Rows to show, 1 to 1000 (default 100), newest first.
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    limit: Option<i64>,
 }
 
 #[utoipa::path(
@@ -405,7 +404,7 @@ struct AuditQuery {
 and sign-outs), newest first.",
     params(AuditQuery),
     responses(
-        (status = 200, description = "The audit rows.", body = AuditList)
+        (status = 200, description = "The audit rows.", body = List<AuditRow>)
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -413,12 +412,10 @@ async fn audit_log(
     State(state): State<AppState>,
     _operator: Operator,
     Query(query): Query<AuditQuery>,
-) -> Result<Json<AuditList>, ApiError> {
-    let limit = crate::http::extract::page_limit(query.limit, 100, MAX_LIST)?;
-    Ok(Json(AuditList {
-        object: "list",
-        data: audit_rows(&state, limit).await?,
-    }))
+) -> Result<Json<List<AuditRow>>, ApiError> {
+    let limit = PageSize::OPERATOR.limit(query.limit)?;
+    let rows = audit_rows(&state, limit.fetch_len()).await?;
+    Ok(Json(List::page("/v1/admin/audit", rows, limit)))
 }
 
 pub(crate) async fn audit_rows(state: &AppState, limit: usize) -> Result<Vec<AuditRow>, ApiError> {

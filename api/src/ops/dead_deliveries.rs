@@ -28,6 +28,7 @@ use super::admin::{self, Audited};
 use crate::http::auth::Operator;
 use crate::http::error::{ApiError, DomainResultExt as _};
 use crate::http::extract::Query;
+use crate::http::page::{List, PageSize};
 use crate::http::request::{JsonBody, JsonRequest};
 use crate::state::AppState;
 
@@ -145,20 +146,11 @@ async fn dead_rows(
 struct ListQuery {
     /// Dead deliveries to show, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    limit: Option<i64>,
     /// Only this merchant's.
     merchant_id: Option<Uuid>,
     /// Only those to this endpoint (`we_…`).
     endpoint_id: Option<String>,
-}
-
-/// The dead deliveries, the longest dead first.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DeadDeliveryList {
-    /// Always `list`.
-    #[schema(example = "list")]
-    object: &'static str,
-    data: Vec<DeadDelivery>,
 }
 
 fn endpoint_id(raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
@@ -177,7 +169,7 @@ fn endpoint_id(raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
 merchant's (so operator keys only), the longest dead first.",
     params(ListQuery),
     responses(
-        (status = 200, description = "The dead deliveries.", body = DeadDeliveryList)
+        (status = 200, description = "The dead deliveries.", body = List<DeadDelivery>)
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -185,16 +177,18 @@ async fn list(
     State(state): State<AppState>,
     _operator: Operator,
     Query(query): Query<ListQuery>,
-) -> Result<Json<DeadDeliveryList>, ApiError> {
-    let limit = crate::http::extract::page_limit(query.limit, 100, MAX_BULK)?;
+) -> Result<Json<List<DeadDelivery>>, ApiError> {
+    let limit = PageSize::OPERATOR.limit(query.limit)?;
     let scope = Scope {
         merchant_id: query.merchant_id,
         endpoint_id: endpoint_id(query.endpoint_id.as_deref())?,
     };
-    Ok(Json(DeadDeliveryList {
-        object: "list",
-        data: list_dead(&state, scope, limit).await?,
-    }))
+    let rows = list_dead(&state, scope, limit.fetch_len()).await?;
+    Ok(Json(List::page(
+        "/v1/admin/webhook-deliveries/dead",
+        rows,
+        limit,
+    )))
 }
 
 /// Which dead deliveries to send again: `all` (every match of

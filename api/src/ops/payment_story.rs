@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::http::auth::Operator;
 use crate::http::error::ApiError;
 use crate::http::extract::Query;
+use crate::http::page::List;
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -180,13 +181,16 @@ pub(crate) async fn story(
     }))
 }
 
+/// Payments [`find_by_order_id`] shows.
+const FOUND: usize = 50;
+
 /// The ids (`pay_…`) of every merchant's payments with this order id,
 /// newest first, at most 50. An order id is 1 to 255 characters without
 /// control characters (as a payment stores it; PostgreSQL refuses NUL).
 pub(crate) async fn find_by_order_id(
     state: &AppState,
     order_id: &str,
-) -> Result<Vec<PaymentId>, ApiError> {
+) -> Result<List<PaymentId>, ApiError> {
     let length = order_id.chars().count();
     if !(1..=255).contains(&length) || order_id.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -195,13 +199,12 @@ pub(crate) async fn find_by_order_id(
             "`order_id` is 1 to 255 characters, none of them control characters.",
         ));
     }
-    Ok(
-        db::console_views::payments_by_order_id(&state.pool, order_id)
-            .await?
-            .into_iter()
-            .map(PaymentId)
-            .collect(),
-    )
+    // One more than shown: whether there are more.
+    let fetch = i64::try_from(FOUND + 1).unwrap_or(i64::MAX);
+    let ids = db::console_views::payments_by_order_id(&state.pool, order_id, fetch).await?;
+    let more = ids.len() > FOUND;
+    let shown = ids.into_iter().take(FOUND).map(PaymentId).collect();
+    Ok(List::cut("/v1/admin/payments", shown, more))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -212,26 +215,17 @@ struct FindQuery {
     order_id: String,
 }
 
-/// Payments found by order id.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct FoundPayments {
-    /// Always `list`.
-    #[schema(example = "list")]
-    object: &'static str,
-    /// Their ids, newest first, at most 50.
-    data: Vec<String>,
-}
-
 #[utoipa::path(
     get,
     path = "/v1/admin/payments",
     tag = "operators",
     operation_id = "find_payments",
     summary = "Find payments by order id",
-    description = "Every merchant's payments with this `order_id`, newest first (at most 50).",
+    description = "Every merchant's payments with this `order_id`, newest first: at most 50, \
+`has_more` when there are others.",
     params(FindQuery),
     responses(
-        (status = 200, description = "Their ids.", body = FoundPayments)
+        (status = 200, description = "Their ids.", body = List<String>)
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -239,12 +233,9 @@ async fn find_handler(
     State(state): State<AppState>,
     _operator: Operator,
     Query(query): Query<FindQuery>,
-) -> Result<Json<FoundPayments>, ApiError> {
-    let ids = find_by_order_id(&state, &query.order_id).await?;
-    Ok(Json(FoundPayments {
-        object: "list",
-        data: ids.iter().map(ToString::to_string).collect(),
-    }))
+) -> Result<Json<List<String>>, ApiError> {
+    let found = find_by_order_id(&state, &query.order_id).await?;
+    Ok(Json(found.map(|id| id.to_string())))
 }
 
 #[utoipa::path(

@@ -18,21 +18,20 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use common::db::operations;
-use common::db::payment_list::{self, Filter, Page, Position, MAX_LIMIT};
+use common::db::payment_list::{self, Filter, Page, Position};
 use common::domain::{Currency, PaymentId, PaymentStatus, Scope};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, DomainResultExt as _};
 use crate::http::extract::Query;
+use crate::http::page::{no_such_cursor, Cursor, Limit, List, PageSize};
 use crate::payments::wire::Payment;
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Payments on a page when `limit` is not given.
-pub const DEFAULT_LIMIT: i64 = 10;
 /// The list's own path, as its `url` field shows it.
 pub const URL: &str = "/v1/payments";
 /// Latest Unix time accepted in a `created[...]` bound: 9999-12-31T23:59:59Z.
@@ -97,47 +96,12 @@ pub struct ListQuery {
     pub amount_lte: Option<i64>,
 }
 
-/// A cursor as given: which parameter, and the payment it names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cursor {
-    StartingAfter(PaymentId),
-    EndingBefore(PaymentId),
-}
-
-impl Cursor {
-    fn param(self) -> &'static str {
-        match self {
-            Self::StartingAfter(_) => "starting_after",
-            Self::EndingBefore(_) => "ending_before",
-        }
-    }
-
-    fn id(self) -> PaymentId {
-        match self {
-            Self::StartingAfter(id) | Self::EndingBefore(id) => id,
-        }
-    }
-}
-
 /// A list request, every parameter checked.
 #[derive(Debug, PartialEq, Eq)]
 struct ListRequest {
-    limit: i64,
-    cursor: Option<Cursor>,
+    limit: Limit,
+    cursor: Option<Cursor<PaymentId>>,
     filter: Filter,
-}
-
-/// The answer: a Stripe-style list object.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PaymentList {
-    /// Always `list`.
-    #[schema(example = "list")]
-    pub object: &'static str,
-    /// Always `/v1/payments`.
-    #[schema(example = "/v1/payments")]
-    pub url: &'static str,
-    pub has_more: bool,
-    pub data: Vec<Payment>,
 }
 
 /// The caller's payments, newest first, a page at a time.
@@ -153,7 +117,7 @@ twice, or a value that does not fit is `400` naming it; a cursor that is not one
 payments is `400` (`resource_missing`).",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of payments.", body = PaymentList)
+        (status = 200, description = "A page of payments.", body = List<Payment>)
     ),
     security(("bearer" = ["payments:read"]))
 )]
@@ -161,25 +125,23 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<ListQuery>,
-) -> Result<Json<PaymentList>, ApiError> {
+) -> Result<Json<List<Payment>>, ApiError> {
     caller.require(Scope::PaymentsRead)?;
     let request = ListRequest::parse(query)?;
     let page = match request.cursor {
         None => Page::First,
-        Some(cursor) => {
-            let at = cursor_position(&state, caller.merchant_id, cursor).await?;
-            match cursor {
-                Cursor::StartingAfter(_) => Page::After(at),
-                Cursor::EndingBefore(_) => Page::Before(at),
-            }
-        }
+        Some(cursor) => match cursor.at(cursor_position(&state, caller.merchant_id, cursor).await?)
+        {
+            Cursor::StartingAfter(at) => Page::After(at),
+            Cursor::EndingBefore(at) => Page::Before(at),
+        },
     };
     let listed = payment_list::list(
         &state.pool,
         caller.merchant_id,
         &request.filter,
         page,
-        request.limit,
+        request.limit.shown(),
     )
     .await?;
     let base = &state.settings.public_base_url;
@@ -204,12 +166,7 @@ async fn list(
             Payment::from_row(row, base).with_refunds(&own, false)
         })
         .collect();
-    Ok(Json(PaymentList {
-        object: "list",
-        url: URL,
-        has_more: listed.has_more,
-        data,
-    }))
+    Ok(Json(List::cut(URL, data, listed.has_more)))
 }
 
 /// Where the cursor payment sits in the caller's list; a `400` naming the
@@ -217,37 +174,20 @@ async fn list(
 async fn cursor_position(
     state: &AppState,
     merchant_id: Uuid,
-    cursor: Cursor,
+    cursor: Cursor<PaymentId>,
 ) -> Result<Position, ApiError> {
-    payment_list::position(&state.pool, merchant_id, cursor.id())
+    payment_list::position(&state.pool, merchant_id, *cursor.id())
         .await?
-        .ok_or_else(|| {
-            let param = cursor.param();
-            ApiError::invalid(
-                param,
-                "resource_missing",
-                format!(
-                    "`{param}` names no payment of yours: pass the id of one of your payments."
-                ),
-            )
-        })
+        .ok_or_else(|| no_such_cursor(cursor.param(), "payments"))
 }
 
 impl ListRequest {
     fn parse(query: ListQuery) -> Result<Self, ApiError> {
-        let limit = crate::http::extract::page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-        let cursor = match (query.starting_after, query.ending_before) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::invalid(
-                    "ending_before",
-                    "conflicting_parameters",
-                    "Pass `starting_after` or `ending_before`, not both.",
-                ))
-            }
-            (Some(id), None) => Some(Cursor::StartingAfter(cursor_id("starting_after", &id)?)),
-            (None, Some(id)) => Some(Cursor::EndingBefore(cursor_id("ending_before", &id)?)),
-            (None, None) => None,
-        };
+        let limit = PageSize::MERCHANT.limit(query.limit)?;
+        let cursor = Cursor::parse(
+            query.starting_after.as_deref(),
+            query.ending_before.as_deref(),
+        )?;
         let status = query
             .status
             .map(|s| {
@@ -289,17 +229,6 @@ impl ListRequest {
             filter,
         })
     }
-}
-
-/// A cursor must look like a payment id (`pay_…`).
-fn cursor_id(param: &'static str, value: &str) -> Result<PaymentId, ApiError> {
-    value.parse().map_err(|_| {
-        ApiError::invalid(
-            param,
-            "invalid_parameter",
-            format!("`{param}` must be a payment id (`pay_` followed by a lower-case UUID)."),
-        )
-    })
 }
 
 /// A customer, order or invoice id: as long as a payment may store, and no
@@ -391,15 +320,15 @@ mod tests {
     #[test]
     fn defaults_are_ten_newest_unfiltered() {
         let request = parse("").expect("valid");
-        assert_eq!(request.limit, DEFAULT_LIMIT);
+        assert_eq!(request.limit.shown(), 10);
         assert_eq!(request.cursor, None);
         assert_eq!(request.filter, Filter::default());
     }
 
     #[test]
     fn limit_is_one_to_a_hundred() {
-        assert_eq!(parse("limit=1").expect("valid").limit, 1);
-        assert_eq!(parse("limit=100").expect("valid").limit, 100);
+        assert_eq!(parse("limit=1").expect("valid").limit.shown(), 1);
+        assert_eq!(parse("limit=100").expect("valid").limit.shown(), 100);
         for bad in [
             "limit=0",
             "limit=101",

@@ -126,6 +126,35 @@ fn ceil_secs(duration: Duration) -> u64 {
     }
 }
 
+/// Console sign-in attempts this process takes at once, of every client
+/// together; after them, one a second.
+pub const SIGN_IN_BURST: u32 = 10;
+
+/// The console's sign-in attempts, counted for every client together (the
+/// API sees no client address it could trust behind a proxy). Each attempt
+/// hashes a key, looks it up, and when refused writes an audit row: without
+/// a bound, anyone who can reach the page could make the database write
+/// without end. An operator locked out by a flood still has the operator
+/// API, with the same key.
+pub struct SignIns(governor::DefaultDirectRateLimiter);
+
+impl Default for SignIns {
+    fn default() -> Self {
+        let quota = Quota::per_second(NonZeroU32::MIN)
+            .allow_burst(NonZeroU32::new(SIGN_IN_BURST).unwrap_or(NonZeroU32::MIN));
+        Self(RateLimiter::direct(quota))
+    }
+}
+
+impl SignIns {
+    /// Takes one attempt; refused, the whole seconds until one is taken.
+    pub fn check(&self) -> Result<(), u64> {
+        self.0
+            .check()
+            .map_err(|not_until| ceil_secs(not_until.wait_time_from(self.0.clock().now())).max(1))
+    }
+}
+
 /// Sweeps the limiter every [`SWEEP_INTERVAL`] until `stop`.
 pub async fn sweeper(limiter: Arc<Limiter>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
@@ -147,6 +176,15 @@ mod tests {
             NonZeroU32::new(per_second).expect("non-zero"),
             NonZeroU32::new(burst).expect("non-zero"),
         )
+    }
+
+    #[test]
+    fn sign_ins_get_their_burst_then_wait() {
+        let sign_ins = SignIns::default();
+        for _ in 0..SIGN_IN_BURST {
+            assert_eq!(sign_ins.check(), Ok(()));
+        }
+        assert_eq!(sign_ins.check(), Err(1), "one more a second");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct AppState {
     /// The webhook queues (a connection of their own, opened on first use).
     pub webhook_broker: Arc<Broker>,
     pub limiter: Arc<limiter::Limiter>,
+    /// The console's sign-in attempts ([`limiter::SignIns`]).
+    pub sign_ins: Arc<limiter::SignIns>,
     /// Seals webhook signing secrets before they are stored.
     pub secrets: Arc<common::secret::SecretsKeys>,
     pub(crate) waiters: Arc<Waiters>,

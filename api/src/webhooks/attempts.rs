@@ -14,6 +14,7 @@ use super::*;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::Query;
+use crate::http::page::{Cursor, List, PageSize};
 use crate::payments::wire::timestamp;
 use crate::state::AppState;
 
@@ -31,6 +32,36 @@ pub struct AttemptListQuery {
     limit: Option<i64>,
     /// An attempt id (`whatt_…`): the page after it.
     starting_after: Option<String>,
+}
+
+/// An attempt's id: `whatt_` and its sequence number, in the one spelling
+/// it is shown in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AttemptId(i64);
+
+impl std::fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "whatt_{}", self.0)
+    }
+}
+
+impl std::str::FromStr for AttemptId {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const NOT_AN_ID: &str = "attempt ids look like `whatt_` followed by a number.";
+        let id = s
+            .strip_prefix("whatt_")
+            .and_then(|n| n.parse::<i64>().ok())
+            .map(Self)
+            .ok_or(NOT_AN_ID)?;
+        // `whatt_007` and `whatt_+7` are not how 7 is shown.
+        if id.to_string() == s {
+            Ok(id)
+        } else {
+            Err(NOT_AN_ID)
+        }
+    }
 }
 
 /// One attempt to deliver an event, as `…/deliveries` lists it.
@@ -55,7 +86,7 @@ pub struct AttemptOut {
 impl AttemptOut {
     fn from_row(row: AttemptRow) -> Self {
         Self {
-            id: format!("whatt_{}", row.id),
+            id: AttemptId(row.id).to_string(),
             object: "webhook_attempt",
             event_id: EventId(row.event_id).to_string(),
             event_type: row.event_type,
@@ -91,23 +122,25 @@ async fn list_attempts(
     Query(query): Query<AttemptListQuery>,
 ) -> Result<Json<List<AttemptOut>>, ApiError> {
     caller.require(Scope::WebhooksRead)?;
-    let limit = page_limit(query.limit)?;
+    let limit = PageSize::MERCHANT.limit(query.limit)?;
     let endpoint = find_endpoint(&state, &caller, &id).await?;
-    let before = query
-        .starting_after
-        .as_deref()
-        .map(|c| {
-            c.strip_prefix("whatt_")
-                .and_then(|n| n.parse::<i64>().ok())
-                .ok_or_else(|| invalid_cursor("delivery attempts"))
-        })
-        .transpose()?;
-    let mut rows = db::list_attempts(&state.pool, endpoint.id, before, limit + 1).await?;
-    let has_more = crate::http::page::take_page(&mut rows, limit);
-    Ok(Json(List {
-        object: "list",
-        url: format!("/v1/webhook_endpoints/{id}/deliveries"),
-        has_more,
-        data: rows.into_iter().map(AttemptOut::from_row).collect(),
-    }))
+    let before = Cursor::<AttemptId>::starting_after(query.starting_after.as_deref())?;
+    let rows =
+        db::list_attempts(&state.pool, endpoint.id, before.map(|a| a.0), limit.fetch()).await?;
+    let url = format!("/v1/webhook_endpoints/{id}/deliveries");
+    Ok(Json(List::page(url, rows, limit).map(AttemptOut::from_row)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AttemptId;
+
+    #[test]
+    fn an_attempt_id_has_one_spelling() {
+        assert_eq!("whatt_7".parse(), Ok(AttemptId(7)));
+        assert_eq!(AttemptId(7).to_string(), "whatt_7");
+        for alias in ["whatt_007", "whatt_+7", "whatt_", "7", "whatt_7 ", "evt_7"] {
+            assert!(alias.parse::<AttemptId>().is_err(), "{alias}");
+        }
+    }
 }

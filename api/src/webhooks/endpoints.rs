@@ -12,9 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::*;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, DomainResultExt as _, ErrorEnvelope};
+use crate::http::page::List;
 use crate::http::request::{JsonRequest, Submission, Submitted};
 use crate::payments::wire::timestamp;
 use crate::state::AppState;
@@ -215,15 +215,8 @@ async fn list_endpoints(
 ) -> Result<Json<List<Endpoint>>, ApiError> {
     caller.require(Scope::WebhooksRead)?;
     let rows = db::list_endpoints(&state.pool, caller.merchant_id).await?;
-    Ok(Json(List {
-        object: "list",
-        url: "/v1/webhook_endpoints".to_owned(),
-        has_more: false,
-        data: rows
-            .into_iter()
-            .map(|r| Endpoint::from_row(r, None))
-            .collect(),
-    }))
+    let list = List::whole("/v1/webhook_endpoints", rows);
+    Ok(Json(list.map(|r| Endpoint::from_row(r, None))))
 }
 
 pub(super) async fn find_endpoint(

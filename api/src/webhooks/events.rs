@@ -21,6 +21,7 @@ use super::*;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::extract::Query;
+use crate::http::page::{no_such_cursor, Cursor, List, PageSize};
 use crate::payments::wire::{Payment, Refund};
 use crate::state::AppState;
 
@@ -122,7 +123,7 @@ async fn list_events(
     Query(query): Query<EventListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::WebhooksRead)?;
-    let limit = page_limit(query.limit)?;
+    let limit = PageSize::MERCHANT.limit(query.limit)?;
     if let Some(kind) = &query.kind {
         if !EVENT_TYPES.contains(&kind.as_str()) {
             return Err(ApiError::invalid(
@@ -132,38 +133,25 @@ async fn list_events(
             ));
         }
     }
-    let before = match query.starting_after.as_deref() {
+    let before = match Cursor::<EventId>::starting_after(query.starting_after.as_deref())? {
         None => None,
-        Some(raw) => {
-            let id = raw
-                .parse::<EventId>()
-                .map_err(|_| invalid_cursor("events"))?;
+        Some(id) => {
             let event = db::find_event(&state.pool, caller.merchant_id, id.0)
                 .await?
-                .ok_or_else(|| invalid_cursor("events"))?;
+                .ok_or_else(|| no_such_cursor("starting_after", "events"))?;
             Some(event.seq)
         }
     };
-    let mut rows = db::list_events(
+    let rows = db::list_events(
         &state.pool,
         caller.merchant_id,
         query.kind.as_deref(),
         before,
-        limit + 1,
+        limit.fetch(),
     )
     .await?;
-    let has_more = crate::http::page::take_page(&mut rows, limit);
     let base = &state.settings.public_base_url;
-    let data = rows
-        .iter()
-        .map(|row| event_json(row, base))
-        .collect::<Result<Vec<_>, _>>()?;
-    let list = Json(List {
-        object: "list",
-        url: "/v1/events".to_owned(),
-        has_more,
-        data,
-    });
+    let list = Json(List::page("/v1/events", rows, limit).try_map(|row| event_json(&row, base))?);
     Ok((
         [(
             "event-retention-days",

@@ -26,11 +26,8 @@ pub use events::{render, Event, MAX_EVENT_BYTES};
 use relay::publish;
 pub use relay::{pruner, relay, relay_once};
 
-use serde::Serialize;
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::error::ApiError;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -38,25 +35,4 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(endpoints::routes())
         .merge(attempts::routes())
         .merge(events::routes())
-}
-
-/// A Stripe-style list.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct List<T> {
-    object: &'static str,
-    url: String,
-    has_more: bool,
-    data: Vec<T>,
-}
-
-fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    crate::http::extract::page_limit(limit, 10, 100)
-}
-
-fn invalid_cursor(what: &str) -> ApiError {
-    ApiError::invalid(
-        "starting_after",
-        "resource_missing",
-        format!("`starting_after` is not one of your {what}."),
-    )
 }

@@ -15,7 +15,9 @@ pub struct SessionRow {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Opens a session of `key_id` that ends at `expires_at`.
+/// Opens a session of `key_id` that ends at `expires_at`, and removes the
+/// sessions that have expired (sign-out removes them too), so the table
+/// holds no more than the sessions of the last `CONSOLE_SESSION_TTL`.
 pub async fn create<'e>(
     db: impl PgExecutor<'e>,
     token_hash: &[u8],
@@ -24,7 +26,8 @@ pub async fn create<'e>(
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO console_sessions (token_hash, key_id, csrf_token, expires_at)
+        "WITH expired AS (DELETE FROM console_sessions WHERE expires_at < now())
+         INSERT INTO console_sessions (token_hash, key_id, csrf_token, expires_at)
          VALUES ($1, $2, $3, $4)",
         token_hash,
         key_id,

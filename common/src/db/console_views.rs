@@ -163,10 +163,12 @@ pub async fn failing_endpoints<'e>(
 pub async fn payments_by_order_id<'e>(
     db: impl PgExecutor<'e>,
     order_id: &str,
+    limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
-        "SELECT id FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT 50",
+        "SELECT id FROM payments WHERE order_id = $1 ORDER BY created_at DESC LIMIT $2",
         order_id,
+        limit,
     )
     .fetch_all(db)
     .await

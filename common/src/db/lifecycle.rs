@@ -20,6 +20,7 @@
 //! - `claim!` ([`super::payments::claim_many`], [`super::operations::claim`])
 //! - `schedule_retry!`, `hold!` (under a claim)
 //! - `hold_unclaimed!`, `fail_unclaimed!` (a job given up before any claim)
+//! - `replay!` (an operator's replay of a failed or held job)
 //! - `take_overdue!` (the rescuer's scan)
 //!
 //! The transitions only one table has are written out in its own module.
@@ -252,6 +253,45 @@ macro_rules! fail_unclaimed {
             $audit.reason, // $3
             $code,         // $4
             $message,      // $5
+        )
+    };
+}
+
+/// `failed` as not processed (one of `codes`, a `&[&str]`), or held, →
+/// `pending`: an operator replays it. The attempt budget starts afresh;
+/// `attempts` itself is never reset, and an unknown outcome stays marked
+/// (the next step asks the processor first). `failed_also`, if given, is a
+/// further condition on a failed row `p`, in plain SQL; `also`, as in
+/// `fail_unclaimed!`, adds CTEs reading `updated`.
+macro_rules! replay {
+    ($row:ident, $table:literal, $history:literal, $key:literal,
+     id: $id:expr, codes: $codes:expr, audit: $audit:expr
+     $(, failed_also: $failed_also:literal)? $(, also: $also:literal)? $(,)?) => {
+        $row!(
+            [
+                "WITH old AS (SELECT id, status FROM " + $table + " WHERE id = $1 FOR UPDATE),
+                 updated AS (
+                     UPDATE " + $table + " p SET status = 'pending', failure_code = NULL,
+                         failure_message = NULL, last_error = NULL,
+                         replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
+                         held_at = NULL, finished_at = NULL, updated_at = now()
+                     FROM old
+                     WHERE p.id = old.id
+                       AND ((old.status = 'failed' AND p.failure_code = ANY($4)"
+                     $(+ " AND " + $failed_also)? + ")
+                            OR (old.status = 'pending' AND p.held_at IS NOT NULL))
+                     RETURNING p.*, old.status AS from_status
+                 ), history AS (
+                     INSERT INTO " + $history + " (" + $key + ", from_status, to_status, actor,
+                         reason)
+                     SELECT id, from_status, status, $2, $3 FROM updated
+                 )" $(+ $also)? + " " +
+            ],
+            "FROM updated",
+            $id,           // $1
+            $audit.actor,  // $2
+            $audit.reason, // $3
+            $codes as _,   // $4
         )
     };
 }

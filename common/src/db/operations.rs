@@ -533,41 +533,19 @@ pub async fn replay<'e>(
     codes: &[&str],
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
-    operation_row!(
-        [
-            "WITH old AS (SELECT id, status FROM operations WHERE id = $1 FOR UPDATE),
-             updated AS (
-                 UPDATE operations p SET status = 'pending', failure_code = NULL,
-                     failure_message = NULL, last_error = NULL,
-                     replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
-                     held_at = NULL, finished_at = NULL, updated_at = now()
-                 FROM old
-                 WHERE p.id = old.id
-                   AND ((old.status = 'failed' AND p.failure_code = ANY($4)
-                         AND (p.kind <> 'refund' OR EXISTS (
-                             SELECT 1 FROM payments pay WHERE pay.id = p.payment_id
-                               AND pay.amount_refunded + p.amount <= pay.amount_captured)))
-                        OR (old.status = 'pending' AND p.held_at IS NOT NULL))
-                 RETURNING p.*, old.status AS from_status
-             ), history AS (
-                 INSERT INTO operation_status_history (operation_id, from_status, to_status,
-                     actor, reason)
-                 SELECT id, from_status, status, $2, $3 FROM updated
-             ), pay AS (
-                 UPDATE payments SET amount_refunded = amount_refunded + u.amount,
-                     updated_at = now()
-                 FROM updated u
-                 WHERE payments.id = u.payment_id AND u.kind = 'refund'
-                   AND u.from_status = 'failed'
-                 RETURNING payments.id
-             ) " +
-        ],
-        "FROM updated",
-        id,           // $1
-        audit.actor,  // $2
-        audit.reason, // $3
-        codes as _,   // $4
-    )
+    replay!(operation_row, "operations", "operation_status_history", "operation_id",
+        id: id, codes: codes, audit: audit,
+        failed_also: "(p.kind <> 'refund' OR EXISTS (
+            SELECT 1 FROM payments pay WHERE pay.id = p.payment_id
+              AND pay.amount_refunded + p.amount <= pay.amount_captured))",
+        also: ", pay AS (
+            UPDATE payments SET amount_refunded = amount_refunded + u.amount,
+                updated_at = now()
+            FROM updated u
+            WHERE payments.id = u.payment_id AND u.kind = 'refund'
+              AND u.from_status = 'failed'
+            RETURNING payments.id
+        )")
     .fetch_optional(db)
     .await
 }

@@ -472,31 +472,8 @@ pub async fn replay<'e>(
     codes: &[&str],
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<PaymentRow>> {
-    payment_row!(
-        [
-            "WITH old AS (SELECT id, status FROM payments WHERE id = $1 FOR UPDATE),
-             updated AS (
-                 UPDATE payments p SET status = 'pending', failure_code = NULL,
-                     failure_message = NULL, last_error = NULL,
-                     replayed_attempts = p.attempts, next_attempt_at = NULL, due_at = now(),
-                     held_at = NULL, finished_at = NULL, updated_at = now()
-                 FROM old
-                 WHERE p.id = old.id
-                   AND ((old.status = 'failed' AND p.failure_code = ANY($4))
-                        OR (old.status = 'pending' AND p.held_at IS NOT NULL))
-                 RETURNING p.*, old.status AS from_status
-             ), history AS (
-                 INSERT INTO payment_status_history (payment_id, from_status, to_status, actor,
-                     reason)
-                 SELECT id, from_status, status, $2, $3 FROM updated
-             ) " +
-        ],
-        "FROM updated",
-        id.0,         // $1
-        audit.actor,  // $2
-        audit.reason, // $3
-        codes as _,   // $4
-    )
+    replay!(payment_row, "payments", "payment_status_history", "payment_id",
+        id: id.0, codes: codes, audit: audit)
     .fetch_optional(db)
     .await
 }

@@ -200,6 +200,76 @@ pub(crate) fn payment_link(id: &str) -> Markup {
     html! { a href={ "/console/payments/" (id) } class="id" { (id) } }
 }
 
+/// A list the operator acts on in bulk (dead letters, dead webhook
+/// deliveries): how many match, the first `shown` rows in a table whose
+/// first column selects a row and whose last holds the row's own button,
+/// and the buttons for the selected rows and for every match.
+pub(crate) struct BulkList<'a> {
+    /// How many match, as counted (at most `max`).
+    pub count: usize,
+    /// The most a bulk action takes: a count this large is "`max` or more".
+    pub max: usize,
+    /// Rows shown at most.
+    pub shown: usize,
+    /// What one row is, and many: `("dead letter", "dead letters")`.
+    pub noun: (&'a str, &'a str),
+    /// Which rows are shown when not all are: `"the oldest"`.
+    pub first: &'a str,
+    /// The table's class and its caption (for screen readers).
+    pub class: &'a str,
+    pub caption: &'a str,
+    /// The columns between the select and the action column: a heading,
+    /// and whether it holds numbers.
+    pub columns: &'a [(&'a str, bool)],
+    /// The rows, each with the select column first and the action last.
+    pub rows: Markup,
+    /// The bulk actions' verb: `"Replay"`.
+    pub verb: &'a str,
+}
+
+impl BulkList<'_> {
+    pub(crate) fn render(&self) -> Markup {
+        let (one, many) = self.noun;
+        let counted = if self.count >= self.max {
+            format!("{} or more", self.max)
+        } else {
+            self.count.to_string()
+        };
+        html! {
+            @if self.count == 0 {
+                p class="count" { "No " (one) " matches." }
+            } @else {
+                p class="count" {
+                    (counted)
+                    @if self.count == 1 { " " (one) " matches" } @else { " " (many) " match" }
+                    @if self.count > self.shown { "; " (self.first) " " (self.shown) " are shown" }
+                    "."
+                }
+                table class=(self.class) {
+                    caption class="visually-hidden" { (self.caption) }
+                    thead {
+                        tr {
+                            th scope="col" { span class="visually-hidden" { "Select" } }
+                            @for (heading, numeric) in self.columns {
+                                th scope="col" class=[numeric.then_some("num")] { (heading) }
+                            }
+                            th scope="col" { span class="visually-hidden" { "Action" } }
+                        }
+                    }
+                    tbody { (self.rows) }
+                }
+                div class="buttons" {
+                    button type="submit" name="scope" value="selected" { (self.verb) " selected" }
+                    " "
+                    button type="submit" name="scope" value="all" {
+                        (self.verb) " all " (counted) " matching"
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

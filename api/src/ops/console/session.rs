@@ -207,6 +207,24 @@ pub(crate) async fn sign_in(
             Some("This sign-in form has expired or did not come from this console. Try again."),
         );
     }
+    if let Err(wait) = state.sign_ins.check() {
+        tracing::warn!(
+            wait_secs = wait,
+            "console sign-in attempts over the limit; refused"
+        );
+        let mut response = sign_in_form(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            Some(&format!(
+                "Too many sign-in attempts on this console. Try again in {wait} s."
+            )),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return response;
+    }
     let secret = field(&form, "key").unwrap_or_default().trim();
     let key = if secret.is_empty() || secret.len() > 200 {
         None

@@ -287,49 +287,29 @@ fn filter_form(raw: &RawFilters) -> Markup {
 
 /// The live part: how many match, the rows, the bulk buttons.
 fn region(letters: &[DeadLetter]) -> Markup {
-    let count = letters.len();
-    let counted = if count >= MAX_BULK {
-        format!("{MAX_BULK} or more")
-    } else {
-        count.to_string()
-    };
-    html! {
-        @if letters.is_empty() {
-            p class="count" { "No dead letter matches." }
-        } @else {
-            p class="count" {
-                (counted) " dead letters match"
-                @if count > SHOWN { "; the oldest " (SHOWN) " are shown" }
-                "."
+    html::BulkList {
+        count: letters.len(),
+        max: MAX_BULK,
+        shown: SHOWN,
+        noun: ("dead letter", "dead letters"),
+        first: "the oldest",
+        class: "dead-letters",
+        caption: "Dead letters, oldest first",
+        columns: &[
+            ("Payment", false),
+            ("Reason", false),
+            ("Attempts", true),
+            ("Last error", false),
+            ("Dead-lettered", false),
+        ],
+        rows: html! {
+            @for letter in letters.iter().take(SHOWN) {
+                (row(letter))
             }
-            table class="dead-letters" {
-                caption class="visually-hidden" { "Dead letters, oldest first" }
-                thead {
-                    tr {
-                        th scope="col" { span class="visually-hidden" { "Select" } }
-                        th scope="col" { "Payment" }
-                        th scope="col" { "Reason" }
-                        th scope="col" class="num" { "Attempts" }
-                        th scope="col" { "Last error" }
-                        th scope="col" { "Dead-lettered" }
-                        th scope="col" { span class="visually-hidden" { "Action" } }
-                    }
-                }
-                tbody {
-                    @for letter in letters.iter().take(SHOWN) {
-                        (row(letter))
-                    }
-                }
-            }
-            div class="buttons" {
-                button type="submit" name="scope" value="selected" { "Replay selected" }
-                " "
-                button type="submit" name="scope" value="all" {
-                    "Replay all " (counted) " matching"
-                }
-            }
-        }
+        },
+        verb: "Replay",
     }
+    .render()
 }
 
 fn row(letter: &DeadLetter) -> Markup {

@@ -48,11 +48,11 @@ pub(crate) async fn search(
         None
     } else {
         match payment_story::find_by_order_id(&state, q).await {
-            Ok(ids) => Some(ids),
+            Ok(found) => Some(found),
             Err(err) => return html::failure(err, Some(&session)),
         }
     };
-    if let Some([id]) = found.as_deref() {
+    if let Some([id]) = found.as_ref().map(|found| found.data()) {
         return Redirect::to(&format!("/console/payments/{id}")).into_response();
     }
     html::page(
@@ -63,12 +63,15 @@ pub(crate) async fn search(
             h1 { "Find a payment" }
             (search_form(q))
             @match &found {
-                Some(ids) if ids.is_empty() => {
+                Some(found) if found.data().is_empty() => {
                     p role="status" { "No payment has the id or order id " code { (q) } "." }
                 }
-                Some(ids) => {
-                    h2 { (ids.len()) " payments with order id " code { (q) } }
-                    ul { @for id in ids { li { (html::payment_link(&id.to_string())) } } }
+                Some(found) => {
+                    h2 {
+                        (found.data().len()) @if found.has_more() { "+" }
+                        " payments with order id " code { (q) }
+                    }
+                    ul { @for id in found.data() { li { (html::payment_link(&id.to_string())) } } }
                 }
                 None => {}
             }

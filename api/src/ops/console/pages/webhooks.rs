@@ -206,50 +206,29 @@ fn filter_form(raw: &RawFilters) -> Markup {
 
 /// The live part: how many match, the rows, the bulk buttons.
 fn region(dead: &[DeadDelivery]) -> Markup {
-    let count = dead.len();
-    let counted = if count >= MAX_BULK {
-        format!("{MAX_BULK} or more")
-    } else {
-        count.to_string()
-    };
-    html! {
-        @if dead.is_empty() {
-            p class="count" { "No dead delivery matches." }
-        } @else {
-            p class="count" {
-                (counted)
-                @if count == 1 { " dead delivery matches" } @else { " dead deliveries match" }
-                @if count > SHOWN { "; the longest dead " (SHOWN) " are shown" }
-                "."
+    html::BulkList {
+        count: dead.len(),
+        max: MAX_BULK,
+        shown: SHOWN,
+        noun: ("dead delivery", "dead deliveries"),
+        first: "the longest dead",
+        class: "dead-deliveries",
+        caption: "Dead webhook deliveries, the longest dead first",
+        columns: &[
+            ("Event", false),
+            ("Endpoint", false),
+            ("Attempts", true),
+            ("Last attempt", false),
+            ("Dead since", false),
+        ],
+        rows: html! {
+            @for delivery in dead.iter().take(SHOWN) {
+                (row(delivery))
             }
-            table class="dead-deliveries" {
-                caption class="visually-hidden" { "Dead webhook deliveries, the longest dead first" }
-                thead {
-                    tr {
-                        th scope="col" { span class="visually-hidden" { "Select" } }
-                        th scope="col" { "Event" }
-                        th scope="col" { "Endpoint" }
-                        th scope="col" class="num" { "Attempts" }
-                        th scope="col" { "Last attempt" }
-                        th scope="col" { "Dead since" }
-                        th scope="col" { span class="visually-hidden" { "Action" } }
-                    }
-                }
-                tbody {
-                    @for delivery in dead.iter().take(SHOWN) {
-                        (row(delivery))
-                    }
-                }
-            }
-            div class="buttons" {
-                button type="submit" name="scope" value="selected" { "Redeliver selected" }
-                " "
-                button type="submit" name="scope" value="all" {
-                    "Redeliver all " (counted) " matching"
-                }
-            }
-        }
+        },
+        verb: "Redeliver",
     }
+    .render()
 }
 
 fn row(delivery: &DeadDelivery) -> Markup {
