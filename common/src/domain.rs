@@ -279,6 +279,50 @@ impl<'de> Deserialize<'de> for PaymentId {
     }
 }
 
+/// An operation's id (a capture's, void's or refund's): the key of
+/// `operations`, and of its job's message. It has no prefix of its own:
+/// where the API shows one, it is shown as its kind's id ([`RefundId`] for
+/// a refund). A bare UUID on the wire and in a column, so messages and
+/// event snapshots written before it read the same.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct OperationId(pub Uuid);
+
+impl OperationId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for OperationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for OperationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A refund is an operation: its public id names the same row.
+impl From<RefundId> for OperationId {
+    fn from(id: RefundId) -> Self {
+        Self(id.0)
+    }
+}
+
+/// The public id of an operation known to be a refund.
+impl From<OperationId> for RefundId {
+    fn from(id: OperationId) -> Self {
+        Self(id.0)
+    }
+}
+
 /// A client's `Idempotency-Key`: 1 to 255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);

@@ -14,7 +14,7 @@ use common::db::lifecycle::{Audit, Knowledge};
 use common::db::operations::{self, OperationRow};
 use common::db::payments;
 use common::domain::failure_codes;
-use common::domain::{Kind, OperationStatus};
+use common::domain::{Kind, OperationId, OperationStatus};
 use common::processor::{
     CaptureRequest, RefundRequest, VoidRequest, CHARGE_NOT_CAPTURABLE_CODE,
     CHARGE_NOT_VOIDABLE_CODE,
@@ -22,7 +22,6 @@ use common::processor::{
 use common::queue::Job;
 use lapin::types::FieldTable;
 use std::time::Duration;
-use uuid::Uuid;
 
 use crate::engine::{self, Change, StepError, Work};
 use crate::processor::{Capture, Operation, Outcome, Refund, Void};
@@ -146,7 +145,7 @@ pub fn idempotency_key(op: &OperationRow) -> String {
 pub(crate) async fn process(
     ctx: &Context,
     job: &Job,
-    operation_id: Uuid,
+    operation_id: OperationId,
     props: Option<&FieldTable>,
 ) -> Result<(), StepError> {
     let claimed = engine::claim_or_settle(
@@ -209,7 +208,7 @@ pub(crate) async fn process(
                 request: RefundRequest {
                     charge: charge_id,
                     amount: op.amount,
-                    reference: common::domain::RefundId(op.id).to_string(),
+                    reference: common::domain::RefundId::from(op.id).to_string(),
                 },
             };
             settle(ctx, &refund, unknown).await

@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use common::db::operations::{self, NewOperation};
 use common::db::{outbox, payments, workers};
-use common::domain::Kind;
-use common::domain::PaymentId;
+use common::domain::{Kind, OperationId, PaymentId};
 use common::queue::Job;
 
 use crate::Context;
@@ -67,7 +66,7 @@ pub async fn rescue_once(ctx: &Context) -> anyhow::Result<usize> {
         || operations::take_overdue(&ctx.pool, grace, dead_after, backlog, BATCH),
         |op| {
             tracing::info!(operation_id = %op.id, "rescuing overdue operation");
-            Job::operation(op.id, op.payment_id, op.merchant_id)
+            Job::operation(op.id, PaymentId(op.payment_id), op.merchant_id)
         },
     )
     .await?;
@@ -110,7 +109,7 @@ async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
     let mut voided = 0;
     for (payment_id, merchant_id) in expired {
         let new = NewOperation {
-            id: uuid::Uuid::now_v7(),
+            id: OperationId::new(),
             payment_id: PaymentId(payment_id),
             merchant_id,
             kind: Kind::Void,
@@ -138,7 +137,7 @@ async fn void_expired_authorizations(ctx: &Context) -> anyhow::Result<usize> {
             continue;
         }
         tracing::info!(payment_id = %PaymentId(payment_id), "authorization expired; voiding it");
-        let job = Job::operation(created.operation.id, payment_id, merchant_id);
+        let job = Job::operation(created.operation.id, PaymentId(payment_id), merchant_id);
         ctx.broker.publish_job(&job).await?;
         outbox::delete(&ctx.pool, &[created.outbox_id]).await?;
         voided += 1;

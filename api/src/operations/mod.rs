@@ -25,12 +25,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::db::operations::{self, NewOperation, OperationRow};
 use common::db::payments::{self, PaymentRow};
-use common::domain::{Kind, OperationStatus};
+use common::domain::{Kind, OperationId, OperationStatus};
 use common::domain::{PaymentId, PaymentStatus, MAX_AMOUNT};
 use common::queue::Job;
 use serde::Serialize;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorType, ResultExt as _};
@@ -81,7 +80,7 @@ async fn find_payment(
 /// empty: the handlers fill in what their request has.
 fn new_operation(id: PaymentId, kind: Kind, sent: &Sent) -> NewOperation {
     NewOperation {
-        id: Uuid::now_v7(),
+        id: OperationId::new(),
         payment_id: id,
         merchant_id: sent.caller.merchant_id,
         kind,
@@ -161,7 +160,7 @@ async fn create_operation(
     let (created, body) = idempotency::abandon_on_error(state, claim.as_ref(), created).await?;
     let job = Job::operation(
         created.operation.id,
-        new.payment_id.0,
+        new.payment_id,
         sent.caller.merchant_id,
     );
     state
@@ -176,7 +175,7 @@ async fn create_operation(
     let op_id = created.operation.id;
     let waited = wait_until(
         state,
-        op_id,
+        op_id.0,
         wait,
         OperationRow::is_terminal,
         || async move {

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::Json;
 use common::db::operations::{self, NewOperation};
 use common::domain::Kind;
-use common::domain::{PaymentId, RefundId, Scope};
+use common::domain::{OperationId, PaymentId, RefundId, Scope};
 use serde::Deserialize;
 
 use super::*;
@@ -167,9 +167,10 @@ async fn retrieve_refund(
 ) -> Result<Json<Refund>, ApiError> {
     caller.require(Scope::PaymentsRead)?;
     let id: RefundId = id.parse().map_err(|_| no_such_refund())?;
-    let row = operations::find_for_merchant(&state.pool, caller.merchant_id, id.0, Kind::Refund)
-        .await?
-        .ok_or_else(no_such_refund)?;
+    let row =
+        operations::find_for_merchant(&state.pool, caller.merchant_id, id.into(), Kind::Refund)
+            .await?
+            .ok_or_else(no_such_refund)?;
     Ok(Json(Refund::from_row(&row)))
 }
 
@@ -222,16 +223,16 @@ async fn list_refunds(
     find_payment(&state, &caller, payment_id).await?;
     if let Some(cursor) = starting_after {
         // A refund of another payment would page nothing: say so instead.
-        let refund = operations::find(&state.pool, cursor.0).await?;
+        let refund = operations::find(&state.pool, cursor.into()).await?;
         if !refund.is_some_and(|r| r.payment_id == payment_id.0 && r.kind == Kind::Refund) {
             return Err(no_such_cursor("starting_after", "this payment's refunds"));
         }
     }
     let rows = operations::list_for_payment(
         &state.pool,
-        payment_id.0,
+        payment_id,
         Kind::Refund,
-        starting_after.map(|id| id.0),
+        starting_after.map(OperationId::from),
         limit.fetch(),
     )
     .await?;

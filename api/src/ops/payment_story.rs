@@ -136,9 +136,9 @@ pub(crate) async fn story(
     let mut operations = Vec::new();
     for kind in [Kind::Capture, Kind::Void, Kind::Refund] {
         let rows =
-            db::operations::list_for_payment(&state.pool, id.0, kind, None, MAX_OPERATIONS).await?;
+            db::operations::list_for_payment(&state.pool, id, kind, None, MAX_OPERATIONS).await?;
         operations.extend(rows.into_iter().map(|o| StoryOperation {
-            id: o.id,
+            id: o.id.0,
             kind: o.kind.as_str().to_owned(),
             status: o.status.as_str().to_owned(),
             amount: o.amount,

@@ -2,7 +2,7 @@
 
 use common::db::operations;
 use common::db::payments::PaymentRow;
-use common::domain::Kind;
+use common::domain::{Kind, PaymentId};
 
 use crate::http::error::ApiError;
 use crate::payments::wire::Payment;
@@ -30,7 +30,7 @@ pub(crate) async fn view<'e>(
     let refunds = if limit == 0 {
         Vec::new()
     } else {
-        operations::list_for_payment(db, row.id, Kind::Refund, None, limit).await?
+        operations::list_for_payment(db, PaymentId(row.id), Kind::Refund, None, limit).await?
     };
     let mut payment = Payment::from_row(row, &state.settings.public_base_url)
         .with_refunds(&refunds, expand.refunds);

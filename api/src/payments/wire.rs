@@ -324,7 +324,7 @@ pub struct Refund {
 impl Refund {
     pub fn from_row(row: &OperationRow) -> Self {
         Self {
-            id: RefundId(row.id).to_string(),
+            id: RefundId::from(row.id).to_string(),
             object: "refund".into(),
             amount: row.amount,
             currency: row.currency.to_string(),

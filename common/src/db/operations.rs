@@ -24,13 +24,13 @@ use uuid::Uuid;
 
 use super::lifecycle::{Audit, Origin, Retry};
 use super::outbox;
-use crate::domain::{Currency, Kind, OperationStatus, PaymentId};
+use crate::domain::{Currency, Kind, OperationId, OperationStatus, PaymentId};
 use crate::queue::Job;
 
 /// An operation as stored (also read back from an event's snapshot).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct OperationRow {
-    pub id: Uuid,
+    pub id: OperationId,
     pub payment_id: Uuid,
     pub merchant_id: Uuid,
     pub kind: Kind,
@@ -79,7 +79,7 @@ impl OperationRow {
 /// A new operation as a merchant (or the system) asks for it.
 #[derive(Debug, Clone)]
 pub struct NewOperation {
-    pub id: Uuid,
+    pub id: OperationId,
     pub payment_id: PaymentId,
     pub merchant_id: Uuid,
     pub kind: Kind,
@@ -129,7 +129,7 @@ macro_rules! create_operation {
             $new.payment_id.0,
             $new.merchant_id,
             $new.amount,
-            $new.id,
+            $new.id.0,
             $new.kind as _,
             &$new.requested_by,
             $new.reason.as_deref(),
@@ -198,7 +198,7 @@ pub async fn create(
     let Some(operation) = operation else {
         return Ok(None);
     };
-    let job = Job::operation(new.id, new.payment_id.0, new.merchant_id);
+    let job = Job::operation(new.id, new.payment_id, new.merchant_id);
     let outbox_id = outbox::insert(&mut **tx, new.payment_id.0, &job, relay_after).await?;
     Ok(Some(Created {
         operation,
@@ -206,8 +206,11 @@ pub async fn create(
     }))
 }
 
-pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<Option<OperationRow>> {
-    operation_row!([], "FROM operations WHERE id = $1", id)
+pub async fn find<'e>(
+    db: impl PgExecutor<'e>,
+    id: OperationId,
+) -> sqlx::Result<Option<OperationRow>> {
+    operation_row!([], "FROM operations WHERE id = $1", id.0)
         .fetch_optional(db)
         .await
 }
@@ -215,13 +218,13 @@ pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> sqlx::Result<Option<
 pub async fn find_for_merchant<'e>(
     db: impl PgExecutor<'e>,
     merchant_id: Uuid,
-    id: Uuid,
+    id: OperationId,
     kind: Kind,
 ) -> sqlx::Result<Option<OperationRow>> {
     operation_row!(
         [],
         "FROM operations WHERE id = $1 AND merchant_id = $2 AND kind = $3",
-        id,
+        id.0,
         merchant_id,
         kind.as_str(),
     )
@@ -233,9 +236,9 @@ pub async fn find_for_merchant<'e>(
 /// after the cursor `starting_after` (an operation id of this payment).
 pub async fn list_for_payment<'e>(
     db: impl PgExecutor<'e>,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     kind: Kind,
-    starting_after: Option<Uuid>,
+    starting_after: Option<OperationId>,
     limit: i64,
 ) -> sqlx::Result<Vec<OperationRow>> {
     operation_row!(
@@ -246,9 +249,9 @@ pub async fn list_for_payment<'e>(
                 SELECT created_at, id FROM operations WHERE id = $3 AND payment_id = $1))
          ORDER BY created_at DESC, id DESC
          LIMIT $4",
-        payment_id,
+        payment_id.0,
         kind.as_str(),
-        starting_after,
+        starting_after.map(|id| id.0),
         limit,
     )
     .fetch_all(db)
@@ -284,13 +287,13 @@ pub async fn latest_refunds<'e>(
 /// one operation.
 pub async fn claim<'e>(
     db: impl PgExecutor<'e>,
-    id: Uuid,
+    id: OperationId,
     lease: Duration,
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
     claim!(operation_row, "operations", "operation_status_history", "operation_id",
-        ids: std::slice::from_ref(&id), lease: lease, dead_after: dead_after, audit: audit)
+        ids: &[id.0], lease: lease, dead_after: dead_after, audit: audit)
     .fetch_optional(db)
     .await
 }
@@ -317,7 +320,7 @@ macro_rules! succeed_with {
                  )" + $also + " " +
             ],
             "FROM updated",
-            $op.id,        // $1
+            $op.id.0,      // $1
             $audit.actor,  // $2
             $audit.reason, // $3
             $op.attempts,  // $4
@@ -437,7 +440,7 @@ pub async fn fail<'e>(
              ) " +
         ],
         "FROM updated",
-        op.id,           // $1
+        op.id.0,         // $1
         audit.actor,     // $2
         audit.reason,    // $3
         op.attempts,     // $4
@@ -456,13 +459,13 @@ pub async fn fail<'e>(
 /// the failure is the payment's `last_operation_error`.
 pub async fn fail_unclaimed<'e>(
     db: impl PgExecutor<'e>,
-    id: Uuid,
+    id: OperationId,
     failure_code: &str,
     failure_message: &str,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
     fail_unclaimed!(operation_row, "operations", "operation_status_history", "operation_id",
-        id: id, code: failure_code, message: failure_message, audit: audit,
+        id: id.0, code: failure_code, message: failure_message, audit: audit,
         also: ", pay AS (
              UPDATE payments SET
                  amount_refunded = amount_refunded
@@ -485,13 +488,13 @@ pub async fn fail_unclaimed<'e>(
 /// it may have been paid.
 pub async fn hold_unclaimed<'e>(
     db: impl PgExecutor<'e>,
-    id: Uuid,
+    id: OperationId,
     last_error: &str,
     dead_after: Duration,
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
     hold_unclaimed!(operation_row, "operations", "operation_status_history", "operation_id",
-        id: id, last_error: last_error, dead_after: dead_after, audit: audit)
+        id: id.0, last_error: last_error, dead_after: dead_after, audit: audit)
     .fetch_optional(db)
     .await
 }
@@ -505,7 +508,7 @@ pub async fn schedule_retry<'e>(
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
     schedule_retry!(operation_row, "operations", "operation_status_history", "operation_id",
-        id: op.id, attempt: op.attempts, retry: retry, audit: audit)
+        id: op.id.0, attempt: op.attempts, retry: retry, audit: audit)
     .fetch_optional(db)
     .await
 }
@@ -519,7 +522,7 @@ pub async fn hold<'e>(
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
     hold!(operation_row, "operations", "operation_status_history", "operation_id",
-        id: op.id, attempt: op.attempts, last_error: last_error, audit: audit)
+        id: op.id.0, attempt: op.attempts, last_error: last_error, audit: audit)
     .fetch_optional(db)
     .await
 }
@@ -529,12 +532,12 @@ pub async fn hold<'e>(
 /// only if the payment still allows it (else the guard fails).
 pub async fn replay<'e>(
     db: impl PgExecutor<'e>,
-    id: Uuid,
+    id: OperationId,
     codes: &[&str],
     audit: Audit<'_>,
 ) -> sqlx::Result<Option<OperationRow>> {
     replay!(operation_row, "operations", "operation_status_history", "operation_id",
-        id: id, codes: codes, audit: audit,
+        id: id.0, codes: codes, audit: audit,
         failed_also: "(p.kind <> 'refund' OR EXISTS (
             SELECT 1 FROM payments pay WHERE pay.id = p.payment_id
               AND pay.amount_refunded + p.amount <= pay.amount_captured))",
@@ -553,7 +556,7 @@ pub async fn replay<'e>(
 /// Operations whose message is late, as [`super::payments::take_overdue`].
 #[derive(Debug)]
 pub struct Overdue {
-    pub id: Uuid,
+    pub id: OperationId,
     pub payment_id: Uuid,
     pub merchant_id: Uuid,
 }
@@ -565,7 +568,7 @@ pub async fn take_overdue<'e>(
     backlog: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<Overdue>> {
-    take_overdue!(Overdue, "operations", "id, payment_id, merchant_id",
+    take_overdue!(Overdue, "operations", "id AS \"id: OperationId\", payment_id, merchant_id",
         grace: grace, dead_after: dead_after, backlog: backlog, limit: limit)
     .fetch_all(db)
     .await

@@ -37,8 +37,14 @@ pub async fn find(conn: &mut PgConnection, id: PaymentId) -> sqlx::Result<Option
     let refunds = if payment.amount_captured == 0 {
         Vec::new()
     } else {
-        operations::list_for_payment(&mut *conn, payment.id, Kind::Refund, None, MAX_REFUNDS)
-            .await?
+        operations::list_for_payment(
+            &mut *conn,
+            PaymentId(payment.id),
+            Kind::Refund,
+            None,
+            MAX_REFUNDS,
+        )
+        .await?
     };
     Ok(Some(ReceiptRow {
         payment,

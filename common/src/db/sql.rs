@@ -9,7 +9,7 @@
 //! column of a payment, typed ([`super::payments::PaymentRow`]);
 //! `operation_row!` the same for an operation. The column types are named
 //! as the module using the macro imports them (`PaymentStatus`, `Currency`,
-//! `CardToken`, `Kind`, `Json`, `Value`, `CardDetails`,
+//! `CardToken`, `Kind`, `OperationId`, `Json`, `Value`, `CardDetails`,
 //! `ProcessorResponse`): full paths would pass PostgreSQL's 63-byte limit
 //! on a column alias. The statements of the job lifecycle that both tables
 //! share are in [`super::lifecycle`].
@@ -48,7 +48,7 @@ macro_rules! operation_row {
         sqlx::query_as!(
             $crate::db::operations::OperationRow,
             $($before)*
-            "SELECT id, payment_id, merchant_id, kind AS \"kind: Kind\",
+            "SELECT id AS \"id: OperationId\", payment_id, merchant_id, kind AS \"kind: Kind\",
                 status AS \"status: OperationStatus\", amount,
                 currency AS \"currency: Currency\", requested_by,
                 reason, notes, statement_descriptor,

@@ -9,7 +9,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::PaymentId;
+use crate::domain::{OperationId, PaymentId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
@@ -24,7 +24,7 @@ pub enum Job {
     /// is already done): a row of `operations`.
     #[serde(rename = "operation.v1")]
     OperationV1 {
-        operation_id: Uuid,
+        operation_id: OperationId,
         payment_id: PaymentId,
         merchant_id: Uuid,
     },
@@ -38,10 +38,10 @@ impl Job {
         }
     }
 
-    pub fn operation(operation_id: Uuid, payment_id: Uuid, merchant_id: Uuid) -> Self {
+    pub fn operation(operation_id: OperationId, payment_id: PaymentId, merchant_id: Uuid) -> Self {
         Self::OperationV1 {
             operation_id,
-            payment_id: PaymentId(payment_id),
+            payment_id,
             merchant_id,
         }
     }
@@ -55,7 +55,7 @@ impl Job {
     }
 
     /// The operation a job is about; `None` for a payment's charge.
-    pub fn operation_id(&self) -> Option<Uuid> {
+    pub fn operation_id(&self) -> Option<OperationId> {
         match self {
             Self::ProcessPaymentV1 { .. } => None,
             Self::OperationV1 { operation_id, .. } => Some(*operation_id),
