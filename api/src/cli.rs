@@ -1,18 +1,19 @@
 //! The `api` binary's subcommands: `serve` (default), `migrate`, `keys`,
 //! `openapi`.
 //!
-//! Keys are of two kinds (see [`crate::auth`]; made by [`crate::keys`]):
+//! Keys are of two kinds (see [`crate::http::auth`]; made by [`crate::keys`]):
 //! `keys create` makes a merchant's key with merchant scopes, and refuses
 //! `admin`; `keys create-operator` makes an operator's key, bound to no
 //! merchant, for the dead-letter endpoints.
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use common::config::{BrokerArgs, DatabaseArgs};
 use common::db::api_keys;
 use common::domain::Scope;
 
+use crate::config::ServeArgs;
 use crate::keys::{create_key, create_operator_key, parse_name, parse_scope};
-use crate::Config;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
@@ -78,8 +79,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&config.serve.bind)
                 .await
                 .with_context(|| format!("binding API_BIND {}", config.serve.bind))?;
-            let (pool, broker) = crate::connect(&config).await?;
-            crate::serve(
+            let (pool, broker) = crate::server::connect(&config.database, &config.broker).await?;
+            crate::server::serve(
                 listener,
                 pool,
                 broker,
@@ -156,4 +157,24 @@ async fn keys(pool: &sqlx::PgPool, command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Everything `api serve` needs.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "Payment API: accepts card payments and queues them for the workers."
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub log: common::telemetry::LogArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }

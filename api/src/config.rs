@@ -1,14 +1,12 @@
-//! The API's settings: `api serve`'s ([`ServeArgs`]) and the binary's
-//! ([`Config`]).
+//! The API's settings: `api serve`'s ([`ServeArgs`], with the operator
+//! console's [`ConsoleArgs`]) and how each is checked. The binary's whole
+//! command line is [`crate::cli::Config`]. This module imports nothing of
+//! the crate: every other part may read the settings.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use common::config::{BrokerArgs, DatabaseArgs};
-
-use crate::cli;
-use crate::ops::console;
-use crate::state::limiter;
+use common::queue::RetryTiers;
 
 /// The longest `REQUEST_TIMEOUT`: a request, and with it the lock on its
 /// idempotency key, is bounded to minutes, not days.
@@ -74,12 +72,12 @@ pub struct ServeArgs {
 
     /// Requests per second each API key may make, sustained (1 to a
     /// million). Per API process: see the README.
-    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value = "100", value_parser = limiter::parse_rate)]
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value = "100", value_parser = parse_rate)]
     pub rate_limit_per_second: NonZeroU32,
 
     /// Requests each API key may make at once, above the sustained rate (1
     /// to a million).
-    #[arg(long, env = "RATE_LIMIT_BURST", default_value = "200", value_parser = limiter::parse_rate)]
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value = "200", value_parser = parse_rate)]
     pub rate_limit_burst: NonZeroU32,
 
     /// Days events and their delivery attempts are kept (1 to 3650); older
@@ -96,7 +94,7 @@ pub struct ServeArgs {
 
     /// What the operator views need to know of the workers.
     #[command(flatten)]
-    pub console: console::ConsoleArgs,
+    pub console: ConsoleArgs,
 }
 
 /// `EVENT_RETENTION_DAYS`: 1 to 3650 (ten years), naming the variable.
@@ -129,22 +127,82 @@ fn parse_ttl_hours(value: &str) -> Result<u64, String> {
         })
 }
 
-/// Everything `api serve` needs.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "api",
-    version,
-    about = "Payment API: accepts card payments and queues them for the workers."
-)]
-pub struct Config {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub broker: BrokerArgs,
-    #[command(flatten)]
-    pub serve: ServeArgs,
-    #[command(flatten)]
-    pub log: common::telemetry::LogArgs,
-    #[command(subcommand)]
-    pub command: Option<cli::Command>,
+/// Largest `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST`: a million, far
+/// above what one process serves, and small enough that the bucket's
+/// arithmetic (nanoseconds per request) stays exact.
+pub const MAX_RATE: u32 = 1_000_000;
+
+/// `RATE_LIMIT_PER_SECOND` / `RATE_LIMIT_BURST`: a whole number from 1 to
+/// [`MAX_RATE`]. The error names the variable as well as the flag.
+pub fn parse_rate(value: &str) -> Result<NonZeroU32, String> {
+    value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n <= MAX_RATE)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            format!(
+                "RATE_LIMIT_PER_SECOND and RATE_LIMIT_BURST are whole numbers from 1 to {MAX_RATE}"
+            )
+        })
+}
+
+/// Settings the operator views need: the workers' retry tiers (to read each
+/// tier's queue depth), `RESCUE_AFTER` (when a payment is overdue) and
+/// `WORKER_DEAD_AFTER` (when a worker is dead), the same variables and
+/// defaults as the worker's so one environment configures both; and how
+/// long a console session lasts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsoleArgs {
+    /// The workers' retry tiers, in seconds (as the worker's setting).
+    #[arg(long = "console-retry-delays", env = "RETRY_DELAYS", default_value = "1,5,30,120,600", value_parser = RetryTiers::parse)]
+    pub retry_delays: RetryTiers,
+
+    /// The webhook deliveries' retry tiers, in seconds (as the worker's
+    /// setting).
+    #[arg(long = "console-webhook-retry-delays", env = "WEBHOOK_RETRY_DELAYS", default_value = "10,60,300,1800,7200,21600,86400", value_parser = RetryTiers::parse)]
+    pub webhook_retry_delays: RetryTiers,
+
+    /// Seconds past due after which a payment is overdue (the worker's
+    /// rescuer takes it then).
+    #[arg(long = "console-rescue-after", env = "RESCUE_AFTER", default_value = "60", value_parser = common::config::parse_secs)]
+    pub rescue_after: Duration,
+
+    /// Seconds without a heartbeat after which a worker is dead.
+    #[arg(long = "console-worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = common::config::parse_secs)]
+    pub worker_dead_after: Duration,
+
+    /// Seconds a console sign-in lasts (60 to 604800, a week); the operator
+    /// signs in again after it.
+    #[arg(long = "console-session-ttl", env = "CONSOLE_SESSION_TTL", default_value = "28800", value_parser = parse_session_ttl)]
+    pub session_ttl: Duration,
+}
+
+/// The longest `CONSOLE_SESSION_TTL`: a week.
+const MAX_SESSION_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// `CONSOLE_SESSION_TTL`: a minute to a week, naming the variable.
+fn parse_session_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = common::config::parse_secs(value)?;
+    if ttl < Duration::from_secs(60) || ttl > MAX_SESSION_TTL {
+        return Err(format!(
+            "CONSOLE_SESSION_TTL is 60 to {} seconds (a week)",
+            MAX_SESSION_TTL.as_secs()
+        ));
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_bounded() {
+        assert_eq!(parse_rate("100").map(NonZeroU32::get), Ok(100));
+        for bad in ["0", "-1", "1000001", "lots", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 }

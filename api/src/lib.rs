@@ -26,6 +26,7 @@ pub mod server;
 pub mod state;
 pub mod webhooks;
 
-pub use config::{Config, ServeArgs, MAX_IDEMPOTENCY_TTL_HOURS, MAX_REQUEST_TIMEOUT};
+pub use cli::Config;
+pub use config::{ServeArgs, MAX_IDEMPOTENCY_TTL_HOURS, MAX_REQUEST_TIMEOUT};
 pub use server::{connect, serve};
 pub use state::AppState;

@@ -19,11 +19,6 @@
 //! `GET /v1/openapi.json` serves it without a key; `api openapi` prints it;
 //! `docs/openapi.json` is a committed copy that a test keeps equal to it.
 
-use std::sync::LazyLock;
-
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use common::domain::PaymentStatus;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::path::Operation;
@@ -33,9 +28,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi, Ref, RefOr};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-use crate::http::error::{ApiError, ErrorEnvelope, ErrorType};
+use crate::http::error::{ErrorEnvelope, ErrorType};
 use crate::http::rate_limit::{LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER};
 use crate::state::AppState;
 
@@ -93,71 +87,6 @@ pub fn document() -> OpenApi {
 /// The document as served and committed: pretty JSON and a final newline.
 pub fn json() -> Result<String, serde_json::Error> {
     Ok(document().to_pretty_json()? + "\n")
-}
-
-static DOCUMENT: LazyLock<Option<String>> = LazyLock::new(|| json().ok());
-
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::default().routes(routes!(openapi_json))
-}
-
-/// This document.
-#[utoipa::path(
-    get,
-    path = "/v1/openapi.json",
-    tag = "service",
-    operation_id = "get_openapi",
-    summary = "The OpenAPI 3.1 document of this API",
-    description = "No key needed. The same document is committed as `docs/openapi.json`.",
-    responses(
-        (status = 200, description = "The OpenAPI document.", body = serde_json::Value, content_type = "application/json")
-    ),
-    security(())
-)]
-async fn openapi_json() -> Response {
-    match DOCUMENT.as_deref() {
-        Some(json) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            json.to_owned(),
-        )
-            .into_response(),
-        None => ApiError::internal(anyhow::anyhow!("the OpenAPI document did not serialize"))
-            .into_response(),
-    }
-}
-
-/// `status` of a payment: one of the lifecycle's states.
-pub fn payment_status() -> Schema {
-    let all = [
-        PaymentStatus::Pending,
-        PaymentStatus::Processing,
-        PaymentStatus::Succeeded,
-        PaymentStatus::Failed,
-        PaymentStatus::Cancelled,
-    ];
-    Schema::Object(
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(all.map(PaymentStatus::as_str)))
-            .description(Some(
-                "`pending` → `processing` → `succeeded` | `failed`; `cancelled` if cancelled \
-                 before processing or its authorization voided.",
-            ))
-            .build(),
-    )
-}
-
-/// `status` of a refund (`processing` reads as `pending`).
-pub fn refund_status() -> Schema {
-    Schema::Object(
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(["pending", "succeeded", "failed"]))
-            .build(),
-    )
 }
 
 fn add_security_scheme(doc: &mut OpenApi) {
@@ -356,85 +285,6 @@ fn require_every_field(doc: &mut OpenApi) {
             object.required = object.properties.keys().cloned().collect();
         }
     }
-}
-
-// Parameters that several operations share. They describe what is read by
-// hand (the headers by `crate::http::request::Submitted`, `expand[]` by
-// `crate::operations::Expand`), so they are never built.
-
-/// `Idempotency-Key` (DESIGN.md §5).
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct IdempotencyKeyHeader {
-    /// 1 to 255 visible ASCII characters, scoped to the merchant and kept at
-    /// least 24 hours. The same key with the same request replays the stored
-    /// answer (`Idempotent-Replayed: true`); with a different request it is
-    /// `422`; while the first is in flight, `409`.
-    #[param(
-        rename = "Idempotency-Key",
-        value_type = String,
-        required = false,
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[!-~]+$",
-        example = "order-123456-attempt-1"
-    )]
-    idempotency_key: Option<String>,
-}
-
-/// The payment a capture, cancel or refund is about, in the path.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub struct PaymentIdPath {
-    /// The payment's id, `pay_…`.
-    #[param(example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")]
-    id: String,
-}
-
-/// What every `POST /v1/payments/{id}/…` takes besides its body: the
-/// payment's id, [`IdempotencyKeyHeader`] and [`PreferHeader`].
-pub struct PaymentOperationParams;
-
-impl utoipa::IntoParams for PaymentOperationParams {
-    fn into_params(
-        parameter_in: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
-    ) -> Vec<utoipa::openapi::path::Parameter> {
-        let mut params = PaymentIdPath::into_params(&parameter_in);
-        params.extend(IdempotencyKeyHeader::into_params(&parameter_in));
-        params.extend(PreferHeader::into_params(&parameter_in));
-        params
-    }
-}
-
-/// `Prefer: wait=N` (RFC 7240).
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct PreferHeader {
-    /// `wait=N`: hold the answer until the operation is terminal or N
-    /// seconds pass (at most 30; larger values are capped and
-    /// `Preference-Applied` says what was applied). Other preferences are
-    /// ignored.
-    #[param(
-        rename = "Prefer",
-        value_type = String,
-        required = false,
-        example = "wait=1"
-    )]
-    prefer: Option<String>,
-}
-
-/// `expand[]=…` on a payment read.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct ExpandQuery {
-    /// Objects to expand: `refunds`, `customer`. Any other value, or any
-    /// other query parameter, is `400` naming it.
-    #[param(rename = "expand[]", explode, style = Form, required = false)]
-    expand: Option<Vec<crate::payments::view::Expansion>>,
 }
 
 #[cfg(test)]

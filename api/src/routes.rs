@@ -7,15 +7,15 @@ use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::http::error::ApiError;
-use crate::http::{rate_limit, request_id};
-use crate::ops::{admin, console, dead_deliveries, health, payment_story};
+use crate::http::{layers, rate_limit};
+use crate::ops::{admin, console, dead_deliveries, document, health, payment_story};
 use crate::payments::{list, receipts};
 use crate::state::{metrics, AppState};
-use crate::{openapi, operations, payments, webhooks};
+use crate::{operations, payments, webhooks};
 
 /// The route table: every route the API serves, each registered with its
 /// OpenAPI description (`utoipa_axum::routes!`), so the router and
-/// [`openapi::document`] are built from this one list. A new module adds its
+/// [`crate::openapi::document`] are built from this one list. A new module adds its
 /// `routes()` to one of the two groups.
 ///
 /// With `state`, the keyed routes get the per-key rate limit (which also
@@ -42,7 +42,7 @@ pub(crate) fn route_table(state: Option<AppState>) -> OpenApiRouter<AppState> {
         .merge(receipts::routes())
         .merge(health::routes())
         .merge(metrics::routes())
-        .merge(openapi::routes());
+        .merge(document::routes());
     // The operator console: a session cookie, not a key (its own sign-in);
     // HTML pages, in no OpenAPI document.
     keyed.merge(public).merge(console::routes())
@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(envelope_every_error))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
-            request_id::middleware,
+            layers::middleware,
         ))
 }
 

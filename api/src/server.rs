@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use common::config::{BrokerArgs, DatabaseArgs};
 use common::queue::{Broker, Topology};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ServeArgs};
+use crate::config::ServeArgs;
 use crate::http::idempotency;
 use crate::state::limiter;
 use crate::state::outbox::Outbox;
@@ -23,18 +24,21 @@ use crate::{routes, webhooks};
 /// Connects to the database (applying migrations) and the broker. A broker
 /// that is down at start is not fatal: payments are accepted into the outbox
 /// and published once it is back.
-pub async fn connect(config: &Config) -> anyhow::Result<(PgPool, Arc<Broker>)> {
-    let pool = common::db::connect(&config.database).await?;
+pub async fn connect(
+    database: &DatabaseArgs,
+    amqp: &BrokerArgs,
+) -> anyhow::Result<(PgPool, Arc<Broker>)> {
+    let pool = common::db::connect(database).await?;
     common::db::migrate(&pool).await?;
-    let topology = Topology::new(&config.broker.queue_prefix);
-    let broker = match Broker::connect(&config.broker.amqp_url, topology.clone()).await {
+    let topology = Topology::new(&amqp.queue_prefix);
+    let broker = match Broker::connect(&amqp.amqp_url, topology.clone()).await {
         Ok(broker) => broker,
         Err(err) => {
             tracing::warn!(
                 error = format!("{err:#}"),
                 "broker unreachable at start; accepting payments into the outbox"
             );
-            Broker::lazy(&config.broker.amqp_url, topology)
+            Broker::lazy(&amqp.amqp_url, topology)
         }
     };
     Ok((pool, Arc::new(broker)))
@@ -110,6 +114,7 @@ pub async fn serve(
         metrics: Arc::new(metrics::Metrics::default()),
         webhook_broker: webhook_broker.clone(),
         limiter,
+        openapi: Arc::from(crate::openapi::json().context("building the OpenAPI document")?),
         sign_ins: Arc::default(),
         secrets,
         waiters,

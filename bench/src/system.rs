@@ -46,7 +46,7 @@ fn topologies(prefix: &str) -> [Topology; 2] {
 /// highest the API accepts. All load comes from one key at thousands of
 /// requests per second; the per-key default (100/s) would measure the
 /// limiter instead of the service.
-/// (`api::state::limiter::MAX_RATE`; the bench runs the binaries, not the crate.)
+/// (`api::config::MAX_RATE`; the bench runs the binaries, not the crate.)
 pub const RATE_LIMIT: u32 = 1_000_000;
 
 /// How long a child may take to become ready, or to exit after SIGTERM.

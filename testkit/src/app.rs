@@ -191,7 +191,7 @@ impl TestApp {
             rate_limit_burst: self.options.rate_limit_burst,
             secrets_key: self.options.worker.secrets_key.clone(),
             event_retention_days: 30,
-            console: api::ops::console::ConsoleArgs {
+            console: api::config::ConsoleArgs {
                 retry_delays: self.options.worker.retry_delays.clone(),
                 webhook_retry_delays: self.options.worker.webhook_retry_delays.clone(),
                 rescue_after: self.options.worker.rescue_after,

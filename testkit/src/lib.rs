@@ -167,7 +167,7 @@ impl Default for Options {
 
 /// The highest rate limit the API accepts, a million requests per second
 /// and at once: no test reaches it.
-pub const NO_RATE_LIMIT: NonZeroU32 = match NonZeroU32::new(api::state::limiter::MAX_RATE) {
+pub const NO_RATE_LIMIT: NonZeroU32 = match NonZeroU32::new(api::config::MAX_RATE) {
     Some(rate) => rate,
     None => panic!("MAX_RATE is not zero"),
 };

@@ -21,16 +21,20 @@
 //!
 //! [`Context::db`]: crate::Context::db
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 
+use common::db::lifecycle::Audit;
+use common::db::payments::{self, PaymentRow};
+use common::domain::PaymentId;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::StepError;
+use crate::error::StepError;
 
 /// Items one statement takes at most.
 pub const MAX_ITEMS: usize = 128;
@@ -147,13 +151,126 @@ async fn serve<S: Statement>(
     }
 }
 
+// The statements batched today: a payment's claim and its approval.
+
+/// Claims of payments ([`payments::claim_many`]), under this worker's
+/// lease: the answer is the claimed row, or `None` when it cannot be
+/// claimed.
+pub(crate) struct Claims {
+    pub lease: Duration,
+    pub dead_after: Duration,
+    pub worker_id: String,
+}
+
+impl Statement for Claims {
+    type Item = PaymentId;
+    type Answer = Option<PaymentRow>;
+    type Key = PaymentId;
+
+    fn key(id: &PaymentId) -> PaymentId {
+        *id
+    }
+
+    async fn run(&self, pool: &PgPool, ids: &[PaymentId]) -> sqlx::Result<Vec<Self::Answer>> {
+        let audit = Audit {
+            actor: &self.worker_id,
+            reason: "claimed",
+        };
+        let claimed = payments::claim_many(pool, ids, self.lease, self.dead_after, audit).await?;
+        Ok(answer_by_id(ids, claimed, |row| row))
+    }
+}
+
+/// Approved charges recorded ([`payments::succeed_many`]): the answer is
+/// whether this claim recorded it (`false`: the claim was lost meanwhile).
+pub(crate) struct Approvals {
+    pub worker_id: String,
+}
+
+impl Statement for Approvals {
+    type Item = payments::Approval;
+    type Answer = bool;
+    type Key = PaymentId;
+
+    fn key(approval: &payments::Approval) -> PaymentId {
+        approval.id
+    }
+
+    async fn run(
+        &self,
+        pool: &PgPool,
+        approvals: &[payments::Approval],
+    ) -> sqlx::Result<Vec<bool>> {
+        let recorded = payments::succeed_many(pool, approvals, &self.worker_id).await?;
+        let ids: Vec<PaymentId> = approvals.iter().map(|a| a.id).collect();
+        Ok(answer_by_id(&ids, recorded, |row| row.is_some()))
+    }
+}
+
+/// Each of `ids`' row among `rows` (a statement returns the rows it
+/// changed, in no set order), mapped by `answer`.
+fn answer_by_id<A>(
+    ids: &[PaymentId],
+    rows: Vec<PaymentRow>,
+    answer: impl Fn(Option<PaymentRow>) -> A,
+) -> Vec<A> {
+    let mut rows: HashMap<PaymentId, PaymentRow> = rows
+        .into_iter()
+        .map(|row| (row.payment_id(), row))
+        .collect();
+    ids.iter().map(|id| answer(rows.remove(id))).collect()
+}
+
 /// The statement, waiting out an unavailable database.
 async fn run_waiting_out<S: Statement>(
     statement: &S,
     db: &Database,
     items: &[S::Item],
 ) -> Result<Vec<S::Answer>, StepError> {
-    crate::context::waiting_out(&db.turns, &db.shutdown, || statement.run(&db.pool, items)).await
+    waiting_out(&db.turns, &db.shutdown, || statement.run(&db.pool, items)).await
+}
+
+/// [`Context::db`]'s loop, and the batches' tasks': `op` after a turn at
+/// the database (`turns`), again with growing delays while the database is
+/// unavailable or busy, until it answers or `shutdown` comes.
+pub(crate) async fn waiting_out<T, F, Fut>(
+    turns: &Semaphore,
+    shutdown: &CancellationToken,
+    mut op: F,
+) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = sqlx::Result<T>>,
+{
+    let mut delays = common::retry::reconnect_delays();
+    let mut warned = false;
+    loop {
+        let result = {
+            // Never closed, so never an error; without a turn the
+            // statement would merely queue in the pool.
+            let _turn = turns.acquire().await.ok();
+            op().await
+        };
+        match result {
+            Ok(value) => return Ok(value),
+            // Unreachable, or up but unable right now (a lock or
+            // statement timeout, a deadlock): wait with growing delays,
+            // never requeue, so the message's delivery count (the
+            // poison check) does not grow with the database's trouble.
+            Err(err) if common::db::is_transient(&err) => {
+                if !warned {
+                    tracing::warn!(error = %err, "database unavailable or busy; holding the message until it answers");
+                    warned = true;
+                }
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tokio::select! {
+                    () = shutdown.cancelled() => return Err(StepError::Interrupted),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(err) => return Err(StepError::Database(err)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,21 +3,18 @@
 //! recorded in one guarded statement; retries, holds and dead letters are
 //! the engine's (`engine.rs`).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::db::lifecycle::{Audit, Knowledge};
 use common::db::payments::{self, PaymentRow};
-use common::domain::{failure_codes, PaymentId};
+use common::domain::failure_codes;
 use common::processor::ProcessorResponse;
 use common::queue::Job;
 use lapin::types::FieldTable;
-use sqlx::PgPool;
 
-use crate::batch::Statement;
+use crate::context::Context;
 use crate::engine::{claim_or_settle, hold, retry_or_give_up, Change, StepError, Work};
 use crate::processor::{Charge, Outcome};
-use crate::Context;
 
 pub(crate) async fn process(
     ctx: &Context,
@@ -99,74 +96,6 @@ pub(crate) async fn process(
         }
     }
     Ok(())
-}
-
-/// Claims of payments ([`payments::claim_many`]), under this worker's
-/// lease: the answer is the claimed row, or `None` when it cannot be
-/// claimed.
-pub(crate) struct Claims {
-    pub lease: Duration,
-    pub dead_after: Duration,
-    pub worker_id: String,
-}
-
-impl Statement for Claims {
-    type Item = PaymentId;
-    type Answer = Option<PaymentRow>;
-    type Key = PaymentId;
-
-    fn key(id: &PaymentId) -> PaymentId {
-        *id
-    }
-
-    async fn run(&self, pool: &PgPool, ids: &[PaymentId]) -> sqlx::Result<Vec<Self::Answer>> {
-        let audit = Audit {
-            actor: &self.worker_id,
-            reason: "claimed",
-        };
-        let claimed = payments::claim_many(pool, ids, self.lease, self.dead_after, audit).await?;
-        Ok(answer_by_id(ids, claimed, |row| row))
-    }
-}
-
-/// Approved charges recorded ([`payments::succeed_many`]): the answer is
-/// whether this claim recorded it (`false`: the claim was lost meanwhile).
-pub(crate) struct Approvals {
-    pub worker_id: String,
-}
-
-impl Statement for Approvals {
-    type Item = payments::Approval;
-    type Answer = bool;
-    type Key = PaymentId;
-
-    fn key(approval: &payments::Approval) -> PaymentId {
-        approval.id
-    }
-
-    async fn run(
-        &self,
-        pool: &PgPool,
-        approvals: &[payments::Approval],
-    ) -> sqlx::Result<Vec<bool>> {
-        let recorded = payments::succeed_many(pool, approvals, &self.worker_id).await?;
-        let ids: Vec<PaymentId> = approvals.iter().map(|a| a.id).collect();
-        Ok(answer_by_id(&ids, recorded, |row| row.is_some()))
-    }
-}
-
-/// Each of `ids`' row among `rows` (a statement returns the rows it
-/// changed, in no set order), mapped by `answer`.
-fn answer_by_id<A>(
-    ids: &[PaymentId],
-    rows: Vec<PaymentRow>,
-    answer: impl Fn(Option<PaymentRow>) -> A,
-) -> Vec<A> {
-    let mut rows: HashMap<PaymentId, PaymentRow> = rows
-        .into_iter()
-        .map(|row| (row.payment_id(), row))
-        .collect();
-    ids.iter().map(|id| answer(rows.remove(id))).collect()
 }
 
 impl Work for PaymentRow {

@@ -4,10 +4,11 @@ use std::collections::HashSet;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use common::config::{BrokerArgs, DatabaseArgs};
+use common::dead_letters as dlq;
 use common::domain::PaymentId;
 
-use crate::Config;
-use common::dead_letters as dlq;
+use crate::config::Settings;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
@@ -77,8 +78,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .with_context(|| {
                     format!("binding METRICS_BIND {}", config.settings.metrics_bind)
                 })?;
-            let (pool, broker) = crate::connect(&config).await?;
-            crate::run(
+            let (pool, broker) =
+                crate::service::connect(&config.database, &config.broker, &config.settings).await?;
+            crate::service::run(
                 pool,
                 broker,
                 config.settings,
@@ -88,7 +90,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
         }
         Command::Dlq { command } => {
-            let (pool, broker) = crate::connect(&config).await?;
+            let (pool, broker) =
+                crate::service::connect(&config.database, &config.broker, &config.settings).await?;
             let actor = operator();
             let result = dlq_command(&pool, &broker, command, &actor).await;
             broker.close().await;
@@ -176,4 +179,85 @@ async fn dlq_command(
         }
     }
     Ok(())
+}
+
+/// Everything the `worker` binary takes.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Payment worker: processes queued payments; dead-letter tooling.",
+    // A worker needs fewer connections than the API: same setting, its own
+    // default, `DEFAULT_DATABASE_CONNECTIONS` written as a literal clap can
+    // keep (a test checks they agree).
+    mut_arg("database_max_connections", |arg| arg.default_value("8"))
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(flatten)]
+    pub log: common::telemetry::LogArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        ProcessorKind, DEFAULT_CONCURRENCY, DEFAULT_DATABASE_CONNECTIONS, MAX_CONCURRENCY,
+    };
+
+    #[test]
+    fn a_worker_defaults_to_a_small_pool_and_many_payments_in_flight() {
+        let config = Config::try_parse_from(["worker"]).expect("the defaults parse");
+        assert_eq!(
+            config.database.database_max_connections,
+            DEFAULT_DATABASE_CONNECTIONS
+        );
+        assert_eq!(config.settings.concurrency, DEFAULT_CONCURRENCY);
+        config.settings.validate().expect("the defaults are valid");
+    }
+
+    #[test]
+    fn stripe_needs_its_secret_key_and_never_prints_it() {
+        let config = Config::try_parse_from(["worker", "--processor", "stripe"])
+            .expect("parses without a key");
+        let err = config.settings.validate().expect_err("no key");
+        assert!(err.to_string().contains("STRIPE_SECRET_KEY"), "{err}");
+
+        let config = Config::try_parse_from([
+            "worker",
+            "--processor",
+            "stripe",
+            "--stripe-secret-key",
+            "sk_test_secret123",
+        ])
+        .expect("parses");
+        config.settings.validate().expect("valid with a key");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("sk_test_secret123"), "{shown}");
+        assert_eq!(config.settings.processor, ProcessorKind::Stripe);
+        assert_eq!(
+            config.settings.stripe.stripe_api_base,
+            "https://api.stripe.com"
+        );
+    }
+
+    #[test]
+    fn the_simulator_is_the_default_processor() {
+        let config = Config::try_parse_from(["worker"]).expect("the defaults parse");
+        assert_eq!(config.settings.processor, ProcessorKind::Sim);
+    }
+
+    #[test]
+    fn payments_in_flight_stay_bounded() {
+        let too_many = (MAX_CONCURRENCY + 1).to_string();
+        assert!(Config::try_parse_from(["worker", "--concurrency", &too_many]).is_err());
+        assert!(Config::try_parse_from(["worker", "--concurrency", "0"]).is_err());
+    }
 }

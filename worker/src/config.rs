@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use common::config::{parse_secs, BrokerArgs, DatabaseArgs};
+use common::config::parse_secs;
 use common::queue::RetryTiers;
-
-use crate::cli;
 
 /// Default `WORKER_CONCURRENCY`: enough payments in flight that a processor
 /// answering in a second still keeps one worker near the rate it reaches
@@ -230,85 +228,5 @@ impl Settings {
             );
         }
         Ok(())
-    }
-}
-
-/// Everything the `worker` binary takes.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "worker",
-    version,
-    about = "Payment worker: processes queued payments; dead-letter tooling.",
-    // A worker needs fewer connections than the API: same setting, its own
-    // default, `DEFAULT_DATABASE_CONNECTIONS` written as a literal clap can
-    // keep (a test checks they agree).
-    mut_arg("database_max_connections", |arg| arg.default_value("8"))
-)]
-pub struct Config {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub broker: BrokerArgs,
-    #[command(flatten)]
-    pub settings: Settings,
-    #[command(flatten)]
-    pub log: common::telemetry::LogArgs,
-    #[command(subcommand)]
-    pub command: Option<cli::Command>,
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser as _;
-
-    use super::*;
-
-    #[test]
-    fn a_worker_defaults_to_a_small_pool_and_many_payments_in_flight() {
-        let config = Config::try_parse_from(["worker"]).expect("the defaults parse");
-        assert_eq!(
-            config.database.database_max_connections,
-            DEFAULT_DATABASE_CONNECTIONS
-        );
-        assert_eq!(config.settings.concurrency, DEFAULT_CONCURRENCY);
-        config.settings.validate().expect("the defaults are valid");
-    }
-
-    #[test]
-    fn stripe_needs_its_secret_key_and_never_prints_it() {
-        let config = Config::try_parse_from(["worker", "--processor", "stripe"])
-            .expect("parses without a key");
-        let err = config.settings.validate().expect_err("no key");
-        assert!(err.to_string().contains("STRIPE_SECRET_KEY"), "{err}");
-
-        let config = Config::try_parse_from([
-            "worker",
-            "--processor",
-            "stripe",
-            "--stripe-secret-key",
-            "sk_test_secret123",
-        ])
-        .expect("parses");
-        config.settings.validate().expect("valid with a key");
-        let shown = format!("{config:?}");
-        assert!(!shown.contains("sk_test_secret123"), "{shown}");
-        assert_eq!(config.settings.processor, ProcessorKind::Stripe);
-        assert_eq!(
-            config.settings.stripe.stripe_api_base,
-            "https://api.stripe.com"
-        );
-    }
-
-    #[test]
-    fn the_simulator_is_the_default_processor() {
-        let config = Config::try_parse_from(["worker"]).expect("the defaults parse");
-        assert_eq!(config.settings.processor, ProcessorKind::Sim);
-    }
-
-    #[test]
-    fn payments_in_flight_stay_bounded() {
-        let too_many = (MAX_CONCURRENCY + 1).to_string();
-        assert!(Config::try_parse_from(["worker", "--concurrency", &too_many]).is_err());
-        assert!(Config::try_parse_from(["worker", "--concurrency", "0"]).is_err());
     }
 }

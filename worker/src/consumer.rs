@@ -24,10 +24,10 @@ use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::StepError;
+use crate::context::Context;
+use crate::error::StepError;
 use crate::jobs;
 use crate::webhooks;
-use crate::Context;
 
 /// What a consumer's messages are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

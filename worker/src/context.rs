@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -13,12 +12,12 @@ use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Database};
-use crate::charge::{Approvals, Claims};
-use crate::engine::StepError;
+use crate::batch::{Approvals, Batch, Claims, Database};
+use crate::config::Settings;
+use crate::deliverer::Deliverer;
+use crate::error::StepError;
 use crate::metrics::Metrics;
 use crate::processor::Processor;
-use crate::{webhooks, Settings};
 
 /// What a step needs; shared by all in-flight steps.
 pub struct Context {
@@ -34,7 +33,7 @@ pub struct Context {
     pub processor: Processor,
     pub settings: Settings,
     /// Webhook deliveries: their broker handle and HTTP client.
-    pub webhooks: webhooks::Deliverer,
+    pub webhooks: Deliverer,
     pub worker_id: String,
     pub metrics: Metrics,
     pub shutdown: CancellationToken,
@@ -90,7 +89,7 @@ impl Context {
         );
         let webhook_topology = Topology::webhooks(broker.topology().prefix())
             .with_retry_delays(&settings.webhook_retry_delays);
-        let webhooks = webhooks::Deliverer::new(
+        let webhooks = Deliverer::new(
             Arc::new(broker.sibling(webhook_topology)),
             settings.webhook_timeout,
             settings.webhook_retry_delays.clone(),
@@ -126,49 +125,6 @@ impl Context {
         F: FnMut() -> Fut,
         Fut: Future<Output = sqlx::Result<T>>,
     {
-        waiting_out(&self.db_turns, &self.shutdown, op).await
-    }
-}
-
-/// [`Context::db`]'s loop, for the batches' tasks too: `op` after a turn at
-/// the database (`turns`), again with growing delays while the database is
-/// unavailable or busy, until it answers or `shutdown` comes.
-pub(crate) async fn waiting_out<T, F, Fut>(
-    turns: &Semaphore,
-    shutdown: &CancellationToken,
-    mut op: F,
-) -> Result<T, StepError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = sqlx::Result<T>>,
-{
-    let mut delays = common::retry::reconnect_delays();
-    let mut warned = false;
-    loop {
-        let result = {
-            // Never closed, so never an error; without a turn the
-            // statement would merely queue in the pool.
-            let _turn = turns.acquire().await.ok();
-            op().await
-        };
-        match result {
-            Ok(value) => return Ok(value),
-            // Unreachable, or up but unable right now (a lock or
-            // statement timeout, a deadlock): wait with growing delays,
-            // never requeue, so the message's delivery count (the
-            // poison check) does not grow with the database's trouble.
-            Err(err) if common::db::is_transient(&err) => {
-                if !warned {
-                    tracing::warn!(error = %err, "database unavailable or busy; holding the message until it answers");
-                    warned = true;
-                }
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                tokio::select! {
-                    () = shutdown.cancelled() => return Err(StepError::Interrupted),
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-            Err(err) => return Err(StepError::Database(err)),
-        }
+        crate::batch::waiting_out(&self.db_turns, &self.shutdown, op).await
     }
 }

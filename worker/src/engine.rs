@@ -15,24 +15,11 @@ use std::time::Duration;
 use common::db::lifecycle::{Audit, Knowledge, Retry};
 use common::dead_letters::DeadLetterReason;
 use common::domain::failure_codes;
-use common::queue::{headers, Job, PublishError, RetryTiers, Topology};
+use common::queue::{headers, Job, RetryTiers, Topology};
 use lapin::types::FieldTable;
 
-use crate::Context;
-
-/// Why a step could not finish. The message is not acked.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// Shutdown came while waiting for the database: leave the message to be
-    /// redelivered.
-    #[error("shut down before the step finished")]
-    Interrupted,
-    /// A dead letter could not be published; the payment was left as it was.
-    #[error(transparent)]
-    Broker(#[from] PublishError),
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
-}
+use crate::context::Context;
+pub use crate::error::StepError;
 
 /// A message redelivered this often (workers died holding it) is treated as
 /// poison before the broker's own delivery limit takes it away silently.

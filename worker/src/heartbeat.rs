@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::Context;
+use crate::context::Context;
 
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let every = ctx.settings.dead_after / 5;

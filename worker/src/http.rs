@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::context::Context;
 use crate::metrics::QueueLabel;
-use crate::Context;
 
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) -> anyhow::Result<()> {
     let shutdown = ctx.shutdown.clone();

@@ -7,8 +7,8 @@ use common::queue::Job;
 use lapin::types::FieldTable;
 use tracing::Instrument as _;
 
+use crate::context::Context;
 use crate::engine::{dead_letter_raw, StepError};
-use crate::Context;
 
 /// Runs one message.
 pub async fn handle(

@@ -23,9 +23,9 @@ use common::queue::Job;
 use lapin::types::FieldTable;
 use std::time::Duration;
 
+use crate::context::Context;
 use crate::engine::{self, Change, StepError, Work};
 use crate::processor::{Capture, Operation, Outcome, Refund, Void};
-use crate::Context;
 
 /// What the processor said, reduced to what the operation records.
 enum Settled {

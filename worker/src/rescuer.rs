@@ -16,7 +16,7 @@ use common::db::{outbox, payments, workers};
 use common::domain::{Kind, OperationId, PaymentId};
 use common::queue::Job;
 
-use crate::Context;
+use crate::context::Context;
 
 const BATCH: i64 = 500;
 

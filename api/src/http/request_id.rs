@@ -1,22 +1,12 @@
-//! A `Request-Id` on every response, and a tracing span that carries it.
+//! A request's id: made by the outermost layer ([`super::layers`]) and
+//! kept in a task-local for the request's life, so the error envelope and
+//! the answers after a commit can quote it without threading it through
+//! every handler.
 //!
-//! Every request is also bounded in time here (`REQUEST_TIMEOUT`), body
-//! reading included, so a client that trickles its body cannot hold a
-//! connection and a handler forever.
-//!
-//! The id is generated here (a client-supplied one is not trusted: it would
-//! let a caller forge log lines) and kept in a task-local so the error
-//! envelope can quote it without threading it through every handler.
+//! The id is generated (a client-supplied one is not trusted: it would let
+//! a caller forge log lines), `req_` and a random UUID.
 
-use std::time::Duration;
-
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
-use tracing::Instrument as _;
-
-use crate::http::error::ApiError;
+use std::future::Future;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -29,39 +19,12 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-pub async fn middleware(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
-    let id = format!("req_{}", uuid::Uuid::new_v4().simple());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.uri().path(),
-        status = tracing::field::Empty,
-        merchant_id = tracing::field::Empty,
-        payment_id = tracing::field::Empty,
-    );
-    let header = HeaderValue::from_str(&id).ok();
-    let started = std::time::Instant::now();
-    let handled = async move {
-        match tokio::time::timeout(timeout, next.run(request)).await {
-            Ok(response) => response,
-            Err(_) => ApiError::bad_request(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "The request took too long to send or to handle.",
-            )
-            .into_response(),
-        }
-    };
-    let mut response = REQUEST_ID.scope(id, handled).instrument(span.clone()).await;
-    span.record("status", response.status().as_u16());
-    tracing::info!(
-        parent: &span,
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request finished"
-    );
-    if let Some(header) = header {
-        response.headers_mut().insert(HEADER, header);
-    }
-    response
+/// A new request id.
+pub fn new_id() -> String {
+    format!("req_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs `request` with `id` as its [`current_request_id`].
+pub async fn scope<F: Future>(id: String, request: F) -> F::Output {
+    REQUEST_ID.scope(id, request).await
 }

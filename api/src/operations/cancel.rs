@@ -11,12 +11,12 @@ use common::domain::Kind;
 use common::domain::{PaymentStatus, Scope};
 use serde::Deserialize;
 
+use super::PaymentOperationParams;
 use super::*;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::idempotency::{self, Claim};
 use crate::http::request::{JsonRequest, Sent, Submission, Submitted};
 use crate::http::wait::outcome_unknown;
-use crate::openapi::PaymentOperationParams;
 use crate::payments::view::{view, Expand};
 use crate::payments::wire::Payment;
 use crate::state::AppState;

@@ -12,11 +12,11 @@ use common::domain::Scope;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::PaymentOperationParams;
 use super::*;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::idempotency;
 use crate::http::request::{JsonRequest, Submission, Submitted};
-use crate::openapi::PaymentOperationParams;
 use crate::payments::validate;
 use crate::payments::wire::Payment;
 use crate::state::AppState;

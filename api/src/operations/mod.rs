@@ -34,6 +34,7 @@ use serde_json::{json, Value};
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorType, ResultExt as _};
 use crate::http::idempotency::{self, Begun, Claim};
+use crate::http::params::{IdempotencyKeyHeader, PreferHeader};
 use crate::http::request::Sent;
 use crate::http::wait::{outcome_unknown, wait_until};
 use crate::payments::no_such_payment;
@@ -331,6 +332,32 @@ fn not_allowed(row: &PaymentRow, kind: Kind) -> ApiError {
 
 fn metadata(value: Option<&BTreeMap<String, String>>) -> Result<Value, ApiError> {
     value.map_or(Ok(json!({})), validate::check_metadata)
+}
+
+/// The payment a capture, cancel or refund is about, in the path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct PaymentIdPath {
+    /// The payment's id, `pay_…`.
+    #[param(example = "pay_0192d4a0-7c1e-7cc2-9c35-3f2d6c1c9b2a")]
+    id: String,
+}
+
+/// What every `POST /v1/payments/{id}/…` takes besides its body: the
+/// payment's id, [`IdempotencyKeyHeader`] and [`PreferHeader`] (read by hand, so only
+/// described).
+pub struct PaymentOperationParams;
+
+impl utoipa::IntoParams for PaymentOperationParams {
+    fn into_params(
+        parameter_in: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        let mut params = PaymentIdPath::into_params(&parameter_in);
+        params.extend(IdempotencyKeyHeader::into_params(&parameter_in));
+        params.extend(PreferHeader::into_params(&parameter_in));
+        params
+    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,12 @@ use common::domain::Kind;
 use common::domain::{OperationId, PaymentId, RefundId, Scope};
 use serde::Deserialize;
 
+use super::PaymentOperationParams;
 use super::*;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::page::{no_such_cursor, Cursor, List, PageSize};
 use crate::http::request::{JsonRequest, Submission, Submitted};
-use crate::openapi::PaymentOperationParams;
 use crate::payments::validate;
 use crate::payments::wire::Refund;
 use crate::state::AppState;

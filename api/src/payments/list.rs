@@ -59,7 +59,7 @@ pub struct ListQuery {
     /// newer than it (still newest first). Not with `starting_after`.
     pub ending_before: Option<String>,
     /// Only payments in this status.
-    #[param(schema_with = crate::openapi::payment_status)]
+    #[param(schema_with = crate::payments::wire::payment_status)]
     pub status: Option<String>,
     #[param(min_length = 1, max_length = 255)]
     pub customer_id: Option<String>,

@@ -92,3 +92,15 @@ impl Expand {
         Ok(expand)
     }
 }
+
+/// `expand[]=…` on a payment read, as the OpenAPI document shows it (read
+/// by hand by [`Expand::from_query`], so never built).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ExpandQuery {
+    /// Objects to expand: `refunds`, `customer`. Any other value, or any
+    /// other query parameter, is `400` naming it.
+    #[param(rename = "expand[]", explode, style = Form, required = false)]
+    expand: Option<Vec<Expansion>>,
+}

@@ -117,7 +117,7 @@ pub struct Payment {
     pub amount: i64,
     #[schema(example = "USD")]
     pub currency: String,
-    #[schema(schema_with = crate::openapi::payment_status)]
+    #[schema(schema_with = payment_status)]
     pub status: String,
     pub captured: bool,
     /// What an authorization still allows to capture (0 once captured,
@@ -306,7 +306,7 @@ pub struct Refund {
     pub currency: String,
     pub payment_id: String,
     /// `pending`, `succeeded` or `failed` (`processing` reads as `pending`).
-    #[schema(schema_with = crate::openapi::refund_status)]
+    #[schema(schema_with = refund_status)]
     pub status: String,
     pub reason: Option<String>,
     pub notes: Option<String>,
@@ -451,6 +451,37 @@ impl Payment {
         self.refunds.data = rows[..shown].iter().map(Refund::from_row).collect();
         self
     }
+}
+
+/// `status` of a payment: one of the lifecycle's states.
+pub fn payment_status() -> utoipa::openapi::schema::Schema {
+    let all = [
+        common::domain::PaymentStatus::Pending,
+        common::domain::PaymentStatus::Processing,
+        common::domain::PaymentStatus::Succeeded,
+        common::domain::PaymentStatus::Failed,
+        common::domain::PaymentStatus::Cancelled,
+    ];
+    utoipa::openapi::schema::Schema::Object(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(all.map(common::domain::PaymentStatus::as_str)))
+            .description(Some(
+                "`pending` → `processing` → `succeeded` | `failed`; `cancelled` if cancelled \
+                 before processing or its authorization voided.",
+            ))
+            .build(),
+    )
+}
+
+/// `status` of a refund (`processing` reads as `pending`).
+pub fn refund_status() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::Schema::Object(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["pending", "succeeded", "failed"]))
+            .build(),
+    )
 }
 
 #[cfg(test)]

@@ -14,29 +14,8 @@ use governor::{Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Largest `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST`: a million, far
-/// above what one process serves, and small enough that the bucket's
-/// arithmetic (nanoseconds per request) stays exact.
-pub const MAX_RATE: u32 = 1_000_000;
-
 /// How often keys with a full bucket are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// `RATE_LIMIT_PER_SECOND` / `RATE_LIMIT_BURST`: a whole number from 1 to
-/// [`MAX_RATE`]. The error names the variable as well as the flag.
-pub fn parse_rate(value: &str) -> Result<NonZeroU32, String> {
-    value
-        .trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| *n <= MAX_RATE)
-        .and_then(NonZeroU32::new)
-        .ok_or_else(|| {
-            format!(
-                "RATE_LIMIT_PER_SECOND and RATE_LIMIT_BURST are whole numbers from 1 to {MAX_RATE}"
-            )
-        })
-}
 
 type KeyedLimiter =
     RateLimiter<Uuid, DefaultKeyedStateStore<Uuid>, DefaultClock, StateInformationMiddleware>;
@@ -243,13 +222,5 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         limiter.sweep();
         assert!(limiter.is_empty());
-    }
-
-    #[test]
-    fn rates_are_bounded() {
-        assert_eq!(parse_rate("100").map(NonZeroU32::get), Ok(100));
-        for bad in ["0", "-1", "1000001", "lots", ""] {
-            assert!(parse_rate(bad).is_err(), "{bad}");
-        }
     }
 }

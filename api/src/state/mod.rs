@@ -26,6 +26,9 @@ pub struct AppState {
     /// The webhook queues (a connection of their own, opened on first use).
     pub webhook_broker: Arc<Broker>,
     pub limiter: Arc<limiter::Limiter>,
+    /// The OpenAPI document, as served (`crate::openapi::json`, built at
+    /// start).
+    pub openapi: Arc<str>,
     /// The console's sign-in attempts ([`limiter::SignIns`]).
     pub sign_ins: Arc<limiter::SignIns>,
     /// Seals webhook signing secrets before they are stored.

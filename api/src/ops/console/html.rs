@@ -7,7 +7,7 @@ use axum::response::{IntoResponse as _, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
-use super::session::{Session, CSRF_FIELD};
+use super::session::{NoSession, Session, CSRF_FIELD};
 use crate::http::error::ApiError;
 
 /// The header a live fragment carries, so the script can tell a fragment
@@ -198,6 +198,34 @@ pub(crate) fn duration(secs: f64) -> String {
 /// A payment's link to its console page.
 pub(crate) fn payment_link(id: &str) -> Markup {
     html! { a href={ "/console/payments/" (id) } class="id" { (id) } }
+}
+
+/// The answer to a form that does not carry `session`'s CSRF token
+/// ([`Session::csrf_matches`]); `None`: it does, go on. Nothing has been
+/// done when it refuses.
+pub(crate) fn csrf_refusal(session: &Session, form: &[(String, String)]) -> Option<Response> {
+    if session.csrf_matches(form) {
+        return None;
+    }
+    tracing::warn!(key_id = %session.key_id, "console form without its CSRF token refused");
+    Some(error_page(
+        StatusCode::FORBIDDEN,
+        "Form refused",
+        "This form did not carry this session's security token (it may be from an \
+         older session, or from another site). Nothing was changed. Go back, reload \
+         the page and try again.",
+        Some(session),
+    ))
+}
+
+/// No session: to the sign-in page; the sessions unreadable: an error page.
+impl axum::response::IntoResponse for NoSession {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignIn => axum::response::Redirect::to("/console/sign-in").into_response(),
+            Self::Unavailable(err) => failure(err, None),
+        }
+    }
 }
 
 /// A list the operator acts on in bulk (dead letters, dead webhook

@@ -32,62 +32,14 @@ mod charts;
 mod html;
 mod pages;
 mod session;
-
-use std::time::Duration;
+mod sign_in;
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
-use common::queue::RetryTiers;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
-
-/// Settings the operator views need: the workers' retry tiers (to read each
-/// tier's queue depth), `RESCUE_AFTER` (when a payment is overdue) and
-/// `WORKER_DEAD_AFTER` (when a worker is dead), the same variables and
-/// defaults as the worker's so one environment configures both; and how
-/// long a console session lasts.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConsoleArgs {
-    /// The workers' retry tiers, in seconds (as the worker's setting).
-    #[arg(long = "console-retry-delays", env = "RETRY_DELAYS", default_value = "1,5,30,120,600", value_parser = RetryTiers::parse)]
-    pub retry_delays: RetryTiers,
-
-    /// The webhook deliveries' retry tiers, in seconds (as the worker's
-    /// setting).
-    #[arg(long = "console-webhook-retry-delays", env = "WEBHOOK_RETRY_DELAYS", default_value = "10,60,300,1800,7200,21600,86400", value_parser = RetryTiers::parse)]
-    pub webhook_retry_delays: RetryTiers,
-
-    /// Seconds past due after which a payment is overdue (the worker's
-    /// rescuer takes it then).
-    #[arg(long = "console-rescue-after", env = "RESCUE_AFTER", default_value = "60", value_parser = common::config::parse_secs)]
-    pub rescue_after: Duration,
-
-    /// Seconds without a heartbeat after which a worker is dead.
-    #[arg(long = "console-worker-dead-after", env = "WORKER_DEAD_AFTER", default_value = "5", value_parser = common::config::parse_secs)]
-    pub worker_dead_after: Duration,
-
-    /// Seconds a console sign-in lasts (60 to 604800, a week); the operator
-    /// signs in again after it.
-    #[arg(long = "console-session-ttl", env = "CONSOLE_SESSION_TTL", default_value = "28800", value_parser = parse_session_ttl)]
-    pub session_ttl: Duration,
-}
-
-/// The longest `CONSOLE_SESSION_TTL`: a week.
-const MAX_SESSION_TTL: Duration = Duration::from_secs(7 * 86_400);
-
-/// `CONSOLE_SESSION_TTL`: a minute to a week, naming the variable.
-fn parse_session_ttl(value: &str) -> Result<Duration, String> {
-    let ttl = common::config::parse_secs(value)?;
-    if ttl < Duration::from_secs(60) || ttl > MAX_SESSION_TTL {
-        return Err(format!(
-            "CONSOLE_SESSION_TTL is 60 to {} seconds (a week)",
-            MAX_SESSION_TTL.as_secs()
-        ));
-    }
-    Ok(ttl)
-}
 
 /// The console's routes. Not in the OpenAPI document (they answer HTML to
 /// a browser) and not behind the per-key rate limit (no API key: a session
@@ -119,9 +71,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .route("/console/audit", get(pages::audit::page))
         .route(
             "/console/sign-in",
-            get(session::sign_in_page).post(session::sign_in),
+            get(sign_in::sign_in_page).post(sign_in::sign_in),
         )
-        .route("/console/sign-out", post(session::sign_out))
+        .route("/console/sign-out", post(sign_in::sign_out))
         .route("/console/static/console.js", get(script))
         .route("/console/static/console.css", get(style_sheet))
         .layer(axum::middleware::map_response(security_headers))

@@ -361,7 +361,7 @@ pub(crate) async fn replay(
     session: Session,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Some(refused) = session.csrf_refusal(&form) {
+    if let Some(refused) = html::csrf_refusal(&session, &form) {
         return refused;
     }
     let not_done = |message: &str| {
@@ -492,7 +492,7 @@ pub(crate) async fn purge(
     session: Session,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Some(refused) = session.csrf_refusal(&form) {
+    if let Some(refused) = html::csrf_refusal(&session, &form) {
         return refused;
     }
     if field(&form, "confirm") != Some("yes") {

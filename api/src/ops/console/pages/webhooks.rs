@@ -289,7 +289,7 @@ pub(crate) async fn redeliver(
     session: Session,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Some(refused) = session.csrf_refusal(&form) {
+    if let Some(refused) = html::csrf_refusal(&session, &form) {
         return refused;
     }
     let not_done = |message: &str| {
