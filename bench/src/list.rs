@@ -24,10 +24,10 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::report::{fill, row, table};
 use crate::scenarios::{check, Check};
 use crate::stats::{ms, Percentiles};
 use crate::system::{Cleanup, Env, System};
+use crate::template::{fill, row, table};
 
 /// Untimed requests per case before the timed ones.
 const WARMUP: usize = 20;

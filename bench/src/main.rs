@@ -35,6 +35,7 @@ mod report;
 mod scenarios;
 mod stats;
 mod system;
+mod template;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -55,7 +55,7 @@ async fn capture(
     idempotency::run_once(&sim, operation, &key, || {
         let captured = match sim.capture(&charge, request.amount) {
             Ok(captured) => captured,
-            Err(refusal) => return SimError::refusal_to_store(&refusal),
+            Err(refusal) => return StoredAnswer::refusal(&refusal),
         };
         let answer = CaptureSucceeded {
             id: format!("cap_{}", uuid::Uuid::new_v4().simple()),
@@ -103,7 +103,7 @@ async fn void(
     idempotency::run_once(&sim, operation, &key, || {
         let voided = match sim.void(&charge) {
             Ok(voided) => voided,
-            Err(refusal) => return SimError::refusal_to_store(&refusal),
+            Err(refusal) => return StoredAnswer::refusal(&refusal),
         };
         let answer = VoidSucceeded {
             id: format!("void_{}", uuid::Uuid::new_v4().simple()),

@@ -13,13 +13,12 @@ use common::processor::{
 };
 
 use crate::book::Refusal;
-use crate::state::StoredAnswer;
 
 /// A request the simulator answers with an error status. Messages are written
 /// for the client and never carry a card token.
 #[derive(Debug)]
 pub(crate) struct SimError {
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     code: &'static str,
     message: String,
 }
@@ -105,18 +104,6 @@ impl SimError {
         }
     }
 
-    /// The answer to store under the idempotency key for a refusal by the
-    /// charge book. A refusal about an existing charge is the processor's
-    /// decision on the operation, so a replay or lookup returns it; an
-    /// unknown charge is `Err`, not stored, like a malformed request.
-    pub(crate) fn refusal_to_store(refusal: &Refusal) -> Result<StoredAnswer, SimError> {
-        let error = Self::refused(refusal);
-        if *refusal == Refusal::NoSuchCharge {
-            return Err(error);
-        }
-        StoredAnswer::json(error.status, &error.body())
-    }
-
     /// `400`: the body is not the expected JSON.
     pub(crate) fn invalid_json(cause: &serde_json::Error) -> Self {
         Self::new(
@@ -150,7 +137,7 @@ impl SimError {
     }
 
     /// The envelope sent to the client.
-    fn body(&self) -> ProcessorErrorBody {
+    pub(crate) fn body(&self) -> ProcessorErrorBody {
         ProcessorErrorBody {
             error: ProcessorError {
                 code: self.code.to_owned(),

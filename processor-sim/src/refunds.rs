@@ -72,7 +72,7 @@ fn validate(request: &RefundRequest) -> Result<(), SimError> {
 fn refund(sim: &Sim, key: &str, request: &RefundRequest) -> Result<StoredAnswer, SimError> {
     let refunded = match sim.refund(&request.charge, request.amount, &request.reference) {
         Ok(refunded) => refunded,
-        Err(refusal) => return SimError::refusal_to_store(&refusal),
+        Err(refusal) => return StoredAnswer::refusal(&refusal),
     };
     let id = format!("re_{}", uuid::Uuid::new_v4().simple());
     match refunded {

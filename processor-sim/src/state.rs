@@ -28,6 +28,18 @@ pub(crate) struct StoredAnswer {
 }
 
 impl StoredAnswer {
+    /// The answer to store under the idempotency key for a refusal by the
+    /// charge book. A refusal about an existing charge is the processor's
+    /// decision on the operation, so a replay or lookup returns it; an
+    /// unknown charge is `Err`, not stored, like a malformed request.
+    pub(crate) fn refusal(refusal: &Refusal) -> Result<Self, SimError> {
+        let error = SimError::refused(refusal);
+        if *refusal == Refusal::NoSuchCharge {
+            return Err(error);
+        }
+        Self::json(error.status, &error.body())
+    }
+
     /// Serialises once, so every replay sends the very same bytes.
     pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Result<Self, SimError> {
         let body = serde_json::to_vec(body).map_err(|e| {

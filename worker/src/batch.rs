@@ -15,11 +15,15 @@
 //! crash before the commit leaves every item of the batch as it was, to be
 //! taken over like any unrecorded step.
 //!
-//! An unavailable database is waited out here, as [`Context::db`] does, with
-//! the steps waiting for their answers. Any other error splits the batch:
-//! each item runs alone, so one bad row fails only its own step.
+//! An unavailable database is waited out here ([`waiting_out`], which
+//! [`Context::db`] uses too), with the steps waiting for their answers. Any
+//! other error splits the batch: each item runs alone, so one bad row fails
+//! only its own step.
 //!
-//! [`Context::db`]: crate::Context::db
+//! Two statements are batched today, both a payment's: its claim
+//! ([`Claims`]) and its approval ([`Approvals`]).
+//!
+//! [`Context::db`]: crate::context::Context::db
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
