@@ -1052,6 +1052,39 @@ async fn a_poison_refund_never_sent_fails_as_not_processed_frees_its_amount_and_
     assert_refunded_once(&app.sim_stats().await);
 }
 
+/// A refund failed as not processed frees its amount. If another refund
+/// takes that amount meanwhile, the operator's replay of the first is
+/// dropped, the guard of the replay statement finding the payment no
+/// longer allows it: nothing is refunded past what was captured, and the
+/// first stays failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_a_failed_refund_whose_amount_was_refunded_since_is_dropped_never_over_refunding(
+) {
+    let mut app = TestApp::spawn().await;
+    let id = succeeded(&app, cards::VISA, 5_000, true).await;
+    app.stop_workers().await;
+    let refund_id = request_refund(&app, &id, json!({"amount": 2_000, "reason": "other"})).await;
+    app.wait_queue_depth("process", 1).await;
+    kill_holders_until_poison(&app).await;
+    app.start_worker().await;
+    wait_refund(&app, &refund_id, "failed").await;
+
+    // The whole captured amount, refunded by another request.
+    let second = request_refund(&app, &id, json!({"reason": "other"})).await;
+    wait_refund(&app, &second, "succeeded").await;
+    assert_eq!(app.payment(&id).await["amount_refunded"], 5_000);
+
+    replay_with_the_cli(&app, "0 replayed, 1 dropped, 0 left").await;
+    let first = wait_refund(&app, &refund_id, "failed").await;
+    assert_eq!(first["failure_code"], "not_processed", "{first}");
+    assert_eq!(
+        app.payment(&id).await["amount_refunded"],
+        5_000,
+        "never refunded past what was captured"
+    );
+    assert_eq!(app.sim_stats().await.refunds, 1, "only the second was sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_refund_whose_worker_died_mid_call_is_held_not_failed_and_a_replay_pays_it_once() {
     let worker = slow_call_settings();
