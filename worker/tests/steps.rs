@@ -208,3 +208,86 @@ async fn one_webhook_rescuer_pass_publishes_a_delivery_whose_message_was_lost() 
     ctx.broker.close().await;
     ctx.webhooks.broker.close().await;
 }
+
+/// The batched claim and approval, and the events trigger they fire, find
+/// each payment by its key whatever the planner knows of the table: a plan
+/// made while `payments` is small (a new database) is kept by the
+/// connection, and a plan that scans the table then reads every payment on
+/// every statement once the table has grown. A new connection makes its
+/// plans here, on a small table and a batch of 30; the transaction's own
+/// counters tell whether any of them scanned `payments`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_claims_and_approvals_look_payments_up_by_key_on_a_small_table() {
+    use common::db::lifecycle::Audit;
+    use common::db::payments::{self, Approval};
+    use common::domain::PaymentId;
+    use common::processor::{CardDetails, ProcessorResponse};
+    use sqlx::Connection;
+
+    let app = TestApp::api_only().await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let id: PaymentId = app.create_payment(cards::VISA).await.parse().expect("id");
+        ids.push(id);
+    }
+    let mut conn = sqlx::PgConnection::connect(&app.database_url_via(None))
+        .await
+        .expect("connect");
+    let mut tx = conn.begin().await.expect("begin");
+    let audit = Audit {
+        actor: "plans-test",
+        reason: "claimed",
+    };
+    let lease = Duration::from_secs(60);
+    let claimed = payments::claim_many(&mut *tx, &ids, lease, Duration::from_secs(5), audit)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), ids.len(), "every payment claimed");
+    let approvals: Vec<Approval> = claimed
+        .iter()
+        .map(|row| Approval {
+            id: row.payment_id(),
+            attempt: row.attempts,
+            captured: true,
+            card: CardDetails {
+                last4: "4242".into(),
+                brand: "visa".into(),
+                exp_month: 12,
+                exp_year: 2030,
+                fingerprint: "fp".into(),
+                country: "US".into(),
+                funding: "credit".into(),
+            },
+            processor_response: ProcessorResponse::default(),
+            reason: "processor approved",
+        })
+        .collect();
+    let recorded = payments::succeed_many(&mut *tx, &approvals, "plans-test")
+        .await
+        .expect("approve");
+    assert_eq!(recorded.len(), ids.len(), "every approval recorded");
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE type = 'payment.succeeded' AND payment_id = ANY($1)",
+    )
+    .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
+    .fetch_one(&mut *tx)
+    .await
+    .expect("events");
+    assert_eq!(events, 30, "the trigger wrote each payment's event");
+    let (seq_scans, index_scans): (i64, i64) = sqlx::query_as(
+        "SELECT seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_xact_user_tables
+         WHERE relname = 'payments'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("counters");
+    assert_eq!(
+        seq_scans, 0,
+        "no statement scanned payments ({index_scans} index scans)"
+    );
+    assert!(
+        index_scans >= 60,
+        "each payment looked up by key: {index_scans}"
+    );
+    tx.rollback().await.expect("rollback");
+}

@@ -71,14 +71,20 @@ pub struct Retry<'a> {
 /// `audit.actor` for `lease`, for each of `ids` (a `&[Uuid]`). Taking over
 /// a void claim marks the outcome unknown: the dead worker may have sent
 /// the call. The rows are locked in id order, so two claims of overlapping
-/// sets wait for each other instead of deadlocking.
+/// sets wait for each other instead of deadlocking, and each is looked up
+/// by its key (a nested loop the planner cannot turn into a scan of the
+/// table: see migration `20261204000200_payment_lookups_by_key.sql`).
 macro_rules! claim {
     ($row:ident, $table:literal, $history:literal, $key:literal,
      ids: $ids:expr, lease: $lease:expr, dead_after: $dead_after:expr, audit: $audit:expr $(,)?) => {
         $row!(
             [
                 "WITH old AS (
-                     SELECT id, status FROM " + $table + " WHERE id = ANY($1) ORDER BY id FOR UPDATE
+                     SELECT r.id, r.status
+                     FROM (SELECT DISTINCT unnest($1::uuid[]) AS id ORDER BY 1) wanted
+                     CROSS JOIN LATERAL (
+                         SELECT id, status FROM " + $table + " WHERE id = wanted.id FOR UPDATE
+                     ) r
                  ), updated AS (
                      UPDATE " + $table + " p SET status = 'processing', attempts = p.attempts + 1,
                          claimed_by = $2,

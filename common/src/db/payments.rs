@@ -273,8 +273,11 @@ pub async fn succeed_many<'e>(
                      $5::jsonb[], $6::text[])
                      AS i(id, attempt, captured, card, processor_response, reason)
              ), old AS (
-                 SELECT p.id, p.status FROM payments p
-                 WHERE p.id IN (SELECT id FROM input) ORDER BY p.id FOR UPDATE
+                 SELECT p.id, p.status
+                 FROM (SELECT id FROM input ORDER BY id) wanted
+                 CROSS JOIN LATERAL (
+                     SELECT id, status FROM payments WHERE id = wanted.id FOR UPDATE
+                 ) p
              ), updated AS (
                  UPDATE payments p SET status = 'succeeded', captured = i.captured,
                      card = i.card, processor_response = i.processor_response,
